@@ -1,0 +1,38 @@
+# Keel: the two commands of the quick start, and the rest of the developer loop.
+BUILD   ?= build
+ASAN    ?= build-asan
+CC      ?= cc
+CMAKE_FLAGS ?=
+JOBS    ?= $(shell nproc)
+
+.PHONY: all deps build check asan demo bench fuzz clean
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	@cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS) >/dev/null
+
+build: deps $(BUILD)/build.ninja
+	@cmake --build $(BUILD) -j $(JOBS)
+
+check: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
+
+$(ASAN)/build.ninja:
+	@cmake -S . -B $(ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+
+asan: deps $(ASAN)/build.ninja
+	@cmake --build $(ASAN) -j $(JOBS)
+	@cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    KEEL_SANITIZED=1 ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
+
+demo: build
+	@sh scripts/demo.sh $(BUILD)
+
+bench: build
+	@sh bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN)

@@ -1,0 +1,118 @@
+/*
+ * keel/base.h - status codes, error messages, logging, bounded buffers and
+ * atomic, committing file writes. Every other module stands on this one.
+ */
+#ifndef KEEL_BASE_H
+#define KEEL_BASE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define KEEL_MUST_CHECK __attribute__((warn_unused_result))
+
+/* One status enum for the whole library; every public function returns it. */
+typedef enum {
+    KEEL_OK = 0,
+    KEEL_ERR_ARG,         /* a caller passed a bad argument */
+    KEEL_ERR_NOMEM,       /* allocation failed */
+    KEEL_ERR_IO,          /* a file or system call failed */
+    KEEL_ERR_TOO_LARGE,   /* input exceeds its declared cap */
+    KEEL_ERR_FORMAT,      /* input is malformed */
+    KEEL_ERR_NOT_FOUND,   /* the named thing does not exist */
+    KEEL_ERR_EXISTS,      /* the named thing already exists */
+    KEEL_ERR_CRYPTO,      /* a cryptographic operation failed */
+    KEEL_ERR_VERIFY,      /* a signature, tag or password did not verify */
+    KEEL_ERR_KEYSTORE,    /* the keystore driver failed */
+    KEEL_ERR_DB,          /* the database failed */
+    KEEL_ERR_UNSUPPORTED, /* not available in this build or driver */
+} keel_status_t;
+
+/* Short name of a status ("io", "verify", ...). Never NULL. */
+const char *keel_status_str(keel_status_t st);
+
+/*
+ * Error detail. The function that detects a failure records one message
+ * (thread-local, capped at KEEL_ERROR_MAX) and returns its status; programs
+ * print it as "keel: <command>: <message>". Messages never contain secrets.
+ */
+#define KEEL_ERROR_MAX 512
+keel_status_t keel_errorf(keel_status_t st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const char *keel_error_message(void);
+void keel_error_clear(void);
+
+/* Logging to stderr; level filter set once by the program. */
+typedef enum { KEEL_LOG_ERROR, KEEL_LOG_WARN, KEEL_LOG_INFO, KEEL_LOG_DEBUG } keel_log_level_t;
+void keel_log_set_level(keel_log_level_t level);
+void keel_log(keel_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Wipe memory that held a secret; never optimised away. */
+void keel_wipe(void *p, size_t n);
+
+/*
+ * Bounded, growable buffer (after curl's dynbuf): created with a hard cap,
+ * and exceeding it is KEEL_ERR_TOO_LARGE, never a silent truncation.
+ * The content is always NUL-terminated for convenience. keel_buf_free wipes.
+ */
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t alloc;
+    size_t cap;
+} keel_buf_t;
+
+void keel_buf_init(keel_buf_t *b, size_t cap);
+keel_status_t keel_buf_append(keel_buf_t *b, const void *p, size_t n) KEEL_MUST_CHECK;
+keel_status_t keel_buf_printf(keel_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3))) KEEL_MUST_CHECK;
+void keel_buf_reset(keel_buf_t *b);
+void keel_buf_free(keel_buf_t *b);
+
+/* Bounded string helpers: KEEL_ERR_TOO_LARGE instead of truncating. */
+keel_status_t keel_strlcpy(char *dst, const char *src, size_t cap) KEEL_MUST_CHECK;
+keel_status_t keel_snprintf(char *dst, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4))) KEEL_MUST_CHECK;
+
+/* Paths are capped; longer ones are errors. */
+#define KEEL_PATH_MAX 1024
+keel_status_t keel_path_join(char *out, size_t cap, const char *dir, const char *name) KEEL_MUST_CHECK;
+
+/*
+ * Files. Secrets are written with mode 0600 and directories made 0700.
+ * keel_file_write_atomic is "atomic and committing": temp file in the same
+ * directory, write, fsync, rename over the target, fsync the directory.
+ * After a crash the target holds either the old or the new content.
+ */
+keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t len,
+                                     mode_t mode) KEEL_MUST_CHECK;
+/* Reads a whole file, failing with KEEL_ERR_TOO_LARGE past cap bytes. */
+keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out) KEEL_MUST_CHECK;
+/* Appends and fsyncs (journals, CSV). Creates the file with mode if absent. */
+keel_status_t keel_file_append_sync(const char *path, const void *data, size_t len,
+                                    mode_t mode) KEEL_MUST_CHECK;
+/* Overwrites a file with zeros, fsyncs, unlinks it and fsyncs its directory. */
+keel_status_t keel_file_shred(const char *path) KEEL_MUST_CHECK;
+keel_status_t keel_dir_make(const char *path, mode_t mode) KEEL_MUST_CHECK;
+keel_status_t keel_dir_sync(const char *path) KEEL_MUST_CHECK;
+/* Renames and fsyncs the parent directory of `to` (commits a staged dir). */
+keel_status_t keel_rename_commit(const char *from, const char *to) KEEL_MUST_CHECK;
+/* Removes a directory tree (used for half-made staging directories). */
+keel_status_t keel_dir_remove_tree(const char *path) KEEL_MUST_CHECK;
+int keel_path_exists(const char *path);
+
+/*
+ * Fault injection (test builds only, KEEL_FAULT_INJECTION): the N-th storage
+ * operation (write, fsync or rename through the helpers above) fails with EIO,
+ * as a power cut would leave it. Armed by keel_fault_arm() or by the
+ * environment variable KEEL_FAULT_AT=N; KEEL_FAULT_MODE=kill makes the process
+ * die with SIGKILL instead of returning the error. In production builds these
+ * are no-ops and keel_fault_count() returns 0.
+ */
+void keel_fault_arm(unsigned long n);
+unsigned long keel_fault_count(void);
+/* Internal: returns nonzero when the current operation must fail. */
+int keel_fault_hit(const char *op);
+
+#endif

@@ -1,0 +1,108 @@
+/*
+ * keel/factory.h - the factory line's side of Keel (not linked into devices):
+ * the manufacturer PKI, per-device provisioning and the batch audit.
+ *
+ * A factory directory holds three separate hierarchies, each a root CA and an
+ * issuing CA, ECDSA P-256 / SHA-256:
+ *   device-ca/   issues one identity certificate per device
+ *   release-ca/  issues update-signer certificates (devices trust its root for updates)
+ *   service-ca/  issues broker and fleet server certificates (devices pin its root)
+ * Each has root.crt, root.key (optionally passphrase-encrypted PKCS#8),
+ * issuing.crt, issuing.key (0600) and chain.pem (issuing then root).
+ * factory.json is written last and marks a complete factory.
+ */
+#ifndef KEEL_FACTORY_H
+#define KEEL_FACTORY_H
+
+#include "keel/base.h"
+#include "keel/crypto.h"
+#include "keel/keystore.h"
+
+#include <jansson.h>
+#include <openssl/types.h>
+
+#define KEEL_ORG_MAX 64
+#define KEEL_PASSPHRASE_MAX 1024
+#define KEEL_PROVISION_MAX_COUNT 1000000u
+
+typedef enum { KEEL_PKI_DEVICE, KEEL_PKI_RELEASE, KEEL_PKI_SERVICE, KEEL_PKI_COUNT } keel_pki_t;
+const char *keel_pki_dirname(keel_pki_t which);
+
+typedef struct keel_factory keel_factory_t;
+
+/* Creates the three PKIs in `dir` (created 0700 if missing). Refuses a
+ * directory that already holds a factory. `passphrase` may be NULL: then root
+ * keys are stored unencrypted (still 0600). */
+keel_status_t keel_factory_init(const char *dir, const char *org, const char *passphrase,
+                                size_t passlen) KEEL_MUST_CHECK;
+
+/* Loads a factory's issuing CAs (the roots' private keys are not needed). */
+keel_status_t keel_factory_load(const char *dir, keel_factory_t **out) KEEL_MUST_CHECK;
+void keel_factory_free(keel_factory_t *f);
+const char *keel_factory_org(const keel_factory_t *f);
+X509 *keel_factory_root(const keel_factory_t *f, keel_pki_t which);
+X509 *keel_factory_issuing(const keel_factory_t *f, keel_pki_t which);
+EVP_PKEY *keel_factory_issuing_key(const keel_factory_t *f, keel_pki_t which);
+
+/* Issues a device identity certificate for `pub` from the device issuing CA. */
+keel_status_t keel_factory_issue_device(keel_factory_t *f, EVP_PKEY *pub, const char *device_id,
+                                        const char *model, const char *serial, X509 **out) KEEL_MUST_CHECK;
+/* Issues a TLS server certificate (SAN = name, DNS or IP) from the service
+ * issuing CA into outdir: server.key (0600), server.crt, chain.pem, ca.pem. */
+keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, const char *outdir) KEEL_MUST_CHECK;
+
+/* PEM helpers shared by the factory commands. */
+keel_status_t keel_pem_cert(X509 *cert, keel_buf_t *out) KEEL_MUST_CHECK;
+keel_status_t keel_pem_load_cert(const char *path, X509 **out) KEEL_MUST_CHECK;
+
+/* Per-phase timings of a provisioning run, in seconds (for `make bench`). */
+typedef struct {
+    unsigned made;
+    double total;
+    double keygen;
+    double cert;
+    double hash;
+} keel_provision_stats_t;
+
+typedef struct {
+    const char *out;                 /* batch directory */
+    const char *model;
+    unsigned count;
+    keel_keystore_config_t keystore; /* driver "file" (per-device dir) or "pkcs11" */
+    keel_argon2_params_t argon2;
+    void (*progress)(void *arg, unsigned done, unsigned total);
+    void *progress_arg;
+} keel_provision_opts_t;
+
+/*
+ * Provisions `count` devices into opts->out. Each device is built in a
+ * staging directory and committed with one rename, after its label line is
+ * on disk; half-made devices and orphaned label lines from an interrupted
+ * earlier run are cleaned up first. manifest.json is rewritten at the end
+ * from the complete devices.
+ */
+keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opts_t *opts,
+                                     keel_provision_stats_t *stats) KEEL_MUST_CHECK;
+
+/* Files of a batch directory. */
+#define KEEL_BATCH_LABELS "labels.csv"
+#define KEEL_BATCH_MANIFEST "manifest.json"
+#define KEEL_LABELS_HEADER "device_id,serial,model,password,cert_sha256\n"
+
+typedef struct {
+    const char *out;          /* batch directory */
+    const char *common_list;  /* common-password list (one per line) */
+    unsigned verify_hashes;   /* label hashes to check against labels (0 = none) */
+} keel_audit_opts_t;
+
+/*
+ * Audits a batch for 5.1-2. *report receives a JSON object:
+ * {"devices":N, "checks":[{"id","title","findings"}], "findings":[{"check",
+ * "device","detail"}], "entropy_bits":{"min","mean"}, "pass":bool}. Returns
+ * KEEL_OK when the audit ran (pass or not); findings are counted in
+ * *findings. Passwords never appear in the report.
+ */
+keel_status_t keel_factory_audit(const keel_audit_opts_t *opts, json_t **report,
+                                 unsigned *findings) KEEL_MUST_CHECK;
+
+#endif

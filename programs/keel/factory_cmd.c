@@ -1,0 +1,378 @@
+/* keel factory: init, provision, audit, issue-server. */
+#include "cli.h"
+
+#include "keel/factory.h"
+#include "keel/identity.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char factory_usage[] =
+    "usage: keel factory <subcommand> [options]\n"
+    "\n"
+    "subcommands:\n"
+    "  init          create the three manufacturer PKIs (device, release, service)\n"
+    "  provision     give devices a unique key, certificate and label password\n"
+    "  audit         check a provisioned batch for EN 303 645 provision 5.1-2\n"
+    "  issue-server  issue a TLS server certificate from the service CA\n"
+    "\n"
+    "Run 'keel factory <subcommand> --help' for its options.\n";
+
+static const char init_usage[] =
+    "usage: keel factory init --dir DIR --org NAME [--passphrase-file FILE | --passphrase-env VAR] [--json]\n"
+    "\n"
+    "Creates DIR/{device,release,service}-ca, each a root and an issuing CA\n"
+    "(ECDSA P-256 / SHA-256). Private keys are written 0600. With a passphrase,\n"
+    "the root keys are encrypted (PKCS#8, AES-256); the passphrase is read from\n"
+    "a file or an environment variable, never from the command line.\n"
+    "Refuses a DIR that already holds a factory.\n";
+
+static const char provision_usage[] =
+    "usage: keel factory provision --dir DIR --model MODEL --count N --out OUT [options]\n"
+    "\n"
+    "For each device: a P-256 key generated in the chosen keystore, a device id\n"
+    "derived from the public key, a random serial number, a certificate from the\n"
+    "device CA, and a random label password (89 bits) stored on the device only\n"
+    "as an Argon2id hash. Writes OUT/<device-id>/ (the device's state directory\n"
+    "with a starter keeld.conf), OUT/labels.csv (0600: the only copy of the\n"
+    "passwords, for the label printer) and OUT/manifest.json (no secrets).\n"
+    "An interrupted run never leaves half a device; the next run cleans up.\n"
+    "\n"
+    "options:\n"
+    "  --keystore file|pkcs11     where device keys are generated (default file)\n"
+    "  --pkcs11-module PATH       PKCS#11 module (e.g. the SoftHSM2 or secure element library)\n"
+    "  --pkcs11-token LABEL       token label\n"
+    "  --pkcs11-pin-file FILE     user PIN, first line of FILE\n"
+    "  --pkcs11-pin-env VAR       user PIN from environment variable VAR\n"
+    "  --argon2-t N               Argon2id passes (default 2)\n"
+    "  --argon2-m KIB             Argon2id memory in KiB (default 19456)\n"
+    "  --json                     print a JSON summary on stdout\n";
+
+static const char audit_usage[] =
+    "usage: keel factory audit OUT [--common-list FILE] [--verify-hashes N] [--json]\n"
+    "\n"
+    "Checks a provisioned batch for provision 5.1-2: passwords and ids unique,\n"
+    "entropy per password, no password containing or reversing the serial, id or\n"
+    "model, none in the common-password list, no sequence or per-position bias,\n"
+    "no two devices with the same key, ids bound to keys, and (sampled) label\n"
+    "passwords matching the hashes on the devices. Passwords are never printed.\n"
+    "Exit status 1 on any finding.\n"
+    "\n"
+    "options:\n"
+    "  --common-list FILE   one password per line (default: $KEEL_COMMON_PASSWORDS,\n"
+    "                       else " KEEL_COMMON_PASSWORDS ")\n"
+    "  --verify-hashes N    check N randomly chosen label hashes (default 16; Argon2id is slow)\n"
+    "  --json               print the report as JSON on stdout\n";
+
+static const char server_usage[] =
+    "usage: keel factory issue-server --dir DIR --name HOST --out OUTDIR [--json]\n"
+    "\n"
+    "Issues a TLS server certificate for HOST (a DNS name or an IP address) from\n"
+    "the service CA, for the MQTT broker or the fleet service. Writes\n"
+    "OUTDIR/server.key (0600), server.crt, chain.pem (server + issuing CA) and\n"
+    "ca.pem (the service root that devices pin).\n";
+
+static int want_help(int argc, char **argv, const char *text)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(text, stdout);
+            return 1;
+        }
+    return 0;
+}
+
+static int cmd_init(int argc, char **argv)
+{
+    static const char *cmd = "factory init";
+    static const struct option opts[] = {
+        {"dir", required_argument, NULL, 'd'},        {"org", required_argument, NULL, 'o'},
+        {"passphrase-file", required_argument, NULL, 'f'}, {"passphrase-env", required_argument, NULL, 'e'},
+        {"json", no_argument, NULL, 'j'},             {NULL, 0, NULL, 0}};
+    const char *dir = NULL, *org = NULL, *pfile = NULL, *penv = NULL;
+    int json = 0, c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'o': org = optarg; break;
+        case 'f': pfile = optarg; break;
+        case 'e': penv = optarg; break;
+        case 'j': json = 1; break;
+        default: return cli_usage(cmd, "unknown option");
+        }
+    }
+    if (optind != argc)
+        return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+    if (dir == NULL || org == NULL)
+        return cli_usage(cmd, "--dir and --org are required");
+    char pass[KEEL_PASSPHRASE_MAX + 1];
+    size_t passlen = 0;
+    keel_status_t st = KEEL_OK;
+    if (pfile != NULL || penv != NULL)
+        st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen);
+    if (st == KEEL_OK)
+        st = keel_factory_init(dir, org, passlen ? pass : NULL, passlen);
+    keel_wipe(pass, sizeof pass);
+    if (st != KEEL_OK)
+        return cli_fail(cmd, st);
+    if (json) {
+        json_t *j = json_pack("{s:s, s:s, s:b, s:[s,s,s]}", "dir", dir, "org", org, "root_keys_encrypted",
+                              passlen > 0, "pkis", "device-ca", "release-ca", "service-ca");
+        int rc = cli_print_json(j);
+        json_decref(j);
+        return rc;
+    }
+    printf("factory created in %s for \"%s\"\n", dir, org);
+    for (int i = 0; i < KEEL_PKI_COUNT; i++)
+        printf("  %s/%-11s root + issuing CA (ECDSA P-256)%s\n", dir, keel_pki_dirname((keel_pki_t)i),
+               passlen ? ", root key encrypted" : "");
+    return CLI_OK;
+}
+
+static int cmd_provision(int argc, char **argv)
+{
+    static const char *cmd = "factory provision";
+    static const struct option opts[] = {
+        {"dir", required_argument, NULL, 'd'},
+        {"model", required_argument, NULL, 'm'},
+        {"count", required_argument, NULL, 'n'},
+        {"out", required_argument, NULL, 'o'},
+        {"keystore", required_argument, NULL, 'k'},
+        {"pkcs11-module", required_argument, NULL, 'M'},
+        {"pkcs11-token", required_argument, NULL, 'T'},
+        {"pkcs11-pin-file", required_argument, NULL, 'P'},
+        {"pkcs11-pin-env", required_argument, NULL, 'E'},
+        {"argon2-t", required_argument, NULL, 't'},
+        {"argon2-m", required_argument, NULL, 'r'},
+        {"json", no_argument, NULL, 'j'},
+        {NULL, 0, NULL, 0}};
+    const char *dir = NULL;
+    keel_provision_opts_t o = {.argon2 = keel_argon2_defaults()};
+    o.keystore.driver = "file";
+    unsigned long v = 0;
+    int json = 0, c, have_count = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'm': o.model = optarg; break;
+        case 'n':
+            if (!cli_parse_uint(optarg, 1, KEEL_PROVISION_MAX_COUNT, &v))
+                return cli_usage(cmd, "--count must be 1..%u", KEEL_PROVISION_MAX_COUNT);
+            o.count = (unsigned)v;
+            have_count = 1;
+            break;
+        case 'o': o.out = optarg; break;
+        case 'k':
+            if (strcmp(optarg, "file") != 0 && strcmp(optarg, "pkcs11") != 0)
+                return cli_usage(cmd, "--keystore must be file or pkcs11");
+            o.keystore.driver = optarg;
+            break;
+        case 'M': o.keystore.module = optarg; break;
+        case 'T': o.keystore.token = optarg; break;
+        case 'P': o.keystore.pin_file = optarg; break;
+        case 'E': o.keystore.pin_env = optarg; break;
+        case 't':
+            if (!cli_parse_uint(optarg, 1, 64, &v))
+                return cli_usage(cmd, "--argon2-t must be 1..64");
+            o.argon2.t_cost = (uint32_t)v;
+            break;
+        case 'r':
+            if (!cli_parse_uint(optarg, 8, 4u * 1024 * 1024, &v))
+                return cli_usage(cmd, "--argon2-m must be 8..4194304 KiB");
+            o.argon2.m_cost_kib = (uint32_t)v;
+            break;
+        case 'j': json = 1; break;
+        default: return cli_usage(cmd, "unknown option");
+        }
+    }
+    if (optind != argc)
+        return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+    if (dir == NULL || o.model == NULL || !have_count || o.out == NULL)
+        return cli_usage(cmd, "--dir, --model, --count and --out are required");
+    if (!keel_identity_model_ok(o.model))
+        return cli_usage(cmd, "--model must be 1..%d characters of [A-Za-z0-9._-]", KEEL_MODEL_MAX);
+    if (o.keystore.pin_file != NULL && o.keystore.pin_env != NULL)
+        return cli_usage(cmd, "give --pkcs11-pin-file or --pkcs11-pin-env, not both");
+    if (strcmp(o.keystore.driver, "pkcs11") == 0 &&
+        (o.keystore.module == NULL || o.keystore.token == NULL ||
+         (o.keystore.pin_file == NULL && o.keystore.pin_env == NULL)))
+        return cli_usage(cmd, "--keystore pkcs11 needs --pkcs11-module, --pkcs11-token and a PIN source");
+
+    keel_factory_t *f = NULL;
+    keel_status_t st = keel_factory_load(dir, &f);
+    if (st != KEEL_OK)
+        return cli_fail(cmd, st);
+    o.progress = cli_progress;
+    keel_provision_stats_t s;
+    st = keel_factory_provision(f, &o, &s);
+    keel_factory_free(f);
+    if (st != KEEL_OK) {
+        int rc = cli_fail(cmd, st);
+        if (s.made > 0)
+            fprintf(stderr, "keel: %s: %u complete device(s) were kept in %s\n", cmd, s.made, o.out);
+        return rc;
+    }
+    if (json) {
+        json_t *j = json_pack("{s:i, s:s, s:s, s:s, s:f, s:f, s:{s:f, s:f, s:f}}", "devices", (int)s.made,
+                              "model", o.model, "out", o.out, "keystore", o.keystore.driver, "seconds",
+                              s.total, "devices_per_second", s.total > 0 ? s.made / s.total : 0.0,
+                              "phase_seconds", "keygen", s.keygen, "certificate", s.cert, "argon2id", s.hash);
+        int rc = cli_print_json(j);
+        json_decref(j);
+        return rc;
+    }
+    printf("provisioned %u %s device(s) into %s in %.2f s (%.1f devices/s)\n", s.made, o.model, o.out,
+           s.total, s.total > 0 ? s.made / s.total : 0.0);
+    printf("  labels (passwords, keep secret): %s/%s\n", o.out, KEEL_BATCH_LABELS);
+    printf("  registry manifest (no secrets):  %s/%s\n", o.out, KEEL_BATCH_MANIFEST);
+    return CLI_OK;
+}
+
+static int cmd_audit(int argc, char **argv)
+{
+    static const char *cmd = "factory audit";
+    static const struct option opts[] = {{"common-list", required_argument, NULL, 'c'},
+                                         {"verify-hashes", required_argument, NULL, 'v'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    keel_audit_opts_t o = {.verify_hashes = 16};
+    unsigned long v = 0;
+    int json = 0, c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': o.common_list = optarg; break;
+        case 'v':
+            if (!cli_parse_uint(optarg, 0, KEEL_PROVISION_MAX_COUNT, &v))
+                return cli_usage(cmd, "--verify-hashes must be a count");
+            o.verify_hashes = (unsigned)v;
+            break;
+        case 'j': json = 1; break;
+        default: return cli_usage(cmd, "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage(cmd, "exactly one batch directory is required");
+    o.out = argv[optind];
+    if (o.common_list == NULL)
+        o.common_list = getenv("KEEL_COMMON_PASSWORDS");
+    if (o.common_list == NULL)
+        o.common_list = KEEL_COMMON_PASSWORDS;
+
+    json_t *r = NULL;
+    unsigned findings = 0;
+    keel_status_t st = keel_factory_audit(&o, &r, &findings);
+    if (st != KEEL_OK)
+        return cli_fail(cmd, st == KEEL_ERR_NOT_FOUND ? KEEL_ERR_ARG : st);
+    int rc = findings == 0 ? CLI_OK : CLI_FAILED;
+    if (json) {
+        if (cli_print_json(r) != CLI_OK)
+            rc = CLI_FAILED;
+        json_decref(r);
+        return rc;
+    }
+    printf("audit of %s: %lld label(s), %lld device(s), provision 5.1-2\n", o.out,
+           json_integer_value(json_object_get(r, "labels")),
+           json_integer_value(json_object_get(r, "devices")));
+    size_t i;
+    json_t *chk;
+    json_array_foreach(json_object_get(r, "checks"), i, chk) {
+        json_int_t n = json_integer_value(json_object_get(chk, "findings"));
+        printf("  %s  %-22s %s", n == 0 ? "PASS" : "FAIL", json_string_value(json_object_get(chk, "id")),
+               json_string_value(json_object_get(chk, "title")));
+        if (n > 0)
+            printf(" (%lld finding%s)", n, n == 1 ? "" : "s");
+        putchar('\n');
+    }
+    json_t *e = json_object_get(r, "entropy_bits");
+    printf("  entropy per password: min %.1f bits, mean %.1f bits; %lld label hash(es) verified\n",
+           json_real_value(json_object_get(e, "min")), json_real_value(json_object_get(e, "mean")),
+           json_integer_value(json_object_get(r, "hashes_verified")));
+    json_t *fnd;
+    size_t shown = 0;
+    json_array_foreach(json_object_get(r, "findings"), i, fnd) {
+        if (shown++ == 50) {
+            printf("  ... and %zu more (use --json for all)\n", json_array_size(json_object_get(r, "findings")) - 50);
+            break;
+        }
+        const char *dev = json_string_value(json_object_get(fnd, "device"));
+        printf("  finding: %s: %s%s%s\n", json_string_value(json_object_get(fnd, "check")), dev ? dev : "",
+               dev ? ": " : "", json_string_value(json_object_get(fnd, "detail")));
+    }
+    printf("%s: %u finding(s)\n", findings == 0 ? "PASS" : "FAIL", findings);
+    json_decref(r);
+    return rc;
+}
+
+static int cmd_issue_server(int argc, char **argv)
+{
+    static const char *cmd = "factory issue-server";
+    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+                                         {"name", required_argument, NULL, 'n'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    const char *dir = NULL, *name = NULL, *out = NULL;
+    int json = 0, c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'n': name = optarg; break;
+        case 'o': out = optarg; break;
+        case 'j': json = 1; break;
+        default: return cli_usage(cmd, "unknown option");
+        }
+    }
+    if (optind != argc)
+        return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+    if (dir == NULL || name == NULL || out == NULL)
+        return cli_usage(cmd, "--dir, --name and --out are required");
+    keel_factory_t *f = NULL;
+    keel_status_t st = keel_factory_load(dir, &f);
+    if (st == KEEL_OK)
+        st = keel_factory_issue_server(f, name, out);
+    keel_factory_free(f);
+    if (st != KEEL_OK)
+        return cli_fail(cmd, st);
+    if (json) {
+        json_t *j = json_pack("{s:s, s:s}", "name", name, "out", out);
+        int rc = cli_print_json(j);
+        json_decref(j);
+        return rc;
+    }
+    printf("server certificate for %s in %s (server.key, server.crt, chain.pem, ca.pem)\n", name, out);
+    return CLI_OK;
+}
+
+int cmd_factory(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(factory_usage, stderr);
+        return CLI_USAGE;
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        fputs(factory_usage, stdout);
+        return CLI_OK;
+    }
+    static const struct {
+        const char *name;
+        const char *help;
+        int (*fn)(int, char **);
+    } subs[] = {{"init", init_usage, cmd_init},
+                {"provision", provision_usage, cmd_provision},
+                {"audit", audit_usage, cmd_audit},
+                {"issue-server", server_usage, cmd_issue_server}};
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        if (strcmp(sub, subs[i].name) != 0)
+            continue;
+        if (want_help(argc - 1, argv + 1, subs[i].help))
+            return CLI_OK;
+        optind = 1;
+        opterr = 0;
+        return subs[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "keel: factory: unknown subcommand '%s'\n\n%s", sub, factory_usage);
+    return CLI_USAGE;
+}

@@ -1,0 +1,41 @@
+/* keel: the command line for the factory line, release engineers and labs. */
+#include "cli.h"
+
+#include "keel/crypto.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "usage: keel <command> [options]\n"
+    "\n"
+    "Keel makes a connected product conform to ETSI EN 303 645 and proves it.\n"
+    "\n"
+    "commands:\n"
+    "  factory    manufacturer PKI, per-device identities and label passwords, batch audit\n"
+    "  version    print the version\n"
+    "\n"
+    "Run 'keel <command> --help' for the options of a command.\n"
+    "Exit status: 0 success, 1 the operation failed or found problems, 2 usage error.\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return CLI_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        fputs(usage, stdout);
+        return CLI_OK;
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("keel %s\n", KEEL_VERSION);
+        return CLI_OK;
+    }
+    if (keel_crypto_init() != KEEL_OK)
+        return cli_fail(argv[1], KEEL_ERR_CRYPTO);
+    if (strcmp(argv[1], "factory") == 0)
+        return cmd_factory(argc - 1, argv + 1);
+    fprintf(stderr, "keel: unknown command '%s'\n\n%s", argv[1], usage);
+    return CLI_USAGE;
+}

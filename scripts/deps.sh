@@ -1,0 +1,29 @@
+#!/bin/sh
+# Install the Debian packages Keel needs to build, test and demo.
+# Idempotent, and silent when everything is already present.
+set -eu
+
+PKGS="
+build-essential cmake ninja-build pkg-config clang
+libssl-dev openssl libsodium-dev libsqlite3-dev sqlite3 libjansson-dev libcmocka-dev
+softhsm2 opensc libengine-pkcs11-openssl libp11-dev libp11-kit-dev
+john-data
+"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "keel: deps: missing packages:$missing (run as root, or install them)" >&2
+    exit 2
+fi
+echo "keel: deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,118 @@
+/* Bounded buffers and bounded string helpers. */
+#include "keel/base.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void keel_buf_init(keel_buf_t *b, size_t cap)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->alloc = 0;
+    b->cap = cap;
+}
+
+keel_status_t keel_buf_append(keel_buf_t *b, const void *p, size_t n)
+{
+    if (n > b->cap || b->len > b->cap - n)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "buffer limit of %zu bytes exceeded", b->cap);
+    size_t need = b->len + n + 1;
+    if (need > b->alloc) {
+        size_t a = b->alloc ? b->alloc : 256;
+        while (a < need)
+            a *= 2;
+        if (a > b->cap + 1)
+            a = b->cap + 1;
+        /* Grow by copy so a secret never lingers in a block realloc released. */
+        uint8_t *d = malloc(a);
+        if (d == NULL)
+            return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        if (b->data != NULL) {
+            memcpy(d, b->data, b->len);
+            keel_wipe(b->data, b->alloc);
+            free(b->data);
+        }
+        b->data = d;
+        b->alloc = a;
+    }
+    if (n > 0)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return KEEL_OK;
+}
+
+keel_status_t keel_buf_printf(keel_buf_t *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return keel_errorf(KEEL_ERR_FORMAT, "formatting failed");
+    if ((size_t)n < sizeof tmp) {
+        keel_status_t st = keel_buf_append(b, tmp, (size_t)n);
+        keel_wipe(tmp, sizeof tmp);
+        return st;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (big == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    va_start(ap, fmt);
+    (void)vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    keel_status_t st = keel_buf_append(b, big, (size_t)n);
+    keel_wipe(big, (size_t)n + 1);
+    free(big);
+    keel_wipe(tmp, sizeof tmp);
+    return st;
+}
+
+void keel_buf_reset(keel_buf_t *b)
+{
+    if (b->data != NULL)
+        keel_wipe(b->data, b->alloc);
+    b->len = 0;
+}
+
+void keel_buf_free(keel_buf_t *b)
+{
+    if (b->data != NULL) {
+        keel_wipe(b->data, b->alloc);
+        free(b->data);
+    }
+    b->data = NULL;
+    b->len = 0;
+    b->alloc = 0;
+}
+
+keel_status_t keel_strlcpy(char *dst, const char *src, size_t cap)
+{
+    size_t n = strlen(src);
+    if (cap == 0 || n >= cap)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "string of %zu bytes exceeds %zu", n, cap);
+    memcpy(dst, src, n + 1);
+    return KEEL_OK;
+}
+
+keel_status_t keel_snprintf(char *dst, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(dst, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "formatted string exceeds %zu bytes", cap);
+    return KEEL_OK;
+}
+
+keel_status_t keel_path_join(char *out, size_t cap, const char *dir, const char *name)
+{
+    if (cap > KEEL_PATH_MAX)
+        cap = KEEL_PATH_MAX;
+    if (keel_snprintf(out, cap, "%s/%s", dir, name) != KEEL_OK)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "path %s/%s is longer than %zu bytes", dir, name, cap);
+    return KEEL_OK;
+}

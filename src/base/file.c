@@ -1,0 +1,262 @@
+/*
+ * Atomic, committing file writes and the other file helpers. Every write,
+ * fsync and rename goes through the counted wrappers below so that power-cut
+ * tests can fail the N-th one (see fault.c).
+ */
+#include "keel/base.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int counted_write_all(int fd, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len > 0) {
+        if (keel_fault_hit("write")) {
+            errno = EIO;
+            return -1;
+        }
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int counted_fsync(int fd)
+{
+    if (keel_fault_hit("fsync")) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+static int counted_rename(const char *from, const char *to)
+{
+    if (keel_fault_hit("rename")) {
+        errno = EIO;
+        return -1;
+    }
+    return rename(from, to);
+}
+
+static keel_status_t parent_dir(const char *path, char *out, size_t cap)
+{
+    char tmp[KEEL_PATH_MAX];
+    if (keel_strlcpy(tmp, path, sizeof tmp) != KEEL_OK)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "path too long: %s", path);
+    return keel_strlcpy(out, dirname(tmp), cap);
+}
+
+keel_status_t keel_dir_sync(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return keel_errorf(KEEL_ERR_IO, "open %s: %s", path, strerror(errno));
+    int rc = counted_fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc != 0)
+        return keel_errorf(KEEL_ERR_IO, "fsync %s: %s", path, strerror(err));
+    return KEEL_OK;
+}
+
+keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char dir[KEEL_PATH_MAX], tmp[KEEL_PATH_MAX];
+    keel_status_t st = parent_dir(path, dir, sizeof dir);
+    if (st != KEEL_OK)
+        return st;
+    if (keel_snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) != KEEL_OK)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "path too long: %s", path);
+
+    (void)unlink(tmp); /* a leftover from an earlier crash of this pid */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return keel_errorf(KEEL_ERR_IO, "create %s: %s", tmp, strerror(errno));
+    /* The umask must not widen or narrow what the caller asked for. */
+    if (fchmod(fd, mode) != 0 || counted_write_all(fd, data, len) != 0 || counted_fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        (void)unlink(tmp);
+        return keel_errorf(KEEL_ERR_IO, "write %s: %s", path, strerror(err));
+    }
+    if (close(fd) != 0) {
+        int err = errno;
+        (void)unlink(tmp);
+        return keel_errorf(KEEL_ERR_IO, "close %s: %s", path, strerror(err));
+    }
+    if (counted_rename(tmp, path) != 0) {
+        int err = errno;
+        (void)unlink(tmp);
+        return keel_errorf(KEEL_ERR_IO, "rename to %s: %s", path, strerror(err));
+    }
+    return keel_dir_sync(dir);
+}
+
+keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out)
+{
+    keel_buf_init(out, cap);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        return keel_errorf(err == ENOENT ? KEEL_ERR_NOT_FOUND : KEEL_ERR_IO, "open %s: %s", path,
+                           strerror(err));
+    }
+    uint8_t chunk[4096];
+    keel_status_t st = KEEL_OK;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            st = keel_errorf(KEEL_ERR_IO, "read %s: %s", path, strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        if (keel_buf_append(out, chunk, (size_t)n) != KEEL_OK) {
+            st = keel_errorf(KEEL_ERR_TOO_LARGE, "%s is larger than %zu bytes", path, cap);
+            break;
+        }
+    }
+    keel_wipe(chunk, sizeof chunk);
+    close(fd);
+    if (st != KEEL_OK)
+        keel_buf_free(out);
+    return st;
+}
+
+keel_status_t keel_file_append_sync(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return keel_errorf(KEEL_ERR_IO, "open %s: %s", path, strerror(errno));
+    if (counted_write_all(fd, data, len) != 0 || counted_fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        return keel_errorf(KEEL_ERR_IO, "append %s: %s", path, strerror(err));
+    }
+    if (close(fd) != 0)
+        return keel_errorf(KEEL_ERR_IO, "close %s: %s", path, strerror(errno));
+    return KEEL_OK;
+}
+
+keel_status_t keel_file_shred(const char *path)
+{
+    char dir[KEEL_PATH_MAX];
+    keel_status_t st = parent_dir(path, dir, sizeof dir);
+    if (st != KEEL_OK)
+        return st;
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return KEEL_OK;
+        return keel_errorf(KEEL_ERR_IO, "open %s: %s", path, strerror(errno));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int err = errno;
+        close(fd);
+        return keel_errorf(KEEL_ERR_IO, "stat %s: %s", path, strerror(err));
+    }
+    static const uint8_t zeros[4096];
+    for (off_t left = sb.st_size; left > 0;) {
+        size_t n = left > (off_t)sizeof zeros ? sizeof zeros : (size_t)left;
+        if (counted_write_all(fd, zeros, n) != 0) {
+            int err = errno;
+            close(fd);
+            return keel_errorf(KEEL_ERR_IO, "overwrite %s: %s", path, strerror(err));
+        }
+        left -= (off_t)n;
+    }
+    if (counted_fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        return keel_errorf(KEEL_ERR_IO, "fsync %s: %s", path, strerror(err));
+    }
+    close(fd);
+    if (unlink(path) != 0)
+        return keel_errorf(KEEL_ERR_IO, "unlink %s: %s", path, strerror(errno));
+    return keel_dir_sync(dir);
+}
+
+keel_status_t keel_dir_make(const char *path, mode_t mode)
+{
+    if (mkdir(path, mode) != 0) {
+        if (errno == EEXIST) {
+            struct stat sb;
+            if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+                return KEEL_OK;
+        }
+        return keel_errorf(errno == EEXIST ? KEEL_ERR_EXISTS : KEEL_ERR_IO, "mkdir %s: %s", path,
+                           strerror(errno));
+    }
+    if (chmod(path, mode) != 0)
+        return keel_errorf(KEEL_ERR_IO, "chmod %s: %s", path, strerror(errno));
+    return KEEL_OK;
+}
+
+keel_status_t keel_rename_commit(const char *from, const char *to)
+{
+    char dir[KEEL_PATH_MAX];
+    keel_status_t st = parent_dir(to, dir, sizeof dir);
+    if (st != KEEL_OK)
+        return st;
+    if (counted_rename(from, to) != 0)
+        return keel_errorf(KEEL_ERR_IO, "rename %s to %s: %s", from, to, strerror(errno));
+    return keel_dir_sync(dir);
+}
+
+keel_status_t keel_dir_remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d == NULL) {
+        if (errno == ENOENT)
+            return KEEL_OK;
+        if (errno == ENOTDIR)
+            return unlink(path) == 0 ? KEEL_OK
+                                     : keel_errorf(KEEL_ERR_IO, "unlink %s: %s", path, strerror(errno));
+        return keel_errorf(KEEL_ERR_IO, "opendir %s: %s", path, strerror(errno));
+    }
+    keel_status_t st = KEEL_OK;
+    struct dirent *e;
+    while (st == KEEL_OK && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char child[KEEL_PATH_MAX];
+        st = keel_path_join(child, sizeof child, path, e->d_name);
+        if (st != KEEL_OK)
+            break;
+        struct stat sb;
+        if (lstat(child, &sb) != 0)
+            st = keel_errorf(KEEL_ERR_IO, "stat %s: %s", child, strerror(errno));
+        else if (S_ISDIR(sb.st_mode))
+            st = keel_dir_remove_tree(child);
+        else if (unlink(child) != 0)
+            st = keel_errorf(KEEL_ERR_IO, "unlink %s: %s", child, strerror(errno));
+    }
+    closedir(d);
+    if (st == KEEL_OK && rmdir(path) != 0)
+        st = keel_errorf(KEEL_ERR_IO, "rmdir %s: %s", path, strerror(errno));
+    return st;
+}
+
+int keel_path_exists(const char *path)
+{
+    struct stat sb;
+    return lstat(path, &sb) == 0;
+}

@@ -1,0 +1,488 @@
+/*
+ * The manufacturer PKI: three hierarchies (device, release, service), each a
+ * root and an issuing CA, ECDSA P-256 / SHA-256.
+ */
+#include "keel/factory.h"
+
+#include "keel/identity.h"
+
+#include <arpa/inet.h>
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PEM_MAX (64u * 1024u)
+#define ROOT_DAYS (30 * 365)
+#define ISSUING_DAYS (20 * 365)
+#define SERVER_DAYS 397
+/* Device identities follow IEEE 802.1AR: no well-defined expiry. */
+#define DEVICE_NOT_AFTER "99991231235959Z"
+
+struct keel_factory {
+    char org[KEEL_ORG_MAX + 1];
+    X509 *root[KEEL_PKI_COUNT];
+    X509 *issuing[KEEL_PKI_COUNT];
+    EVP_PKEY *issuing_key[KEEL_PKI_COUNT];
+};
+
+static const char *const pki_dirs[KEEL_PKI_COUNT] = {"device-ca", "release-ca", "service-ca"};
+static const char *const pki_titles[KEEL_PKI_COUNT] = {"Device", "Release", "Service"};
+
+const char *keel_pki_dirname(keel_pki_t which)
+{
+    return which < KEEL_PKI_COUNT ? pki_dirs[which] : "?";
+}
+
+const char *keel_factory_org(const keel_factory_t *f) { return f->org; }
+X509 *keel_factory_root(const keel_factory_t *f, keel_pki_t w) { return f->root[w]; }
+X509 *keel_factory_issuing(const keel_factory_t *f, keel_pki_t w) { return f->issuing[w]; }
+EVP_PKEY *keel_factory_issuing_key(const keel_factory_t *f, keel_pki_t w) { return f->issuing_key[w]; }
+
+static int org_ok(const char *org)
+{
+    size_t n = strlen(org);
+    if (n == 0 || n > KEEL_ORG_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)org[i] < 0x20 || (unsigned char)org[i] > 0x7e || org[i] == '"' ||
+            org[i] == '\\')
+            return 0;
+    return 1;
+}
+
+/* ---- PEM ---------------------------------------------------------------- */
+
+static keel_status_t bio_to_buf(BIO *bio, keel_buf_t *out)
+{
+    char *p = NULL;
+    long n = BIO_get_mem_data(bio, &p);
+    keel_buf_init(out, PEM_MAX);
+    if (n <= 0)
+        return keel_errorf(KEEL_ERR_CRYPTO, "empty PEM output");
+    return keel_buf_append(out, p, (size_t)n);
+}
+
+keel_status_t keel_pem_cert(X509 *cert, keel_buf_t *out)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    keel_status_t st = PEM_write_bio_X509(bio, cert) == 1 ? bio_to_buf(bio, out)
+                                                          : keel_crypto_error(KEEL_ERR_CRYPTO, "PEM encode");
+    BIO_free(bio);
+    return st;
+}
+
+static keel_status_t pem_key(EVP_PKEY *key, const char *pass, size_t passlen, keel_buf_t *out)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    int ok = pass != NULL ? PEM_write_bio_PKCS8PrivateKey(bio, key, EVP_aes_256_cbc(), pass,
+                                                          (int)passlen, NULL, NULL)
+                          : PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL);
+    keel_status_t st = ok == 1 ? bio_to_buf(bio, out) : keel_crypto_error(KEEL_ERR_CRYPTO, "PEM key");
+    /* The memory BIO held the key: clear it before freeing. */
+    char *p = NULL;
+    long n = BIO_get_mem_data(bio, &p);
+    if (n > 0)
+        keel_wipe(p, (size_t)n);
+    BIO_free(bio);
+    return st;
+}
+
+keel_status_t keel_pem_load_cert(const char *path, X509 **out)
+{
+    keel_buf_t b;
+    keel_status_t st = keel_file_read(path, PEM_MAX, &b);
+    if (st != KEEL_OK)
+        return st;
+    BIO *bio = BIO_new_mem_buf(b.data, (int)b.len);
+    *out = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    keel_buf_free(&b);
+    if (*out == NULL)
+        return keel_crypto_error(KEEL_ERR_FORMAT, path);
+    return KEEL_OK;
+}
+
+static keel_status_t pem_load_key(const char *path, EVP_PKEY **out)
+{
+    keel_buf_t b;
+    keel_status_t st = keel_file_read(path, PEM_MAX, &b);
+    if (st != KEEL_OK)
+        return st;
+    BIO *bio = BIO_new_mem_buf(b.data, (int)b.len);
+    /* Issuing keys are never encrypted; an empty passphrase callback makes an
+     * encrypted one fail instead of prompting on the terminal. */
+    *out = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"") : NULL;
+    BIO_free(bio);
+    keel_buf_free(&b);
+    if (*out == NULL)
+        return keel_crypto_error(KEEL_ERR_FORMAT, path);
+    return KEEL_OK;
+}
+
+/* ---- certificates ------------------------------------------------------- */
+
+typedef struct {
+    const char *cn, *ou, *serial_number; /* subject (O is the org) */
+    X509 *issuer;                         /* NULL = self-signed */
+    EVP_PKEY *issuer_key;
+    EVP_PKEY *subject_key;
+    long days;                            /* 0 = DEVICE_NOT_AFTER */
+    const char *const *exts;              /* "nid=value" pairs: nids[i], vals[i] */
+    const int *ext_nids;
+    size_t n_exts;
+} cert_req_t;
+
+static keel_status_t add_entry(X509_NAME *name, const char *field, const char *value)
+{
+    if (value == NULL)
+        return KEEL_OK;
+    if (X509_NAME_add_entry_by_txt(name, field, MBSTRING_UTF8, (const unsigned char *)value, -1, -1,
+                                   0) != 1)
+        return keel_crypto_error(KEEL_ERR_CRYPTO, "certificate name");
+    return KEEL_OK;
+}
+
+static keel_status_t random_serial(X509 *cert)
+{
+    uint8_t raw[16];
+    keel_random_bytes(raw, sizeof raw);
+    raw[0] &= 0x7f; /* positive */
+    raw[0] |= 0x01; /* and full length */
+    BIGNUM *bn = BN_bin2bn(raw, sizeof raw, NULL);
+    ASN1_INTEGER *ai = bn != NULL ? BN_to_ASN1_INTEGER(bn, NULL) : NULL;
+    int ok = ai != NULL && X509_set_serialNumber(cert, ai) == 1;
+    ASN1_INTEGER_free(ai);
+    BN_free(bn);
+    return ok ? KEEL_OK : keel_crypto_error(KEEL_ERR_CRYPTO, "certificate serial");
+}
+
+static keel_status_t make_cert(const char *org, const cert_req_t *r, X509 **out)
+{
+    keel_status_t st = KEEL_OK;
+    X509 *c = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    if (c == NULL || name == NULL) {
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((st = add_entry(name, "O", org)) != KEEL_OK || (st = add_entry(name, "OU", r->ou)) != KEEL_OK ||
+        (st = add_entry(name, "CN", r->cn)) != KEEL_OK ||
+        (st = add_entry(name, "serialNumber", r->serial_number)) != KEEL_OK)
+        goto out;
+    if (X509_set_version(c, X509_VERSION_3) != 1 || X509_set_subject_name(c, name) != 1 ||
+        X509_set_issuer_name(c, r->issuer ? X509_get_subject_name(r->issuer) : name) != 1 ||
+        X509_set_pubkey(c, r->subject_key) != 1) {
+        st = keel_crypto_error(KEEL_ERR_CRYPTO, "certificate fields");
+        goto out;
+    }
+    if ((st = random_serial(c)) != KEEL_OK)
+        goto out;
+    /* Back-date an hour so a device with a slightly slow clock accepts it. */
+    if (X509_gmtime_adj(X509_getm_notBefore(c), -3600) == NULL ||
+        (r->days > 0 ? X509_gmtime_adj(X509_getm_notAfter(c), r->days * 86400L) == NULL
+                     : ASN1_TIME_set_string_X509(X509_getm_notAfter(c), DEVICE_NOT_AFTER) != 1)) {
+        st = keel_crypto_error(KEEL_ERR_CRYPTO, "certificate validity");
+        goto out;
+    }
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, r->issuer ? r->issuer : c, c, NULL, NULL, 0);
+    for (size_t i = 0; i < r->n_exts; i++) {
+        X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, r->ext_nids[i], r->exts[i]);
+        int ok = ext != NULL && X509_add_ext(c, ext, -1) == 1;
+        X509_EXTENSION_free(ext);
+        if (!ok) {
+            st = keel_crypto_error(KEEL_ERR_CRYPTO, "certificate extension");
+            goto out;
+        }
+    }
+    if (X509_sign(c, r->issuer_key, EVP_sha256()) <= 0) {
+        st = keel_crypto_error(KEEL_ERR_CRYPTO, "certificate signature");
+        goto out;
+    }
+out:
+    X509_NAME_free(name);
+    if (st != KEEL_OK) {
+        X509_free(c);
+        c = NULL;
+    }
+    *out = c;
+    return st;
+}
+
+static keel_status_t write_pem_cert(const char *dir, const char *name, X509 *cert)
+{
+    char path[KEEL_PATH_MAX];
+    keel_buf_t pem;
+    keel_status_t st = keel_path_join(path, sizeof path, dir, name);
+    if (st != KEEL_OK || (st = keel_pem_cert(cert, &pem)) != KEEL_OK)
+        return st;
+    st = keel_file_write_atomic(path, pem.data, pem.len, 0644);
+    keel_buf_free(&pem);
+    return st;
+}
+
+static keel_status_t write_pem_key(const char *dir, const char *name, EVP_PKEY *key, const char *pass,
+                                   size_t passlen)
+{
+    char path[KEEL_PATH_MAX];
+    keel_buf_t pem;
+    keel_status_t st = keel_path_join(path, sizeof path, dir, name);
+    if (st != KEEL_OK || (st = pem_key(key, pass, passlen, &pem)) != KEEL_OK)
+        return st;
+    st = keel_file_write_atomic(path, pem.data, pem.len, 0600);
+    keel_buf_free(&pem);
+    return st;
+}
+
+static keel_status_t write_chain(const char *dir, const char *name, X509 *const *certs, size_t n)
+{
+    char path[KEEL_PATH_MAX];
+    keel_buf_t all;
+    keel_buf_init(&all, PEM_MAX);
+    keel_status_t st = keel_path_join(path, sizeof path, dir, name);
+    for (size_t i = 0; st == KEEL_OK && i < n; i++) {
+        keel_buf_t pem;
+        st = keel_pem_cert(certs[i], &pem);
+        if (st == KEEL_OK)
+            st = keel_buf_append(&all, pem.data, pem.len);
+        keel_buf_free(&pem);
+    }
+    if (st == KEEL_OK)
+        st = keel_file_write_atomic(path, all.data, all.len, 0644);
+    keel_buf_free(&all);
+    return st;
+}
+
+static const int ca_nids[] = {NID_basic_constraints, NID_key_usage, NID_subject_key_identifier,
+                              NID_authority_key_identifier};
+static const char *const root_exts[] = {"critical,CA:TRUE", "critical,keyCertSign,cRLSign", "hash",
+                                        "keyid:always"};
+static const char *const issuing_exts[] = {"critical,CA:TRUE,pathlen:0", "critical,keyCertSign,cRLSign",
+                                           "hash", "keyid:always"};
+
+static keel_status_t init_pki(const char *fdir, const char *org, keel_pki_t which, const char *pass,
+                              size_t passlen)
+{
+    char dir[KEEL_PATH_MAX], cn_root[128], cn_iss[128];
+    EVP_PKEY *rk = NULL, *ik = NULL;
+    X509 *rc = NULL, *ic = NULL;
+    keel_status_t st = keel_path_join(dir, sizeof dir, fdir, pki_dirs[which]);
+    if (st == KEEL_OK)
+        st = keel_dir_make(dir, 0700);
+    if (st == KEEL_OK)
+        st = keel_snprintf(cn_root, sizeof cn_root, "%s %s Root CA", org, pki_titles[which]);
+    if (st == KEEL_OK)
+        st = keel_snprintf(cn_iss, sizeof cn_iss, "%s %s Issuing CA", org, pki_titles[which]);
+    if (st == KEEL_OK && (st = keel_ec_generate(&rk)) == KEEL_OK &&
+        (st = keel_ec_generate(&ik)) == KEEL_OK) {
+        cert_req_t root = {.cn = cn_root, .issuer_key = rk, .subject_key = rk, .days = ROOT_DAYS,
+                           .exts = root_exts, .ext_nids = ca_nids, .n_exts = 4};
+        st = make_cert(org, &root, &rc);
+    }
+    if (st == KEEL_OK) {
+        cert_req_t iss = {.cn = cn_iss, .issuer = rc, .issuer_key = rk, .subject_key = ik,
+                          .days = ISSUING_DAYS, .exts = issuing_exts, .ext_nids = ca_nids, .n_exts = 4};
+        st = make_cert(org, &iss, &ic);
+    }
+    if (st == KEEL_OK)
+        st = write_pem_key(dir, "root.key", rk, pass, passlen);
+    if (st == KEEL_OK)
+        st = write_pem_key(dir, "issuing.key", ik, NULL, 0);
+    if (st == KEEL_OK)
+        st = write_pem_cert(dir, "root.crt", rc);
+    if (st == KEEL_OK)
+        st = write_pem_cert(dir, "issuing.crt", ic);
+    if (st == KEEL_OK) {
+        X509 *chain[2] = {ic, rc};
+        st = write_chain(dir, "chain.pem", chain, 2);
+    }
+    EVP_PKEY_free(rk);
+    EVP_PKEY_free(ik);
+    X509_free(rc);
+    X509_free(ic);
+    return st;
+}
+
+keel_status_t keel_factory_init(const char *dir, const char *org, const char *passphrase, size_t passlen)
+{
+    if (dir == NULL || org == NULL || !org_ok(org))
+        return keel_errorf(KEEL_ERR_ARG, "organisation name must be 1..%d printable characters",
+                           KEEL_ORG_MAX);
+    if (passphrase != NULL && (passlen < 8 || passlen > KEEL_PASSPHRASE_MAX))
+        return keel_errorf(KEEL_ERR_ARG, "root key passphrase must be 8..%d bytes", KEEL_PASSPHRASE_MAX);
+    keel_status_t st = keel_crypto_init();
+    if (st != KEEL_OK)
+        return st;
+    char marker[KEEL_PATH_MAX];
+    if ((st = keel_dir_make(dir, 0700)) != KEEL_OK ||
+        (st = keel_path_join(marker, sizeof marker, dir, "factory.json")) != KEEL_OK)
+        return st;
+    if (keel_path_exists(marker))
+        return keel_errorf(KEEL_ERR_EXISTS, "%s already holds a factory; refusing to overwrite it", dir);
+    /* Leftovers of an interrupted init are unusable without the marker. */
+    for (int i = 0; i < KEEL_PKI_COUNT; i++) {
+        char sub[KEEL_PATH_MAX];
+        if ((st = keel_path_join(sub, sizeof sub, dir, pki_dirs[i])) != KEEL_OK ||
+            (st = keel_dir_remove_tree(sub)) != KEEL_OK)
+            return st;
+    }
+    for (int i = 0; i < KEEL_PKI_COUNT && st == KEEL_OK; i++)
+        st = init_pki(dir, org, (keel_pki_t)i, passphrase, passlen);
+    if (st != KEEL_OK)
+        return st;
+
+    json_t *j = json_pack("{s:s, s:s, s:I, s:b, s:[s,s,s]}", "format", "keel-factory-1", "org", org,
+                          "created", (json_int_t)time(NULL), "root_keys_encrypted", passphrase != NULL,
+                          "pkis", pki_dirs[0], pki_dirs[1], pki_dirs[2]);
+    char *txt = j != NULL ? json_dumps(j, JSON_INDENT(2)) : NULL;
+    json_decref(j);
+    if (txt == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    st = keel_file_write_atomic(marker, txt, strlen(txt), 0644);
+    free(txt);
+    return st;
+}
+
+void keel_factory_free(keel_factory_t *f)
+{
+    if (f == NULL)
+        return;
+    for (int i = 0; i < KEEL_PKI_COUNT; i++) {
+        X509_free(f->root[i]);
+        X509_free(f->issuing[i]);
+        EVP_PKEY_free(f->issuing_key[i]);
+    }
+    free(f);
+}
+
+keel_status_t keel_factory_load(const char *dir, keel_factory_t **out)
+{
+    char path[KEEL_PATH_MAX];
+    keel_buf_t b;
+    keel_status_t st = keel_crypto_init();
+    if (st != KEEL_OK || (st = keel_path_join(path, sizeof path, dir, "factory.json")) != KEEL_OK)
+        return st;
+    if ((st = keel_file_read(path, 64 * 1024, &b)) != KEEL_OK)
+        return keel_errorf(st, "%s is not a Keel factory (run 'keel factory init'): %s", dir,
+                           keel_error_message());
+    json_error_t jerr;
+    json_t *j = json_loadb((const char *)b.data, b.len, JSON_REJECT_DUPLICATES, &jerr);
+    keel_buf_free(&b);
+    const char *fmt = NULL, *org = NULL;
+    if (j == NULL || json_unpack(j, "{s:s, s:s}", "format", &fmt, "org", &org) != 0 ||
+        strcmp(fmt, "keel-factory-1") != 0 || !org_ok(org)) {
+        json_decref(j);
+        return keel_errorf(KEEL_ERR_FORMAT, "%s: not a keel-factory-1 description", path);
+    }
+    keel_factory_t *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        json_decref(j);
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    }
+    st = keel_strlcpy(f->org, org, sizeof f->org);
+    json_decref(j);
+    for (int i = 0; i < KEEL_PKI_COUNT && st == KEEL_OK; i++) {
+        char sub[KEEL_PATH_MAX];
+        st = keel_snprintf(sub, sizeof sub, "%s/%s/root.crt", dir, pki_dirs[i]);
+        if (st == KEEL_OK)
+            st = keel_pem_load_cert(sub, &f->root[i]);
+        if (st == KEEL_OK)
+            st = keel_snprintf(sub, sizeof sub, "%s/%s/issuing.crt", dir, pki_dirs[i]);
+        if (st == KEEL_OK)
+            st = keel_pem_load_cert(sub, &f->issuing[i]);
+        if (st == KEEL_OK)
+            st = keel_snprintf(sub, sizeof sub, "%s/%s/issuing.key", dir, pki_dirs[i]);
+        if (st == KEEL_OK)
+            st = pem_load_key(sub, &f->issuing_key[i]);
+        if (st == KEEL_OK && X509_check_private_key(f->issuing[i], f->issuing_key[i]) != 1)
+            st = keel_crypto_error(KEEL_ERR_FORMAT, "issuing key does not match its certificate");
+    }
+    if (st != KEEL_OK) {
+        keel_factory_free(f);
+        return st;
+    }
+    *out = f;
+    return KEEL_OK;
+}
+
+static const int device_nids[] = {NID_basic_constraints, NID_key_usage, NID_ext_key_usage,
+                                  NID_subject_key_identifier, NID_authority_key_identifier};
+static const char *const device_exts[] = {"critical,CA:FALSE", "critical,digitalSignature",
+                                          "clientAuth,serverAuth", "hash", "keyid:always"};
+
+keel_status_t keel_factory_issue_device(keel_factory_t *f, EVP_PKEY *pub, const char *device_id,
+                                        const char *model, const char *serial, X509 **out)
+{
+    if (!keel_identity_id_ok(device_id) || !keel_identity_model_ok(model) || serial == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "device certificate: bad id, model or serial");
+    cert_req_t r = {.cn = device_id, .ou = model, .serial_number = serial,
+                    .issuer = f->issuing[KEEL_PKI_DEVICE], .issuer_key = f->issuing_key[KEEL_PKI_DEVICE],
+                    .subject_key = pub, .days = 0, .exts = device_exts, .ext_nids = device_nids,
+                    .n_exts = 5};
+    return make_cert(f->org, &r, out);
+}
+
+static int server_name_ok(const char *name, int *is_ip)
+{
+    unsigned char addr[16];
+    *is_ip = inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+    if (*is_ip)
+        return 1;
+    size_t n = strlen(name);
+    if (n == 0 || n > 253)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '.'))
+            return 0;
+    }
+    return name[0] != '.' && name[0] != '-';
+}
+
+keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, const char *outdir)
+{
+    int is_ip = 0;
+    if (name == NULL || !server_name_ok(name, &is_ip))
+        return keel_errorf(KEEL_ERR_ARG, "server name must be a DNS name or an IP address");
+    char san[300];
+    keel_status_t st = keel_snprintf(san, sizeof san, "%s:%s", is_ip ? "IP" : "DNS", name);
+    if (st != KEEL_OK || (st = keel_dir_make(outdir, 0700)) != KEEL_OK)
+        return st;
+    static const int nids[] = {NID_basic_constraints, NID_key_usage, NID_ext_key_usage,
+                               NID_subject_alt_name, NID_subject_key_identifier,
+                               NID_authority_key_identifier};
+    const char *exts[] = {"critical,CA:FALSE", "critical,digitalSignature", "serverAuth", san, "hash",
+                          "keyid:always"};
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    if ((st = keel_ec_generate(&key)) != KEEL_OK)
+        return st;
+    cert_req_t r = {.cn = name, .issuer = f->issuing[KEEL_PKI_SERVICE],
+                    .issuer_key = f->issuing_key[KEEL_PKI_SERVICE], .subject_key = key,
+                    .days = SERVER_DAYS, .exts = exts, .ext_nids = nids, .n_exts = 6};
+    st = make_cert(f->org, &r, &cert);
+    if (st == KEEL_OK)
+        st = write_pem_key(outdir, "server.key", key, NULL, 0);
+    if (st == KEEL_OK)
+        st = write_pem_cert(outdir, "server.crt", cert);
+    if (st == KEEL_OK) {
+        X509 *chain[2] = {cert, f->issuing[KEEL_PKI_SERVICE]};
+        st = write_chain(outdir, "chain.pem", chain, 2);
+    }
+    if (st == KEEL_OK)
+        st = write_pem_cert(outdir, "ca.pem", f->root[KEEL_PKI_SERVICE]);
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return st;
+}

@@ -1,0 +1,482 @@
+/*
+ * keel factory provision: a unique identity for every device.
+ *
+ * Crash safety: a device is built in OUT/.staging-<serial>/ and becomes
+ * OUT/<device-id>/ with one rename, after its label line is on disk. So at any
+ * instant a device directory is complete and has its label. What an
+ * interruption can leave (a staging directory, a label line without a device,
+ * a key on the token without a device) is removed by the next run before it
+ * starts. manifest.json is derived from the complete devices at the end.
+ */
+#include "keel/factory.h"
+
+#include "keel/identity.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LABELS_MAX (256u * 1024u * 1024u)
+#define STAGING_PREFIX ".staging-"
+#define DEVICE_FILE_MAX (64u * 1024u)
+
+typedef struct {
+    keel_factory_t *f;
+    const keel_provision_opts_t *o;
+    keel_keystore_t *shared_ks; /* pkcs11: one token for the run */
+    keel_buf_t chain_pem, release_pem, service_pem;
+    char labels[KEEL_PATH_MAX];
+} prov_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int is_file_driver(const keel_provision_opts_t *o)
+{
+    return o->keystore.driver == NULL || strcmp(o->keystore.driver, "file") == 0;
+}
+
+static keel_status_t key_label(const prov_t *p, const char *serial, char *out, size_t cap)
+{
+    if (is_file_driver(p->o))
+        return keel_strlcpy(out, KEEL_DEVICE_KEY_LABEL, cap);
+    return keel_snprintf(out, cap, "device-%s", serial);
+}
+
+/* Config values we write must not be able to inject lines or sections. */
+static int config_value_ok(const char *s)
+{
+    if (s == NULL)
+        return 1;
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
+}
+
+static keel_status_t write_rel(const char *dir, const char *rel, const void *data, size_t len, mode_t mode)
+{
+    char path[KEEL_PATH_MAX];
+    keel_status_t st = keel_path_join(path, sizeof path, dir, rel);
+    return st == KEEL_OK ? keel_file_write_atomic(path, data, len, mode) : st;
+}
+
+static keel_status_t make_subdirs(const char *dir)
+{
+    static const char *const subs[] = {"identity", "keystore", "trust"};
+    keel_status_t st = keel_dir_make(dir, 0700);
+    for (size_t i = 0; st == KEEL_OK && i < sizeof subs / sizeof subs[0]; i++) {
+        char path[KEEL_PATH_MAX];
+        st = keel_path_join(path, sizeof path, dir, subs[i]);
+        if (st == KEEL_OK)
+            st = keel_dir_make(path, 0700);
+    }
+    return st;
+}
+
+static keel_status_t starter_config(const prov_t *p, const char *id, const char *serial,
+                                    const char *label, keel_buf_t *cfg)
+{
+    const keel_keystore_config_t *k = &p->o->keystore;
+    keel_buf_init(cfg, DEVICE_FILE_MAX);
+    keel_status_t st = keel_buf_printf(
+        cfg,
+        "# keeld configuration for device %s (model %s), written by keel factory provision.\n"
+        "# Paths are relative to the directory of this file.\n\n"
+        "[device]\nid = %s\nserial = %s\nmodel = %s\nstate_dir = .\n\n"
+        "[identity]\ncertificate = %s\nchain = %s\nlabel_password_hash = %s\n\n",
+        id, p->o->model, id, serial, p->o->model, KEEL_STATE_CERT, KEEL_STATE_CHAIN,
+        KEEL_STATE_LABEL_HASH);
+    if (st == KEEL_OK && is_file_driver(p->o))
+        st = keel_buf_printf(cfg, "[keystore]\ndriver = file\ndir = %s\nkek_file = %s\nkey_label = %s\n\n",
+                             KEEL_STATE_KEYSTORE_DIR, KEEL_STATE_KEK, label);
+    else if (st == KEEL_OK) {
+        st = keel_buf_printf(cfg, "[keystore]\ndriver = pkcs11\nmodule = %s\ntoken = %s\nkey_label = %s\n",
+                             k->module, k->token, label);
+        if (st == KEEL_OK && k->pin_file != NULL)
+            st = keel_buf_printf(cfg, "pin_file = %s\n", k->pin_file);
+        if (st == KEEL_OK && k->pin_env != NULL)
+            st = keel_buf_printf(cfg, "pin_env = %s\n", k->pin_env);
+        if (st == KEEL_OK)
+            st = keel_buf_printf(cfg, "\n");
+    }
+    if (st == KEEL_OK)
+        st = keel_buf_printf(cfg, "[trust]\nrelease_root = %s\nservice_root = %s\n\n[vault]\ndir = %s\n",
+                             KEEL_STATE_RELEASE_ROOT, KEEL_STATE_SERVICE_ROOT, KEEL_STATE_VAULT_DIR);
+    return st;
+}
+
+static keel_status_t device_json(const prov_t *p, const char *id, const char *serial, const char *label,
+                                 const char *fp, char **out)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "format", "keel-device-1",
+                          "id", id, "serial", serial, "model", p->o->model, "org",
+                          keel_factory_org(p->f), "keystore",
+                          is_file_driver(p->o) ? "file" : "pkcs11", "key_label", label, "cert_sha256",
+                          fp, "provisioned", (json_int_t)time(NULL));
+    *out = j != NULL ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    return *out != NULL ? KEEL_OK : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+}
+
+/* Builds one device in its staging directory; on success *id holds its id. */
+static keel_status_t build_device(prov_t *p, const char *staging, const char *serial, const char *label,
+                                  keel_provision_stats_t *stats, char id[KEEL_DEVICE_ID_LEN + 1],
+                                  keel_buf_t *label_line)
+{
+    keel_keystore_t *ks = p->shared_ks, *own_ks = NULL;
+    EVP_PKEY *pub = NULL;
+    X509 *cert = NULL;
+    keel_buf_t pem, cfg;
+    keel_buf_init(&pem, 0);
+    keel_buf_init(&cfg, 0);
+    char *dj = NULL;
+    char pw[KEEL_LABEL_PW_LEN + 1], norm[KEEL_LABEL_PW_LEN + 1], hash[KEEL_PASSWORD_HASH_MAX];
+    char fp[KEEL_FINGERPRINT_LEN], kdir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX];
+
+    keel_status_t st = make_subdirs(staging);
+    if (st == KEEL_OK && ks == NULL) {
+        keel_keystore_config_t c = p->o->keystore;
+        c.driver = "file";
+        c.create = 1;
+        c.dir = kdir;
+        c.kek_file = kek;
+        if ((st = keel_path_join(kdir, sizeof kdir, staging, KEEL_STATE_KEYSTORE_DIR)) == KEEL_OK &&
+            (st = keel_path_join(kek, sizeof kek, staging, KEEL_STATE_KEK)) == KEEL_OK)
+            st = keel_keystore_open(&c, &own_ks);
+        ks = own_ks;
+    }
+    double t = now_s();
+    if (st == KEEL_OK)
+        st = keel_keystore_generate(ks, label, &pub);
+    stats->keygen += now_s() - t;
+    if (st == KEEL_OK)
+        st = keel_identity_device_id(pub, id);
+
+    t = now_s();
+    if (st == KEEL_OK)
+        st = keel_factory_issue_device(p->f, pub, id, p->o->model, serial, &cert);
+    stats->cert += now_s() - t;
+
+    keel_identity_label_password(pw);
+    t = now_s();
+    if (st == KEEL_OK && (st = keel_identity_password_normalize(pw, norm, sizeof norm)) == KEEL_OK)
+        st = keel_password_hash(norm, strlen(norm), &p->o->argon2, hash);
+    stats->hash += now_s() - t;
+
+    if (st == KEEL_OK)
+        st = keel_identity_fingerprint(cert, fp);
+    if (st == KEEL_OK && (st = keel_pem_cert(cert, &pem)) == KEEL_OK)
+        st = write_rel(staging, KEEL_STATE_CERT, pem.data, pem.len, 0644);
+    if (st == KEEL_OK)
+        st = write_rel(staging, KEEL_STATE_CHAIN, p->chain_pem.data, p->chain_pem.len, 0644);
+    if (st == KEEL_OK)
+        st = write_rel(staging, KEEL_STATE_RELEASE_ROOT, p->release_pem.data, p->release_pem.len, 0644);
+    if (st == KEEL_OK)
+        st = write_rel(staging, KEEL_STATE_SERVICE_ROOT, p->service_pem.data, p->service_pem.len, 0644);
+    if (st == KEEL_OK)
+        st = write_rel(staging, KEEL_STATE_LABEL_HASH, hash, strlen(hash), 0600);
+    if (st == KEEL_OK && (st = starter_config(p, id, serial, label, &cfg)) == KEEL_OK)
+        st = write_rel(staging, KEEL_STATE_CONFIG, cfg.data, cfg.len, 0600);
+    if (st == KEEL_OK && (st = device_json(p, id, serial, label, fp, &dj)) == KEEL_OK)
+        st = write_rel(staging, KEEL_STATE_DEVICE_JSON, dj, strlen(dj), 0644);
+    if (st == KEEL_OK) {
+        keel_buf_init(label_line, 512);
+        st = keel_buf_printf(label_line, "%s,%s,%s,%s,%s\n", id, serial, p->o->model, pw, fp);
+    }
+
+    keel_wipe(pw, sizeof pw);
+    keel_wipe(norm, sizeof norm);
+    keel_wipe(hash, sizeof hash);
+    free(dj);
+    keel_buf_free(&pem);
+    keel_buf_free(&cfg);
+    X509_free(cert);
+    EVP_PKEY_free(pub);
+    keel_keystore_close(own_ks);
+    return st;
+}
+
+static void discard_staging(prov_t *p, const char *staging, const char *label)
+{
+    if (keel_dir_remove_tree(staging) != KEEL_OK)
+        keel_log(KEEL_LOG_WARN, "could not remove %s: %s", staging, keel_error_message());
+    if (p->shared_ks != NULL && keel_keystore_destroy(p->shared_ks, label) != KEEL_OK)
+        keel_log(KEEL_LOG_WARN, "could not destroy key %s on the token: %s", label, keel_error_message());
+}
+
+static keel_status_t provision_one(prov_t *p, keel_provision_stats_t *stats)
+{
+    char serial[KEEL_SERIAL_LEN + 1], label[KEEL_KEYSTORE_LABEL_MAX + 1];
+    char staging[KEEL_PATH_MAX], final[KEEL_PATH_MAX], id[KEEL_DEVICE_ID_LEN + 1];
+    keel_identity_new_serial(serial);
+    keel_buf_t line;
+    keel_buf_init(&line, 0);
+    keel_status_t st = key_label(p, serial, label, sizeof label);
+    if (st == KEEL_OK)
+        st = keel_snprintf(staging, sizeof staging, "%s/%s%s", p->o->out, STAGING_PREFIX, serial);
+    if (st != KEEL_OK)
+        return st;
+    st = build_device(p, staging, serial, label, stats, id, &line);
+    if (st == KEEL_OK)
+        st = keel_dir_sync(staging);
+    if (st == KEEL_OK)
+        st = keel_path_join(final, sizeof final, p->o->out, id);
+    if (st == KEEL_OK && keel_path_exists(final))
+        st = keel_errorf(KEEL_ERR_EXISTS, "device %s already exists (duplicate key?)", id);
+    /* Label first, then the rename that makes the device exist. */
+    if (st == KEEL_OK)
+        st = keel_file_append_sync(p->labels, line.data, line.len, 0600);
+    if (st == KEEL_OK)
+        st = keel_rename_commit(staging, final);
+    keel_buf_free(&line);
+    if (st != KEEL_OK) {
+        keel_status_t keep = st;
+        char msg[KEEL_ERROR_MAX];
+        snprintf(msg, sizeof msg, "%s", keel_error_message());
+        discard_staging(p, staging, label);
+        return keel_errorf(keep, "%s", msg);
+    }
+    stats->made++;
+    return KEEL_OK;
+}
+
+/* Removes what an interrupted run left behind. */
+static keel_status_t recover(prov_t *p)
+{
+    DIR *d = opendir(p->o->out);
+    if (d == NULL)
+        return keel_errorf(KEEL_ERR_IO, "opendir %s: %s", p->o->out, strerror(errno));
+    keel_status_t st = KEEL_OK;
+    struct dirent *e;
+    while (st == KEEL_OK && (e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, STAGING_PREFIX, strlen(STAGING_PREFIX)) != 0)
+            continue;
+        char path[KEEL_PATH_MAX], label[KEEL_KEYSTORE_LABEL_MAX + 1];
+        const char *serial = e->d_name + strlen(STAGING_PREFIX);
+        st = keel_path_join(path, sizeof path, p->o->out, e->d_name);
+        if (st == KEEL_OK && strlen(serial) == KEEL_SERIAL_LEN &&
+            key_label(p, serial, label, sizeof label) == KEEL_OK) {
+            keel_log(KEEL_LOG_WARN, "removing half-made device %s from an interrupted run", e->d_name);
+            discard_staging(p, path, label);
+        } else if (st == KEEL_OK) {
+            st = keel_dir_remove_tree(path);
+        }
+    }
+    closedir(d);
+    if (st != KEEL_OK)
+        return st;
+
+    keel_buf_t old, kept;
+    st = keel_file_read(p->labels, LABELS_MAX, &old);
+    if (st == KEEL_ERR_NOT_FOUND)
+        return keel_file_write_atomic(p->labels, KEEL_LABELS_HEADER, strlen(KEEL_LABELS_HEADER), 0600);
+    if (st != KEEL_OK)
+        return st;
+    keel_buf_init(&kept, LABELS_MAX);
+    size_t dropped = 0;
+    char *save = NULL;
+    for (char *ln = strtok_r((char *)old.data, "\n", &save); ln != NULL && st == KEEL_OK;
+         ln = strtok_r(NULL, "\n", &save)) {
+        char id[KEEL_DEVICE_ID_LEN + 1], path[KEEL_PATH_MAX];
+        int is_header = strncmp(ln, "device_id,", 10) == 0;
+        int keep = is_header;
+        if (!is_header && strlen(ln) > KEEL_DEVICE_ID_LEN && ln[KEEL_DEVICE_ID_LEN] == ',') {
+            memcpy(id, ln, KEEL_DEVICE_ID_LEN);
+            id[KEEL_DEVICE_ID_LEN] = '\0';
+            keep = keel_identity_id_ok(id) && keel_path_join(path, sizeof path, p->o->out, id) == KEEL_OK &&
+                   keel_path_exists(path);
+        }
+        if (keep) {
+            st = keel_buf_append(&kept, ln, strlen(ln));
+            if (st == KEEL_OK)
+                st = keel_buf_append(&kept, "\n", 1);
+        } else {
+            dropped++;
+        }
+    }
+    if (st == KEEL_OK && dropped > 0) {
+        keel_log(KEEL_LOG_WARN, "dropping %zu label line(s) of devices an interrupted run never finished",
+                 dropped);
+        st = keel_file_write_atomic(p->labels, kept.data, kept.len, 0600);
+    }
+    keel_buf_free(&old);
+    keel_buf_free(&kept);
+    return st;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static keel_status_t write_manifest(prov_t *p)
+{
+    DIR *d = opendir(p->o->out);
+    if (d == NULL)
+        return keel_errorf(KEEL_ERR_IO, "opendir %s: %s", p->o->out, strerror(errno));
+    char **ids = NULL;
+    size_t n = 0, cap = 0;
+    keel_status_t st = KEEL_OK;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && st == KEEL_OK) {
+        if (!keel_identity_id_ok(e->d_name))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 256;
+            char **grown = realloc(ids, cap * sizeof *ids);
+            if (grown == NULL) {
+                st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+                break;
+            }
+            ids = grown;
+        }
+        if ((ids[n] = strdup(e->d_name)) == NULL)
+            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        else
+            n++;
+    }
+    closedir(d);
+    if (st == KEEL_OK)
+        qsort(ids, n, sizeof *ids, cmp_str);
+
+    json_t *devs = json_array();
+    for (size_t i = 0; st == KEEL_OK && i < n; i++) {
+        char path[KEEL_PATH_MAX];
+        keel_buf_t dj, crt;
+        json_error_t jerr;
+        if ((st = keel_snprintf(path, sizeof path, "%s/%s/%s", p->o->out, ids[i], KEEL_STATE_DEVICE_JSON)) != KEEL_OK ||
+            (st = keel_file_read(path, DEVICE_FILE_MAX, &dj)) != KEEL_OK)
+            break;
+        json_t *dev = json_loadb((const char *)dj.data, dj.len, JSON_REJECT_DUPLICATES, &jerr);
+        keel_buf_free(&dj);
+        if (dev == NULL) {
+            st = keel_errorf(KEEL_ERR_FORMAT, "%s: %s", path, jerr.text);
+            break;
+        }
+        if ((st = keel_snprintf(path, sizeof path, "%s/%s/%s", p->o->out, ids[i], KEEL_STATE_CERT)) == KEEL_OK &&
+            (st = keel_file_read(path, DEVICE_FILE_MAX, &crt)) == KEEL_OK) {
+            json_object_set_new(dev, "certificate", json_stringn((const char *)crt.data, crt.len));
+            keel_buf_free(&crt);
+        }
+        json_object_del(dev, "format");
+        json_array_append_new(devs, dev);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    if (st != KEEL_OK) {
+        json_decref(devs);
+        return st;
+    }
+    json_t *m = json_pack("{s:s, s:s, s:I, s:o}", "format", "keel-manifest-1", "org",
+                          keel_factory_org(p->f), "generated", (json_int_t)time(NULL), "devices", devs);
+    char *txt = m != NULL ? json_dumps(m, JSON_INDENT(2)) : NULL;
+    json_decref(m);
+    if (txt == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    char path[KEEL_PATH_MAX];
+    st = keel_path_join(path, sizeof path, p->o->out, KEEL_BATCH_MANIFEST);
+    if (st == KEEL_OK)
+        st = keel_file_write_atomic(path, txt, strlen(txt), 0644);
+    free(txt);
+    return st;
+}
+
+static keel_status_t check_opts(const keel_provision_opts_t *o)
+{
+    if (o->out == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "no output directory");
+    if (!keel_identity_model_ok(o->model))
+        return keel_errorf(KEEL_ERR_ARG, "model must be 1..%d characters of [A-Za-z0-9._-]", KEEL_MODEL_MAX);
+    if (o->count < 1 || o->count > KEEL_PROVISION_MAX_COUNT)
+        return keel_errorf(KEEL_ERR_ARG, "count must be 1..%u", KEEL_PROVISION_MAX_COUNT);
+    const keel_keystore_config_t *k = &o->keystore;
+    if (!is_file_driver(o)) {
+        if (strcmp(k->driver, "pkcs11") != 0)
+            return keel_errorf(KEEL_ERR_ARG, "keystore must be file or pkcs11");
+        if (k->module == NULL || k->token == NULL || (k->pin_file == NULL && k->pin_env == NULL))
+            return keel_errorf(KEEL_ERR_ARG, "pkcs11 keystore needs a module, a token and a PIN file or variable");
+        if (!config_value_ok(k->module) || !config_value_ok(k->token) || !config_value_ok(k->pin_file) ||
+            !config_value_ok(k->pin_env))
+            return keel_errorf(KEEL_ERR_ARG, "pkcs11 settings must not contain control characters");
+    }
+    return KEEL_OK;
+}
+
+keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opts_t *o,
+                                     keel_provision_stats_t *stats)
+{
+    keel_status_t st = check_opts(o);
+    if (st != KEEL_OK)
+        return st;
+    memset(stats, 0, sizeof *stats);
+    prov_t p = {.f = f, .o = o};
+    keel_buf_init(&p.chain_pem, 0);
+    keel_buf_init(&p.release_pem, 0);
+    keel_buf_init(&p.service_pem, 0);
+    if ((st = keel_dir_make(o->out, 0700)) != KEEL_OK ||
+        (st = keel_path_join(p.labels, sizeof p.labels, o->out, KEEL_BATCH_LABELS)) != KEEL_OK)
+        return st;
+
+    char lockpath[KEEL_PATH_MAX];
+    if ((st = keel_path_join(lockpath, sizeof lockpath, o->out, ".lock")) != KEEL_OK)
+        return st;
+    int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0)
+        return keel_errorf(KEEL_ERR_IO, "open %s: %s", lockpath, strerror(errno));
+    if (flock(lock, LOCK_EX | LOCK_NB) != 0) {
+        close(lock);
+        return keel_errorf(KEEL_ERR_EXISTS, "another provisioning run is using %s", o->out);
+    }
+
+    double t0 = now_s();
+    keel_buf_t issuing;
+    if ((st = keel_pem_cert(keel_factory_issuing(f, KEEL_PKI_DEVICE), &issuing)) == KEEL_OK) {
+        keel_buf_t root;
+        if ((st = keel_pem_cert(keel_factory_root(f, KEEL_PKI_DEVICE), &root)) == KEEL_OK) {
+            keel_buf_init(&p.chain_pem, 2 * DEVICE_FILE_MAX);
+            if ((st = keel_buf_append(&p.chain_pem, issuing.data, issuing.len)) == KEEL_OK)
+                st = keel_buf_append(&p.chain_pem, root.data, root.len);
+            keel_buf_free(&root);
+        }
+        keel_buf_free(&issuing);
+    }
+    if (st == KEEL_OK)
+        st = keel_pem_cert(keel_factory_root(f, KEEL_PKI_RELEASE), &p.release_pem);
+    if (st == KEEL_OK)
+        st = keel_pem_cert(keel_factory_root(f, KEEL_PKI_SERVICE), &p.service_pem);
+    if (st == KEEL_OK && !is_file_driver(o))
+        st = keel_keystore_open(&o->keystore, &p.shared_ks);
+    if (st == KEEL_OK)
+        st = recover(&p);
+    for (unsigned i = 0; st == KEEL_OK && i < o->count; i++) {
+        st = provision_one(&p, stats);
+        if (o->progress != NULL)
+            o->progress(o->progress_arg, stats->made, o->count);
+    }
+    /* The manifest reflects whatever devices exist, even after a failure. */
+    if (stats->made > 0) {
+        keel_status_t mst = write_manifest(&p);
+        if (st == KEEL_OK)
+            st = mst;
+    }
+    stats->total = now_s() - t0;
+    keel_keystore_close(p.shared_ks);
+    keel_buf_free(&p.chain_pem);
+    keel_buf_free(&p.release_pem);
+    keel_buf_free(&p.service_pem);
+    close(lock);
+    return st;
+}
