@@ -1,0 +1,146 @@
+/* base: bounded buffers, bounded strings, atomic writes, fault injection. */
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void test_buf_cap(void **state)
+{
+    (void)state;
+    keel_buf_t b;
+    keel_buf_init(&b, 8);
+    assert_int_equal(keel_buf_append(&b, "abcd", 4), KEEL_OK);
+    assert_int_equal(keel_buf_append(&b, "efgh", 4), KEEL_OK);
+    assert_int_equal(b.len, 8);
+    assert_string_equal((char *)b.data, "abcdefgh");
+    /* Past the cap: an error, and the content is untouched. */
+    assert_int_equal(keel_buf_append(&b, "i", 1), KEEL_ERR_TOO_LARGE);
+    assert_int_equal(b.len, 8);
+    assert_int_equal(keel_buf_printf(&b, "%d", 1), KEEL_ERR_TOO_LARGE);
+    keel_buf_free(&b);
+
+    keel_buf_init(&b, 100000);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(keel_buf_printf(&b, "%04d,", i), KEEL_OK);
+    assert_int_equal(b.len, 5000);
+    assert_memory_equal(b.data + 4995, "0999,", 5);
+    keel_buf_free(&b);
+    assert_null(b.data);
+}
+
+static void test_bounded_strings(void **state)
+{
+    (void)state;
+    char small[4];
+    assert_int_equal(keel_strlcpy(small, "abc", sizeof small), KEEL_OK);
+    assert_int_equal(keel_strlcpy(small, "abcd", sizeof small), KEEL_ERR_TOO_LARGE);
+    assert_int_equal(keel_snprintf(small, sizeof small, "%d", 123), KEEL_OK);
+    assert_int_equal(keel_snprintf(small, sizeof small, "%d", 1234), KEEL_ERR_TOO_LARGE);
+    char path[KEEL_PATH_MAX];
+    char longname[KEEL_PATH_MAX + 10];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(keel_path_join(path, sizeof path, "/tmp", longname), KEEL_ERR_TOO_LARGE);
+    assert_string_not_equal(keel_error_message(), "");
+}
+
+static void test_atomic_write(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new(), p[KEEL_PATH_MAX];
+    path_in(p, d, "secret");
+    mode_t old = umask(0);
+    assert_int_equal(keel_file_write_atomic(p, "one", 3, 0600), KEEL_OK);
+    umask(old);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_int_equal(keel_file_write_atomic(p, "two!", 4, 0600), KEEL_OK);
+    keel_buf_t b;
+    assert_int_equal(keel_file_read(p, 100, &b), KEEL_OK);
+    assert_int_equal(b.len, 4);
+    assert_memory_equal(b.data, "two!", 4);
+    keel_buf_free(&b);
+    /* Reading is capped. */
+    assert_int_equal(keel_file_read(p, 3, &b), KEEL_ERR_TOO_LARGE);
+    path_in(p, d, "missing");
+    assert_int_equal(keel_file_read(p, 3, &b), KEEL_ERR_NOT_FOUND);
+    tmpdir_free(d);
+}
+
+/* A failed write/fsync/rename at any point leaves the old content whole. */
+static void test_atomic_write_faults(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new(), p[KEEL_PATH_MAX];
+    path_in(p, d, "state");
+    assert_int_equal(keel_file_write_atomic(p, "old", 3, 0600), KEEL_OK);
+    unsigned long n;
+    for (n = 1;; n++) {
+        keel_fault_arm(n);
+        keel_status_t st = keel_file_write_atomic(p, "new!", 4, 0600);
+        keel_fault_arm(0);
+        keel_buf_t b;
+        assert_int_equal(keel_file_read(p, 100, &b), KEEL_OK);
+        if (st == KEEL_OK) {
+            assert_memory_equal(b.data, "new!", 4);
+            keel_buf_free(&b);
+            break;
+        }
+        assert_int_equal(st, KEEL_ERR_IO);
+        /* The failure either left the old file or (dir fsync) the complete new one. */
+        assert_true((b.len == 3 && memcmp(b.data, "old", 3) == 0) ||
+                    (b.len == 4 && memcmp(b.data, "new!", 4) == 0));
+        keel_buf_free(&b);
+        assert_int_equal(keel_file_write_atomic(p, "old", 3, 0600), KEEL_OK);
+    }
+#ifdef KEEL_FAULT_INJECTION
+    /* write, fsync, rename, directory fsync: four points where a cut can land. */
+    assert_int_equal(n, 5);
+#endif
+    /* No temporary files are left behind. */
+    char tmp[KEEL_PATH_MAX + 32];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", p, (long)getpid());
+    assert_false(keel_path_exists(tmp));
+    tmpdir_free(d);
+}
+
+static void test_shred_and_trees(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new(), p[KEEL_PATH_MAX], sub[KEEL_PATH_MAX];
+    path_in(sub, d, "a");
+    assert_int_equal(keel_dir_make(sub, 0700), KEEL_OK);
+    assert_int_equal(keel_dir_make(sub, 0700), KEEL_OK); /* idempotent */
+    path_in(p, sub, "k");
+    assert_int_equal(keel_file_write_atomic(p, "secret", 6, 0600), KEEL_OK);
+    assert_int_equal(keel_file_shred(p), KEEL_OK);
+    assert_false(keel_path_exists(p));
+    assert_int_equal(keel_file_shred(p), KEEL_OK); /* absent is fine */
+    assert_int_equal(keel_file_append_sync(p, "x\n", 2, 0600), KEEL_OK);
+    assert_int_equal(keel_file_append_sync(p, "y\n", 2, 0600), KEEL_OK);
+    keel_buf_t b;
+    assert_int_equal(keel_file_read(p, 100, &b), KEEL_OK);
+    assert_string_equal((char *)b.data, "x\ny\n");
+    keel_buf_free(&b);
+    char to[KEEL_PATH_MAX];
+    path_in(to, d, "b");
+    assert_int_equal(keel_rename_commit(sub, to), KEEL_OK);
+    assert_false(keel_path_exists(sub));
+    assert_int_equal(keel_dir_remove_tree(to), KEEL_OK);
+    assert_false(keel_path_exists(to));
+    tmpdir_free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf_cap),
+        cmocka_unit_test(test_bounded_strings),
+        cmocka_unit_test(test_atomic_write),
+        cmocka_unit_test(test_atomic_write_faults),
+        cmocka_unit_test(test_shred_and_trees),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
