@@ -203,7 +203,7 @@ static int cmd_provision(int argc, char **argv)
     keel_factory_t *f = NULL;
     keel_status_t st = keel_factory_load(dir, &f);
     if (st != KEEL_OK)
-        return cli_fail(cmd, st);
+        return cli_fail(cmd, st == KEEL_ERR_NOT_FOUND ? KEEL_ERR_ARG : st);
     o.progress = cli_progress;
     keel_provision_stats_t s;
     st = keel_factory_provision(f, &o, &s);
@@ -330,6 +330,8 @@ static int cmd_issue_server(int argc, char **argv)
         return cli_usage(cmd, "--dir, --name and --out are required");
     keel_factory_t *f = NULL;
     keel_status_t st = keel_factory_load(dir, &f);
+    if (st == KEEL_ERR_NOT_FOUND)
+        return cli_fail(cmd, KEEL_ERR_ARG);
     if (st == KEEL_OK)
         st = keel_factory_issue_server(f, name, out);
     keel_factory_free(f);

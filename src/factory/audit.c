@@ -255,12 +255,14 @@ static int cmp_label_pw(const void *x, const void *y)
 static void check_passwords(audit_t *a, label_t *l, size_t n, const wordlist_t *common,
                             json_t *report)
 {
-    unsigned char seen[256] = {0};
+    _Bool seen[256] = {0};
     unsigned alphabet = 0;
     for (size_t i = 0; i < n; i++)
         for (const char *p = l[i].pw; *p; p++)
-            if (!seen[(unsigned char)*p]++)
+            if (!seen[(unsigned char)*p]) {
+                seen[(unsigned char)*p] = 1;
                 alphabet++;
+            }
 
     double min_bits = INFINITY, sum_bits = 0;
     for (size_t i = 0; i < n; i++) {
