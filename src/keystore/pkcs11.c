@@ -471,6 +471,8 @@ static keel_status_t p11_generate(void *state, const char *label, EVP_PKEY **pub
         {CKA_TOKEN, &yes, sizeof yes},
         {CKA_PRIVATE, &no, sizeof no},
         {CKA_VERIFY, &yes, sizeof yes},
+        {CKA_ENCRYPT, &no, sizeof no},
+        {CKA_WRAP, &no, sizeof no},
         {CKA_EC_PARAMS, UNCONST(p256_oid), sizeof p256_oid},
         {CKA_LABEL, UNCONST(label), strlen(label)},
         {CKA_ID, id, sizeof id},
@@ -480,8 +482,11 @@ static keel_status_t p11_generate(void *state, const char *label, EVP_PKEY **pub
         {CKA_PRIVATE, &yes, sizeof yes},
         {CKA_SENSITIVE, &yes, sizeof yes},
         {CKA_EXTRACTABLE, &no, sizeof no},
+        /* An identity key signs and does nothing else. */
         {CKA_SIGN, &yes, sizeof yes},
         {CKA_DERIVE, &no, sizeof no},
+        {CKA_DECRYPT, &no, sizeof no},
+        {CKA_UNWRAP, &no, sizeof no},
         {CKA_LABEL, UNCONST(label), strlen(label)},
         {CKA_ID, id, sizeof id},
     };
