@@ -1,0 +1,74 @@
+#!/bin/sh
+# make demo: the main job end to end, on embedded defaults, in a temp dir.
+# Issue 2: a factory PKI, a provisioned batch (file keystore and a SoftHSM2
+# token), the 5.1-2 audit passing, and the audit catching a planted flaw.
+set -eu
+BUILD=${1:-build}
+KEEL=$(cd "$BUILD" && pwd)/programs/keel/keel
+W=$(mktemp -d "${TMPDIR:-/tmp}/keel-demo-XXXXXX")
+KEEP=${KEEL_DEMO_KEEP:-}
+cleanup() { [ -n "$KEEP" ] && echo "(kept $W)" || rm -rf "$W"; }
+trap cleanup EXIT INT TERM
+
+if [ -t 1 ]; then B=$(printf '\033[1m'); N=$(printf '\033[0m'); else B=; N=; fi
+step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
+run() { printf '$ %s\n' "$*" | sed "s|$KEEL|keel|g; s|$W|\$DEMO|g"; "$@" 2>&1 | sed "s|$W|\$DEMO|g"; }
+
+step "1. The manufacturer PKI: device, release and service CAs (root keys encrypted)"
+KEEL_DEMO_PASSPHRASE=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+export KEEL_DEMO_PASSPHRASE
+run "$KEEL" factory init --dir "$W/factory" --org "Acme Thermostats" --passphrase-env KEEL_DEMO_PASSPHRASE
+
+step "2. Provision 5 devices: own key, id from the key, certificate, label password"
+run "$KEEL" factory provision --dir "$W/factory" --model thermo-1 --count 5 --out "$W/batch"
+dev=$(ls "$W/batch" | grep -v '\.' | head -n 1)
+echo "One device's state directory, as it would be flashed:"
+(cd "$W/batch/$dev" && find . -type f | sort | while read -r f; do
+    printf '  %-28s %s\n' "$f" "$(stat -c %a "$f")"; done)
+echo "Its certificate:"
+openssl x509 -in "$W/batch/$dev/identity/device.crt" -noout -subject -issuer -enddate | sed 's/^/  /'
+echo "Its label (password masked here; labels.csv holds it for the label printer only):"
+grep "^$dev," "$W/batch/labels.csv" | awk -F, '{printf "  id %s  serial %s  model %s  password %s-xxxxxx-xxxxxx\n", $1, $2, $3, substr($4,1,6)}'
+printf '  stored on the device only as: %.32s...\n' "$(cat "$W/batch/$dev/identity/label.hash")"
+echo "Every certificate verifies against the device CA:"
+openssl verify -CAfile "$W/factory/device-ca/root.crt" -untrusted "$W/factory/device-ca/issuing.crt" \
+    "$W"/batch/*/identity/device.crt | sed "s|$W|\$DEMO|g; s/^/  /"
+
+step "3. Audit the batch for provision 5.1-2"
+run "$KEEL" factory audit "$W/batch" --verify-hashes 5
+
+step "4. A careless factory: one password reused, one derived from the serial"
+cp "$W/batch/labels.csv" "$W/labels.good"
+awk -F, -v OFS=, 'NR==2{pw=$4} NR==3{$4=pw} NR==4{$4=tolower($2) "-01"} {print}' "$W/labels.good" >"$W/batch/labels.csv"
+set +e
+run "$KEEL" factory audit "$W/batch" --verify-hashes 0 | grep -E "FAIL|finding"
+set -e
+cp "$W/labels.good" "$W/batch/labels.csv"
+
+MODULE=""
+for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so; do
+    [ -z "$MODULE" ] && [ -f "$m" ] && MODULE=$m
+done
+if [ -n "$MODULE" ] && command -v softhsm2-util >/dev/null; then
+    step "5. The same with a secure element (SoftHSM2 token): keys made on the token"
+    mkdir -p "$W/tokens"
+    printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$W" >"$W/softhsm2.conf"
+    SOFTHSM2_CONF=$W/softhsm2.conf
+    export SOFTHSM2_CONF
+    pin=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+    (umask 077 && printf '%s\n' "$pin" >"$W/token.pin")
+    softhsm2-util --init-token --free --label demo-se --so-pin "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" \
+        --pin "$pin" >/dev/null
+    run "$KEEL" factory provision --dir "$W/factory" --model cam-2 --count 2 --out "$W/se-batch" \
+        --keystore pkcs11 --pkcs11-module "$MODULE" --pkcs11-token demo-se --pkcs11-pin-file "$W/token.pin"
+    echo "What the token says about the device keys:"
+    pkcs11-tool --module "$MODULE" --token-label demo-se --login --pin "$pin" --list-objects --type privkey 2>/dev/null \
+        | grep -E "label|Usage|Access" | sed 's/^ */  /'
+fi
+
+step "6. A server certificate for the broker, from the service CA"
+run "$KEEL" factory issue-server --dir "$W/factory" --name 127.0.0.1 --out "$W/broker"
+
+step "Done"
+echo "Every device has its own key, id and password; the audit proves 5.1-2 and catches shortcuts."
+echo "Everything was made under a temporary directory, now removed (KEEL_DEMO_KEEP=1 keeps it)."
