@@ -87,6 +87,14 @@ keel_status_t keel_path_join(char *out, size_t cap, const char *dir, const char 
  */
 keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t len,
                                      mode_t mode) KEEL_MUST_CHECK;
+/*
+ * Creates a new file (fails if it exists), writes and fsyncs it, without the
+ * temp-and-rename dance: for files inside a staging directory that becomes
+ * visible only through keel_rename_commit. The caller syncs the directories
+ * (keel_dir_sync) before that commit.
+ */
+keel_status_t keel_file_write_new(const char *path, const void *data, size_t len,
+                                  mode_t mode) KEEL_MUST_CHECK;
 /* Reads a whole file, failing with KEEL_ERR_TOO_LARGE past cap bytes. */
 keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out) KEEL_MUST_CHECK;
 /* Appends and fsyncs (journals, CSV). Creates the file with mode if absent. */

@@ -13,7 +13,7 @@
 #ifdef KEEL_FAULT_INJECTION
 
 static unsigned long fault_at;   /* 0 = disarmed */
-static unsigned long fault_ops;  /* operations counted so far */
+static _Atomic unsigned long fault_ops; /* operations counted so far, from any thread */
 static int fault_kill;
 static int fault_env_read;
 

@@ -107,6 +107,26 @@ keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t 
     return keel_dir_sync(dir);
 }
 
+keel_status_t keel_file_write_new(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return keel_errorf(errno == EEXIST ? KEEL_ERR_EXISTS : KEEL_ERR_IO, "create %s: %s", path,
+                           strerror(errno));
+    if (fchmod(fd, mode) != 0 || counted_write_all(fd, data, len) != 0 || counted_fsync(fd) != 0) {
+        int err = errno;
+        close(fd);
+        (void)unlink(path);
+        return keel_errorf(KEEL_ERR_IO, "write %s: %s", path, strerror(err));
+    }
+    if (close(fd) != 0) {
+        int err = errno;
+        (void)unlink(path);
+        return keel_errorf(KEEL_ERR_IO, "close %s: %s", path, strerror(err));
+    }
+    return KEEL_OK;
+}
+
 keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out)
 {
     keel_buf_init(out, cap);

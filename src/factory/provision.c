@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,25 +66,49 @@ static int config_value_ok(const char *s)
     return 1;
 }
 
+/* Files of a staging directory need no temp-and-rename: the directory
+ * becomes visible only through its own committing rename. */
 static keel_status_t write_rel(const char *dir, const char *rel, const void *data, size_t len, mode_t mode)
 {
     char path[KEEL_PATH_MAX];
     keel_status_t st = keel_path_join(path, sizeof path, dir, rel);
-    return st == KEEL_OK ? keel_file_write_atomic(path, data, len, mode) : st;
+    return st == KEEL_OK ? keel_file_write_new(path, data, len, mode) : st;
 }
+
+/* Subdirectories of a state directory; the file keystore makes its own. */
+static const char *const state_subdirs[] = {"identity", "trust", KEEL_STATE_KEYSTORE_DIR};
 
 static keel_status_t make_subdirs(const char *dir)
 {
-    static const char *const subs[] = {"identity", "keystore", "trust"};
     keel_status_t st = keel_dir_make(dir, 0700);
-    for (size_t i = 0; st == KEEL_OK && i < sizeof subs / sizeof subs[0]; i++) {
+    for (size_t i = 0; st == KEEL_OK && i < 2; i++) {
         char path[KEEL_PATH_MAX];
-        st = keel_path_join(path, sizeof path, dir, subs[i]);
+        st = keel_path_join(path, sizeof path, dir, state_subdirs[i]);
         if (st == KEEL_OK)
             st = keel_dir_make(path, 0700);
     }
     return st;
 }
+
+/* Makes the staging directory's entries durable before it is committed. */
+static keel_status_t sync_subdirs(const char *dir)
+{
+    keel_status_t st = KEEL_OK;
+    for (size_t i = 0; st == KEEL_OK && i < sizeof state_subdirs / sizeof state_subdirs[0]; i++) {
+        char path[KEEL_PATH_MAX];
+        st = keel_path_join(path, sizeof path, dir, state_subdirs[i]);
+        if (st == KEEL_OK && keel_path_exists(path))
+            st = keel_dir_sync(path);
+    }
+    return st == KEEL_OK ? keel_dir_sync(dir) : st;
+}
+
+typedef struct {
+    const char *rel;
+    const void *data;
+    size_t len;
+    mode_t mode;
+} state_file_t;
 
 static keel_status_t starter_config(const prov_t *p, const char *id, const char *serial,
                                     const char *label, keel_buf_t *cfg)
@@ -130,81 +155,137 @@ static keel_status_t device_json(const prov_t *p, const char *id, const char *se
     return *out != NULL ? KEEL_OK : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
 }
 
-/* Builds one device in its staging directory; on success *id holds its id. */
-static keel_status_t build_device(prov_t *p, const char *staging, const char *serial, const char *label,
-                                  keel_provision_stats_t *stats, char id[KEEL_DEVICE_ID_LEN + 1],
-                                  keel_buf_t *label_line)
+/*
+ * One device is built by two threads at once. The second thread makes the key,
+ * the certificate and every file of the state directory (CPU for a moment,
+ * then mostly waiting for the disk); the first computes the Argon2id hash of
+ * the label password, which needs nothing from the other and costs more than
+ * all of it. So the I/O adds little wall time. The hash stays on the main
+ * thread: glibc serves its 19 MiB from the main arena without fresh page
+ * faults, which a new thread's arena would not.
+ */
+typedef struct {
+    prov_t *p;
+    const char *staging, *serial, *label;
+    char id[KEEL_DEVICE_ID_LEN + 1];
+    char fp[KEEL_FINGERPRINT_LEN];
+    double keygen, cert;
+    keel_status_t st;
+    char err[KEEL_ERROR_MAX];
+} device_job_t;
+
+static keel_status_t prepare(device_job_t *j)
 {
+    prov_t *p = j->p;
     keel_keystore_t *ks = p->shared_ks, *own_ks = NULL;
     EVP_PKEY *pub = NULL;
     X509 *cert = NULL;
     keel_buf_t pem, cfg;
     keel_buf_init(&pem, 0);
     keel_buf_init(&cfg, 0);
-    char *dj = NULL;
-    char pw[KEEL_LABEL_PW_LEN + 1], norm[KEEL_LABEL_PW_LEN + 1], hash[KEEL_PASSWORD_HASH_MAX];
-    char fp[KEEL_FINGERPRINT_LEN], kdir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX];
+    char *dj = NULL, kdir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX];
 
-    keel_status_t st = make_subdirs(staging);
-    if (st == KEEL_OK && ks == NULL) {
+    keel_status_t st = KEEL_OK;
+    if (ks == NULL) {
         keel_keystore_config_t c = p->o->keystore;
         c.driver = "file";
         c.create = 1;
         c.dir = kdir;
         c.kek_file = kek;
-        if ((st = keel_path_join(kdir, sizeof kdir, staging, KEEL_STATE_KEYSTORE_DIR)) == KEEL_OK &&
-            (st = keel_path_join(kek, sizeof kek, staging, KEEL_STATE_KEK)) == KEEL_OK)
+        if ((st = keel_path_join(kdir, sizeof kdir, j->staging, KEEL_STATE_KEYSTORE_DIR)) == KEEL_OK &&
+            (st = keel_path_join(kek, sizeof kek, j->staging, KEEL_STATE_KEK)) == KEEL_OK)
             st = keel_keystore_open(&c, &own_ks);
         ks = own_ks;
     }
     double t = now_s();
     if (st == KEEL_OK)
-        st = keel_keystore_generate(ks, label, &pub);
-    stats->keygen += now_s() - t;
+        st = keel_keystore_generate(ks, j->label, &pub);
+    j->keygen = now_s() - t;
     if (st == KEEL_OK)
-        st = keel_identity_device_id(pub, id);
-
+        st = keel_identity_device_id(pub, j->id);
     t = now_s();
     if (st == KEEL_OK)
-        st = keel_factory_issue_device(p->f, pub, id, p->o->model, serial, &cert);
-    stats->cert += now_s() - t;
-
-    keel_identity_label_password(pw);
-    t = now_s();
-    if (st == KEEL_OK && (st = keel_identity_password_normalize(pw, norm, sizeof norm)) == KEEL_OK)
-        st = keel_password_hash(norm, strlen(norm), &p->o->argon2, hash);
-    stats->hash += now_s() - t;
+        st = keel_factory_issue_device(p->f, pub, j->id, p->o->model, j->serial, &cert);
+    j->cert = now_s() - t;
 
     if (st == KEEL_OK)
-        st = keel_identity_fingerprint(cert, fp);
-    if (st == KEEL_OK && (st = keel_pem_cert(cert, &pem)) == KEEL_OK)
-        st = write_rel(staging, KEEL_STATE_CERT, pem.data, pem.len, 0644);
+        st = keel_identity_fingerprint(cert, j->fp);
     if (st == KEEL_OK)
-        st = write_rel(staging, KEEL_STATE_CHAIN, p->chain_pem.data, p->chain_pem.len, 0644);
+        st = keel_pem_cert(cert, &pem);
     if (st == KEEL_OK)
-        st = write_rel(staging, KEEL_STATE_RELEASE_ROOT, p->release_pem.data, p->release_pem.len, 0644);
+        st = starter_config(p, j->id, j->serial, j->label, &cfg);
     if (st == KEEL_OK)
-        st = write_rel(staging, KEEL_STATE_SERVICE_ROOT, p->service_pem.data, p->service_pem.len, 0644);
-    if (st == KEEL_OK)
-        st = write_rel(staging, KEEL_STATE_LABEL_HASH, hash, strlen(hash), 0600);
-    if (st == KEEL_OK && (st = starter_config(p, id, serial, label, &cfg)) == KEEL_OK)
-        st = write_rel(staging, KEEL_STATE_CONFIG, cfg.data, cfg.len, 0600);
-    if (st == KEEL_OK && (st = device_json(p, id, serial, label, fp, &dj)) == KEEL_OK)
-        st = write_rel(staging, KEEL_STATE_DEVICE_JSON, dj, strlen(dj), 0644);
-    if (st == KEEL_OK) {
-        keel_buf_init(label_line, 512);
-        st = keel_buf_printf(label_line, "%s,%s,%s,%s,%s\n", id, serial, p->o->model, pw, fp);
-    }
+        st = device_json(p, j->id, j->serial, j->label, j->fp, &dj);
+    const state_file_t files[] = {
+        {KEEL_STATE_CERT, pem.data, pem.len, 0644},
+        {KEEL_STATE_CHAIN, p->chain_pem.data, p->chain_pem.len, 0644},
+        {KEEL_STATE_RELEASE_ROOT, p->release_pem.data, p->release_pem.len, 0644},
+        {KEEL_STATE_SERVICE_ROOT, p->service_pem.data, p->service_pem.len, 0644},
+        {KEEL_STATE_CONFIG, cfg.data, cfg.len, 0600},
+        {KEEL_STATE_DEVICE_JSON, dj, dj != NULL ? strlen(dj) : 0, 0644},
+    };
+    for (size_t i = 0; st == KEEL_OK && i < sizeof files / sizeof files[0]; i++)
+        st = write_rel(j->staging, files[i].rel, files[i].data, files[i].len, files[i].mode);
 
-    keel_wipe(pw, sizeof pw);
-    keel_wipe(norm, sizeof norm);
-    keel_wipe(hash, sizeof hash);
     free(dj);
     keel_buf_free(&pem);
     keel_buf_free(&cfg);
     X509_free(cert);
     EVP_PKEY_free(pub);
     keel_keystore_close(own_ks);
+    return st;
+}
+
+static void *prepare_thread(void *arg)
+{
+    device_job_t *j = arg;
+    j->st = prepare(j);
+    if (j->st != KEEL_OK)
+        snprintf(j->err, sizeof j->err, "%s", keel_error_message());
+    return NULL;
+}
+
+/* Builds one device in its staging directory; on success *id holds its id. */
+static keel_status_t build_device(prov_t *p, const char *staging, const char *serial, const char *label,
+                                  keel_provision_stats_t *stats, char id[KEEL_DEVICE_ID_LEN + 1],
+                                  keel_buf_t *label_line)
+{
+    char pw[KEEL_LABEL_PW_LEN + 1], norm[KEEL_LABEL_PW_LEN + 1], hash[KEEL_PASSWORD_HASH_MAX];
+    device_job_t j = {.p = p, .staging = staging, .serial = serial, .label = label,
+                      .st = KEEL_ERR_IO};
+    keel_status_t st = make_subdirs(staging);
+    if (st != KEEL_OK)
+        return st;
+    pthread_t worker;
+    int started = pthread_create(&worker, NULL, prepare_thread, &j) == 0;
+    if (!started)
+        prepare_thread(&j); /* no thread to be had: do it in line */
+
+    keel_identity_label_password(pw);
+    double t = now_s();
+    st = keel_identity_password_normalize(pw, norm, sizeof norm);
+    if (st == KEEL_OK)
+        st = keel_password_hash(norm, strlen(norm), &p->o->argon2, hash);
+    stats->hash += now_s() - t;
+
+    if (started && pthread_join(worker, NULL) != 0 && st == KEEL_OK)
+        st = keel_errorf(KEEL_ERR_IO, "device preparation thread failed");
+    stats->keygen += j.keygen;
+    stats->cert += j.cert;
+    if (st == KEEL_OK && j.st != KEEL_OK)
+        st = keel_errorf(j.st, "%s", j.err);
+    if (st == KEEL_OK)
+        st = write_rel(staging, KEEL_STATE_LABEL_HASH, hash, strlen(hash), 0600);
+    if (st == KEEL_OK)
+        st = sync_subdirs(staging);
+    if (st == KEEL_OK) {
+        memcpy(id, j.id, sizeof j.id);
+        keel_buf_init(label_line, 512);
+        st = keel_buf_printf(label_line, "%s,%s,%s,%s,%s\n", j.id, serial, p->o->model, pw, j.fp);
+    }
+    keel_wipe(pw, sizeof pw);
+    keel_wipe(norm, sizeof norm);
+    keel_wipe(hash, sizeof hash);
     return st;
 }
 
@@ -229,8 +310,6 @@ static keel_status_t provision_one(prov_t *p, keel_provision_stats_t *stats)
     if (st != KEEL_OK)
         return st;
     st = build_device(p, staging, serial, label, stats, id, &line);
-    if (st == KEEL_OK)
-        st = keel_dir_sync(staging);
     if (st == KEEL_OK)
         st = keel_path_join(final, sizeof final, p->o->out, id);
     if (st == KEEL_OK && keel_path_exists(final))
