@@ -34,5 +34,12 @@ demo: build
 bench: build
 	@sh bench/run.sh $(BUILD)
 
+FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@CC=clang cmake -S . -B $(FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_LIBFUZZER=ON >/dev/null
+	@cmake --build $(FUZZ) -j $(JOBS) --target fuzz_labels fuzz_sealed
+	@sh tests/fuzz/run.sh $(FUZZ) $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ)

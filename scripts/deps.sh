@@ -7,7 +7,7 @@ PKGS="
 build-essential cmake ninja-build pkg-config clang
 libssl-dev openssl libsodium-dev libsqlite3-dev sqlite3 libjansson-dev libcmocka-dev
 softhsm2 opensc libengine-pkcs11-openssl libp11-dev libp11-kit-dev argon2 python3
-john-data
+john-data libclang-rt-14-dev
 "
 
 missing=""

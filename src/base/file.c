@@ -155,6 +155,9 @@ keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out)
     }
     keel_wipe(chunk, sizeof chunk);
     close(fd);
+    /* An empty file still yields a NUL-terminated buffer, never NULL. */
+    if (st == KEEL_OK && out->data == NULL)
+        st = keel_buf_append(out, "", 0);
     if (st != KEEL_OK)
         keel_buf_free(out);
     return st;

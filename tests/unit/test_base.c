@@ -66,6 +66,14 @@ static void test_atomic_write(void **state)
     assert_int_equal(keel_file_read(p, 3, &b), KEEL_ERR_TOO_LARGE);
     path_in(p, d, "missing");
     assert_int_equal(keel_file_read(p, 3, &b), KEEL_ERR_NOT_FOUND);
+    /* An empty file reads as an empty string, not a NULL buffer (found by fuzz_labels). */
+    path_in(p, d, "empty");
+    assert_int_equal(keel_file_write_atomic(p, "", 0, 0600), KEEL_OK);
+    assert_int_equal(keel_file_read(p, 3, &b), KEEL_OK);
+    assert_non_null(b.data);
+    assert_int_equal(b.len, 0);
+    assert_string_equal((char *)b.data, "");
+    keel_buf_free(&b);
     tmpdir_free(d);
 }
 
