@@ -6,6 +6,7 @@
  */
 #include "keel/crypto.h"
 #include "keel/keystore.h"
+#include "keel/vault.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -661,6 +662,39 @@ static void test_bad_config(void **unused)
     assert_null(ks);
 }
 
+/* The vault's data key wrapped by the token: secrets round-trip, a copy of the
+ * vault is useless without the token's key, and erase destroys that key. */
+static void test_vault_on_token(void **state)
+{
+    keel_keystore_t *ks = *state;
+    char vdir[KEEL_PATH_MAX + 16];
+    snprintf(vdir, sizeof vdir, "%s/vault", g_dir);
+    keel_vault_t *v = NULL;
+    assert_ok(keel_vault_open(vdir, ks, &v));
+    assert_ok(keel_vault_secret_put(v, "wifi-psk", "correct horse", 13));
+    keel_vault_close(v);
+    assert_ok(keel_vault_open(vdir, ks, &v));
+    uint8_t out[64];
+    size_t n = 0;
+    assert_ok(keel_vault_secret_get(v, "wifi-psk", out, sizeof out, &n));
+    assert_int_equal(n, 13);
+    assert_memory_equal(out, "correct horse", 13);
+    /* The wrapping key lives on the token, sensitive and never extractable. */
+    token_view_t tv;
+    view_open(&tv);
+    CK_OBJECT_HANDLE h = view_find(&tv, CKO_SECRET_KEY, KEEL_VAULT_WRAP_LABEL);
+    ASSERT_ATTR(&tv, h, CKA_SENSITIVE, CK_TRUE);
+    ASSERT_ATTR(&tv, h, CKA_EXTRACTABLE, CK_FALSE);
+    assert_value_sensitive(&tv, h);
+    view_close(&tv);
+    assert_ok(keel_vault_erase(v));
+    assert_int_equal(keel_vault_secret_get(v, "wifi-psk", out, sizeof out, &n), KEEL_ERR_NOT_FOUND);
+    keel_vault_close(v);
+    assert_int_equal(keel_keystore_destroy(ks, KEEL_VAULT_WRAP_LABEL), KEEL_OK);
+    /* Without its wrapping key on the token, the vault does not open. */
+    assert_int_equal(keel_vault_open(vdir, ks, &v), KEEL_ERR_VERIFY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -672,6 +706,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_persists_across_sessions, ks_setup, ks_teardown),
         cmocka_unit_test_setup_teardown(test_destroy, ks_setup, ks_teardown),
         cmocka_unit_test_setup_teardown(test_two_handles, ks_setup, ks_teardown),
+        cmocka_unit_test_setup_teardown(test_vault_on_token, ks_setup, ks_teardown),
         cmocka_unit_test(test_pin_from_env),
         cmocka_unit_test(test_wrong_pin),
         cmocka_unit_test(test_pin_file_checks),
