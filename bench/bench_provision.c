@@ -58,13 +58,6 @@ typedef struct {
     double runs[BENCH_RUNS_MAX];
 } bench_result_t;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* The file keystore's sealing of a new key, without its file. */
 static keel_status_t seal_key(EVP_PKEY *key)
 {
@@ -91,25 +84,25 @@ static keel_status_t crypto_one(keel_factory_t *f, const keel_argon2_params_t *a
     char id[KEEL_DEVICE_ID_LEN + 1], serial[KEEL_SERIAL_LEN + 1];
     char pw[KEEL_LABEL_PW_LEN + 1], norm[KEEL_LABEL_PW_LEN + 1], hash[KEEL_PASSWORD_HASH_MAX];
 
-    double t = now_s();
+    double t = keel_now();
     keel_status_t st = keel_ec_generate(&key);
     if (st == KEEL_OK)
         st = seal_key(key);
-    ph->keygen += now_s() - t;
+    ph->keygen += keel_now() - t;
 
     if (st == KEEL_OK)
         st = keel_identity_device_id(key, id);
     keel_identity_new_serial(serial);
-    t = now_s();
+    t = keel_now();
     if (st == KEEL_OK)
         st = keel_factory_issue_device(f, key, id, BENCH_MODEL, serial, &cert);
-    ph->cert += now_s() - t;
+    ph->cert += keel_now() - t;
 
     keel_identity_label_password(pw);
-    t = now_s();
+    t = keel_now();
     if (st == KEEL_OK && (st = keel_identity_password_normalize(pw, norm, sizeof norm)) == KEEL_OK)
         st = keel_password_hash(norm, strlen(norm), a2, hash);
-    ph->hash += now_s() - t;
+    ph->hash += keel_now() - t;
 
     keel_wipe(pw, sizeof pw);
     keel_wipe(norm, sizeof norm);
@@ -124,10 +117,10 @@ static keel_status_t run_crypto(keel_factory_t *f, unsigned count, bench_phases_
     keel_argon2_params_t a2 = keel_argon2_defaults();
     keel_status_t st = KEEL_OK;
     memset(ph, 0, sizeof *ph);
-    double t0 = now_s();
+    double t0 = keel_now();
     for (unsigned i = 0; st == KEEL_OK && i < count; i++)
         st = crypto_one(f, &a2, ph);
-    ph->total = now_s() - t0;
+    ph->total = keel_now() - t0;
     return st;
 }
 

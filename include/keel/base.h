@@ -48,6 +48,9 @@ typedef enum { KEEL_LOG_ERROR, KEEL_LOG_WARN, KEEL_LOG_INFO, KEEL_LOG_DEBUG } ke
 void keel_log_set_level(keel_log_level_t level);
 void keel_log(keel_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Seconds on the monotonic clock (for durations, never for dates). */
+double keel_now(void);
+
 /* Wipe memory that held a secret; never optimised away. */
 void keel_wipe(void *p, size_t n);
 

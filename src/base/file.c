@@ -74,45 +74,13 @@ keel_status_t keel_dir_sync(const char *path)
     return KEEL_OK;
 }
 
-keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
-{
-    char dir[KEEL_PATH_MAX], tmp[KEEL_PATH_MAX];
-    keel_status_t st = parent_dir(path, dir, sizeof dir);
-    if (st != KEEL_OK)
-        return st;
-    if (keel_snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) != KEEL_OK)
-        return keel_errorf(KEEL_ERR_TOO_LARGE, "path too long: %s", path);
-
-    (void)unlink(tmp); /* a leftover from an earlier crash of this pid */
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0)
-        return keel_errorf(KEEL_ERR_IO, "create %s: %s", tmp, strerror(errno));
-    /* The umask must not widen or narrow what the caller asked for. */
-    if (fchmod(fd, mode) != 0 || counted_write_all(fd, data, len) != 0 || counted_fsync(fd) != 0) {
-        int err = errno;
-        close(fd);
-        (void)unlink(tmp);
-        return keel_errorf(KEEL_ERR_IO, "write %s: %s", path, strerror(err));
-    }
-    if (close(fd) != 0) {
-        int err = errno;
-        (void)unlink(tmp);
-        return keel_errorf(KEEL_ERR_IO, "close %s: %s", path, strerror(err));
-    }
-    if (counted_rename(tmp, path) != 0) {
-        int err = errno;
-        (void)unlink(tmp);
-        return keel_errorf(KEEL_ERR_IO, "rename to %s: %s", path, strerror(err));
-    }
-    return keel_dir_sync(dir);
-}
-
 keel_status_t keel_file_write_new(const char *path, const void *data, size_t len, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return keel_errorf(errno == EEXIST ? KEEL_ERR_EXISTS : KEEL_ERR_IO, "create %s: %s", path,
                            strerror(errno));
+    /* fchmod: the umask must not widen or narrow what the caller asked for. */
     if (fchmod(fd, mode) != 0 || counted_write_all(fd, data, len) != 0 || counted_fsync(fd) != 0) {
         int err = errno;
         close(fd);
@@ -125,6 +93,27 @@ keel_status_t keel_file_write_new(const char *path, const void *data, size_t len
         return keel_errorf(KEEL_ERR_IO, "close %s: %s", path, strerror(err));
     }
     return KEEL_OK;
+}
+
+keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char dir[KEEL_PATH_MAX], tmp[KEEL_PATH_MAX];
+    keel_status_t st = parent_dir(path, dir, sizeof dir);
+    if (st != KEEL_OK)
+        return st;
+    if (keel_snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) != KEEL_OK)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "path too long: %s", path);
+
+    (void)unlink(tmp); /* a leftover from an earlier crash of this pid */
+    st = keel_file_write_new(tmp, data, len, mode);
+    if (st != KEEL_OK)
+        return st;
+    if (counted_rename(tmp, path) != 0) {
+        int err = errno;
+        (void)unlink(tmp);
+        return keel_errorf(KEEL_ERR_IO, "rename to %s: %s", path, strerror(err));
+    }
+    return keel_dir_sync(dir);
 }
 
 keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out)

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static _Thread_local char error_msg[KEEL_ERROR_MAX];
 static keel_log_level_t log_level = KEEL_LOG_WARN;
@@ -69,4 +70,11 @@ void keel_wipe(void *p, size_t n)
 {
     if (p != NULL && n > 0)
         explicit_bzero(p, n);
+}
+
+double keel_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

@@ -97,36 +97,47 @@ static keel_status_t pem_key(EVP_PKEY *key, const char *pass, size_t passlen, ke
     return st;
 }
 
-keel_status_t keel_pem_load_cert(const char *path, X509 **out)
+/* Reads a PEM file (capped) and hands it to one of OpenSSL's PEM readers. */
+static void *pem_read(const char *path, void *(*reader)(BIO *, void *), void *arg, keel_status_t *st)
 {
     keel_buf_t b;
-    keel_status_t st = keel_file_read(path, PEM_MAX, &b);
-    if (st != KEEL_OK)
-        return st;
+    *st = keel_file_read(path, PEM_MAX, &b);
+    if (*st != KEEL_OK)
+        return NULL;
     BIO *bio = BIO_new_mem_buf(b.data, (int)b.len);
-    *out = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    void *obj = bio != NULL ? reader(bio, arg) : NULL;
     BIO_free(bio);
     keel_buf_free(&b);
-    if (*out == NULL)
-        return keel_crypto_error(KEEL_ERR_FORMAT, path);
-    return KEEL_OK;
+    if (obj == NULL)
+        *st = keel_crypto_error(KEEL_ERR_FORMAT, path);
+    return obj;
+}
+
+static void *read_x509(BIO *bio, void *arg)
+{
+    (void)arg;
+    return PEM_read_bio_X509(bio, NULL, NULL, NULL);
+}
+
+static void *read_key(BIO *bio, void *arg)
+{
+    return PEM_read_bio_PrivateKey(bio, NULL, NULL, arg);
+}
+
+keel_status_t keel_pem_load_cert(const char *path, X509 **out)
+{
+    keel_status_t st;
+    *out = pem_read(path, read_x509, NULL, &st);
+    return st;
 }
 
 static keel_status_t pem_load_key(const char *path, EVP_PKEY **out)
 {
-    keel_buf_t b;
-    keel_status_t st = keel_file_read(path, PEM_MAX, &b);
-    if (st != KEEL_OK)
-        return st;
-    BIO *bio = BIO_new_mem_buf(b.data, (int)b.len);
-    /* Issuing keys are never encrypted; an empty passphrase callback makes an
-     * encrypted one fail instead of prompting on the terminal. */
-    *out = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"") : NULL;
-    BIO_free(bio);
-    keel_buf_free(&b);
-    if (*out == NULL)
-        return keel_crypto_error(KEEL_ERR_FORMAT, path);
-    return KEEL_OK;
+    keel_status_t st;
+    /* Issuing keys are never encrypted; an empty passphrase makes an encrypted
+     * one fail instead of prompting on the terminal. */
+    *out = pem_read(path, read_key, (void *)"", &st);
+    return st;
 }
 
 /* ---- certificates ------------------------------------------------------- */

@@ -36,13 +36,6 @@ typedef struct {
     char labels[KEEL_PATH_MAX];
 } prov_t;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int is_file_driver(const keel_provision_opts_t *o)
 {
     return o->keystore.driver == NULL || strcmp(o->keystore.driver, "file") == 0;
@@ -197,16 +190,16 @@ static keel_status_t prepare(device_job_t *j)
             st = keel_keystore_open(&c, &own_ks);
         ks = own_ks;
     }
-    double t = now_s();
+    double t = keel_now();
     if (st == KEEL_OK)
         st = keel_keystore_generate(ks, j->label, &pub);
-    j->keygen = now_s() - t;
+    j->keygen = keel_now() - t;
     if (st == KEEL_OK)
         st = keel_identity_device_id(pub, j->id);
-    t = now_s();
+    t = keel_now();
     if (st == KEEL_OK)
         st = keel_factory_issue_device(p->f, pub, j->id, p->o->model, j->serial, &cert);
-    j->cert = now_s() - t;
+    j->cert = keel_now() - t;
 
     if (st == KEEL_OK)
         st = keel_identity_fingerprint(cert, j->fp);
@@ -262,11 +255,11 @@ static keel_status_t build_device(prov_t *p, const char *staging, const char *se
         prepare_thread(&j); /* no thread to be had: do it in line */
 
     keel_identity_label_password(pw);
-    double t = now_s();
+    double t = keel_now();
     st = keel_identity_password_normalize(pw, norm, sizeof norm);
     if (st == KEEL_OK)
         st = keel_password_hash(norm, strlen(norm), &p->o->argon2, hash);
-    stats->hash += now_s() - t;
+    stats->hash += keel_now() - t;
 
     if (started && pthread_join(worker, NULL) != 0 && st == KEEL_OK)
         st = keel_errorf(KEEL_ERR_IO, "device preparation thread failed");
@@ -520,7 +513,7 @@ keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opt
         return keel_errorf(KEEL_ERR_EXISTS, "another provisioning run is using %s", o->out);
     }
 
-    double t0 = now_s();
+    double t0 = keel_now();
     keel_buf_t issuing;
     if ((st = keel_pem_cert(keel_factory_issuing(f, KEEL_PKI_DEVICE), &issuing)) == KEEL_OK) {
         keel_buf_t root;
@@ -551,7 +544,7 @@ keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opt
         if (st == KEEL_OK)
             st = mst;
     }
-    stats->total = now_s() - t0;
+    stats->total = keel_now() - t0;
     keel_keystore_close(p.shared_ks);
     keel_buf_free(&p.chain_pem);
     keel_buf_free(&p.release_pem);
