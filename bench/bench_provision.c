@@ -294,7 +294,7 @@ int main(int argc, char **argv)
     bench_result_t crypto = {0}, prov = {0};
     keel_status_t st = keel_crypto_init();
     if (st == KEEL_OK)
-        st = keel_factory_load(factory, &f);
+        st = keel_factory_load(factory, KEEL_PKI_MASK(KEEL_PKI_DEVICE), NULL, &f);
     if (st == KEEL_OK)
         st = bench(f, out, count, runs, &crypto, &prov);
     keel_factory_free(f);

@@ -66,8 +66,9 @@ if [ -n "$MODULE" ] && command -v softhsm2-util >/dev/null; then
         | grep -E "label|Usage|Access" | sed 's/^ */  /'
 fi
 
-step "6. A server certificate for the broker, from the service CA"
-run "$KEEL" factory issue-server --dir "$W/factory" --name 127.0.0.1 --out "$W/broker"
+step "6. A server certificate for the broker, from the service CA (its key is encrypted: passphrase)"
+run "$KEEL" factory issue-server --dir "$W/factory" --name 127.0.0.1 --out "$W/broker" \
+    --passphrase-env KEEL_DEMO_PASSPHRASE
 
 step "Done"
 echo "Every device has its own key, id and password; the audit proves 5.1-2 and catches shortcuts."

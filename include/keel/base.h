@@ -27,6 +27,7 @@ typedef enum {
     KEEL_ERR_KEYSTORE,    /* the keystore driver failed */
     KEEL_ERR_DB,          /* the database failed */
     KEEL_ERR_UNSUPPORTED, /* not available in this build or driver */
+    KEEL_ERR_CONFIG,      /* a setting is missing or wrong (file, variable, token) */
 } keel_status_t;
 
 /* Short name of a status ("io", "verify", ...). Never NULL. */
@@ -98,6 +99,10 @@ keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t 
  */
 keel_status_t keel_file_write_new(const char *path, const void *data, size_t len,
                                   mode_t mode) KEEL_MUST_CHECK;
+/* Like keel_file_write_atomic, but fails with KEEL_ERR_EXISTS instead of
+ * replacing an existing file (commits with link(2), not rename(2)). */
+keel_status_t keel_file_create_atomic(const char *path, const void *data, size_t len,
+                                      mode_t mode) KEEL_MUST_CHECK;
 /* Reads a whole file, failing with KEEL_ERR_TOO_LARGE past cap bytes. */
 keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out) KEEL_MUST_CHECK;
 /* Appends and fsyncs (journals, CSV). Creates the file with mode if absent. */
@@ -105,11 +110,14 @@ keel_status_t keel_file_append_sync(const char *path, const void *data, size_t l
                                     mode_t mode) KEEL_MUST_CHECK;
 /* Overwrites a file with zeros, fsyncs, unlinks it and fsyncs its directory. */
 keel_status_t keel_file_shred(const char *path) KEEL_MUST_CHECK;
+/* Creates a directory (and fsyncs its parent). An existing one is accepted
+ * only if it is a real directory owned by us and not writable by others. */
 keel_status_t keel_dir_make(const char *path, mode_t mode) KEEL_MUST_CHECK;
 keel_status_t keel_dir_sync(const char *path) KEEL_MUST_CHECK;
 /* Renames and fsyncs the parent directory of `to` (commits a staged dir). */
 keel_status_t keel_rename_commit(const char *from, const char *to) KEEL_MUST_CHECK;
-/* Removes a directory tree (used for half-made staging directories). */
+/* Removes a directory tree (half-made staging directories) without ever
+ * following a symbolic link out of it. */
 keel_status_t keel_dir_remove_tree(const char *path) KEEL_MUST_CHECK;
 int keel_path_exists(const char *path);
 

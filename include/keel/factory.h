@@ -21,7 +21,8 @@
 #include <jansson.h>
 #include <openssl/types.h>
 
-#define KEEL_ORG_MAX 64
+/* "<org> Release Issuing CA" must fit a 64-character common name. */
+#define KEEL_ORG_MAX 45
 #define KEEL_PASSPHRASE_MAX 1024
 #define KEEL_PROVISION_MAX_COUNT 1000000u
 
@@ -30,14 +31,24 @@ const char *keel_pki_dirname(keel_pki_t which);
 
 typedef struct keel_factory keel_factory_t;
 
-/* Creates the three PKIs in `dir` (created 0700 if missing). Refuses a
- * directory that already holds a factory. `passphrase` may be NULL: then root
- * keys are stored unencrypted (still 0600). */
+/* Creates the three PKIs in `dir` (created 0700 if missing), building them
+ * in a staging directory first. Refuses a directory that already holds a
+ * factory, or CA directories without factory.json. With a passphrase, the
+ * root keys and the release and service issuing keys are encrypted (PKCS#8,
+ * PBKDF2-HMAC-SHA256 600000 iterations, AES-256); the device issuing key is
+ * not, because the factory line uses it unattended. All keys are 0600. */
 keel_status_t keel_factory_init(const char *dir, const char *org, const char *passphrase,
                                 size_t passlen) KEEL_MUST_CHECK;
 
-/* Loads a factory's issuing CAs (the roots' private keys are not needed). */
-keel_status_t keel_factory_load(const char *dir, keel_factory_t **out) KEEL_MUST_CHECK;
+/*
+ * Loads a factory: all CA certificates, and only the issuing keys named in
+ * `need` (KEEL_PKI_MASK(KEEL_PKI_DEVICE) | ...). `pass` opens the encrypted
+ * release and service issuing keys; KEEL_ERR_CONFIG when one is needed and
+ * missing, KEEL_ERR_VERIFY when it is wrong. Root keys are never loaded.
+ */
+#define KEEL_PKI_MASK(which) (1u << (which))
+keel_status_t keel_factory_load(const char *dir, unsigned need, const char *pass,
+                                keel_factory_t **out) KEEL_MUST_CHECK;
 void keel_factory_free(keel_factory_t *f);
 const char *keel_factory_org(const keel_factory_t *f);
 X509 *keel_factory_root(const keel_factory_t *f, keel_pki_t which);

@@ -1,6 +1,8 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +12,7 @@ int cli_fail(const char *cmd, keel_status_t st)
 {
     const char *msg = keel_error_message();
     fprintf(stderr, "keel: %s: %s\n", cmd, msg[0] ? msg : keel_status_str(st));
-    return st == KEEL_ERR_ARG ? CLI_USAGE : CLI_FAILED;
+    return st == KEEL_ERR_ARG || st == KEEL_ERR_CONFIG ? CLI_USAGE : CLI_FAILED;
 }
 
 int cli_usage(const char *cmd, const char *fmt, ...)
@@ -29,26 +31,47 @@ keel_status_t cli_read_secret(const char *file, const char *env, char *out, size
     if (file != NULL && env != NULL)
         return keel_errorf(KEEL_ERR_ARG, "give the secret by file or by environment variable, not both");
     const char *src = NULL;
+    size_t srclen = 0;
     keel_buf_t b;
     keel_buf_init(&b, 0);
     if (file != NULL) {
-        keel_status_t st = keel_file_read(file, cap, &b);
+        /* Opened once, without following links, and checked on that descriptor. */
+        int fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat sb;
+        if (fd < 0)
+            return keel_errorf(KEEL_ERR_CONFIG, "secret file %s: %s", file, strerror(errno));
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
+            close(fd);
+            return keel_errorf(KEEL_ERR_CONFIG, "secret file %s must be a regular file of mode 0600", file);
+        }
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        keel_status_t st = keel_file_read(path, cap, &b);
+        close(fd);
         if (st != KEEL_OK)
-            return st;
+            return keel_errorf(st == KEEL_ERR_TOO_LARGE ? KEEL_ERR_CONFIG : st,
+                               "secret file %s is unreadable or longer than %zu bytes", file, cap - 1);
         src = (const char *)b.data;
+        srclen = b.len;
     } else if (env != NULL) {
         src = getenv(env);
         if (src == NULL)
-            return keel_errorf(KEEL_ERR_ARG, "environment variable %s is not set", env);
+            return keel_errorf(KEEL_ERR_CONFIG, "environment variable %s is not set", env);
+        srclen = strlen(src);
     } else {
         return keel_errorf(KEEL_ERR_ARG, "no secret source");
     }
-    size_t n = strcspn(src, "\r\n");
+    /* The first line; a NUL inside it would silently shorten the secret. */
+    size_t n = 0;
+    while (n < srclen && src[n] != '\n' && src[n] != '\r' && src[n] != '\0')
+        n++;
     keel_status_t st = KEEL_OK;
-    if (n == 0)
-        st = keel_errorf(KEEL_ERR_ARG, "the secret is empty");
+    if (n < srclen && src[n] == '\0')
+        st = keel_errorf(KEEL_ERR_CONFIG, "the secret contains a NUL byte");
+    else if (n == 0)
+        st = keel_errorf(KEEL_ERR_CONFIG, "the secret is empty");
     else if (n >= cap)
-        st = keel_errorf(KEEL_ERR_TOO_LARGE, "the secret is longer than %zu bytes", cap - 1);
+        st = keel_errorf(KEEL_ERR_CONFIG, "the secret is longer than %zu bytes", cap - 1);
     else {
         memcpy(out, src, n);
         out[n] = '\0';

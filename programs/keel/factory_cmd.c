@@ -67,12 +67,22 @@ static const char audit_usage[] =
     "  --json               print the report as JSON on stdout\n";
 
 static const char server_usage[] =
-    "usage: keel factory issue-server --dir DIR --name HOST --out OUTDIR [--json]\n"
+    "usage: keel factory issue-server --dir DIR --name HOST --out OUTDIR\n"
+    "                                 [--passphrase-file FILE | --passphrase-env VAR] [--json]\n"
     "\n"
     "Issues a TLS server certificate for HOST (a DNS name or an IP address) from\n"
     "the service CA, for the MQTT broker or the fleet service. Writes\n"
     "OUTDIR/server.key (0600), server.crt, chain.pem (server + issuing CA) and\n"
-    "ca.pem (the service root that devices pin).\n";
+    "ca.pem (the service root that devices pin). If the factory was made with a\n"
+    "passphrase, the service issuing key is encrypted and needs it.\n";
+
+/* getopt_long with a leading ':' returns ':' for a missing argument. */
+static int bad_option(const char *cmd, int c, char **argv)
+{
+    if (c == ':')
+        return cli_usage(cmd, "option %s needs a value", argv[optind - 1]);
+    return cli_usage(cmd, "unknown option %s", argv[optind - 1]);
+}
 
 static int want_help(int argc, char **argv, const char *text)
 {
@@ -93,14 +103,14 @@ static int cmd_init(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},             {NULL, 0, NULL, 0}};
     const char *dir = NULL, *org = NULL, *pfile = NULL, *penv = NULL;
     int json = 0, c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'd': dir = optarg; break;
         case 'o': org = optarg; break;
         case 'f': pfile = optarg; break;
         case 'e': penv = optarg; break;
         case 'j': json = 1; break;
-        default: return cli_usage(cmd, "unknown option");
+        default: return bad_option(cmd, c, argv);
         }
     }
     if (optind != argc)
@@ -118,7 +128,7 @@ static int cmd_init(int argc, char **argv)
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
     if (json) {
-        json_t *j = json_pack("{s:s, s:s, s:b, s:[s,s,s]}", "dir", dir, "org", org, "root_keys_encrypted",
+        json_t *j = json_pack("{s:s, s:s, s:b, s:[s,s,s]}", "dir", dir, "org", org, "keys_encrypted",
                               passlen > 0, "pkis", "device-ca", "release-ca", "service-ca");
         int rc = cli_print_json(j);
         json_decref(j);
@@ -127,7 +137,7 @@ static int cmd_init(int argc, char **argv)
     printf("factory created in %s for \"%s\"\n", dir, org);
     for (int i = 0; i < KEEL_PKI_COUNT; i++)
         printf("  %s/%-11s root + issuing CA (ECDSA P-256)%s\n", dir, keel_pki_dirname((keel_pki_t)i),
-               passlen ? ", root key encrypted" : "");
+               !passlen ? "" : i == KEEL_PKI_DEVICE ? ", root key encrypted" : ", root and issuing keys encrypted");
     return CLI_OK;
 }
 
@@ -153,7 +163,7 @@ static int cmd_provision(int argc, char **argv)
     o.keystore.driver = "file";
     unsigned long v = 0;
     int json = 0, c, have_count = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'd': dir = optarg; break;
         case 'm': o.model = optarg; break;
@@ -184,7 +194,7 @@ static int cmd_provision(int argc, char **argv)
             o.argon2.m_cost_kib = (uint32_t)v;
             break;
         case 'j': json = 1; break;
-        default: return cli_usage(cmd, "unknown option");
+        default: return bad_option(cmd, c, argv);
         }
     }
     if (optind != argc)
@@ -201,11 +211,11 @@ static int cmd_provision(int argc, char **argv)
         return cli_usage(cmd, "--keystore pkcs11 needs --pkcs11-module, --pkcs11-token and a PIN source");
 
     keel_factory_t *f = NULL;
-    keel_status_t st = keel_factory_load(dir, &f);
+    keel_status_t st = keel_factory_load(dir, KEEL_PKI_MASK(KEEL_PKI_DEVICE), NULL, &f);
     if (st != KEEL_OK)
-        return cli_fail(cmd, st == KEEL_ERR_NOT_FOUND ? KEEL_ERR_ARG : st);
+        return cli_fail(cmd, st);
     o.progress = cli_progress;
-    keel_provision_stats_t s;
+    keel_provision_stats_t s = {0};
     st = keel_factory_provision(f, &o, &s);
     keel_factory_free(f);
     if (st != KEEL_OK) {
@@ -240,7 +250,7 @@ static int cmd_audit(int argc, char **argv)
     keel_audit_opts_t o = {.verify_hashes = 16};
     unsigned long v = 0;
     int json = 0, c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'c': o.common_list = optarg; break;
         case 'v':
@@ -249,7 +259,7 @@ static int cmd_audit(int argc, char **argv)
             o.verify_hashes = (unsigned)v;
             break;
         case 'j': json = 1; break;
-        default: return cli_usage(cmd, "unknown option");
+        default: return bad_option(cmd, c, argv);
         }
     }
     if (optind + 1 != argc)
@@ -264,7 +274,7 @@ static int cmd_audit(int argc, char **argv)
     unsigned findings = 0;
     keel_status_t st = keel_factory_audit(&o, &r, &findings);
     if (st != KEEL_OK)
-        return cli_fail(cmd, st == KEEL_ERR_NOT_FOUND ? KEEL_ERR_ARG : st);
+        return cli_fail(cmd, st == KEEL_ERR_NOT_FOUND ? KEEL_ERR_CONFIG : st);
     int rc = findings == 0 ? CLI_OK : CLI_FAILED;
     if (json) {
         if (cli_print_json(r) != CLI_OK)
@@ -311,27 +321,36 @@ static int cmd_issue_server(int argc, char **argv)
     static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
                                          {"name", required_argument, NULL, 'n'},
                                          {"out", required_argument, NULL, 'o'},
+                                         {"passphrase-file", required_argument, NULL, 'f'},
+                                         {"passphrase-env", required_argument, NULL, 'e'},
                                          {"json", no_argument, NULL, 'j'},
                                          {NULL, 0, NULL, 0}};
-    const char *dir = NULL, *name = NULL, *out = NULL;
+    const char *dir = NULL, *name = NULL, *out = NULL, *pfile = NULL, *penv = NULL;
     int json = 0, c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'd': dir = optarg; break;
         case 'n': name = optarg; break;
         case 'o': out = optarg; break;
+        case 'f': pfile = optarg; break;
+        case 'e': penv = optarg; break;
         case 'j': json = 1; break;
-        default: return cli_usage(cmd, "unknown option");
+        default: return bad_option(cmd, c, argv);
         }
     }
     if (optind != argc)
         return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
     if (dir == NULL || name == NULL || out == NULL)
         return cli_usage(cmd, "--dir, --name and --out are required");
+    char pass[KEEL_PASSPHRASE_MAX + 1];
+    size_t passlen = 0;
+    keel_status_t st = KEEL_OK;
+    if (pfile != NULL || penv != NULL)
+        st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen);
     keel_factory_t *f = NULL;
-    keel_status_t st = keel_factory_load(dir, &f);
-    if (st == KEEL_ERR_NOT_FOUND)
-        return cli_fail(cmd, KEEL_ERR_ARG);
+    if (st == KEEL_OK)
+        st = keel_factory_load(dir, KEEL_PKI_MASK(KEEL_PKI_SERVICE), passlen ? pass : NULL, &f);
+    keel_wipe(pass, sizeof pass);
     if (st == KEEL_OK)
         st = keel_factory_issue_server(f, name, out);
     keel_factory_free(f);

@@ -50,8 +50,10 @@ keel_status_t keel_buf_printf(keel_buf_t *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    if (n < 0)
+    if (n < 0) {
+        keel_wipe(tmp, sizeof tmp);
         return keel_errorf(KEEL_ERR_FORMAT, "formatting failed");
+    }
     if ((size_t)n < sizeof tmp) {
         keel_status_t st = keel_buf_append(b, tmp, (size_t)n);
         keel_wipe(tmp, sizeof tmp);

@@ -11,17 +11,19 @@
 #include <unistd.h>
 
 #ifdef KEEL_FAULT_INJECTION
+#include <stdatomic.h>
+#include <threads.h>
+#endif
 
-static unsigned long fault_at;   /* 0 = disarmed */
+#ifdef KEEL_FAULT_INJECTION
+
+static _Atomic unsigned long fault_at; /* 0 = disarmed */
 static _Atomic unsigned long fault_ops; /* operations counted so far, from any thread */
-static int fault_kill;
-static int fault_env_read;
+static _Atomic int fault_kill;
+static once_flag fault_env_once = ONCE_FLAG_INIT;
 
 static void fault_read_env(void)
 {
-    if (fault_env_read)
-        return;
-    fault_env_read = 1;
     const char *at = getenv("KEEL_FAULT_AT");
     if (at != NULL && at[0] != '\0') {
         char *end = NULL;
@@ -35,7 +37,7 @@ static void fault_read_env(void)
 
 void keel_fault_arm(unsigned long n)
 {
-    fault_env_read = 1;
+    call_once(&fault_env_once, fault_read_env); /* the environment must not override later */
     fault_at = n;
     fault_ops = 0;
 }
@@ -47,15 +49,17 @@ unsigned long keel_fault_count(void)
 
 int keel_fault_hit(const char *op)
 {
-    fault_read_env();
-    fault_ops++;
-    if (fault_at == 0 || fault_ops != fault_at)
+    call_once(&fault_env_once, fault_read_env);
+    /* One atomic step: two threads can never both take the N-th slot. */
+    unsigned long n = atomic_fetch_add(&fault_ops, 1) + 1;
+    unsigned long at = fault_at;
+    if (at == 0 || n != at)
         return 0;
     if (fault_kill) {
         /* A power cut: no cleanup, no buffered output. */
         (void)raise(SIGKILL);
     }
-    keel_log(KEEL_LOG_DEBUG, "fault injected at %s #%lu", op, fault_ops);
+    keel_log(KEEL_LOG_DEBUG, "fault injected at %s #%lu", op, n);
     return 1;
 }
 

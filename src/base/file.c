@@ -95,17 +95,25 @@ keel_status_t keel_file_write_new(const char *path, const void *data, size_t len
     return KEEL_OK;
 }
 
+/* The temporary name beside `path`: fixed, so the next write of the same
+ * file removes what an interrupted one left. */
+static keel_status_t temp_name(const char *path, char *tmp, size_t cap)
+{
+    if (keel_snprintf(tmp, cap, "%s.tmp", path) != KEEL_OK)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "path too long: %s", path);
+    if (unlink(tmp) != 0 && errno != ENOENT)
+        return keel_errorf(KEEL_ERR_IO, "remove stale %s: %s", tmp, strerror(errno));
+    return KEEL_OK;
+}
+
 keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode)
 {
     char dir[KEEL_PATH_MAX], tmp[KEEL_PATH_MAX];
     keel_status_t st = parent_dir(path, dir, sizeof dir);
-    if (st != KEEL_OK)
-        return st;
-    if (keel_snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) != KEEL_OK)
-        return keel_errorf(KEEL_ERR_TOO_LARGE, "path too long: %s", path);
-
-    (void)unlink(tmp); /* a leftover from an earlier crash of this pid */
-    st = keel_file_write_new(tmp, data, len, mode);
+    if (st == KEEL_OK)
+        st = temp_name(path, tmp, sizeof tmp);
+    if (st == KEEL_OK)
+        st = keel_file_write_new(tmp, data, len, mode);
     if (st != KEEL_OK)
         return st;
     if (counted_rename(tmp, path) != 0) {
@@ -113,6 +121,26 @@ keel_status_t keel_file_write_atomic(const char *path, const void *data, size_t 
         (void)unlink(tmp);
         return keel_errorf(KEEL_ERR_IO, "rename to %s: %s", path, strerror(err));
     }
+    return keel_dir_sync(dir);
+}
+
+keel_status_t keel_file_create_atomic(const char *path, const void *data, size_t len, mode_t mode)
+{
+    char dir[KEEL_PATH_MAX], tmp[KEEL_PATH_MAX];
+    keel_status_t st = parent_dir(path, dir, sizeof dir);
+    if (st == KEEL_OK)
+        st = temp_name(path, tmp, sizeof tmp);
+    if (st == KEEL_OK)
+        st = keel_file_write_new(tmp, data, len, mode);
+    if (st != KEEL_OK)
+        return st;
+    /* link(2), unlike rename(2), refuses to replace an existing name. */
+    int rc = keel_fault_hit("rename") ? (errno = EIO, -1) : link(tmp, path);
+    int err = errno;
+    (void)unlink(tmp);
+    if (rc != 0)
+        return keel_errorf(err == EEXIST ? KEEL_ERR_EXISTS : KEEL_ERR_IO, "create %s: %s", path,
+                           strerror(err));
     return keel_dir_sync(dir);
 }
 
@@ -208,17 +236,27 @@ keel_status_t keel_file_shred(const char *path)
 
 keel_status_t keel_dir_make(const char *path, mode_t mode)
 {
-    if (mkdir(path, mode) != 0) {
-        if (errno == EEXIST) {
-            struct stat sb;
-            if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-                return KEEL_OK;
-        }
-        return keel_errorf(errno == EEXIST ? KEEL_ERR_EXISTS : KEEL_ERR_IO, "mkdir %s: %s", path,
-                           strerror(errno));
+    if (mkdir(path, mode) == 0) {
+        char parent[KEEL_PATH_MAX];
+        keel_status_t st = parent_dir(path, parent, sizeof parent);
+        if (st == KEEL_OK && chmod(path, mode) != 0)
+            st = keel_errorf(KEEL_ERR_IO, "chmod %s: %s", path, strerror(errno));
+        /* The new entry survives a power cut only once its parent is synced. */
+        return st == KEEL_OK ? keel_dir_sync(parent) : st;
     }
-    if (chmod(path, mode) != 0)
-        return keel_errorf(KEEL_ERR_IO, "chmod %s: %s", path, strerror(errno));
+    if (errno != EEXIST)
+        return keel_errorf(KEEL_ERR_IO, "mkdir %s: %s", path, strerror(errno));
+    /* An existing directory is used only if it is really ours. */
+    struct stat sb;
+    if (lstat(path, &sb) != 0)
+        return keel_errorf(KEEL_ERR_IO, "stat %s: %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return keel_errorf(KEEL_ERR_EXISTS, "%s exists and is not a directory", path);
+    if (sb.st_uid != geteuid())
+        return keel_errorf(KEEL_ERR_ARG, "%s belongs to another user", path);
+    if ((sb.st_mode & 022) != 0)
+        return keel_errorf(KEEL_ERR_ARG, "%s is writable by other users (mode %03o); use a private directory",
+                           path, (unsigned)(sb.st_mode & 0777));
     return KEEL_OK;
 }
 
@@ -233,37 +271,58 @@ keel_status_t keel_rename_commit(const char *from, const char *to)
     return keel_dir_sync(dir);
 }
 
-keel_status_t keel_dir_remove_tree(const char *path)
+/* Removes `name` under the directory `parent` without following symbolic
+ * links: a link is removed itself, never what it points to. */
+static keel_status_t remove_at(int parent, const char *name, const char *shown)
 {
-    DIR *d = opendir(path);
-    if (d == NULL) {
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
         if (errno == ENOENT)
             return KEEL_OK;
-        if (errno == ENOTDIR)
-            return unlink(path) == 0 ? KEEL_OK
-                                     : keel_errorf(KEEL_ERR_IO, "unlink %s: %s", path, strerror(errno));
-        return keel_errorf(KEEL_ERR_IO, "opendir %s: %s", path, strerror(errno));
+        if (errno == ENOTDIR || errno == ELOOP) {
+            if (unlinkat(parent, name, 0) != 0 && errno != ENOENT)
+                return keel_errorf(KEEL_ERR_IO, "unlink %s: %s", shown, strerror(errno));
+            return KEEL_OK;
+        }
+        return keel_errorf(KEEL_ERR_IO, "open %s: %s", shown, strerror(errno));
+    }
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return keel_errorf(KEEL_ERR_IO, "opendir %s: %s", shown, strerror(errno));
     }
     keel_status_t st = KEEL_OK;
     struct dirent *e;
     while (st == KEEL_OK && (e = readdir(d)) != NULL) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
-        char child[KEEL_PATH_MAX];
-        st = keel_path_join(child, sizeof child, path, e->d_name);
-        if (st != KEEL_OK)
-            break;
         struct stat sb;
-        if (lstat(child, &sb) != 0)
-            st = keel_errorf(KEEL_ERR_IO, "stat %s: %s", child, strerror(errno));
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+            st = keel_errorf(KEEL_ERR_IO, "stat %s/%s: %s", shown, e->d_name, strerror(errno));
         else if (S_ISDIR(sb.st_mode))
-            st = keel_dir_remove_tree(child);
-        else if (unlink(child) != 0)
-            st = keel_errorf(KEEL_ERR_IO, "unlink %s: %s", child, strerror(errno));
+            st = remove_at(dirfd(d), e->d_name, shown);
+        else if (unlinkat(dirfd(d), e->d_name, 0) != 0)
+            st = keel_errorf(KEEL_ERR_IO, "unlink %s/%s: %s", shown, e->d_name, strerror(errno));
     }
     closedir(d);
-    if (st == KEEL_OK && rmdir(path) != 0)
-        st = keel_errorf(KEEL_ERR_IO, "rmdir %s: %s", path, strerror(errno));
+    if (st == KEEL_OK && unlinkat(parent, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
+        st = keel_errorf(KEEL_ERR_IO, "rmdir %s: %s", shown, strerror(errno));
+    return st;
+}
+
+keel_status_t keel_dir_remove_tree(const char *path)
+{
+    char dir[KEEL_PATH_MAX], tmp[KEEL_PATH_MAX];
+    keel_status_t st = parent_dir(path, dir, sizeof dir);
+    if (st == KEEL_OK)
+        st = keel_strlcpy(tmp, path, sizeof tmp);
+    if (st != KEEL_OK)
+        return st;
+    int parent = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (parent < 0)
+        return errno == ENOENT ? KEEL_OK : keel_errorf(KEEL_ERR_IO, "open %s: %s", dir, strerror(errno));
+    st = remove_at(parent, basename(tmp), path);
+    close(parent);
     return st;
 }
 

@@ -24,6 +24,7 @@ const char *keel_status_str(keel_status_t st)
     case KEEL_ERR_KEYSTORE: return "keystore failure";
     case KEEL_ERR_DB: return "database failure";
     case KEEL_ERR_UNSUPPORTED: return "unsupported";
+    case KEEL_ERR_CONFIG: return "configuration error";
     }
     return "unknown";
 }
@@ -56,7 +57,7 @@ void keel_log_set_level(keel_log_level_t level)
 void keel_log(keel_log_level_t level, const char *fmt, ...)
 {
     static const char *const names[] = {"error", "warning", "info", "debug"};
-    if (level > log_level)
+    if (level > log_level || (unsigned)level >= sizeof names / sizeof names[0])
         return;
     va_list ap;
     va_start(ap, fmt);

@@ -19,10 +19,15 @@
 #define COMMON_MAX (64u * 1024u * 1024u)
 #define FIELD_MAX 128
 #define MIN_ENTROPY_BITS 80.0
-#define RELATION_WINDOW 6   /* shared run of characters that counts as "derived from" */
-#define PREFIX_RUN 8        /* shared prefix between two passwords that counts as a pattern */
-#define CHI_MIN_BATCH 200   /* the per-position test needs enough samples */
-#define CHI_Z_LIMIT 5.0     /* about 3e-7 false alarms per position */
+/* The chance matches grow with the batch, so the run lengths that count as a
+ * finding are the shortest whose expected number of false findings over the
+ * whole batch stays below FALSE_ALARM; never shorter than these floors. */
+#define FALSE_ALARM 1e-6
+#define RELATION_WINDOW_MIN 6 /* shared run with the serial/id/model that counts as "derived" */
+#define PREFIX_RUN_MIN 8      /* shared prefix between two passwords that counts as a pattern */
+#define RELATION_TRIES 2600.0 /* windows of the anchors (both directions) x positions in a password */
+#define CHI_MIN_BATCH 200     /* the per-position test needs enough samples */
+#define CHI_Z_LIMIT 5.5       /* about 2e-8 false alarms per position */
 
 typedef struct {
     char id[FIELD_MAX], serial[FIELD_MAX], model[FIELD_MAX], pw[FIELD_MAX], fp[FIELD_MAX];
@@ -73,11 +78,14 @@ static void finding(audit_t *a, int check, const char *device, const char *fmt, 
 
 /* ---- labels.csv --------------------------------------------------------- */
 
+/* Splits a line into exactly `want` comma-separated fields, else -1. */
 static int split_csv(char *line, char **fields, int want)
 {
     int n = 0;
     char *p = line;
-    while (n < want) {
+    for (;;) {
+        if (n == want)
+            return -1; /* one field too many */
         fields[n++] = p;
         char *c = strchr(p, ',');
         if (c == NULL)
@@ -85,7 +93,7 @@ static int split_csv(char *line, char **fields, int want)
         *c = '\0';
         p = c + 1;
     }
-    return n == want && strchr(fields[want - 1], ',') == NULL ? n : -1;
+    return n == want ? n : -1;
 }
 
 static keel_status_t load_labels(const char *out, audit_t *a, label_t **labels, size_t *count)
@@ -160,8 +168,11 @@ static keel_status_t load_common(const char *path, wordlist_t *w)
 {
     memset(w, 0, sizeof *w);
     keel_status_t st = keel_file_read(path, COMMON_MAX, &w->text);
-    if (st != KEEL_OK)
-        return keel_errorf(st, "common-password list: %s", keel_error_message());
+    if (st != KEEL_OK) {
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        return keel_errorf(st, "common-password list: %s", why);
+    }
     size_t cap = 1;
     for (size_t i = 0; i < w->text.len; i++)
         cap += w->text.data[i] == '\n';
@@ -202,19 +213,31 @@ static void alnum_lower(const char *in, char *out, size_t cap)
     out[o] = '\0';
 }
 
-/* 1 if pw shares a run of RELATION_WINDOW characters (or all of a shorter
- * anchor of at least 4) with the anchor or its reversal. */
-static int related(const char *pw, const char *anchor_raw)
+/* Shortest run k >= floor with tries * alphabet^-k < FALSE_ALARM. */
+static size_t run_threshold(double tries, unsigned alphabet, size_t floor)
+{
+    double a = alphabet < 10 ? 10 : alphabet;
+    size_t k = floor;
+    while (k < FIELD_MAX && tries * pow(a, -(double)k) >= FALSE_ALARM)
+        k++;
+    return k;
+}
+
+/* 1 if pw shares a run of `win` characters with the anchor or its reversal;
+ * an anchor shorter than that counts only whole, and only when even a whole
+ * match could not be chance (len >= short_min). */
+static int related(const char *pw, const char *anchor_raw, size_t win, size_t short_min)
 {
     char anchor[FIELD_MAX], rev[FIELD_MAX];
     alnum_lower(anchor_raw, anchor, sizeof anchor);
     size_t n = strlen(anchor);
-    if (n < 4)
+    if (n < win && n < short_min)
         return 0;
     for (size_t i = 0; i < n; i++)
         rev[i] = anchor[n - 1 - i];
     rev[n] = '\0';
-    size_t win = n < RELATION_WINDOW ? n : RELATION_WINDOW;
+    if (n < win)
+        win = n;
     const char *forms[2] = {anchor, rev};
     for (int f = 0; f < 2; f++)
         for (size_t i = 0; i + win <= n; i++) {
@@ -249,10 +272,22 @@ static double entropy_bits(const char *pw, unsigned batch_alphabet, size_t batch
 
 static int cmp_label_pw(const void *x, const void *y)
 {
-    return strcmp(((const label_t *)x)->pw, ((const label_t *)y)->pw);
+    return strcmp((*(label_t *const *)x)->pw, (*(label_t *const *)y)->pw);
 }
 
-static void check_passwords(audit_t *a, label_t *l, size_t n, const wordlist_t *common,
+static int cmp_label_id(const void *x, const void *y)
+{
+    return strcmp((*(label_t *const *)x)->id, (*(label_t *const *)y)->id);
+}
+
+static int cmp_label_serial(const void *x, const void *y)
+{
+    return strcmp((*(label_t *const *)x)->serial, (*(label_t *const *)y)->serial);
+}
+
+/* Sorting moves pointers, never the records: qsort's scratch copies would
+ * otherwise leave passwords in freed memory. */
+static void check_passwords(audit_t *a, label_t *l, label_t **by, size_t n, const wordlist_t *common,
                             json_t *report)
 {
     _Bool seen[256] = {0};
@@ -263,6 +298,12 @@ static void check_passwords(audit_t *a, label_t *l, size_t n, const wordlist_t *
                 seen[(unsigned char)*p] = 1;
                 alphabet++;
             }
+    size_t win = run_threshold((double)n * RELATION_TRIES, alphabet, RELATION_WINDOW_MIN);
+    size_t short_min = run_threshold((double)n * KEEL_LABEL_PW_CHARS, alphabet, 4);
+    size_t prefix = run_threshold((double)n * (double)n / 2, alphabet, PREFIX_RUN_MIN);
+    json_object_set_new(report, "thresholds",
+                        json_pack("{s:i, s:i, s:f}", "relation_window", (int)win, "prefix_run", (int)prefix,
+                                  "chi_square_z", CHI_Z_LIMIT));
 
     double min_bits = INFINITY, sum_bits = 0;
     for (size_t i = 0; i < n; i++) {
@@ -275,11 +316,11 @@ static void check_passwords(audit_t *a, label_t *l, size_t n, const wordlist_t *
         const char *pw = l[i].pw;
         if (bsearch(&pw, common->words, common->n, sizeof *common->words, cmp_cstr) != NULL)
             finding(a, C_COMMON, l[i].id, "password is in the common-password list");
-        if (related(pw, l[i].serial))
+        if (related(pw, l[i].serial, win, short_min))
             finding(a, C_RELATION, l[i].id, "password contains part of the serial number");
-        if (related(pw, l[i].id))
+        if (related(pw, l[i].id, win, short_min))
             finding(a, C_RELATION, l[i].id, "password contains part of the device id");
-        if (related(pw, l[i].model))
+        if (related(pw, l[i].model, win, short_min))
             finding(a, C_RELATION, l[i].id, "password contains the model designation");
     }
     json_object_set_new(report, "entropy_bits",
@@ -313,41 +354,32 @@ static void check_passwords(audit_t *a, label_t *l, size_t n, const wordlist_t *
         }
     }
 
-    qsort(l, n, sizeof *l, cmp_label_pw);
+    qsort(by, n, sizeof *by, cmp_label_pw);
     for (size_t i = 1; i < n; i++) {
-        if (strcmp(l[i].pw, l[i - 1].pw) == 0) {
-            finding(a, C_UNIQUE_PW, l[i].id, "same password as device %s", l[i - 1].id);
+        if (strcmp(by[i]->pw, by[i - 1]->pw) == 0) {
+            finding(a, C_UNIQUE_PW, by[i]->id, "same password as device %s", by[i - 1]->id);
             continue;
         }
         size_t k = 0;
-        while (l[i].pw[k] && l[i].pw[k] == l[i - 1].pw[k])
+        while (by[i]->pw[k] && by[i]->pw[k] == by[i - 1]->pw[k])
             k++;
-        if (k >= PREFIX_RUN)
-            finding(a, C_PATTERN, l[i].id, "password shares its first %zu characters with device %s", k,
-                    l[i - 1].id);
+        if (k >= prefix)
+            finding(a, C_PATTERN, by[i]->id, "password shares its first %zu characters with device %s", k,
+                    by[i - 1]->id);
     }
 }
 
-static int cmp_label_id(const void *x, const void *y)
+/* Leaves `by` sorted by id, for check_devices. */
+static void check_ids_unique(audit_t *a, label_t **by, size_t n)
 {
-    return strcmp(((const label_t *)x)->id, ((const label_t *)y)->id);
-}
-
-static int cmp_label_serial(const void *x, const void *y)
-{
-    return strcmp(((const label_t *)x)->serial, ((const label_t *)y)->serial);
-}
-
-static void check_ids_unique(audit_t *a, label_t *l, size_t n)
-{
-    qsort(l, n, sizeof *l, cmp_label_serial);
+    qsort(by, n, sizeof *by, cmp_label_serial);
     for (size_t i = 1; i < n; i++)
-        if (strcmp(l[i].serial, l[i - 1].serial) == 0)
-            finding(a, C_UNIQUE_ID, l[i].id, "serial number also used by device %s", l[i - 1].id);
-    qsort(l, n, sizeof *l, cmp_label_id);
+        if (strcmp(by[i]->serial, by[i - 1]->serial) == 0)
+            finding(a, C_UNIQUE_ID, by[i]->id, "serial number also used by device %s", by[i - 1]->id);
+    qsort(by, n, sizeof *by, cmp_label_id);
     for (size_t i = 1; i < n; i++)
-        if (strcmp(l[i].id, l[i - 1].id) == 0)
-            finding(a, C_UNIQUE_ID, l[i].id, "device id appears on more than one label");
+        if (strcmp(by[i]->id, by[i - 1]->id) == 0)
+            finding(a, C_UNIQUE_ID, by[i]->id, "device id appears on more than one label");
 }
 
 /* ---- devices ------------------------------------------------------------ */
@@ -364,7 +396,7 @@ static int cmp_device_key(const void *x, const void *y)
 
 static void check_device(audit_t *a, const char *out, const char *id, device_t *d)
 {
-    char path[KEEL_PATH_MAX], derived[KEEL_DEVICE_ID_LEN + 1];
+    char path[KEEL_PATH_MAX], derived[KEEL_DEVICE_ID_LEN + 1] = "";
     X509 *cert = NULL;
     memset(d, 0, sizeof *d);
     memcpy(d->id, id, KEEL_DEVICE_ID_LEN); /* a checked device id */
@@ -391,7 +423,8 @@ static void check_device(audit_t *a, const char *out, const char *id, device_t *
     X509_free(cert);
 }
 
-static keel_status_t check_devices(audit_t *a, const char *out, label_t *l, size_t n, size_t *ndev)
+static keel_status_t check_devices(audit_t *a, const char *out, label_t *l, label_t **by, size_t n,
+                                   size_t *ndev)
 {
     DIR *dir = opendir(out);
     if (dir == NULL)
@@ -418,12 +451,13 @@ static keel_status_t check_devices(audit_t *a, const char *out, label_t *l, size
         }
         check_device(a, out, e->d_name, &devs[count]);
         label_t key;
+        label_t *kp = &key;
         memcpy(key.id, e->d_name, KEEL_DEVICE_ID_LEN + 1); /* a checked device id */
-        label_t *hit = bsearch(&key, l, n, sizeof *l, cmp_label_id);
+        label_t **hit = bsearch(&kp, by, n, sizeof *by, cmp_label_id);
         if (hit == NULL)
             finding(a, C_MATCH, e->d_name, "device directory has no label");
         else
-            hit->has_device = 1;
+            (*hit)->has_device = 1;
         count++;
     }
     closedir(dir);
@@ -439,15 +473,29 @@ static keel_status_t check_devices(audit_t *a, const char *out, label_t *l, size
     return st;
 }
 
-static void check_hashes(audit_t *a, const char *out, label_t *l, size_t n, unsigned sample)
+/* Verifies the label hashes of `sample` devices drawn without replacement;
+ * returns how many were checked. */
+static unsigned check_hashes(audit_t *a, const char *out, label_t *l, size_t n, unsigned sample)
 {
-    for (unsigned s = 0; s < sample && s < n; s++) {
-        /* Spread the sample over the batch (labels are sorted by id here). */
-        size_t i = n <= sample ? s : (size_t)keel_random_uniform((uint32_t)n);
+    if (sample > n)
+        sample = (unsigned)n;
+    size_t *pick = malloc((n ? n : 1) * sizeof *pick);
+    if (pick == NULL)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        pick[i] = i;
+    unsigned checked = 0;
+    for (unsigned s = 0; s < sample; s++) {
+        /* A partial Fisher-Yates shuffle. */
+        size_t r = s + (size_t)keel_random_uniform((uint32_t)(n - s));
+        size_t i = pick[r];
+        pick[r] = pick[s];
+        pick[s] = i;
         if (!l[i].has_device)
             continue;
         char path[KEEL_PATH_MAX];
         keel_buf_t h;
+        checked++;
         if (keel_snprintf(path, sizeof path, "%s/%s/%s", out, l[i].id, KEEL_STATE_LABEL_HASH) != KEEL_OK ||
             keel_file_read(path, KEEL_PASSWORD_HASH_MAX, &h) != KEEL_OK) {
             finding(a, C_HASH, l[i].id, "no readable label hash");
@@ -457,6 +505,8 @@ static void check_hashes(audit_t *a, const char *out, label_t *l, size_t n, unsi
             finding(a, C_HASH, l[i].id, "label password does not match the device's hash");
         keel_buf_free(&h);
     }
+    free(pick);
+    return checked;
 }
 
 keel_status_t keel_factory_audit(const keel_audit_opts_t *o, json_t **report, unsigned *findings)
@@ -473,18 +523,24 @@ keel_status_t keel_factory_audit(const keel_audit_opts_t *o, json_t **report, un
     }
     audit_t a = {.findings = json_array(), .checks = json_array()};
     json_t *r = json_object();
-    label_t *labels = NULL;
+    label_t *labels = NULL, **by = NULL;
     size_t n = 0, ndev = 0;
+    unsigned hashed = 0;
     st = load_labels(o->out, &a, &labels, &n);
+    if (st == KEEL_OK && (by = malloc((n ? n : 1) * sizeof *by)) == NULL)
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
     if (st == KEEL_OK) {
-        check_passwords(&a, labels, n, &common, r);
-        check_ids_unique(&a, labels, n); /* leaves labels sorted by id */
-        st = check_devices(&a, o->out, labels, n, &ndev);
+        for (size_t i = 0; i < n; i++)
+            by[i] = &labels[i];
+        check_passwords(&a, labels, by, n, &common, r);
+        check_ids_unique(&a, by, n);
+        st = check_devices(&a, o->out, labels, by, n, &ndev);
     }
     if (st == KEEL_OK)
-        check_hashes(&a, o->out, labels, n, o->verify_hashes);
+        hashed = check_hashes(&a, o->out, labels, n, o->verify_hashes);
     for (size_t i = 0; labels != NULL && i < n; i++)
         keel_wipe(labels[i].pw, sizeof labels[i].pw);
+    free(by);
     free(labels);
     free_common(&common);
     if (st != KEEL_OK) {
@@ -499,7 +555,7 @@ keel_status_t keel_factory_audit(const keel_audit_opts_t *o, json_t **report, un
                                                   (int)a.counts[c]));
     json_object_set_new(r, "labels", json_integer((json_int_t)n));
     json_object_set_new(r, "devices", json_integer((json_int_t)ndev));
-    json_object_set_new(r, "hashes_verified", json_integer(o->verify_hashes < n ? o->verify_hashes : (json_int_t)n));
+    json_object_set_new(r, "hashes_verified", json_integer(hashed));
     json_object_set_new(r, "checks", a.checks);
     json_object_set_new(r, "findings", a.findings);
     json_object_set_new(r, "pass", json_boolean(a.n == 0));

@@ -11,6 +11,7 @@
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/pkcs12.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdlib.h>
@@ -21,6 +22,8 @@
 #define ROOT_DAYS (30 * 365)
 #define ISSUING_DAYS (20 * 365)
 #define SERVER_DAYS 397
+/* OWASP's figure for PBKDF2-HMAC-SHA256 (2023). */
+#define KEY_PBKDF2_ITER 600000
 /* Device identities follow IEEE 802.1AR: no well-defined expiry. */
 #define DEVICE_NOT_AFTER "99991231235959Z"
 
@@ -46,6 +49,7 @@ EVP_PKEY *keel_factory_issuing_key(const keel_factory_t *f, keel_pki_t w) { retu
 
 static int org_ok(const char *org)
 {
+    /* "<org> Release Issuing CA" must fit the 64 characters of a CN. */
     size_t n = strlen(org);
     if (n == 0 || n > KEEL_ORG_MAX)
         return 0;
@@ -62,7 +66,6 @@ static keel_status_t bio_to_buf(BIO *bio, keel_buf_t *out)
 {
     char *p = NULL;
     long n = BIO_get_mem_data(bio, &p);
-    keel_buf_init(out, PEM_MAX);
     if (n <= 0)
         return keel_errorf(KEEL_ERR_CRYPTO, "empty PEM output");
     return keel_buf_append(out, p, (size_t)n);
@@ -70,6 +73,7 @@ static keel_status_t bio_to_buf(BIO *bio, keel_buf_t *out)
 
 keel_status_t keel_pem_cert(X509 *cert, keel_buf_t *out)
 {
+    keel_buf_init(out, PEM_MAX); /* callers may free it on any path */
     BIO *bio = BIO_new(BIO_s_mem());
     if (bio == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
@@ -81,12 +85,24 @@ keel_status_t keel_pem_cert(X509 *cert, keel_buf_t *out)
 
 static keel_status_t pem_key(EVP_PKEY *key, const char *pass, size_t passlen, keel_buf_t *out)
 {
+    keel_buf_init(out, PEM_MAX);
     BIO *bio = BIO_new(BIO_s_mem());
     if (bio == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-    int ok = pass != NULL ? PEM_write_bio_PKCS8PrivateKey(bio, key, EVP_aes_256_cbc(), pass,
-                                                          (int)passlen, NULL, NULL)
-                          : PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL);
+    int ok = 0;
+    if (pass == NULL) {
+        ok = PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL);
+    } else {
+        /* PKCS#8 with PBES2: PBKDF2-HMAC-SHA256 at KEY_PBKDF2_ITER, AES-256-CBC.
+         * (OpenSSL's PEM default is 2048 iterations: far too cheap offline.) */
+        PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(key);
+        X509_SIG *enc = p8 != NULL ? PKCS8_encrypt_ex(-1, EVP_aes_256_cbc(), pass, (int)passlen, NULL, 0,
+                                                      KEY_PBKDF2_ITER, p8, NULL, NULL)
+                                   : NULL;
+        ok = enc != NULL && PEM_write_bio_PKCS8(bio, enc) == 1;
+        X509_SIG_free(enc);
+        PKCS8_PRIV_KEY_INFO_free(p8);
+    }
     keel_status_t st = ok == 1 ? bio_to_buf(bio, out) : keel_crypto_error(KEEL_ERR_CRYPTO, "PEM key");
     /* The memory BIO held the key: clear it before freeing. */
     char *p = NULL;
@@ -131,12 +147,14 @@ keel_status_t keel_pem_load_cert(const char *path, X509 **out)
     return st;
 }
 
-static keel_status_t pem_load_key(const char *path, EVP_PKEY **out)
+static keel_status_t pem_load_key(const char *path, const char *pass, EVP_PKEY **out)
 {
     keel_status_t st;
-    /* Issuing keys are never encrypted; an empty passphrase makes an encrypted
-     * one fail instead of prompting on the terminal. */
-    *out = pem_read(path, read_key, (void *)"", &st);
+    /* Without a passphrase, an empty one makes an encrypted key fail instead
+     * of prompting on the terminal. */
+    *out = pem_read(path, read_key, (void *)(pass != NULL ? pass : ""), &st);
+    if (st == KEEL_ERR_FORMAT && pass != NULL)
+        st = keel_errorf(KEEL_ERR_VERIFY, "%s: wrong passphrase or damaged key", path);
     return st;
 }
 
@@ -285,6 +303,9 @@ static keel_status_t init_pki(const char *fdir, const char *org, keel_pki_t whic
                               size_t passlen)
 {
     char dir[KEEL_PATH_MAX], cn_root[128], cn_iss[128];
+    /* The factory line uses the device issuing key unattended; the release and
+     * service issuing keys are used by people and stay encrypted like roots. */
+    const char *ipass = which == KEEL_PKI_DEVICE ? NULL : pass;
     EVP_PKEY *rk = NULL, *ik = NULL;
     X509 *rc = NULL, *ic = NULL;
     keel_status_t st = keel_path_join(dir, sizeof dir, fdir, pki_dirs[which]);
@@ -308,7 +329,7 @@ static keel_status_t init_pki(const char *fdir, const char *org, keel_pki_t whic
     if (st == KEEL_OK)
         st = write_pem_key(dir, "root.key", rk, pass, passlen);
     if (st == KEEL_OK)
-        st = write_pem_key(dir, "issuing.key", ik, NULL, 0);
+        st = write_pem_key(dir, "issuing.key", ik, ipass, ipass != NULL ? passlen : 0);
     if (st == KEEL_OK)
         st = write_pem_cert(dir, "root.crt", rc);
     if (st == KEEL_OK)
@@ -340,20 +361,36 @@ keel_status_t keel_factory_init(const char *dir, const char *org, const char *pa
         return st;
     if (keel_path_exists(marker))
         return keel_errorf(KEEL_ERR_EXISTS, "%s already holds a factory; refusing to overwrite it", dir);
-    /* Leftovers of an interrupted init are unusable without the marker. */
+    /* CA directories without the marker may be a factory whose factory.json
+     * was lost: never delete keys we did not just make. */
     for (int i = 0; i < KEEL_PKI_COUNT; i++) {
         char sub[KEEL_PATH_MAX];
-        if ((st = keel_path_join(sub, sizeof sub, dir, pki_dirs[i])) != KEEL_OK ||
-            (st = keel_dir_remove_tree(sub)) != KEEL_OK)
+        if ((st = keel_path_join(sub, sizeof sub, dir, pki_dirs[i])) != KEEL_OK)
             return st;
+        if (keel_path_exists(sub))
+            return keel_errorf(KEEL_ERR_EXISTS, "%s exists but %s has no factory.json (an interrupted init, "
+                               "or a damaged factory): move it away before running init", sub, dir);
     }
+    /* Build everything in a staging directory of our own, then move it in. */
+    char staging[KEEL_PATH_MAX];
+    if ((st = keel_path_join(staging, sizeof staging, dir, ".init-staging")) != KEEL_OK ||
+        (st = keel_dir_remove_tree(staging)) != KEEL_OK || (st = keel_dir_make(staging, 0700)) != KEEL_OK)
+        return st;
     for (int i = 0; i < KEEL_PKI_COUNT && st == KEEL_OK; i++)
-        st = init_pki(dir, org, (keel_pki_t)i, passphrase, passlen);
+        st = init_pki(staging, org, (keel_pki_t)i, passphrase, passlen);
+    for (int i = 0; i < KEEL_PKI_COUNT && st == KEEL_OK; i++) {
+        char from[KEEL_PATH_MAX], to[KEEL_PATH_MAX];
+        if ((st = keel_path_join(from, sizeof from, staging, pki_dirs[i])) == KEEL_OK &&
+            (st = keel_path_join(to, sizeof to, dir, pki_dirs[i])) == KEEL_OK)
+            st = keel_rename_commit(from, to);
+    }
+    if (st == KEEL_OK)
+        st = keel_dir_remove_tree(staging);
     if (st != KEEL_OK)
         return st;
 
     json_t *j = json_pack("{s:s, s:s, s:I, s:b, s:[s,s,s]}", "format", "keel-factory-1", "org", org,
-                          "created", (json_int_t)time(NULL), "root_keys_encrypted", passphrase != NULL,
+                          "created", (json_int_t)time(NULL), "keys_encrypted", passphrase != NULL,
                           "pkis", pki_dirs[0], pki_dirs[1], pki_dirs[2]);
     char *txt = j != NULL ? json_dumps(j, JSON_INDENT(2)) : NULL;
     json_decref(j);
@@ -376,21 +413,26 @@ void keel_factory_free(keel_factory_t *f)
     free(f);
 }
 
-keel_status_t keel_factory_load(const char *dir, keel_factory_t **out)
+keel_status_t keel_factory_load(const char *dir, unsigned need, const char *pass, keel_factory_t **out)
 {
     char path[KEEL_PATH_MAX];
     keel_buf_t b;
     keel_status_t st = keel_crypto_init();
     if (st != KEEL_OK || (st = keel_path_join(path, sizeof path, dir, "factory.json")) != KEEL_OK)
         return st;
-    if ((st = keel_file_read(path, 64 * 1024, &b)) != KEEL_OK)
-        return keel_errorf(st, "%s is not a Keel factory (run 'keel factory init'): %s", dir,
-                           keel_error_message());
+    if ((st = keel_file_read(path, 64 * 1024, &b)) != KEEL_OK) {
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        return keel_errorf(st == KEEL_ERR_NOT_FOUND ? KEEL_ERR_CONFIG : st,
+                           "%s is not a Keel factory (run 'keel factory init'): %s", dir, why);
+    }
     json_error_t jerr;
     json_t *j = json_loadb((const char *)b.data, b.len, JSON_REJECT_DUPLICATES, &jerr);
     keel_buf_free(&b);
     const char *fmt = NULL, *org = NULL;
-    if (j == NULL || json_unpack(j, "{s:s, s:s}", "format", &fmt, "org", &org) != 0 ||
+    int encrypted = 0;
+    if (j == NULL || json_unpack(j, "{s:s, s:s, s?b}", "format", &fmt, "org", &org, "keys_encrypted",
+                                 &encrypted) != 0 ||
         strcmp(fmt, "keel-factory-1") != 0 || !org_ok(org)) {
         json_decref(j);
         return keel_errorf(KEEL_ERR_FORMAT, "%s: not a keel-factory-1 description", path);
@@ -411,10 +453,17 @@ keel_status_t keel_factory_load(const char *dir, keel_factory_t **out)
             st = keel_snprintf(sub, sizeof sub, "%s/%s/issuing.crt", dir, pki_dirs[i]);
         if (st == KEEL_OK)
             st = keel_pem_load_cert(sub, &f->issuing[i]);
+        /* Only the issuing keys this command needs are ever in memory. */
+        if (st != KEEL_OK || !(need & KEEL_PKI_MASK(i)))
+            continue;
+        if (encrypted && i != KEEL_PKI_DEVICE && pass == NULL) {
+            st = keel_errorf(KEEL_ERR_CONFIG, "the %s issuing key is encrypted: give its passphrase",
+                             pki_dirs[i]);
+            break;
+        }
+        st = keel_snprintf(sub, sizeof sub, "%s/%s/issuing.key", dir, pki_dirs[i]);
         if (st == KEEL_OK)
-            st = keel_snprintf(sub, sizeof sub, "%s/%s/issuing.key", dir, pki_dirs[i]);
-        if (st == KEEL_OK)
-            st = pem_load_key(sub, &f->issuing_key[i]);
+            st = pem_load_key(sub, i == KEEL_PKI_DEVICE ? NULL : pass, &f->issuing_key[i]);
         if (st == KEEL_OK && X509_check_private_key(f->issuing[i], f->issuing_key[i]) != 1)
             st = keel_crypto_error(KEEL_ERR_FORMAT, "issuing key does not match its certificate");
     }
@@ -436,6 +485,8 @@ keel_status_t keel_factory_issue_device(keel_factory_t *f, EVP_PKEY *pub, const 
 {
     if (!keel_identity_id_ok(device_id) || !keel_identity_model_ok(model) || serial == NULL)
         return keel_errorf(KEEL_ERR_ARG, "device certificate: bad id, model or serial");
+    if (f->issuing_key[KEEL_PKI_DEVICE] == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "the device issuing key was not loaded");
     cert_req_t r = {.cn = device_id, .ou = model, .serial_number = serial,
                     .issuer = f->issuing[KEEL_PKI_DEVICE], .issuer_key = f->issuing_key[KEEL_PKI_DEVICE],
                     .subject_key = pub, .days = 0, .exts = device_exts, .ext_nids = device_nids,
@@ -466,6 +517,8 @@ keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, con
     int is_ip = 0;
     if (name == NULL || !server_name_ok(name, &is_ip))
         return keel_errorf(KEEL_ERR_ARG, "server name must be a DNS name or an IP address");
+    if (f->issuing_key[KEEL_PKI_SERVICE] == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "the service issuing key was not loaded");
     char san[300];
     keel_status_t st = keel_snprintf(san, sizeof san, "%s:%s", is_ip ? "IP" : "DNS", name);
     if (st != KEEL_OK || (st = keel_dir_make(outdir, 0700)) != KEEL_OK)
@@ -479,7 +532,8 @@ keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, con
     X509 *cert = NULL;
     if ((st = keel_ec_generate(&key)) != KEEL_OK)
         return st;
-    cert_req_t r = {.cn = name, .issuer = f->issuing[KEEL_PKI_SERVICE],
+    /* The subject alternative name is what TLS checks; a CN must fit 64. */
+    cert_req_t r = {.cn = strlen(name) <= 64 ? name : NULL, .issuer = f->issuing[KEEL_PKI_SERVICE],
                     .issuer_key = f->issuing_key[KEEL_PKI_SERVICE], .subject_key = key,
                     .days = SERVER_DAYS, .exts = exts, .ext_nids = nids, .n_exts = 6};
     st = make_cert(f->org, &r, &cert);

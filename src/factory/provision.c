@@ -163,6 +163,7 @@ typedef struct {
     char id[KEEL_DEVICE_ID_LEN + 1];
     char fp[KEEL_FINGERPRINT_LEN];
     double keygen, cert;
+    int key_made; /* this run created the key (so may destroy it) */
     keel_status_t st;
     char err[KEEL_ERROR_MAX];
 } device_job_t;
@@ -191,8 +192,8 @@ static keel_status_t prepare(device_job_t *j)
         ks = own_ks;
     }
     double t = keel_now();
-    if (st == KEEL_OK)
-        st = keel_keystore_generate(ks, j->label, &pub);
+    if (st == KEEL_OK && (st = keel_keystore_generate(ks, j->label, &pub)) == KEEL_OK)
+        j->key_made = 1;
     j->keygen = keel_now() - t;
     if (st == KEEL_OK)
         st = keel_identity_device_id(pub, j->id);
@@ -241,7 +242,7 @@ static void *prepare_thread(void *arg)
 /* Builds one device in its staging directory; on success *id holds its id. */
 static keel_status_t build_device(prov_t *p, const char *staging, const char *serial, const char *label,
                                   keel_provision_stats_t *stats, char id[KEEL_DEVICE_ID_LEN + 1],
-                                  keel_buf_t *label_line)
+                                  keel_buf_t *label_line, int *key_made)
 {
     char pw[KEEL_LABEL_PW_LEN + 1], norm[KEEL_LABEL_PW_LEN + 1], hash[KEEL_PASSWORD_HASH_MAX];
     device_job_t j = {.p = p, .staging = staging, .serial = serial, .label = label,
@@ -265,6 +266,7 @@ static keel_status_t build_device(prov_t *p, const char *staging, const char *se
         st = keel_errorf(KEEL_ERR_IO, "device preparation thread failed");
     stats->keygen += j.keygen;
     stats->cert += j.cert;
+    *key_made = j.key_made;
     if (st == KEEL_OK && j.st != KEEL_OK)
         st = keel_errorf(j.st, "%s", j.err);
     if (st == KEEL_OK)
@@ -282,12 +284,15 @@ static keel_status_t build_device(prov_t *p, const char *staging, const char *se
     return st;
 }
 
-static void discard_staging(prov_t *p, const char *staging, const char *label)
+/* Removes a device this run made but never committed. The token key goes
+ * first: a crash in between leaves a staging directory, which names the key
+ * for the next run to destroy. */
+static void discard_staging(prov_t *p, const char *staging, const char *label, int destroy_key)
 {
+    if (destroy_key && p->shared_ks != NULL && keel_keystore_destroy(p->shared_ks, label) != KEEL_OK)
+        keel_log(KEEL_LOG_WARN, "could not destroy key %s on the token: %s", label, keel_error_message());
     if (keel_dir_remove_tree(staging) != KEEL_OK)
         keel_log(KEEL_LOG_WARN, "could not remove %s: %s", staging, keel_error_message());
-    if (p->shared_ks != NULL && keel_keystore_destroy(p->shared_ks, label) != KEEL_OK)
-        keel_log(KEEL_LOG_WARN, "could not destroy key %s on the token: %s", label, keel_error_message());
 }
 
 static keel_status_t provision_one(prov_t *p, keel_provision_stats_t *stats)
@@ -297,12 +302,13 @@ static keel_status_t provision_one(prov_t *p, keel_provision_stats_t *stats)
     keel_identity_new_serial(serial);
     keel_buf_t line;
     keel_buf_init(&line, 0);
+    int key_made = 0;
     keel_status_t st = key_label(p, serial, label, sizeof label);
     if (st == KEEL_OK)
         st = keel_snprintf(staging, sizeof staging, "%s/%s%s", p->o->out, STAGING_PREFIX, serial);
     if (st != KEEL_OK)
         return st;
-    st = build_device(p, staging, serial, label, stats, id, &line);
+    st = build_device(p, staging, serial, label, stats, id, &line, &key_made);
     if (st == KEEL_OK)
         st = keel_path_join(final, sizeof final, p->o->out, id);
     if (st == KEEL_OK && keel_path_exists(final))
@@ -313,15 +319,20 @@ static keel_status_t provision_one(prov_t *p, keel_provision_stats_t *stats)
     if (st == KEEL_OK)
         st = keel_rename_commit(staging, final);
     keel_buf_free(&line);
-    if (st != KEEL_OK) {
-        keel_status_t keep = st;
-        char msg[KEEL_ERROR_MAX];
-        snprintf(msg, sizeof msg, "%s", keel_error_message());
-        discard_staging(p, staging, label);
-        return keel_errorf(keep, "%s", msg);
+    if (st == KEEL_OK) {
+        stats->made++;
+        return KEEL_OK;
     }
-    stats->made++;
-    return KEEL_OK;
+    char msg[KEEL_ERROR_MAX];
+    snprintf(msg, sizeof msg, "%s", keel_error_message());
+    if (!keel_path_exists(staging) && keel_path_exists(final)) {
+        /* The rename happened and only the directory sync after it failed:
+         * the device exists with its label. Report, never unmake it. */
+        stats->made++;
+    } else {
+        discard_staging(p, staging, label, key_made);
+    }
+    return keel_errorf(st, "%s", msg);
 }
 
 /* Removes what an interrupted run left behind. */
@@ -341,7 +352,7 @@ static keel_status_t recover(prov_t *p)
         if (st == KEEL_OK && strlen(serial) == KEEL_SERIAL_LEN &&
             key_label(p, serial, label, sizeof label) == KEEL_OK) {
             keel_log(KEEL_LOG_WARN, "removing half-made device %s from an interrupted run", e->d_name);
-            discard_staging(p, path, label);
+            discard_staging(p, path, label, 1);
         } else if (st == KEEL_OK) {
             st = keel_dir_remove_tree(path);
         }
@@ -490,10 +501,10 @@ static keel_status_t check_opts(const keel_provision_opts_t *o)
 keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opts_t *o,
                                      keel_provision_stats_t *stats)
 {
+    memset(stats, 0, sizeof *stats);
     keel_status_t st = check_opts(o);
     if (st != KEEL_OK)
         return st;
-    memset(stats, 0, sizeof *stats);
     prov_t p = {.f = f, .o = o};
     keel_buf_init(&p.chain_pem, 0);
     keel_buf_init(&p.release_pem, 0);

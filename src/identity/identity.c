@@ -64,6 +64,8 @@ void keel_identity_label_password(char out[KEEL_LABEL_PW_LEN + 1])
 
 keel_status_t keel_identity_password_normalize(const char *in, char *out, size_t cap)
 {
+    if (cap == 0)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "no room for the password");
     size_t o = 0;
     for (const char *p = in; *p; p++) {
         if (*p == '-' || *p == ' ')

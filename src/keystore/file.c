@@ -14,11 +14,13 @@
 #include "keel/crypto.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MAGIC_LEN 8
 static const char key_magic[MAGIC_LEN] = "KEELKEY1";
@@ -33,26 +35,42 @@ typedef struct {
 
 static keel_status_t kek_from_file(const char *path, int create, uint8_t kek[KEEL_KEYSTORE_KEK_LEN])
 {
-    struct stat sb;
-    if (stat(path, &sb) != 0) {
-        if (errno != ENOENT || !create)
+    /* One open, no links followed, and the checks made on that descriptor. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            return keel_errorf(KEEL_ERR_KEYSTORE, "key-encryption key %s: %s", path, strerror(errno));
+        if (!create)
             return keel_errorf(KEEL_ERR_NOT_FOUND, "key-encryption key %s: %s", path, strerror(errno));
         keel_random_bytes(kek, KEEL_KEYSTORE_KEK_LEN);
-        return keel_file_write_atomic(path, kek, KEEL_KEYSTORE_KEK_LEN, 0600);
+        return keel_file_create_atomic(path, kek, KEEL_KEYSTORE_KEK_LEN, 0600);
     }
-    if ((sb.st_mode & 077) != 0)
-        return keel_errorf(KEEL_ERR_KEYSTORE, "key-encryption key %s is readable by others (mode %03o)",
-                           path, (unsigned)(sb.st_mode & 0777));
-    keel_buf_t b;
-    keel_status_t st = keel_file_read(path, KEEL_KEYSTORE_KEK_LEN, &b);
-    if (st != KEEL_OK)
-        return st;
-    if (b.len != KEEL_KEYSTORE_KEK_LEN)
+    struct stat sb;
+    keel_status_t st = KEEL_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        st = keel_errorf(KEEL_ERR_KEYSTORE, "key-encryption key %s is not a regular file", path);
+    else if ((sb.st_mode & 077) != 0)
+        st = keel_errorf(KEEL_ERR_KEYSTORE, "key-encryption key %s is readable by others (mode %03o)",
+                         path, (unsigned)(sb.st_mode & 0777));
+    else if (sb.st_size != KEEL_KEYSTORE_KEK_LEN)
         st = keel_errorf(KEEL_ERR_FORMAT, "key-encryption key %s must be %d bytes", path,
                          KEEL_KEYSTORE_KEK_LEN);
-    else
-        memcpy(kek, b.data, KEEL_KEYSTORE_KEK_LEN);
-    keel_buf_free(&b);
+    else {
+        size_t got = 0;
+        while (got < KEEL_KEYSTORE_KEK_LEN) {
+            ssize_t n = read(fd, kek + got, KEEL_KEYSTORE_KEK_LEN - got);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                st = keel_errorf(KEEL_ERR_IO, "read %s: %s", path, n < 0 ? strerror(errno) : "short file");
+                break;
+            }
+            got += (size_t)n;
+        }
+    }
+    close(fd);
+    if (st != KEEL_OK)
+        keel_wipe(kek, KEEL_KEYSTORE_KEK_LEN);
     return st;
 }
 
@@ -98,7 +116,7 @@ static keel_status_t make_ad(char *ad, size_t cap, const char *kind, const char 
 
 /* Seals `pt` under the KEK and writes magic || blob atomically, 0600. */
 static keel_status_t write_sealed(const file_state_t *s, const char *path, const char *magic,
-                                  const char *ad, const uint8_t *pt, size_t ptlen)
+                                  const char *ad, const uint8_t *pt, size_t ptlen, int must_be_new)
 {
     uint8_t file[FILE_MAX];
     size_t n = 0;
@@ -108,7 +126,10 @@ static keel_status_t write_sealed(const file_state_t *s, const char *path, const
     keel_status_t st = keel_aead_seal(s->kek, ad, strlen(ad), pt, ptlen, file + MAGIC_LEN,
                                       sizeof file - MAGIC_LEN, &n);
     if (st == KEEL_OK)
-        st = keel_file_write_atomic(path, file, MAGIC_LEN + n, 0600);
+        st = must_be_new ? keel_file_create_atomic(path, file, MAGIC_LEN + n, 0600)
+                         : keel_file_write_atomic(path, file, MAGIC_LEN + n, 0600);
+    if (st == KEEL_ERR_EXISTS)
+        st = keel_errorf(KEEL_ERR_EXISTS, "key file %s already exists", path);
     keel_wipe(file, sizeof file);
     return st;
 }
@@ -168,6 +189,7 @@ static keel_status_t file_generate(void *state, const char *label, EVP_PKEY **pu
     keel_status_t st = file_path(s, label, "key", path);
     if (st != KEEL_OK)
         return st;
+    /* A cheap early answer; the create below is what really refuses. */
     if (keel_path_exists(path))
         return keel_errorf(KEEL_ERR_EXISTS, "key '%s' already exists", label);
     EVP_PKEY *key = NULL;
@@ -180,7 +202,7 @@ static keel_status_t file_generate(void *state, const char *label, EVP_PKEY **pu
     } else {
         st = make_ad(ad, sizeof ad, "key", label, NULL);
         if (st == KEEL_OK)
-            st = write_sealed(s, path, key_magic, ad, der, (size_t)n);
+            st = write_sealed(s, path, key_magic, ad, der, (size_t)n, 1);
         OPENSSL_clear_free(der, (size_t)n);
     }
     if (st == KEEL_OK)
@@ -230,7 +252,7 @@ static keel_status_t wrap_key(file_state_t *s, const char *label, int create,
         if (!create)
             return keel_errorf(KEEL_ERR_NOT_FOUND, "wrapping key '%s' does not exist", label);
         keel_random_bytes(key, KEEL_AEAD_KEY_LEN);
-        return write_sealed(s, path, wrap_magic, ad, key, KEEL_AEAD_KEY_LEN);
+        return write_sealed(s, path, wrap_magic, ad, key, KEEL_AEAD_KEY_LEN, 1);
     }
     st = read_sealed(s, path, wrap_magic, ad, key, KEEL_AEAD_KEY_LEN, &n);
     if (st == KEEL_OK && n != KEEL_AEAD_KEY_LEN)

@@ -29,6 +29,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -41,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef CKR_AEAD_DECRYPT_FAILED
 #define CKR_AEAD_DECRYPT_FAILED 0x35UL /* PKCS#11 3.0; absent from 2.40 headers */
@@ -145,19 +147,22 @@ static void trim_right(char *s)
         s[--n] = '\0';
 }
 
-/* Copies the PIN into s->pin (NUL-terminated), stripping the line ending. */
+/* Copies the first line of p (the PIN) into s->pin, NUL-terminated. */
 static keel_status_t pin_set(p11_state_t *s, const void *p, size_t n, const char *source)
 {
     const char *c = p;
-    while (n > 0 && (c[n - 1] == '\n' || c[n - 1] == '\r'))
+    const char *eol = memchr(c, '\n', n);
+    if (eol != NULL)
+        n = (size_t)(eol - c);
+    while (n > 0 && c[n - 1] == '\r')
         n--;
     if (n == 0)
-        return keel_errorf(KEEL_ERR_FORMAT, "pkcs11: the PIN from %s is empty", source);
+        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: the PIN from %s is empty", source);
     if (n > P11_PIN_MAX)
-        return keel_errorf(KEEL_ERR_TOO_LARGE, "pkcs11: the PIN from %s exceeds %d bytes", source,
+        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: the PIN from %s exceeds %d bytes", source,
                            P11_PIN_MAX);
     if (memchr(c, '\0', n) != NULL)
-        return keel_errorf(KEEL_ERR_FORMAT, "pkcs11: the PIN from %s contains a NUL byte", source);
+        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: the PIN from %s contains a NUL byte", source);
     memcpy(s->pin, c, n);
     s->pin[n] = '\0';
     s->pinlen = n;
@@ -167,28 +172,37 @@ static keel_status_t pin_set(p11_state_t *s, const void *p, size_t n, const char
 static keel_status_t pin_read(const keel_keystore_config_t *cfg, p11_state_t *s)
 {
     if (cfg->pin_file != NULL) {
+        /* One open, no links followed, and the mode checked on that descriptor. */
+        int fd = open(cfg->pin_file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s: %s", cfg->pin_file, strerror(errno));
         struct stat sb;
-        if (stat(cfg->pin_file, &sb) != 0)
-            return keel_errorf(KEEL_ERR_NOT_FOUND, "pkcs11: PIN file %s: %s", cfg->pin_file,
-                               strerror(errno));
-        if ((sb.st_mode & 077) != 0)
-            return keel_errorf(KEEL_ERR_KEYSTORE, "pkcs11: PIN file %s is accessible by others "
-                               "(mode %03o; make it 0600)", cfg->pin_file, (unsigned)(sb.st_mode & 0777));
-        keel_buf_t b;
-        keel_status_t st = keel_file_read(cfg->pin_file, P11_PIN_FILE_MAX, &b);
-        if (st != KEEL_OK)
-            return st;
-        st = pin_set(s, b.data, b.len, cfg->pin_file);
-        keel_buf_free(&b);
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
+            close(fd);
+            return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s must be a regular file of mode 0600",
+                               cfg->pin_file);
+        }
+        char buf[P11_PIN_FILE_MAX + 1];
+        ssize_t n = read(fd, buf, sizeof buf);
+        close(fd);
+        keel_status_t st;
+        if (n < 0)
+            st = keel_errorf(KEEL_ERR_IO, "pkcs11: PIN file %s: %s", cfg->pin_file, strerror(errno));
+        else if ((size_t)n > P11_PIN_FILE_MAX)
+            st = keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s is larger than %d bytes", cfg->pin_file,
+                             P11_PIN_FILE_MAX);
+        else
+            st = pin_set(s, buf, (size_t)n, cfg->pin_file);
+        keel_wipe(buf, sizeof buf);
         return st;
     }
     const char *v = getenv(cfg->pin_env);
     if (v == NULL)
-        return keel_errorf(KEEL_ERR_NOT_FOUND, "pkcs11: environment variable %s (the PIN) is not set",
+        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: environment variable %s (the PIN) is not set",
                            cfg->pin_env);
     char source[80];
     if (keel_snprintf(source, sizeof source, "$%s", cfg->pin_env) != KEEL_OK)
-        return keel_errorf(KEEL_ERR_ARG, "pkcs11: PIN variable name too long");
+        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN variable name too long");
     return pin_set(s, v, strnlen(v, P11_PIN_FILE_MAX + 1), source);
 }
 
@@ -196,10 +210,10 @@ static keel_status_t module_load(p11_state_t *s)
 {
     s->dl = dlopen(s->module, RTLD_NOW | RTLD_LOCAL);
     if (s->dl == NULL)
-        return keel_errorf(KEEL_ERR_KEYSTORE, "pkcs11: cannot load module: %s", dlerror());
+        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: cannot load module: %s", dlerror());
     CK_C_GetFunctionList get_list = (CK_C_GetFunctionList)dlsym(s->dl, "C_GetFunctionList");
     if (get_list == NULL)
-        return keel_errorf(KEEL_ERR_KEYSTORE, "pkcs11: %s is not a PKCS#11 module (no C_GetFunctionList)",
+        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: %s is not a PKCS#11 module (no C_GetFunctionList)",
                            s->module);
     CK_RV rv = get_list(&s->f);
     if (rv != CKR_OK)
@@ -256,7 +270,7 @@ static keel_status_t slot_find(p11_state_t *s, CK_SLOT_ID *slot)
             seen_len += (size_t)w;
     }
     if (matches == 0)
-        return keel_errorf(KEEL_ERR_NOT_FOUND, "pkcs11: no token labelled '%s' in %s (tokens: %s)",
+        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: no token labelled '%s' in %s (tokens: %s)",
                            s->token, s->module, seen_len ? seen : "none");
     if (matches > 1)
         return keel_errorf(KEEL_ERR_KEYSTORE, "pkcs11: %d tokens are labelled '%s' in %s; labels must "
@@ -296,9 +310,13 @@ static void p11_close(void *state)
     CK_RV rv;
     if (s->have_session && (rv = s->f->C_CloseSession(s->session)) != CKR_OK)
         keel_log(KEEL_LOG_WARN, "pkcs11: C_CloseSession: %s (0x%lx)", rv_name(rv), (unsigned long)rv);
-    if (s->engine != NULL && (ENGINE_finish(s->engine) != 1 || ENGINE_free(s->engine) != 1)) {
-        keel_log(KEEL_LOG_WARN, "pkcs11: releasing the OpenSSL engine failed");
-        ERR_clear_error();
+    if (s->engine != NULL) {
+        int finished = ENGINE_finish(s->engine);
+        int freed = ENGINE_free(s->engine); /* even when finish failed */
+        if (finished != 1 || freed != 1) {
+            keel_log(KEEL_LOG_WARN, "pkcs11: releasing the OpenSSL engine failed");
+            ERR_clear_error();
+        }
     }
     if (s->initialized && (rv = s->f->C_Finalize(NULL)) != CKR_OK && rv != CKR_CRYPTOKI_NOT_INITIALIZED)
         keel_log(KEEL_LOG_WARN, "pkcs11: C_Finalize: %s (0x%lx)", rv_name(rv), (unsigned long)rv);
@@ -495,7 +513,21 @@ static keel_status_t p11_generate(void *state, const char *label, EVP_PKEY **pub
                                        priv_tmpl, sizeof priv_tmpl / sizeof priv_tmpl[0], &hpub, &hpriv);
     if (rv != CKR_OK)
         return ckr("C_GenerateKeyPair", rv);
-    st = public_read(s, label, pub);
+    /* A token that ignored the template must not get away with it. */
+    CK_BBOOL never_extractable = CK_FALSE, always_sensitive = CK_FALSE, extractable = CK_TRUE;
+    CK_ATTRIBUTE check[] = {
+        {CKA_NEVER_EXTRACTABLE, &never_extractable, sizeof never_extractable},
+        {CKA_ALWAYS_SENSITIVE, &always_sensitive, sizeof always_sensitive},
+        {CKA_EXTRACTABLE, &extractable, sizeof extractable},
+    };
+    rv = s->f->C_GetAttributeValue(s->session, hpriv, check, sizeof check / sizeof check[0]);
+    if (rv != CKR_OK)
+        st = ckr("C_GetAttributeValue", rv);
+    else if (never_extractable != CK_TRUE || always_sensitive != CK_TRUE || extractable != CK_FALSE)
+        st = keel_errorf(KEEL_ERR_KEYSTORE, "pkcs11: token '%s' made key '%s' extractable or not "
+                         "sensitive; refusing it", s->token, label);
+    else
+        st = public_read(s, label, pub);
     if (st != KEEL_OK) {
         /* A key pair we cannot use would block the label forever. */
         CK_OBJECT_HANDLE made[] = {hpriv, hpub};
@@ -671,6 +703,10 @@ static keel_status_t wrap_key(p11_state_t *s, const char *label, int create, CK_
         {CKA_DECRYPT, &yes, sizeof yes},
         {CKA_WRAP, &no, sizeof no},
         {CKA_UNWRAP, &no, sizeof no},
+        {CKA_DERIVE, &no, sizeof no},
+        {CKA_SIGN, &no, sizeof no},
+        {CKA_VERIFY, &no, sizeof no},
+        {CKA_MODIFIABLE, &no, sizeof no},
         {CKA_LABEL, UNCONST(label), strlen(label)},
     };
     CK_RV rv = s->f->C_GenerateKey(s->session, &mech, tmpl, sizeof tmpl / sizeof tmpl[0], h);

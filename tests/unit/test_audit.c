@@ -22,7 +22,7 @@ static int setup(void **state)
     if (keel_factory_init(fdir, "Acme", NULL, 0) != KEEL_OK)
         return -1;
     keel_factory_t *f = NULL;
-    if (keel_factory_load(fdir, &f) != KEEL_OK)
+    if (keel_factory_load(fdir, KEEL_PKI_MASK(KEEL_PKI_DEVICE), NULL, &f) != KEEL_OK)
         return -1;
     keel_provision_opts_t o = {.out = batch, .model = "thermo-1", .count = BATCH,
                                .keystore = {.driver = "file"}, .argon2 = {1, 64}};
@@ -155,9 +155,9 @@ static void test_password_from_serial(void **state)
     /* And one that reverses part of the device id. */
     get_field(6, 0, id, sizeof id);
     char rev[16];
-    for (int i = 0; i < 8; i++)
-        rev[i] = id[7 - i];
-    rev[8] = '\0';
+    for (int i = 0; i < 12; i++)
+        rev[i] = id[11 - i];
+    rev[12] = '\0';
     snprintf(derived, sizeof derived, "zz%szz22", rev);
     set_field(6, 3, derived);
     unsigned n = 0;

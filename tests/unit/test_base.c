@@ -109,7 +109,7 @@ static void test_atomic_write_faults(void **state)
 #endif
     /* No temporary files are left behind. */
     char tmp[KEEL_PATH_MAX + 32];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", p, (long)getpid());
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
     assert_false(keel_path_exists(tmp));
     tmpdir_free(d);
 }
@@ -141,6 +141,50 @@ static void test_shred_and_trees(void **state)
     tmpdir_free(d);
 }
 
+static void test_remove_tree_keeps_link_targets(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new(), victim[KEEL_PATH_MAX], keep[KEEL_PATH_MAX], tree[KEEL_PATH_MAX],
+         link1[KEEL_PATH_MAX + 16], link2[KEEL_PATH_MAX];
+    path_in(victim, d, "victim");
+    assert_int_equal(keel_dir_make(victim, 0700), KEEL_OK);
+    path_in(keep, victim, "precious");
+    assert_int_equal(keel_file_write_atomic(keep, "x", 1, 0600), KEEL_OK);
+    path_in(tree, d, "tree");
+    assert_int_equal(keel_dir_make(tree, 0700), KEEL_OK);
+    snprintf(link1, sizeof link1, "%s/inner-link", tree);
+    assert_int_equal(symlink(victim, link1), 0);
+    path_in(link2, d, "top-link");
+    assert_int_equal(symlink(victim, link2), 0);
+    /* A link inside the tree and a link given as the tree: only links go. */
+    assert_int_equal(keel_dir_remove_tree(tree), KEEL_OK);
+    assert_int_equal(keel_dir_remove_tree(link2), KEEL_OK);
+    assert_false(keel_path_exists(tree));
+    assert_false(keel_path_exists(link2));
+    assert_true(keel_path_exists(keep));
+    tmpdir_free(d);
+}
+
+static void test_create_and_dir_checks(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new(), p[KEEL_PATH_MAX], sub[KEEL_PATH_MAX];
+    path_in(p, d, "once");
+    assert_int_equal(keel_file_create_atomic(p, "first", 5, 0600), KEEL_OK);
+    assert_int_equal(keel_file_create_atomic(p, "second", 6, 0600), KEEL_ERR_EXISTS);
+    keel_buf_t b;
+    assert_int_equal(keel_file_read(p, 100, &b), KEEL_OK);
+    assert_string_equal((char *)b.data, "first");
+    keel_buf_free(&b);
+    /* Existing directories are used only when private. */
+    path_in(sub, d, "shared");
+    assert_int_equal(keel_dir_make(sub, 0700), KEEL_OK);
+    assert_int_equal(chmod(sub, 0777), 0);
+    assert_int_equal(keel_dir_make(sub, 0700), KEEL_ERR_ARG);
+    assert_int_equal(keel_dir_make(p, 0700), KEEL_ERR_EXISTS); /* a file */
+    tmpdir_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -149,6 +193,8 @@ int main(void)
         cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_atomic_write_faults),
         cmocka_unit_test(test_shred_and_trees),
+        cmocka_unit_test(test_remove_tree_keeps_link_targets),
+        cmocka_unit_test(test_create_and_dir_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -566,7 +566,7 @@ static void test_pin_from_env(void **unused)
     cfg.pin_env = PIN_ENV;
     keel_keystore_t *ks = NULL;
     unsetenv(PIN_ENV);
-    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_NOT_FOUND);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
     assert_null(ks);
     assert_int_equal(setenv(PIN_ENV, g_pin, 1), 0);
     assert_ok(keel_keystore_open(&cfg, &ks));
@@ -616,20 +616,36 @@ static void test_pin_file_checks(void **unused)
     keel_keystore_config_t cfg = config();
     cfg.pin_file = path;
     keel_keystore_t *ks = NULL;
-    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_KEYSTORE);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
     assert_non_null(strstr(keel_error_message(), "0600"));
     assert_ok(keel_file_shred(path));
 
     assert_ok(write_text(path, "\n", 0600));
-    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_FORMAT);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
     char big[400];
     memset(big, '7', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     assert_ok(write_text(path, big, 0600));
-    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_TOO_LARGE);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
+    /* Only the first line is the PIN: a second line does not sneak into it. */
+    char two_lines[PIN_LEN + 16];
+    snprintf(two_lines, sizeof two_lines, "%s\nextra\n", g_pin);
     assert_ok(keel_file_shred(path));
+    assert_ok(write_text(path, two_lines, 0600));
+    assert_ok(keel_keystore_open(&cfg, &ks));
+    keel_keystore_close(ks);
+    ks = NULL;
+    assert_ok(keel_file_shred(path));
+    /* A symbolic link is not followed to a PIN. */
+    char target[KEEL_PATH_MAX];
+    assert_ok(keel_path_join(target, sizeof target, g_dir, "target.pin"));
+    assert_ok(write_text(target, g_pin, 0600));
+    assert_int_equal(symlink(target, path), 0);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
+    assert_int_equal(unlink(path), 0);
+    assert_ok(keel_file_shred(target));
     cfg.pin_file = path;
-    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_NOT_FOUND);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
     assert_null(ks);
 }
 
@@ -638,7 +654,7 @@ static void test_bad_config(void **unused)
     keel_keystore_t *ks = NULL;
     keel_keystore_config_t cfg = config();
     cfg.token = "no-such-token";
-    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_NOT_FOUND);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
     assert_non_null(strstr(keel_error_message(), "no token labelled 'no-such-token'"));
     assert_non_null(strstr(keel_error_message(), "'" TOKEN "'"));
     assert_null(ks);
@@ -654,10 +670,10 @@ static void test_bad_config(void **unused)
     assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_ARG);
     cfg = config();
     cfg.module = "/nonexistent/libpkcs11.so";
-    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_KEYSTORE);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
     assert_non_null(strstr(keel_error_message(), "cannot load module"));
     cfg.module = "libc.so.6";
-    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_KEYSTORE);
+    assert_status(keel_keystore_open(&cfg, &ks), KEEL_ERR_CONFIG);
     assert_non_null(strstr(keel_error_message(), "C_GetFunctionList"));
     assert_null(ks);
 }

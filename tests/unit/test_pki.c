@@ -7,6 +7,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static int verify_chain(X509 *leaf, X509 *issuing, X509 *root)
 {
@@ -43,8 +44,27 @@ static void test_init_and_issue(void **state)
     assert_int_equal(stat(p, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
 
+    /* Release and service issuing keys are encrypted too; the device one is not. */
+    snprintf(p, sizeof p, "%s/release-ca/issuing.key", fdir);
+    assert_int_equal(keel_file_read(p, 65536, &b), KEEL_OK);
+    assert_non_null(strstr((char *)b.data, "ENCRYPTED PRIVATE KEY"));
+    keel_buf_free(&b);
+    snprintf(p, sizeof p, "%s/device-ca/issuing.key", fdir);
+    assert_int_equal(keel_file_read(p, 65536, &b), KEEL_OK);
+    assert_null(strstr((char *)b.data, "ENCRYPTED"));
+    keel_buf_free(&b);
+
     keel_factory_t *f = NULL;
-    assert_int_equal(keel_factory_load(fdir, &f), KEEL_OK);
+    unsigned both = KEEL_PKI_MASK(KEEL_PKI_DEVICE) | KEEL_PKI_MASK(KEEL_PKI_SERVICE);
+    assert_int_equal(keel_factory_load(fdir, both, NULL, &f), KEEL_ERR_CONFIG);
+    assert_int_equal(keel_factory_load(fdir, both, "wrong passphrase", &f), KEEL_ERR_VERIFY);
+    /* The factory line needs no passphrase and gets only the device key. */
+    assert_int_equal(keel_factory_load(fdir, KEEL_PKI_MASK(KEEL_PKI_DEVICE), NULL, &f), KEEL_OK);
+    assert_null(keel_factory_issuing_key(f, KEEL_PKI_RELEASE));
+    assert_null(keel_factory_issuing_key(f, KEEL_PKI_SERVICE));
+    assert_int_equal(keel_factory_issue_server(f, "broker.local", fdir), KEEL_ERR_ARG);
+    keel_factory_free(f);
+    assert_int_equal(keel_factory_load(fdir, both, "a passphrase", &f), KEEL_OK);
     assert_string_equal(keel_factory_org(f), "Acme");
     /* Three separate roots. */
     for (int i = 0; i < KEEL_PKI_COUNT; i++)
@@ -93,10 +113,33 @@ static void test_bad_inputs(void **state)
     (void)state;
     char *d = tmpdir_new();
     keel_factory_t *f = NULL;
-    assert_int_equal(keel_factory_load(d, &f), KEEL_ERR_NOT_FOUND);
+    assert_int_equal(keel_factory_load(d, KEEL_PKI_MASK(KEEL_PKI_DEVICE), NULL, &f), KEEL_ERR_CONFIG);
     assert_int_equal(keel_factory_init(d, "", NULL, 0), KEEL_ERR_ARG);
+    /* An organisation whose CA names would not fit a certificate is refused up front. */
+    assert_int_equal(keel_factory_init(d, "An Organisation Name That Is Far Too Long For It", NULL, 0),
+                     KEEL_ERR_ARG);
     assert_int_equal(keel_factory_init(d, "Bad\nOrg", NULL, 0), KEEL_ERR_ARG);
     assert_int_equal(keel_factory_init(d, "Org", "short", 5), KEEL_ERR_ARG);
+    tmpdir_free(d);
+}
+
+/* A factory whose factory.json was lost is never wiped by a new init. */
+static void test_init_keeps_orphaned_keys(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new(), marker[KEEL_PATH_MAX * 2], key[KEEL_PATH_MAX * 2];
+    assert_int_equal(keel_factory_init(d, "Acme", NULL, 0), KEEL_OK);
+    snprintf(marker, sizeof marker, "%s/factory.json", d);
+    snprintf(key, sizeof key, "%s/device-ca/root.key", d);
+    keel_buf_t before, after;
+    assert_int_equal(keel_file_read(key, 65536, &before), KEEL_OK);
+    assert_int_equal(unlink(marker), 0);
+    assert_int_equal(keel_factory_init(d, "Acme", NULL, 0), KEEL_ERR_EXISTS);
+    assert_int_equal(keel_file_read(key, 65536, &after), KEEL_OK);
+    assert_int_equal(before.len, after.len);
+    assert_memory_equal(before.data, after.data, before.len);
+    keel_buf_free(&before);
+    keel_buf_free(&after);
     tmpdir_free(d);
 }
 
@@ -105,6 +148,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_and_issue),
         cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_init_keeps_orphaned_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
