@@ -1,4 +1,6 @@
 # Keel: the two commands of the quick start, and the rest of the developer loop.
+# These are test builds (fault-injection hooks compiled in); a product build is
+# plain cmake, where KEEL_FAULT_INJECTION defaults to OFF.
 BUILD   ?= build
 ASAN    ?= build-asan
 CC      ?= cc
@@ -12,7 +14,7 @@ deps:
 	@sh scripts/deps.sh
 
 $(BUILD)/build.ninja:
-	@cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(BUILD) -G Ninja -DKEEL_FAULT_INJECTION=ON $(CMAKE_FLAGS) >/dev/null
 
 build: deps $(BUILD)/build.ninja
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -21,7 +23,7 @@ check: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
 
 $(ASAN)/build.ninja:
-	@CC=clang cmake -S . -B $(ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	@CC=clang cmake -S . -B $(ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_SANITIZE=ON -DKEEL_FAULT_INJECTION=ON $(CMAKE_FLAGS) >/dev/null
 
 asan: deps $(ASAN)/build.ninja
 	@cmake --build $(ASAN) -j $(JOBS)
