@@ -130,8 +130,14 @@ static keel_status_t starter_config(const prov_t *p, const char *id, const char 
             st = keel_buf_printf(cfg, "\n");
     }
     if (st == KEEL_OK)
-        st = keel_buf_printf(cfg, "[trust]\nrelease_root = %s\nservice_root = %s\n\n[vault]\ndir = %s\n",
+        st = keel_buf_printf(cfg, "[trust]\nrelease_root = %s\nservice_root = %s\n\n[vault]\ndir = %s\n\n",
                              KEEL_STATE_RELEASE_ROOT, KEEL_STATE_SERVICE_ROOT, KEEL_STATE_VAULT_DIR);
+    /* Two file-backed slots in the state directory, so a freshly provisioned
+     * device can be updated as it is; a product points them at partitions. */
+    if (st == KEEL_OK)
+        st = keel_buf_printf(cfg, "[update]\ndir = update\nslot_a = update/slot-a.img\n"
+                             "slot_b = update/slot-b.img\nboot_tries = 3\nallow_downgrade = false\n"
+                             "automatic = true\nnotifications = true\n");
     return st;
 }
 

@@ -1,0 +1,88 @@
+/* keeld.conf: its schema, and opening the keystore and vault it names. */
+#include "keel/device.h"
+
+#include "keel/identity.h"
+
+#include <string.h>
+
+#define STR(s, k, d) {s, k, KEEL_CFG_STRING, d, 0, 0}
+#define PATH(s, k, d) {s, k, KEEL_CFG_PATH, d, 0, 0}
+#define UINT(s, k, d, lo, hi) {s, k, KEEL_CFG_UINT, d, lo, hi}
+#define BOOL(s, k, d) {s, k, KEEL_CFG_BOOL, d, 0, 0}
+
+const keel_cfg_key_t keel_device_schema[] = {
+    STR("device", "id", NULL),
+    STR("device", "serial", NULL),
+    STR("device", "model", NULL),
+    PATH("device", "state_dir", "."),
+    PATH("identity", "certificate", KEEL_STATE_CERT),
+    PATH("identity", "chain", KEEL_STATE_CHAIN),
+    PATH("identity", "label_password_hash", KEEL_STATE_LABEL_HASH),
+    STR("keystore", "driver", "file"),
+    PATH("keystore", "dir", KEEL_STATE_KEYSTORE_DIR),
+    PATH("keystore", "kek_file", KEEL_STATE_KEK),
+    STR("keystore", "key_label", KEEL_DEVICE_KEY_LABEL),
+    PATH("keystore", "module", NULL),
+    STR("keystore", "token", NULL),
+    PATH("keystore", "pin_file", NULL),
+    STR("keystore", "pin_env", NULL),
+    PATH("trust", "release_root", KEEL_STATE_RELEASE_ROOT),
+    PATH("trust", "service_root", KEEL_STATE_SERVICE_ROOT),
+    PATH("vault", "dir", KEEL_STATE_VAULT_DIR),
+    PATH("update", "dir", "update"),
+    PATH("update", "slot_a", "update/slot-a.img"),
+    PATH("update", "slot_b", "update/slot-b.img"),
+    UINT("update", "boot_tries", "3", 1, 10),
+    BOOL("update", "allow_downgrade", "false"),
+    BOOL("update", "automatic", "true"),
+    BOOL("update", "notifications", "true"),
+};
+const size_t keel_device_schema_len = sizeof keel_device_schema / sizeof keel_device_schema[0];
+
+keel_status_t keel_device_config_load(const char *path, char *const *overrides, size_t n, keel_config_t **out)
+{
+    keel_config_t *c = NULL;
+    keel_status_t st = keel_config_load(path, keel_device_schema, keel_device_schema_len, &c);
+    for (size_t i = 0; st == KEEL_OK && i < n; i++)
+        st = keel_config_override(c, overrides[i]);
+    if (st == KEEL_OK && (!keel_identity_id_ok(keel_config_str(c, "device", "id")) ||
+                          !keel_identity_model_ok(keel_config_str(c, "device", "model"))))
+        st = keel_errorf(KEEL_ERR_CONFIG, "%s: [device] needs a valid id and model", path);
+    if (st != KEEL_OK) {
+        keel_config_free(c);
+        return st;
+    }
+    *out = c;
+    return KEEL_OK;
+}
+
+keel_status_t keel_device_keystore_open(const keel_config_t *c, keel_keystore_t **out)
+{
+    char dir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX], module[KEEL_PATH_MAX], pin[KEEL_PATH_MAX];
+    keel_keystore_config_t k = {.driver = keel_config_str(c, "keystore", "driver")};
+    keel_status_t st = KEEL_OK;
+    if (strcmp(k.driver, "file") == 0) {
+        if ((st = keel_config_path(c, "keystore", "dir", dir)) == KEEL_OK &&
+            (st = keel_config_path(c, "keystore", "kek_file", kek)) == KEEL_OK) {
+            k.dir = dir;
+            k.kek_file = kek;
+        }
+    } else {
+        k.token = keel_config_str(c, "keystore", "token");
+        k.pin_env = keel_config_str(c, "keystore", "pin_env");
+        if ((st = keel_config_path(c, "keystore", "module", module)) == KEEL_OK)
+            k.module = module;
+        if (st == KEEL_OK && keel_config_path(c, "keystore", "pin_file", pin) == KEEL_OK)
+            k.pin_file = pin;
+    }
+    if (st != KEEL_OK)
+        return keel_errorf(KEEL_ERR_CONFIG, "[keystore] is incomplete for driver %s", k.driver);
+    return keel_keystore_open(&k, out);
+}
+
+keel_status_t keel_device_vault_open(const keel_config_t *c, keel_keystore_t *ks, keel_vault_t **out)
+{
+    char dir[KEEL_PATH_MAX];
+    keel_status_t st = keel_config_path(c, "vault", "dir", dir);
+    return st == KEEL_OK ? keel_vault_open(dir, ks, out) : st;
+}
