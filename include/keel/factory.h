@@ -62,6 +62,16 @@ keel_status_t keel_factory_issue_device(keel_factory_t *f, EVP_PKEY *pub, const 
  * issuing CA into outdir: server.key (0600), server.crt, chain.pem, ca.pem. */
 keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, const char *outdir) KEEL_MUST_CHECK;
 
+/* Issues an update-signer certificate from the release issuing CA: CN = name
+ * (1..KEEL_SIGNER_NAME_MAX printable characters), codeSigning,
+ * digitalSignature (critical), CA:FALSE, valid KEEL_SIGNER_DAYS. Writes into
+ * outdir (made 0700): signer.key (0600; refuses to replace an existing one),
+ * signer.crt and chain.pem (signer, then the release issuing CA). Needs the
+ * release issuing key (keel_factory_load with KEEL_PKI_MASK(KEEL_PKI_RELEASE)). */
+#define KEEL_SIGNER_NAME_MAX 64
+#define KEEL_SIGNER_DAYS (2 * 365)
+keel_status_t keel_factory_issue_signer(keel_factory_t *f, const char *name, const char *outdir) KEEL_MUST_CHECK;
+
 /* PEM helpers shared by the factory commands. */
 keel_status_t keel_pem_cert(X509 *cert, keel_buf_t *out) KEEL_MUST_CHECK;
 keel_status_t keel_pem_load_cert(const char *path, X509 **out) KEEL_MUST_CHECK;

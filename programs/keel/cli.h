@@ -22,5 +22,8 @@ int cli_print_json(json_t *j);
 int cli_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out);
 
 int cmd_factory(int argc, char **argv);
+int cmd_bundle(int argc, char **argv);
+int cmd_update(int argc, char **argv);
+int cmd_boot(int argc, char **argv);
 
 #endif

@@ -13,6 +13,9 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  factory    manufacturer PKI, per-device identities and label passwords, batch audit\n"
+    "  bundle     signer certificates; create, inspect and verify signed update bundles\n"
+    "  update     on a device: install a bundle into the inactive slot, confirm, status\n"
+    "  boot       on a device: the emulated bootloader (pick a slot, verify it, fall back)\n"
     "  version    print the version\n"
     "\n"
     "Run 'keel <command> --help' for the options of a command.\n"
@@ -36,6 +39,12 @@ int main(int argc, char **argv)
         return cli_fail(argv[1], KEEL_ERR_CRYPTO);
     if (strcmp(argv[1], "factory") == 0)
         return cmd_factory(argc - 1, argv + 1);
+    if (strcmp(argv[1], "bundle") == 0)
+        return cmd_bundle(argc - 1, argv + 1);
+    if (strcmp(argv[1], "update") == 0)
+        return cmd_update(argc - 1, argv + 1);
+    if (strcmp(argv[1], "boot") == 0)
+        return cmd_boot(argc - 1, argv + 1);
     fprintf(stderr, "keel: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }

@@ -551,3 +551,57 @@ keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, con
     X509_free(cert);
     return st;
 }
+
+static int signer_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > KEEL_SIGNER_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] > 0x7e || name[i] == '"' || name[i] == '\\')
+            return 0;
+    return 1;
+}
+
+keel_status_t keel_factory_issue_signer(keel_factory_t *f, const char *name, const char *outdir)
+{
+    if (name == NULL || !signer_name_ok(name))
+        return keel_errorf(KEEL_ERR_ARG, "signer name must be 1..%d printable characters", KEEL_SIGNER_NAME_MAX);
+    if (outdir == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "no output directory");
+    if (f->issuing_key[KEEL_PKI_RELEASE] == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "the release issuing key was not loaded");
+    static const int nids[] = {NID_basic_constraints, NID_key_usage, NID_ext_key_usage,
+                               NID_subject_key_identifier, NID_authority_key_identifier};
+    static const char *const exts[] = {"critical,CA:FALSE", "critical,digitalSignature", "codeSigning", "hash",
+                                       "keyid:always"};
+    char keypath[KEEL_PATH_MAX];
+    keel_status_t st = keel_path_join(keypath, sizeof keypath, outdir, "signer.key");
+    if (st != KEEL_OK || (st = keel_dir_make(outdir, 0700)) != KEEL_OK)
+        return st;
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    keel_buf_t pem;
+    keel_buf_init(&pem, PEM_MAX);
+    if ((st = keel_ec_generate(&key)) != KEEL_OK)
+        return st;
+    cert_req_t r = {.cn = name, .ou = "Update signing", .issuer = f->issuing[KEEL_PKI_RELEASE],
+                    .issuer_key = f->issuing_key[KEEL_PKI_RELEASE], .subject_key = key,
+                    .days = KEEL_SIGNER_DAYS, .exts = exts, .ext_nids = nids, .n_exts = 5};
+    st = make_cert(f->org, &r, &cert);
+    /* A signer key is never silently replaced: its certificate may be in use. */
+    if (st == KEEL_OK && (st = pem_key(key, NULL, 0, &pem)) == KEEL_OK)
+        st = keel_file_create_atomic(keypath, pem.data, pem.len, 0600);
+    if (st == KEEL_ERR_EXISTS)
+        st = keel_errorf(st, "%s already exists; refusing to replace a signer key (use a new directory)", keypath);
+    if (st == KEEL_OK)
+        st = write_pem_cert(outdir, "signer.crt", cert);
+    if (st == KEEL_OK) {
+        X509 *chain[2] = {cert, f->issuing[KEEL_PKI_RELEASE]};
+        st = write_chain(outdir, "chain.pem", chain, 2);
+    }
+    keel_buf_free(&pem);
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return st;
+}

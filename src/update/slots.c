@@ -1,0 +1,571 @@
+/*
+ * The device side of A/B updates: install a verified bundle into the
+ * inactive slot, the emulated bootloader's verify-and-choose, confirm, and
+ * the anti-rollback counter in the vault. The boot state itself (codec,
+ * backends, state machine) is in bootstate.c.
+ */
+#define _GNU_SOURCE /* sync_file_range */
+#include "keel/slots.h"
+
+#include "keel/crypto.h"
+#include "keel/device.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SIGNED_PART_MAX \
+    (KEEL_BUNDLE_HEADER_LEN + KEEL_BUNDLE_MANIFEST_MAX + KEEL_BUNDLE_SIG_MAX + KEEL_BUNDLE_CHAIN_MAX)
+/* The boot check streams the image through a buffer of its own, whatever
+ * the bundle's chunk size. */
+#define VERIFY_BUF (256u * 1024u)
+#define CRL_NAME "release.crl"
+
+struct keel_slots {
+    const keel_config_t *cfg;
+    keel_keystore_t *ks;
+    keel_vault_t *vault;
+    keel_trust_t *trust;
+    char dir[KEEL_PATH_MAX];
+    char slot_path[KEEL_SLOTS_N][KEEL_PATH_MAX];
+    char signed_path[KEEL_SLOTS_N][KEEL_PATH_MAX];
+    keel_bootstate_file_t file;
+    keel_bootstate_backend_t backend;
+    const char *model;
+    uint32_t boot_tries;
+    bool allow_downgrade;
+};
+
+void keel_slots_close(keel_slots_t *s)
+{
+    if (s == NULL)
+        return;
+    keel_trust_free(s->trust);
+    keel_vault_close(s->vault);
+    keel_keystore_close(s->ks);
+    free(s);
+}
+
+static keel_status_t trust_open(const keel_config_t *c, keel_trust_t **out)
+{
+    char root[KEEL_PATH_MAX], crl[KEEL_PATH_MAX];
+    keel_status_t st = keel_config_path(c, "trust", "release_root", root);
+    if (st != KEEL_OK)
+        return keel_errorf(KEEL_ERR_CONFIG, "[trust] release_root is not set");
+    /* The CRL sits beside the root (trust/release.crl) when there is one. */
+    const char *slash = strrchr(root, '/');
+    size_t n = slash == NULL ? 0 : (size_t)(slash - root) + 1;
+    if (n + sizeof CRL_NAME > sizeof crl)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "path too long: %s", root);
+    memcpy(crl, root, n);
+    memcpy(crl + n, CRL_NAME, sizeof CRL_NAME);
+    return keel_trust_load(root, keel_path_exists(crl) ? crl : NULL, out);
+}
+
+keel_status_t keel_slots_open(const keel_config_t *c, keel_slots_t **out)
+{
+    if (c == NULL || out == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "slots: missing argument");
+    keel_slots_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    s->cfg = c;
+    s->model = keel_config_str(c, "device", "model");
+    s->boot_tries = (uint32_t)keel_config_uint(c, "update", "boot_tries");
+    s->allow_downgrade = keel_config_bool(c, "update", "allow_downgrade") != 0;
+    static const char *const slot_keys[KEEL_SLOTS_N] = {"slot_a", "slot_b"};
+    static const char *const signed_names[KEEL_SLOTS_N] = {"slot-a.signed", "slot-b.signed"};
+    keel_status_t st = keel_config_path(c, "update", "dir", s->dir);
+    for (int i = 0; st == KEEL_OK && i < KEEL_SLOTS_N; i++) {
+        st = keel_config_path(c, "update", slot_keys[i], s->slot_path[i]);
+        if (st != KEEL_OK)
+            st = keel_errorf(KEEL_ERR_CONFIG, "[update] %s is not set", slot_keys[i]);
+        else
+            st = keel_path_join(s->signed_path[i], sizeof s->signed_path[i], s->dir, signed_names[i]);
+    }
+    if (st == KEEL_OK && strcmp(s->slot_path[0], s->slot_path[1]) == 0)
+        st = keel_errorf(KEEL_ERR_CONFIG, "[update] slot_a and slot_b are the same: %s", s->slot_path[0]);
+    if (st == KEEL_OK)
+        st = keel_dir_make(s->dir, 0700);
+    if (st == KEEL_OK)
+        st = keel_bootstate_file_backend(&s->file, s->dir, &s->backend);
+    if (st == KEEL_OK)
+        st = trust_open(c, &s->trust);
+    if (st == KEEL_OK)
+        st = keel_device_keystore_open(c, &s->ks);
+    if (st == KEEL_OK)
+        st = keel_device_vault_open(c, s->ks, &s->vault);
+    if (st != KEEL_OK) {
+        keel_slots_close(s);
+        return st;
+    }
+    *out = s;
+    return KEEL_OK;
+}
+
+const char *keel_slots_path(const keel_slots_t *s, int slot)
+{
+    return slot == 0 || slot == 1 ? s->slot_path[slot] : "";
+}
+
+/* ---- the anti-rollback counter -------------------------------------------- */
+
+keel_status_t keel_slots_counter(keel_slots_t *s, uint32_t *counter)
+{
+    uint8_t b[4];
+    size_t n = 0;
+    keel_status_t st = keel_vault_secret_get(s->vault, KEEL_SECVER_SECRET, b, sizeof b, &n);
+    if (st == KEEL_ERR_NOT_FOUND) {
+        keel_error_clear();
+        *counter = 0;
+        return KEEL_OK;
+    }
+    if (st != KEEL_OK)
+        return st;
+    if (n != sizeof b)
+        return keel_errorf(KEEL_ERR_FORMAT, "vault secret %s is %zu bytes, not 4", KEEL_SECVER_SECRET, n);
+    *counter = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return KEEL_OK;
+}
+
+static keel_status_t counter_advance(keel_slots_t *s, uint32_t to)
+{
+    uint32_t cur = 0;
+    keel_status_t st = keel_slots_counter(s, &cur);
+    if (st != KEEL_OK || to <= cur)
+        return st; /* never decreases */
+    uint8_t b[4] = {(uint8_t)to, (uint8_t)(to >> 8), (uint8_t)(to >> 16), (uint8_t)(to >> 24)};
+    return keel_vault_secret_put(s->vault, KEEL_SECVER_SECRET, b, sizeof b);
+}
+
+/* ---- checks shared by install and boot ------------------------------------ */
+
+static int model_listed(const keel_manifest_t *m, const char *model)
+{
+    for (unsigned i = 0; i < m->n_models && i < KEEL_BUNDLE_MODELS_MAX; i++)
+        if (strcmp(m->models[i], model) == 0)
+            return 1;
+    return 0;
+}
+
+keel_status_t keel_slots_state(keel_slots_t *s, keel_bootstate_t *st)
+{
+    keel_status_t rc = keel_bootstate_load(&s->backend, st);
+    if (rc == KEEL_ERR_NOT_FOUND) {
+        keel_error_clear();
+        return KEEL_OK;
+    }
+    return rc;
+}
+
+keel_status_t keel_slots_manifest(keel_slots_t *s, int slot, keel_manifest_t *out)
+{
+    if (slot != 0 && slot != 1)
+        return keel_errorf(KEEL_ERR_ARG, "no such slot");
+    keel_buf_t b;
+    keel_status_t st = keel_file_read(s->signed_path[slot], SIGNED_PART_MAX, &b);
+    if (st != KEEL_OK)
+        return st;
+    st = keel_bundle_verify_signed_part(b.data, b.len, s->trust, out);
+    keel_buf_free(&b);
+    return st;
+}
+
+/* ---- install --------------------------------------------------------------- */
+
+/* Every write of the image counts as a storage operation for power-cut tests. */
+static int slot_write(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        if (keel_fault_hit("write")) {
+            errno = EIO;
+            return -1;
+        }
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int slot_fsync(int fd)
+{
+    if (keel_fault_hit("fsync")) {
+        errno = EIO;
+        return -1;
+    }
+    return fsync(fd);
+}
+
+static keel_status_t install_policy(keel_slots_t *s, const keel_bootstate_t *bs, const keel_manifest_t *m)
+{
+    uint32_t counter = 0;
+    keel_status_t st = keel_slots_counter(s, &counter);
+    if (st != KEEL_OK)
+        return st;
+    if (!model_listed(m, s->model))
+        return keel_errorf(KEEL_ERR_VERIFY, "bundle is not for this device's model %s", s->model);
+    if (m->security_version < counter)
+        return keel_errorf(KEEL_ERR_VERIFY, "security version %u is below the device's anti-rollback "
+                           "counter %u", m->security_version, counter);
+    if (strlen(m->version) > KEEL_SLOT_VERSION_MAX)
+        return keel_errorf(KEEL_ERR_VERIFY, "version string is too long");
+    int a = bs->active;
+    if ((a == 0 || a == 1) && bs->version[a][0] != '\0' && !s->allow_downgrade &&
+        m->security_version <= bs->security_version[a] && keel_semver_cmp(m->version, bs->version[a]) < 0)
+        return keel_errorf(KEEL_ERR_VERIFY, "version %s is older than the running %s and [update] "
+                           "allow_downgrade is off", m->version, bs->version[a]);
+    return KEEL_OK;
+}
+
+static keel_status_t slot_open_for_write(const char *path, uint64_t size, int *fdout)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return keel_errorf(KEEL_ERR_IO, "open slot %s: %s", path, strerror(errno));
+    struct stat sb;
+    keel_status_t st = KEEL_OK;
+    if (fstat(fd, &sb) != 0) {
+        st = keel_errorf(KEEL_ERR_IO, "stat slot %s: %s", path, strerror(errno));
+    } else if (S_ISREG(sb.st_mode)) {
+        if (ftruncate(fd, 0) != 0)
+            st = keel_errorf(KEEL_ERR_IO, "truncate slot %s: %s", path, strerror(errno));
+    } else if (S_ISBLK(sb.st_mode)) {
+        off_t end = lseek(fd, 0, SEEK_END);
+        if (end < 0 || lseek(fd, 0, SEEK_SET) != 0)
+            st = keel_errorf(KEEL_ERR_IO, "seek slot %s: %s", path, strerror(errno));
+        else if ((uint64_t)end < size)
+            st = keel_errorf(KEEL_ERR_VERIFY, "slot %s holds %lld bytes, the image needs %llu", path,
+                             (long long)end, (unsigned long long)size);
+    } else {
+        st = keel_errorf(KEEL_ERR_CONFIG, "slot %s is neither a regular file nor a block device", path);
+    }
+    if (st != KEEL_OK) {
+        close(fd);
+        return st;
+    }
+    *fdout = fd;
+    return KEEL_OK;
+}
+
+/* Streams the verified chunks into the slot; one chunk buffer. */
+static keel_status_t write_payload(keel_bundle_reader_t *r, const keel_manifest_t *m, const char *path,
+                                   uint64_t *written)
+{
+    size_t cap = m->chunk_size;
+    if (cap == 0 || cap > KEEL_BUNDLE_CHUNK_MAX)
+        return keel_errorf(KEEL_ERR_FORMAT, "chunk size %u is out of range", m->chunk_size);
+    uint8_t *buf = malloc(cap);
+    if (buf == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    int fd = -1;
+    keel_status_t st = slot_open_for_write(path, m->payload_size, &fd);
+    uint64_t off = 0;
+    while (st == KEEL_OK) {
+        size_t n = 0;
+        st = keel_bundle_next_chunk(r, buf, cap, &n);
+        if (st != KEEL_OK || n == 0)
+            break;
+        if (slot_write(fd, buf, n) != 0) {
+            st = keel_errorf(KEEL_ERR_IO, "write slot %s: %s", path, strerror(errno));
+            break;
+        }
+#ifdef SYNC_FILE_RANGE_WRITE
+        /* Start write-back now so the final fsync has little left to do. */
+        (void)sync_file_range(fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
+#endif
+        off += n;
+    }
+    if (st == KEEL_OK && off != m->payload_size)
+        st = keel_errorf(KEEL_ERR_VERIFY, "payload ended after %llu of %llu bytes",
+                         (unsigned long long)off, (unsigned long long)m->payload_size);
+    if (st == KEEL_OK && slot_fsync(fd) != 0)
+        st = keel_errorf(KEEL_ERR_IO, "fsync slot %s: %s", path, strerror(errno));
+    if (fd >= 0 && close(fd) != 0 && st == KEEL_OK)
+        st = keel_errorf(KEEL_ERR_IO, "close slot %s: %s", path, strerror(errno));
+    free(buf);
+    *written = off;
+    return st;
+}
+
+keel_status_t keel_slots_install(keel_slots_t *s, keel_read_fn rd, void *ctx, keel_install_result_t *res)
+{
+    if (s == NULL || rd == NULL || res == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "install: missing argument");
+    keel_bootstate_t bs;
+    keel_status_t st = keel_slots_state(s, &bs);
+    if (st == KEEL_ERR_FORMAT)
+        return keel_errorf(KEEL_ERR_VERIFY, "%s; run keel boot to recover before installing",
+                           keel_error_message());
+    if (st != KEEL_OK)
+        return st;
+    keel_bundle_reader_t *r = NULL;
+    st = keel_bundle_open(rd, ctx, s->trust, &r);
+    if (st != KEEL_OK)
+        return st;
+    const keel_manifest_t *m = keel_bundle_manifest(r);
+    int slot = KEEL_SLOT_NONE;
+    st = install_policy(s, &bs, m);
+    if (st == KEEL_OK)
+        st = keel_slots_install_target(&bs, &slot);
+    /* The slot stops being bootable before its first byte changes. */
+    if (st == KEEL_OK) {
+        keel_slots_install_begin(&bs, slot);
+        st = keel_bootstate_store(&s->backend, &bs);
+    }
+    uint64_t written = 0;
+    if (st == KEEL_OK)
+        st = write_payload(r, m, s->slot_path[slot], &written);
+    const uint8_t *sp = NULL;
+    size_t splen = 0;
+    if (st == KEEL_OK)
+        st = keel_bundle_signed_part(r, &sp, &splen);
+    if (st == KEEL_OK)
+        st = keel_file_write_atomic(s->signed_path[slot], sp, splen, 0600);
+    if (st == KEEL_OK) {
+        keel_slots_install_commit(&bs, slot, m->version, m->security_version, s->boot_tries);
+        st = keel_bootstate_store(&s->backend, &bs);
+    }
+    if (st == KEEL_OK) {
+        memset(res, 0, sizeof *res);
+        res->slot = slot;
+        if (keel_strlcpy(res->version, m->version, sizeof res->version) != KEEL_OK)
+            res->version[0] = '\0';
+        res->security_version = m->security_version;
+        res->bytes = written;
+        res->tries = bs.tries_left;
+    }
+    keel_bundle_close(r);
+    return st;
+}
+
+/* ---- boot -------------------------------------------------------------------- */
+
+/* A tamper detail: shown to people, capped, and cut short rather than lost. */
+static void detailf(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void detailf(char *out, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (vsnprintf(out, cap, fmt, ap) < 0 && cap > 0)
+        out[0] = '\0';
+    va_end(ap);
+}
+
+static keel_status_t sha256_stream(int fd, EVP_MD_CTX *md, uint8_t *buf, uint64_t len)
+{
+    while (len > 0) {
+        size_t want = len < VERIFY_BUF ? (size_t)len : VERIFY_BUF;
+        ssize_t n = read(fd, buf, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return keel_errorf(KEEL_ERR_IO, "read: %s", strerror(errno));
+        if (n == 0)
+            return keel_errorf(KEEL_ERR_VERIFY, "image is shorter than its manifest");
+        if (EVP_DigestUpdate(md, buf, (size_t)n) != 1)
+            return keel_crypto_error(KEEL_ERR_CRYPTO, "sha256");
+        len -= (uint64_t)n;
+    }
+    return KEEL_OK;
+}
+
+/* On a digest mismatch: which chunk differs (a second pass, failures only). */
+static long bad_chunk(int fd, const keel_manifest_t *m, EVP_MD_CTX *md, uint8_t *buf)
+{
+    if (lseek(fd, 0, SEEK_SET) != 0 || m->chunk_sha256 == NULL)
+        return -1;
+    uint64_t left = m->payload_size;
+    for (uint32_t i = 0; i < m->n_chunks && left > 0; i++) {
+        uint64_t n = left < m->chunk_size ? left : m->chunk_size;
+        uint8_t d[KEEL_SHA256_LEN];
+        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 || sha256_stream(fd, md, buf, n) != KEEL_OK ||
+            EVP_DigestFinal_ex(md, d, NULL) != 1 || !keel_ct_equal(d, m->chunk_sha256[i], KEEL_SHA256_LEN))
+            return (long)i;
+        left -= n;
+    }
+    return -1;
+}
+
+/* Secure boot (5.7-1): the image's first payload_size bytes hash to the
+ * signed manifest's digest. */
+static keel_status_t verify_image(const char *path, const keel_manifest_t *m, char *detail, size_t cap)
+{
+    keel_status_t st = KEEL_OK;
+    uint8_t *buf = malloc(VERIFY_BUF);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    uint8_t d[KEEL_SHA256_LEN];
+    if (buf == NULL || md == NULL) {
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    } else if (fd < 0) {
+        st = keel_errorf(KEEL_ERR_VERIFY, "image %s cannot be opened: %s", path, strerror(errno));
+    } else {
+#ifdef POSIX_FADV_SEQUENTIAL
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+            st = keel_crypto_error(KEEL_ERR_CRYPTO, "sha256");
+        if (st == KEEL_OK)
+            st = sha256_stream(fd, md, buf, m->payload_size);
+        if (st == KEEL_OK && EVP_DigestFinal_ex(md, d, NULL) != 1)
+            st = keel_crypto_error(KEEL_ERR_CRYPTO, "sha256");
+        if (st == KEEL_OK && !keel_ct_equal(d, m->payload_sha256, KEEL_SHA256_LEN)) {
+            long c = bad_chunk(fd, m, md, buf);
+            st = c >= 0 ? keel_errorf(KEEL_ERR_VERIFY, "image digest mismatch in chunk %ld", c)
+                        : keel_errorf(KEEL_ERR_VERIFY, "image digest mismatch");
+        }
+    }
+    if (st != KEEL_OK)
+        detailf(detail, cap, "%s", keel_error_message());
+    if (fd >= 0)
+        close(fd);
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return st;
+}
+
+/* Verifies one slot; on failure `detail` says why (no secrets involved). */
+static keel_status_t verify_slot(keel_slots_t *s, const keel_bootstate_t *bs, int slot, uint32_t counter,
+                                 bool recovering, keel_manifest_t *m, char *detail, size_t cap)
+{
+    char why[KEEL_TAMPER_DETAIL_MAX + 1] = "";
+    keel_status_t st = keel_slots_manifest(s, slot, m);
+    if (st != KEEL_OK) {
+        detailf(why, sizeof why, "signed manifest: %s", keel_error_message());
+    } else if (!model_listed(m, s->model)) {
+        st = keel_errorf(KEEL_ERR_VERIFY, "not for model %s", s->model);
+        detailf(why, sizeof why, "image is not for model %s", s->model);
+    } else if (m->security_version < counter) {
+        st = keel_errorf(KEEL_ERR_VERIFY, "below the counter");
+        detailf(why, sizeof why, "security version %u is below the anti-rollback counter %u",
+                            m->security_version, counter);
+    } else if (!recovering && (strcmp(m->version, bs->version[slot]) != 0 ||
+                               m->security_version != bs->security_version[slot])) {
+        st = keel_errorf(KEEL_ERR_VERIFY, "manifest does not match the boot state");
+        detailf(why, sizeof why, "signed manifest (%.64s) is not the installed one (%s)",
+                            m->version, bs->version[slot]);
+    } else {
+        st = verify_image(s->slot_path[slot], m, why, sizeof why);
+    }
+    if (st != KEEL_OK) {
+        detailf(detail, cap, "slot %c refused at boot: %s", keel_slot_name(slot), why);
+        keel_manifest_free(m);
+    }
+    return st;
+}
+
+/* Both boot-state copies lost: rebuild from the signed manifests kept beside
+ * the slots; the image checks at boot still decide what runs. */
+static void recover_state(keel_slots_t *s, keel_bootstate_t *bs)
+{
+    keel_bootstate_init(bs);
+    for (int i = 0; i < KEEL_SLOTS_N; i++) {
+        keel_manifest_t m;
+        memset(&m, 0, sizeof m);
+        if (keel_slots_manifest(s, i, &m) != KEEL_OK)
+            continue;
+        bs->good[i] = true;
+        if (keel_strlcpy(bs->version[i], m.version, sizeof bs->version[i]) != KEEL_OK)
+            bs->good[i] = false;
+        bs->security_version[i] = m.security_version;
+        keel_manifest_free(&m);
+    }
+    keel_error_clear();
+    if (bs->good[0] && bs->good[1]) {
+        int cmp = bs->security_version[0] != bs->security_version[1]
+                      ? (bs->security_version[0] > bs->security_version[1] ? 1 : -1)
+                      : keel_semver_cmp(bs->version[0], bs->version[1]);
+        bs->active = cmp >= 0 ? 0 : 1;
+    } else if (bs->good[0] || bs->good[1]) {
+        bs->active = bs->good[0] ? 0 : 1;
+    }
+}
+
+keel_status_t keel_slots_boot(keel_slots_t *s, keel_boot_result_t *res)
+{
+    if (s == NULL || res == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "boot: missing argument");
+    memset(res, 0, sizeof *res);
+    res->slot = KEEL_SLOT_NONE;
+    keel_bootstate_t bs;
+    bool recovering = false;
+    keel_status_t st = keel_slots_state(s, &bs);
+    if (st == KEEL_ERR_FORMAT) {
+        keel_log(KEEL_LOG_WARN, "%s; rebuilding it from the slots' signed manifests", keel_error_message());
+        recover_state(s, &bs);
+        recovering = true;
+        st = KEEL_OK;
+    }
+    uint32_t counter = 0;
+    if (st == KEEL_OK)
+        st = keel_slots_counter(s, &counter);
+    if (st != KEEL_OK)
+        return st;
+    int order[KEEL_SLOTS_N], n = 0;
+    res->rolled_back = keel_slots_boot_plan(&bs, order, &n);
+    /* The try is spent before the slot runs: a hang or cut still counts. */
+    st = keel_bootstate_store(&s->backend, &bs);
+    if (st != KEEL_OK)
+        return st;
+    int booted = KEEL_SLOT_NONE;
+    keel_manifest_t m;
+    for (int i = 0; i < n && booted == KEEL_SLOT_NONE; i++) {
+        char detail[KEEL_TAMPER_DETAIL_MAX + 1] = "";
+        memset(&m, 0, sizeof m);
+        if (verify_slot(s, &bs, order[i], counter, recovering, &m, detail, sizeof detail) == KEEL_OK) {
+            booted = order[i];
+            res->security_version = m.security_version;
+            if (keel_strlcpy(res->version, m.version, sizeof res->version) != KEEL_OK)
+                res->version[0] = '\0';
+            keel_manifest_free(&m);
+        } else {
+            keel_log(KEEL_LOG_WARN, "%s", detail);
+            keel_slots_boot_refuse(&bs, order[i], detail, (int64_t)time(NULL));
+            res->refused++;
+        }
+    }
+    res->pending = booted != KEEL_SLOT_NONE && booted == bs.pending;
+    keel_slots_boot_done(&bs, booted);
+    res->tries_left = bs.tries_left;
+    res->slot = booted;
+    st = keel_bootstate_store(&s->backend, &bs);
+    if (st != KEEL_OK)
+        return st;
+    if (booted == KEEL_SLOT_NONE)
+        return keel_errorf(KEEL_ERR_VERIFY, "no bootable slot");
+    return KEEL_OK;
+}
+
+keel_status_t keel_slots_confirm_booted(keel_slots_t *s, int *slot, uint32_t *counter)
+{
+    keel_bootstate_t bs;
+    uint32_t c = 0;
+    keel_status_t st = keel_slots_state(s, &bs);
+    if (st == KEEL_OK)
+        st = keel_slots_counter(s, &c);
+    if (st == KEEL_OK)
+        st = keel_slots_confirm(&bs, &c);
+    /* State first: a cut before the counter moves is healed by the next
+     * confirm, while a counter ahead of the state could strand the device. */
+    if (st == KEEL_OK)
+        st = keel_bootstate_store(&s->backend, &bs);
+    if (st == KEEL_OK)
+        st = counter_advance(s, c);
+    if (st == KEEL_OK) {
+        *slot = bs.booted;
+        *counter = c;
+    }
+    return st;
+}
