@@ -71,23 +71,6 @@ static const char verify_usage[] =
     "With --model, the bundle must list MODEL. Exit status 0 if the bundle is\n"
     "valid, 1 if not (the reason is on stderr). BUNDLE may be - (stdin).\n";
 
-static int bad_option(const char *cmd, int c, char **argv)
-{
-    if (c == ':')
-        return cli_usage(cmd, "option %s needs a value", argv[optind - 1]);
-    return cli_usage(cmd, "unknown option %s", argv[optind - 1]);
-}
-
-static int want_help(int argc, char **argv, const char *text)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(text, stdout);
-            return 1;
-        }
-    return 0;
-}
-
 /* ---- reading a bundle from a file or stdin ------------------------------ */
 
 static ssize_t fd_read(void *ctx, void *buf, size_t n)
@@ -208,22 +191,15 @@ static int cmd_signer(int argc, char **argv)
         case 'f': pfile = optarg; break;
         case 'e': penv = optarg; break;
         case 'j': json = 1; break;
-        default: return bad_option(cmd, c, argv);
+        default: return cli_bad_option(cmd, c, argv);
         }
     }
     if (optind != argc)
         return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
     if (dir == NULL || name == NULL || out == NULL)
         return cli_usage(cmd, "--dir, --name and --out are required");
-    char pass[KEEL_PASSPHRASE_MAX + 1];
-    size_t passlen = 0;
-    keel_status_t st = KEEL_OK;
-    if (pfile != NULL || penv != NULL)
-        st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen);
     keel_factory_t *f = NULL;
-    if (st == KEEL_OK)
-        st = keel_factory_load(dir, KEEL_PKI_MASK(KEEL_PKI_RELEASE), passlen ? pass : NULL, &f);
-    keel_wipe(pass, sizeof pass);
+    keel_status_t st = cli_load_factory(dir, KEEL_PKI_MASK(KEEL_PKI_RELEASE), pfile, penv, &f);
     if (st == KEEL_OK)
         st = keel_factory_issue_signer(f, name, out);
     keel_factory_free(f);
@@ -318,7 +294,7 @@ static int cmd_create(int argc, char **argv)
             o.chunk_size = (uint32_t)v;
             break;
         case 'j': json = 1; break;
-        default: return bad_option(cmd, c, argv);
+        default: return cli_bad_option(cmd, c, argv);
         }
     }
     if (optind != argc)
@@ -395,7 +371,7 @@ static int cmd_inspect(int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'j': json = 1; break;
-        default: return bad_option(cmd, c, argv);
+        default: return cli_bad_option(cmd, c, argv);
         }
     }
     if (optind + 1 != argc)
@@ -465,7 +441,7 @@ static int cmd_verify(int argc, char **argv)
         case 'c': crl = optarg; break;
         case 'm': model = optarg; break;
         case 'j': json = 1; break;
-        default: return bad_option(cmd, c, argv);
+        default: return cli_bad_option(cmd, c, argv);
         }
     }
     if (optind + 1 != argc)
@@ -549,7 +525,7 @@ int cmd_bundle(int argc, char **argv)
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         if (strcmp(sub, subs[i].name) != 0)
             continue;
-        if (want_help(argc - 1, argv + 1, subs[i].help))
+        if (cli_want_help(argc - 1, argv + 1, subs[i].help))
             return CLI_OK;
         optind = 1;
         opterr = 0;

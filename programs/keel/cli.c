@@ -1,5 +1,9 @@
 #include "cli.h"
 
+#include "keel/factory.h"
+
+#include <getopt.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -118,4 +122,35 @@ int cli_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned
         return 0;
     *out = v;
     return 1;
+}
+
+int cli_bad_option(const char *cmd, int c, char **argv)
+{
+    if (c == ':')
+        return cli_usage(cmd, "option %s needs a value", argv[optind - 1]);
+    return cli_usage(cmd, "unknown option %s", argv[optind - 1]);
+}
+
+int cli_want_help(int argc, char **argv, const char *text)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(text, stdout);
+            return 1;
+        }
+    return 0;
+}
+
+keel_status_t cli_load_factory(const char *dir, unsigned need, const char *pfile, const char *penv,
+                               keel_factory_t **out)
+{
+    char pass[KEEL_PASSPHRASE_MAX + 1];
+    size_t passlen = 0;
+    keel_status_t st = KEEL_OK;
+    if (pfile != NULL || penv != NULL)
+        st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen);
+    if (st == KEEL_OK)
+        st = keel_factory_load(dir, need, passlen ? pass : NULL, out);
+    keel_wipe(pass, sizeof pass);
+    return st;
 }

@@ -3,6 +3,7 @@
 #define KEEL_CLI_H
 
 #include "keel/base.h"
+#include "keel/factory.h"
 
 #include <jansson.h>
 
@@ -20,6 +21,16 @@ void cli_progress(void *arg, unsigned done, unsigned total);
 int cli_print_json(json_t *j);
 /* Parses a decimal unsigned in [min, max]. */
 int cli_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out);
+
+/* getopt_long with a leading ':' in optstring: reports a missing value or an
+ * unknown option and returns the usage exit code. */
+int cli_bad_option(const char *cmd, int c, char **argv);
+/* Prints `text` and returns 1 if argv holds --help or -h. */
+int cli_want_help(int argc, char **argv, const char *text);
+/* Loads a factory with the issuing keys in `need`, reading the passphrase
+ * from pfile or penv when given. */
+keel_status_t cli_load_factory(const char *dir, unsigned need, const char *pfile, const char *penv,
+                               keel_factory_t **out);
 
 int cmd_factory(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);

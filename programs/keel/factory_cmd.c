@@ -76,24 +76,6 @@ static const char server_usage[] =
     "ca.pem (the service root that devices pin). If the factory was made with a\n"
     "passphrase, the service issuing key is encrypted and needs it.\n";
 
-/* getopt_long with a leading ':' returns ':' for a missing argument. */
-static int bad_option(const char *cmd, int c, char **argv)
-{
-    if (c == ':')
-        return cli_usage(cmd, "option %s needs a value", argv[optind - 1]);
-    return cli_usage(cmd, "unknown option %s", argv[optind - 1]);
-}
-
-static int want_help(int argc, char **argv, const char *text)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(text, stdout);
-            return 1;
-        }
-    return 0;
-}
-
 static int cmd_init(int argc, char **argv)
 {
     static const char *cmd = "factory init";
@@ -110,7 +92,7 @@ static int cmd_init(int argc, char **argv)
         case 'f': pfile = optarg; break;
         case 'e': penv = optarg; break;
         case 'j': json = 1; break;
-        default: return bad_option(cmd, c, argv);
+        default: return cli_bad_option(cmd, c, argv);
         }
     }
     if (optind != argc)
@@ -194,7 +176,7 @@ static int cmd_provision(int argc, char **argv)
             o.argon2.m_cost_kib = (uint32_t)v;
             break;
         case 'j': json = 1; break;
-        default: return bad_option(cmd, c, argv);
+        default: return cli_bad_option(cmd, c, argv);
         }
     }
     if (optind != argc)
@@ -259,7 +241,7 @@ static int cmd_audit(int argc, char **argv)
             o.verify_hashes = (unsigned)v;
             break;
         case 'j': json = 1; break;
-        default: return bad_option(cmd, c, argv);
+        default: return cli_bad_option(cmd, c, argv);
         }
     }
     if (optind + 1 != argc)
@@ -335,22 +317,15 @@ static int cmd_issue_server(int argc, char **argv)
         case 'f': pfile = optarg; break;
         case 'e': penv = optarg; break;
         case 'j': json = 1; break;
-        default: return bad_option(cmd, c, argv);
+        default: return cli_bad_option(cmd, c, argv);
         }
     }
     if (optind != argc)
         return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
     if (dir == NULL || name == NULL || out == NULL)
         return cli_usage(cmd, "--dir, --name and --out are required");
-    char pass[KEEL_PASSPHRASE_MAX + 1];
-    size_t passlen = 0;
-    keel_status_t st = KEEL_OK;
-    if (pfile != NULL || penv != NULL)
-        st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen);
     keel_factory_t *f = NULL;
-    if (st == KEEL_OK)
-        st = keel_factory_load(dir, KEEL_PKI_MASK(KEEL_PKI_SERVICE), passlen ? pass : NULL, &f);
-    keel_wipe(pass, sizeof pass);
+    keel_status_t st = cli_load_factory(dir, KEEL_PKI_MASK(KEEL_PKI_SERVICE), pfile, penv, &f);
     if (st == KEEL_OK)
         st = keel_factory_issue_server(f, name, out);
     keel_factory_free(f);
@@ -388,7 +363,7 @@ int cmd_factory(int argc, char **argv)
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         if (strcmp(sub, subs[i].name) != 0)
             continue;
-        if (want_help(argc - 1, argv + 1, subs[i].help))
+        if (cli_want_help(argc - 1, argv + 1, subs[i].help))
             return CLI_OK;
         optind = 1;
         opterr = 0;

@@ -84,16 +84,6 @@ typedef struct {
     const char *arg; /* the one positional argument, where allowed */
 } dev_args_t;
 
-static int want_help(int argc, char **argv, const char *text)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(text, stdout);
-            return 1;
-        }
-    return 0;
-}
-
 /* Parses the device options; returns -1 on success, else the exit code. */
 static int parse_args(const char *cmd, int argc, char **argv, int positional, dev_args_t *a)
 {
@@ -187,7 +177,7 @@ static ssize_t fd_read(void *ctx, void *buf, size_t n)
 static int cmd_install(int argc, char **argv)
 {
     static const char *cmd = "update install";
-    if (want_help(argc, argv, install_usage))
+    if (cli_want_help(argc, argv, install_usage))
         return CLI_OK;
     dev_args_t a;
     int rc = parse_args(cmd, argc, argv, 1, &a);
@@ -242,7 +232,7 @@ static int cmd_install(int argc, char **argv)
 static int cmd_confirm(int argc, char **argv)
 {
     static const char *cmd = "update confirm";
-    if (want_help(argc, argv, confirm_usage))
+    if (cli_want_help(argc, argv, confirm_usage))
         return CLI_OK;
     dev_args_t a;
     int rc = parse_args(cmd, argc, argv, 0, &a);
@@ -299,7 +289,7 @@ static json_t *manifest_json(const keel_manifest_t *m)
 static int cmd_status(int argc, char **argv)
 {
     static const char *cmd = "update status";
-    if (want_help(argc, argv, status_usage))
+    if (cli_want_help(argc, argv, status_usage))
         return CLI_OK;
     dev_args_t a;
     int rc = parse_args(cmd, argc, argv, 0, &a);
@@ -426,7 +416,7 @@ int cmd_update(int argc, char **argv)
 int cmd_boot(int argc, char **argv)
 {
     static const char *cmd = "boot";
-    if (want_help(argc, argv, boot_usage))
+    if (cli_want_help(argc, argv, boot_usage))
         return CLI_OK;
     dev_args_t a;
     int rc = parse_args(cmd, argc, argv, 0, &a);
