@@ -39,8 +39,14 @@
 /* Algorithm ids carried in the header (5.5-3: they can change). */
 #define KEEL_BUNDLE_ALG_ECDSA_P256_SHA256 1
 
+/* What a bundle carries: a software image for a slot, or a new release
+ * trust store (the release root and, optionally, its current CRL). */
+typedef enum { KEEL_BUNDLE_IMAGE = 0, KEEL_BUNDLE_TRUST = 1 } keel_bundle_kind_t;
+#define KEEL_TRUST_PAYLOAD_MAX (64u * 1024u)
+
 /* The manifest, as parsed (strictly: unknown fields are refused). */
 typedef struct {
+    keel_bundle_kind_t kind;     /* "kind", optional, default "image" */
     char models[KEEL_BUNDLE_MODELS_MAX][65];
     unsigned n_models;
     char version[65];            /* SemVer 2.0 */
@@ -149,6 +155,7 @@ typedef struct {
     bool disruptive;
     uint32_t downtime_seconds;
     uint32_t chunk_size;      /* 0 = KEEL_BUNDLE_CHUNK_DEFAULT */
+    keel_bundle_kind_t kind;
 } keel_bundle_create_opts_t;
 keel_status_t keel_bundle_create(const keel_bundle_create_opts_t *o) KEEL_MUST_CHECK;
 

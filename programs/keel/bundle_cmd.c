@@ -53,6 +53,9 @@ static const char create_usage[] =
     "  --downtime SECONDS       ... for about this long (required with --disruptive)\n"
     "  --chunk-size BYTES       power of two, 4096..16777216 (default 1 MiB, larger\n"
     "                           when the payload needs more than 8192 chunks)\n"
+    "  --kind image|trust       image (default): software for a slot; trust: a new\n"
+    "                           release trust store, IMAGE being PEM with the new\n"
+    "                           release root and optionally its current CRL\n"
     "  --json                   print a JSON summary on stdout\n";
 
 static const char inspect_usage[] =
@@ -114,8 +117,8 @@ static json_t *manifest_json(const keel_manifest_t *m)
         json_array_append_new(models, json_string(m->models[i]));
     for (unsigned i = 0; fixes != NULL && i < m->n_fixes; i++)
         json_array_append_new(fixes, json_string(m->security_fixes[i]));
-    return json_pack("{s:o*, s:s, s:I, s:s, s:s, s:s?, s:s?, s:o*, s:b, s:I, s:{s:I, s:s, s:I, s:I}}", "models",
-                     models, "version", m->version, "security_version", (json_int_t)m->security_version,
+    return json_pack("{s:s, s:o*, s:s, s:I, s:s, s:s, s:s?, s:s?, s:o*, s:b, s:I, s:{s:I, s:s, s:I, s:I}}",
+                     "kind", m->kind == KEEL_BUNDLE_TRUST ? "trust" : "image", "models", models, "version", m->version, "security_version", (json_int_t)m->security_version,
                      "support_until", m->support_until, "created", m->created, "notes",
                      m->notes[0] ? m->notes : NULL, "risk", m->risk[0] ? m->risk : NULL, "security_fixes",
                      fixes, "disruptive", (int)m->disruptive, "downtime_seconds",
@@ -142,6 +145,7 @@ static void print_text(const char *label, const char *s)
 static void print_manifest(const keel_manifest_t *m)
 {
     char hex[2 * KEEL_SHA256_LEN + 1];
+    printf("  %-17s%s\n", "kind:", m->kind == KEEL_BUNDLE_TRUST ? "trust store" : "software image");
     printf("  %-17s", "models:");
     for (unsigned i = 0; i < m->n_models; i++)
         printf("%s%s", i ? ", " : "", m->models[i]);
@@ -252,6 +256,7 @@ static int cmd_create(int argc, char **argv)
                                          {"disruptive", no_argument, NULL, 'D'},
                                          {"downtime", required_argument, NULL, 'T'},
                                          {"chunk-size", required_argument, NULL, 'c'},
+                                         {"kind", required_argument, NULL, 'k'},
                                          {"json", no_argument, NULL, 'j'},
                                          {NULL, 0, NULL, 0}};
     const char *signer = NULL, *notes_file = NULL, *models[KEEL_BUNDLE_MODELS_MAX];
@@ -292,6 +297,14 @@ static int cmd_create(int argc, char **argv)
             if (!cli_parse_uint(optarg, 4096, KEEL_BUNDLE_CHUNK_MAX, &v) || (v & (v - 1)) != 0)
                 return cli_usage(cmd, "--chunk-size must be a power of two in 4096..%u", KEEL_BUNDLE_CHUNK_MAX);
             o.chunk_size = (uint32_t)v;
+            break;
+        case 'k':
+            if (strcmp(optarg, "image") == 0)
+                o.kind = KEEL_BUNDLE_IMAGE;
+            else if (strcmp(optarg, "trust") == 0)
+                o.kind = KEEL_BUNDLE_TRUST;
+            else
+                return cli_usage(cmd, "--kind must be image or trust");
             break;
         case 'j': json = 1; break;
         default: return cli_bad_option(cmd, c, argv);

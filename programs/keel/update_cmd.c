@@ -212,11 +212,16 @@ static int cmd_install(int argc, char **argv)
         return rc == CLI_USAGE ? CLI_FAILED : rc;
     }
     if (a.json) {
-        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:I, s:f}", "slot", slot_str(res.slot), "version",
-                              res.version, "security_version", (json_int_t)res.security_version, "bytes",
-                              (json_int_t)res.bytes, "boot_tries", (json_int_t)res.tries, "seconds", secs);
+        json_t *j = json_pack("{s:s, s:s?, s:s, s:I, s:I, s:I, s:f}", "kind",
+                              res.slot == KEEL_SLOT_NONE ? "trust" : "image", "slot", slot_str(res.slot),
+                              "version", res.version, "security_version", (json_int_t)res.security_version,
+                              "bytes", (json_int_t)res.bytes, "boot_tries", (json_int_t)res.tries, "seconds", secs);
         rc = cli_print_json(j);
         json_decref(j);
+    } else if (res.slot == KEEL_SLOT_NONE) {
+        printf("installed trust store %s (trust version %u): updates are now checked against the new "
+               "release root\n", res.version, res.security_version);
+        rc = CLI_OK;
     } else {
         printf("installed %s (security version %u, %llu bytes) into slot %s in %.2f s\n", res.version,
                res.security_version, (unsigned long long)res.bytes, slot_str(res.slot), secs);

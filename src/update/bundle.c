@@ -41,8 +41,12 @@
 #define ALG_SIG_NAME "ecdsa-p256-sha256"
 #define ALG_DIGEST_NAME "sha256"
 
+/* During a move to a new release hierarchy the trust store holds the old
+ * root and the new one, so software signed under either still verifies. */
+#define TRUST_ROOTS_MAX 4
+
 struct keel_trust {
-    X509 *root;
+    STACK_OF(X509) *roots;
     STACK_OF(X509_CRL) *crls;
     X509_STORE *store;
 };
@@ -505,7 +509,7 @@ static keel_status_t parse_manifest(const uint8_t *text, size_t len, uint16_t al
 {
     static const char *const fields[] = {"format", "models", "version", "security_version", "support_until",
                                          "created", "notes", "risk", "security_fixes", "disruptive",
-                                         "downtime_seconds", "payload", "algorithms", NULL};
+                                         "downtime_seconds", "payload", "algorithms", "kind", NULL};
     memset(m, 0, sizeof *m);
     json_error_t jerr;
     json_t *root = json_loadb((const char *)text, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -523,6 +527,15 @@ static keel_status_t parse_manifest(const uint8_t *text, size_t len, uint16_t al
         st = get_string(root, "format", 1, 64, &fmt, NULL);
     if (st == KEEL_OK && strcmp(fmt, MANIFEST_FORMAT) != 0)
         st = mf_err("format must be \"%s\"", MANIFEST_FORMAT);
+    if (st == KEEL_OK && (b = json_object_get(root, "kind")) != NULL) {
+        const char *k = json_string_value(b);
+        if (k != NULL && strcmp(k, "image") == 0)
+            m->kind = KEEL_BUNDLE_IMAGE;
+        else if (k != NULL && strcmp(k, "trust") == 0)
+            m->kind = KEEL_BUNDLE_TRUST;
+        else
+            st = mf_err("field \"kind\" must be \"image\" or \"trust\"");
+    }
     if (st == KEEL_OK)
         st = parse_string_list(root, "models", 1, 1, KEEL_BUNDLE_MODELS_MAX, model_ok, m->models, &m->n_models);
     if (st == KEEL_OK)
@@ -857,32 +870,37 @@ keel_status_t keel_trust_load(const char *root_pem, const char *crl_pem, keel_tr
     if ((st = read_pem_file(root_pem, ROOT_PEM_MAX, &b)) != KEEL_OK)
         goto out;
     bio = BIO_new_mem_buf(b.data, (int)b.len);
-    t->root = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    if (t->root == NULL) {
-        st = keel_crypto_error(KEEL_ERR_FORMAT, root_pem);
+    t->roots = sk_X509_new_null();
+    t->store = X509_STORE_new();
+    if (bio == NULL || t->roots == NULL || t->store == NULL) {
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
         goto out;
     }
-    X509 *extra = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    X509 *root;
+    while ((root = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+        if (sk_X509_num(t->roots) == TRUST_ROOTS_MAX || sk_X509_push(t->roots, root) <= 0) {
+            X509_free(root);
+            st = keel_errorf(KEEL_ERR_FORMAT, "%s: more than %d release roots", root_pem, TRUST_ROOTS_MAX);
+            goto out;
+        }
+        if (X509_check_ca(root) == 0 || X509_self_signed(root, 1) != 1) {
+            ERR_clear_error();
+            st = keel_errorf(KEEL_ERR_FORMAT, "%s: not a self-signed CA certificate (a release root)", root_pem);
+            goto out;
+        }
+        if (X509_STORE_add_cert(t->store, root) != 1) {
+            st = keel_crypto_error(KEEL_ERR_CRYPTO, "trust store");
+            goto out;
+        }
+    }
     ERR_clear_error();
-    if (extra != NULL) {
-        X509_free(extra);
-        st = keel_errorf(KEEL_ERR_FORMAT, "%s: holds more than one certificate; give the release root only",
-                         root_pem);
-        goto out;
-    }
-    if (X509_check_ca(t->root) == 0 || X509_self_signed(t->root, 1) != 1) {
-        ERR_clear_error();
-        st = keel_errorf(KEEL_ERR_FORMAT, "%s: not a self-signed CA certificate (the release root)", root_pem);
+    if (sk_X509_num(t->roots) == 0) {
+        st = keel_errorf(KEEL_ERR_FORMAT, "%s: no PEM certificate (the release root) in it", root_pem);
         goto out;
     }
     BIO_free(bio);
     bio = NULL;
     keel_buf_free(&b);
-    t->store = X509_STORE_new();
-    if (t->store == NULL || X509_STORE_add_cert(t->store, t->root) != 1) {
-        st = keel_crypto_error(KEEL_ERR_CRYPTO, "trust store");
-        goto out;
-    }
     if (crl_pem != NULL) {
         if ((st = read_pem_file(crl_pem, CRL_PEM_MAX, &b)) != KEEL_OK)
             goto out;
@@ -928,7 +946,7 @@ void keel_trust_free(keel_trust_t *t)
     if (t == NULL)
         return;
     X509_STORE_free(t->store);
-    X509_free(t->root);
+    sk_X509_pop_free(t->roots, X509_free);
     sk_X509_CRL_pop_free(t->crls, X509_CRL_free);
     free(t);
 }
@@ -1394,6 +1412,9 @@ static keel_status_t build_manifest(const keel_bundle_create_opts_t *o, const di
                          "digest", ALG_DIGEST_NAME);
         models = chunks = NULL;
     }
+    if (root != NULL && json_object_set_new(root, "kind", json_string(o->kind == KEEL_BUNDLE_TRUST ? "trust"
+                                                                                               : "image")) != 0)
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
     if (root != NULL && o->notes != NULL && json_object_set_new(root, "notes", json_string(o->notes)) != 0)
         st = keel_errorf(KEEL_ERR_ARG, "notes are not valid UTF-8");
     if (root != NULL && st == KEEL_OK && o->risk != NULL &&
@@ -1536,6 +1557,10 @@ keel_status_t keel_bundle_create(const keel_bundle_create_opts_t *o)
     if (dg.overflow) {
         st = keel_errorf(KEEL_ERR_ARG, "chunk size %u gives more than %u chunks for %llu bytes; use a larger one",
                          dg.chunk, KEEL_BUNDLE_CHUNKS_MAX, (unsigned long long)dg.size);
+        goto done;
+    }
+    if (o->kind == KEEL_BUNDLE_TRUST && dg.size > KEEL_TRUST_PAYLOAD_MAX) {
+        st = keel_errorf(KEEL_ERR_ARG, "a trust store payload is at most %u bytes", KEEL_TRUST_PAYLOAD_MAX);
         goto done;
     }
     if ((st = build_manifest(o, &dg, &manifest)) != KEEL_OK)

@@ -26,7 +26,7 @@
 /* The boot check streams the image through a buffer of its own, whatever
  * the bundle's chunk size. */
 #define VERIFY_BUF (256u * 1024u)
-#define CRL_NAME "release.crl"
+#define KEEL_TRUSTVER_SECRET "update.trust_version"
 
 struct keel_slots {
     const keel_config_t *cfg;
@@ -34,6 +34,7 @@ struct keel_slots {
     keel_vault_t *vault;
     keel_trust_t *trust;
     char dir[KEEL_PATH_MAX];
+    char trust_path[KEEL_PATH_MAX]; /* the release root, and its CRL when there is one */
     char slot_path[KEEL_SLOTS_N][KEEL_PATH_MAX];
     char signed_path[KEEL_SLOTS_N][KEEL_PATH_MAX];
     keel_bootstate_file_t file;
@@ -53,20 +54,26 @@ void keel_slots_close(keel_slots_t *s)
     free(s);
 }
 
-static keel_status_t trust_open(const keel_config_t *c, keel_trust_t **out)
+/* The release trust is one file: the root and, when there is one, the
+ * current CRL of the release issuing CA. One file, so a trust update replaces
+ * both with a single atomic write. */
+static keel_status_t trust_load_file(const char *path, keel_trust_t **out)
 {
-    char root[KEEL_PATH_MAX], crl[KEEL_PATH_MAX];
-    keel_status_t st = keel_config_path(c, "trust", "release_root", root);
+    keel_buf_t b;
+    keel_status_t st = keel_file_read(path, KEEL_TRUST_PAYLOAD_MAX, &b);
+    if (st != KEEL_OK)
+        return st;
+    int has_crl = strstr((const char *)b.data, "-----BEGIN X509 CRL-----") != NULL;
+    keel_buf_free(&b);
+    return keel_trust_load(path, has_crl ? path : NULL, out);
+}
+
+static keel_status_t trust_open(const keel_config_t *c, char *path, keel_trust_t **out)
+{
+    keel_status_t st = keel_config_path(c, "trust", "release_root", path);
     if (st != KEEL_OK)
         return keel_errorf(KEEL_ERR_CONFIG, "[trust] release_root is not set");
-    /* The CRL sits beside the root (trust/release.crl) when there is one. */
-    const char *slash = strrchr(root, '/');
-    size_t n = slash == NULL ? 0 : (size_t)(slash - root) + 1;
-    if (n + sizeof CRL_NAME > sizeof crl)
-        return keel_errorf(KEEL_ERR_TOO_LARGE, "path too long: %s", root);
-    memcpy(crl, root, n);
-    memcpy(crl + n, CRL_NAME, sizeof CRL_NAME);
-    return keel_trust_load(root, keel_path_exists(crl) ? crl : NULL, out);
+    return trust_load_file(path, out);
 }
 
 keel_status_t keel_slots_open(const keel_config_t *c, keel_slots_t **out)
@@ -97,7 +104,7 @@ keel_status_t keel_slots_open(const keel_config_t *c, keel_slots_t **out)
     if (st == KEEL_OK)
         st = keel_bootstate_file_backend(&s->file, s->dir, &s->backend);
     if (st == KEEL_OK)
-        st = trust_open(c, &s->trust);
+        st = trust_open(c, s->trust_path, &s->trust);
     if (st == KEEL_OK)
         st = keel_device_keystore_open(c, &s->ks);
     if (st == KEEL_OK)
@@ -117,11 +124,12 @@ const char *keel_slots_path(const keel_slots_t *s, int slot)
 
 /* ---- the anti-rollback counter -------------------------------------------- */
 
-keel_status_t keel_slots_counter(keel_slots_t *s, uint32_t *counter)
+/* A 32-bit counter kept sealed in the vault; absent reads as 0. */
+static keel_status_t counter_get(keel_slots_t *s, const char *name, uint32_t *counter)
 {
     uint8_t b[4];
     size_t n = 0;
-    keel_status_t st = keel_vault_secret_get(s->vault, KEEL_SECVER_SECRET, b, sizeof b, &n);
+    keel_status_t st = keel_vault_secret_get(s->vault, name, b, sizeof b, &n);
     if (st == KEEL_ERR_NOT_FOUND) {
         keel_error_clear();
         *counter = 0;
@@ -130,19 +138,25 @@ keel_status_t keel_slots_counter(keel_slots_t *s, uint32_t *counter)
     if (st != KEEL_OK)
         return st;
     if (n != sizeof b)
-        return keel_errorf(KEEL_ERR_FORMAT, "vault secret %s is %zu bytes, not 4", KEEL_SECVER_SECRET, n);
+        return keel_errorf(KEEL_ERR_FORMAT, "vault secret %s is %zu bytes, not 4", name, n);
     *counter = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
     return KEEL_OK;
 }
 
-static keel_status_t counter_advance(keel_slots_t *s, uint32_t to)
+/* Raises a counter to `to`; it never decreases. */
+static keel_status_t counter_raise(keel_slots_t *s, const char *name, uint32_t to)
 {
     uint32_t cur = 0;
-    keel_status_t st = keel_slots_counter(s, &cur);
+    keel_status_t st = counter_get(s, name, &cur);
     if (st != KEEL_OK || to <= cur)
-        return st; /* never decreases */
+        return st;
     uint8_t b[4] = {(uint8_t)to, (uint8_t)(to >> 8), (uint8_t)(to >> 16), (uint8_t)(to >> 24)};
-    return keel_vault_secret_put(s->vault, KEEL_SECVER_SECRET, b, sizeof b);
+    return keel_vault_secret_put(s->vault, name, b, sizeof b);
+}
+
+keel_status_t keel_slots_counter(keel_slots_t *s, uint32_t *counter)
+{
+    return counter_get(s, KEEL_SECVER_SECRET, counter);
 }
 
 /* ---- checks shared by install and boot ------------------------------------ */
@@ -165,7 +179,9 @@ keel_status_t keel_slots_state(keel_slots_t *s, keel_bootstate_t *st)
     return rc;
 }
 
-keel_status_t keel_slots_manifest(keel_slots_t *s, int slot, keel_manifest_t *out)
+/* The signed manifest of a slot, verified against `trust`. */
+static keel_status_t slot_manifest_under(keel_slots_t *s, int slot, const keel_trust_t *trust,
+                                         keel_manifest_t *out)
 {
     if (slot != 0 && slot != 1)
         return keel_errorf(KEEL_ERR_ARG, "no such slot");
@@ -173,8 +189,32 @@ keel_status_t keel_slots_manifest(keel_slots_t *s, int slot, keel_manifest_t *ou
     keel_status_t st = keel_file_read(s->signed_path[slot], SIGNED_PART_MAX, &b);
     if (st != KEEL_OK)
         return st;
-    st = keel_bundle_verify_signed_part(b.data, b.len, s->trust, out);
+    st = keel_bundle_verify_signed_part(b.data, b.len, trust, out);
     keel_buf_free(&b);
+    return st;
+}
+
+keel_status_t keel_slots_manifest(keel_slots_t *s, int slot, keel_manifest_t *out)
+{
+    return slot_manifest_under(s, slot, s->trust, out);
+}
+
+/* A new trust store must still verify every slot the device may boot,
+ * or the next boot would refuse the running software. */
+static keel_status_t trust_keeps_slots(keel_slots_t *s, const keel_trust_t *t)
+{
+    keel_bootstate_t bs;
+    keel_status_t st = keel_slots_state(s, &bs);
+    for (int i = 0; st == KEEL_OK && i < KEEL_SLOTS_N; i++) {
+        if (i != bs.active && i != bs.pending && !bs.good[i])
+            continue;
+        keel_manifest_t m;
+        if (slot_manifest_under(s, i, t, &m) != KEEL_OK)
+            return keel_errorf(KEEL_ERR_VERIFY, "the new trust store would not verify the software in slot %c "
+                               "(%s); keep its release root in the trust store until that slot is replaced",
+                               keel_slot_name(i), bs.version[i]);
+        keel_manifest_free(&m);
+    }
     return st;
 }
 
@@ -299,15 +339,83 @@ static keel_status_t write_payload(keel_bundle_reader_t *r, const keel_manifest_
     return st;
 }
 
+/*
+ * A trust bundle replaces the release trust (roots and CRL) the device checks
+ * updates against (5.3-10, 5.5-3). It has been verified against the current
+ * trust. Its payload must load as a trust store (self-signed CA roots, CRLs)
+ * and still verify every slot the device may boot, so a move to a new release
+ * hierarchy goes through a store holding both roots; its security version
+ * must be above the last trust update's, so an old store cannot be replayed.
+ * The new file is written beside the old one, loaded as a device would load
+ * it, then put in place with one rename.
+ */
+static keel_status_t install_trust(keel_slots_t *s, keel_bundle_reader_t *r, const keel_manifest_t *m,
+                                   keel_install_result_t *res)
+{
+    uint32_t last = 0;
+    keel_status_t st = counter_get(s, KEEL_TRUSTVER_SECRET, &last);
+    if (st != KEEL_OK)
+        return st;
+    if (!model_listed(m, s->model))
+        return keel_errorf(KEEL_ERR_VERIFY, "bundle is not for this device's model %s", s->model);
+    if (m->security_version <= last)
+        return keel_errorf(KEEL_ERR_VERIFY, "trust store update %u is not newer than the installed one (%u)",
+                           m->security_version, last);
+    if (m->payload_size > KEEL_TRUST_PAYLOAD_MAX)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "trust store payload over %u bytes", KEEL_TRUST_PAYLOAD_MAX);
+    uint8_t *buf = malloc(m->chunk_size ? m->chunk_size : 1);
+    keel_buf_t pem;
+    keel_buf_init(&pem, KEEL_TRUST_PAYLOAD_MAX);
+    size_t n = 0;
+    if (buf == NULL)
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    while (st == KEEL_OK && (st = keel_bundle_next_chunk(r, buf, m->chunk_size, &n)) == KEEL_OK && n > 0)
+        st = keel_buf_append(&pem, buf, n);
+    free(buf);
+    char staged[KEEL_PATH_MAX];
+    keel_trust_t *t = NULL;
+    if (st == KEEL_OK)
+        st = keel_snprintf(staged, sizeof staged, "%s.new", s->trust_path);
+    if (st == KEEL_OK)
+        st = keel_file_write_atomic(staged, pem.data, pem.len, 0644);
+    if (st == KEEL_OK && (st = trust_load_file(staged, &t)) != KEEL_OK) {
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        st = keel_errorf(KEEL_ERR_VERIFY, "the new trust store does not load: %s", why);
+    }
+    if (st == KEEL_OK)
+        st = trust_keeps_slots(s, t);
+    keel_trust_free(t);
+    if (st == KEEL_OK)
+        st = keel_rename_commit(staged, s->trust_path);
+    else
+        (void)unlink(staged);
+    /* After the switch: a cut before this only allows replaying this same bundle. */
+    if (st == KEEL_OK)
+        st = counter_raise(s, KEEL_TRUSTVER_SECRET, m->security_version);
+    if (st == KEEL_OK) {
+        memset(res, 0, sizeof *res);
+        res->slot = KEEL_SLOT_NONE;
+        if (keel_strlcpy(res->version, m->version, sizeof res->version) != KEEL_OK)
+            res->version[0] = '\0';
+        res->security_version = m->security_version;
+        res->bytes = pem.len;
+    }
+    keel_buf_free(&pem);
+    return st;
+}
+
 keel_status_t keel_slots_install(keel_slots_t *s, keel_read_fn rd, void *ctx, keel_install_result_t *res)
 {
     if (s == NULL || rd == NULL || res == NULL)
         return keel_errorf(KEEL_ERR_ARG, "install: missing argument");
     keel_bootstate_t bs;
     keel_status_t st = keel_slots_state(s, &bs);
-    if (st == KEEL_ERR_FORMAT)
-        return keel_errorf(KEEL_ERR_VERIFY, "%s; run keel boot to recover before installing",
-                           keel_error_message());
+    if (st == KEEL_ERR_FORMAT) {
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        return keel_errorf(KEEL_ERR_VERIFY, "%s; run keel boot to recover before installing", why);
+    }
     if (st != KEEL_OK)
         return st;
     keel_bundle_reader_t *r = NULL;
@@ -315,6 +423,11 @@ keel_status_t keel_slots_install(keel_slots_t *s, keel_read_fn rd, void *ctx, ke
     if (st != KEEL_OK)
         return st;
     const keel_manifest_t *m = keel_bundle_manifest(r);
+    if (m->kind == KEEL_BUNDLE_TRUST) {
+        st = install_trust(s, r, m, res);
+        keel_bundle_close(r);
+        return st;
+    }
     int slot = KEEL_SLOT_NONE;
     st = install_policy(s, &bs, m);
     if (st == KEEL_OK)
@@ -562,7 +675,7 @@ keel_status_t keel_slots_confirm_booted(keel_slots_t *s, int *slot, uint32_t *co
     if (st == KEEL_OK)
         st = keel_bootstate_store(&s->backend, &bs);
     if (st == KEEL_OK)
-        st = counter_advance(s, c);
+        st = counter_raise(s, KEEL_SECVER_SECRET, c);
     if (st == KEEL_OK) {
         *slot = bs.booted;
         *counter = c;
