@@ -70,6 +70,36 @@ step "6. A server certificate for the broker, from the service CA (its key is en
 run "$KEEL" factory issue-server --dir "$W/factory" --name 127.0.0.1 --out "$W/broker" \
     --passphrase-env KEEL_DEMO_PASSPHRASE
 
+step "7. Signed A/B updates on the first device"
+run "$KEEL" bundle signer --dir "$W/factory" --name "thermo release 2026" --out "$W/signer" \
+    --passphrase-env KEEL_DEMO_PASSPHRASE
+head -c 4194304 /dev/urandom >"$W/image-1.0"
+head -c 4194304 /dev/urandom >"$W/image-1.1"
+run "$KEEL" bundle create --signer "$W/signer" --model thermo-1 --version 1.0.0 --security-version 1 \
+    --support-until 2031-12-31 --payload "$W/image-1.0" --out "$W/thermo-1.0.kb"
+printf 'Fixes the setpoint rounding.\nCloses a heap overflow in the schedule parser.\n' >"$W/notes"
+run "$KEEL" bundle create --signer "$W/signer" --model thermo-1 --version 1.1.0 --security-version 2 \
+    --support-until 2032-06-30 --payload "$W/image-1.1" --out "$W/thermo-1.1.kb" --notes "$W/notes" \
+    --security-fixes KEEL-2026-001 --risk "a crafted schedule could run code on the device"
+D=$W/batch/$dev
+run "$KEEL" update install "$W/thermo-1.0.kb" --state "$D"
+run "$KEEL" boot --state "$D"
+run "$KEEL" update confirm --state "$D"
+run "$KEEL" update install "$W/thermo-1.1.kb" --state "$D"
+run "$KEEL" boot --state "$D"
+run "$KEEL" update confirm --state "$D"
+run "$KEEL" update status --state "$D"
+echo "A bundle with one payload byte changed, and the old version again:"
+cp "$W/thermo-1.1.kb" "$W/tampered.kb"
+size=$(wc -c <"$W/tampered.kb")
+printf '\377' | dd of="$W/tampered.kb" bs=1 seek=$((size - 1000)) conv=notrunc status=none
+set +e
+run "$KEEL" update install "$W/tampered.kb" --state "$D"
+run "$KEEL" update install "$W/thermo-1.0.kb" --state "$D"
+set -e
+run "$KEEL" boot --state "$D"
+
 step "Done"
 echo "Every device has its own key, id and password; the audit proves 5.1-2 and catches shortcuts."
+echo "Updates are signed, streamed into the inactive slot, checked again at boot, and cannot be rolled back."
 echo "Everything was made under a temporary directory, now removed (KEEL_DEMO_KEEP=1 keeps it)."

@@ -126,22 +126,6 @@ static json_t *manifest_json(const keel_manifest_t *m)
                      hex, "chunk_size", (json_int_t)m->chunk_size, "chunks", (json_int_t)m->n_chunks);
 }
 
-/* Bundle text comes from outside: no terminal control sequences on the way out. */
-static void print_text(const char *label, const char *s)
-{
-    printf("  %-17s", label);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '\n' && s[1] != '\0')
-            printf("\n  %-17s", "");
-        else if (c == '\n')
-            continue;
-        else
-            putchar(c == '\t' || (c >= 0x20 && c != 0x7f) ? c : '?');
-    }
-    putchar('\n');
-}
-
 static void print_manifest(const keel_manifest_t *m)
 {
     char hex[2 * KEEL_SHA256_LEN + 1];
@@ -164,9 +148,9 @@ static void print_manifest(const keel_manifest_t *m)
         putchar('\n');
     }
     if (m->risk[0])
-        print_text("risk:", m->risk);
+        cli_print_text("risk:", m->risk);
     if (m->notes[0])
-        print_text("notes:", m->notes);
+        cli_print_text("notes:", m->notes);
     hex32(m->payload_sha256, hex);
     printf("  %-17s%llu bytes, %u chunk(s) of %u bytes\n", "payload:", (unsigned long long)m->payload_size,
            m->n_chunks, m->chunk_size);

@@ -154,3 +154,20 @@ keel_status_t cli_load_factory(const char *dir, unsigned need, const char *pfile
     keel_wipe(pass, sizeof pass);
     return st;
 }
+
+/* Bundle text comes from outside: no terminal control sequences on the way out. */
+void cli_print_text(const char *label, const char *s)
+{
+    printf("  %-17s", label);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n' && s[1] != '\0')
+            printf("\n  %-17s", "");
+        else if (c == '\n')
+            continue;
+        else
+            putchar(c == '\t' || (c >= 0x20 && c != 0x7f) ? c : '?');
+    }
+    putchar('\n');
+}
+

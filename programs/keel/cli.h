@@ -32,6 +32,11 @@ int cli_want_help(int argc, char **argv, const char *text);
 keel_status_t cli_load_factory(const char *dir, unsigned need, const char *pfile, const char *penv,
                                keel_factory_t **out);
 
+/* Prints "  LABEL  text" with continuation lines indented under the text and
+ * anything but printable characters, newline and tab shown as '?': text from
+ * bundles and files comes from outside. */
+void cli_print_text(const char *label, const char *s);
+
 int cmd_factory(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_update(int argc, char **argv);

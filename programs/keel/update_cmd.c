@@ -359,9 +359,9 @@ static int cmd_status(int argc, char **argv)
                     printf("\n");
                 }
                 if (m.risk[0])
-                    printf("  risk: %s\n", m.risk);
+                    cli_print_text("risk:", m.risk);
                 if (m.notes[0])
-                    printf("  notes: %s\n", m.notes);
+                    cli_print_text("notes:", m.notes);
             }
         }
         if (have)
