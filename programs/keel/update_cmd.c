@@ -371,16 +371,17 @@ static int cmd_status(int argc, char **argv)
     int notify = keel_config_bool(cfg, "update", "notifications");
     int downgrade = keel_config_bool(cfg, "update", "allow_downgrade");
     uint64_t tries = keel_config_uint(cfg, "update", "boot_tries");
+    const char *postpone = keel_config_str(cfg, "update", "postpone_until");
     if (a.json) {
         json_t *j = json_pack("{s:s, s:s, s:o, s:s?, s:s?, s:I, s:I, s:I, s:{s:b, s:s?, s:s?}, "
-                              "s:{s:b, s:b, s:b, s:I}, s:s?}",
+                              "s:{s:b, s:s?, s:b, s:b, s:I}, s:s?}",
                               "device", keel_config_str(cfg, "device", "id"), "model",
                               keel_config_str(cfg, "device", "model"), "slots", jslots, "active",
                               slot_str(bs.active), "pending", slot_str(bs.pending), "tries_left",
                               (json_int_t)bs.tries_left, "security_version_counter", (json_int_t)counter,
                               "state_seq", (json_int_t)bs.seq, "tamper", "alert", bs.tamper, "detail",
                               bs.tamper ? bs.tamper_detail : NULL, "time", bs.tamper && when[0] ? when : NULL,
-                              "policy", "automatic", automatic, "notifications", notify, "allow_downgrade",
+                              "policy", "automatic", automatic, "postpone_until", postpone, "notifications", notify, "allow_downgrade",
                               downgrade, "boot_tries", (json_int_t)tries, "state_note", state_note);
         rc = cli_print_json(j);
         json_decref(j);
@@ -393,7 +394,8 @@ static int cmd_status(int argc, char **argv)
             printf("TAMPER ALERT (%s): %s\n", when[0] ? when : "time unknown", bs.tamper_detail);
         if (state_note != NULL)
             printf("%s\n", state_note);
-        printf("policy: automatic %s, notifications %s, downgrades %s, %u boot tries\n", automatic ? "on" : "off",
+        printf("policy: automatic %s%s%s, notifications %s, downgrades %s, %u boot tries\n",
+               automatic ? "on" : "off", postpone ? ", postponed until " : "", postpone ? postpone : "",
                notify ? "on" : "off", downgrade ? "allowed" : "refused", (unsigned)tries);
         rc = CLI_OK;
     }
