@@ -34,6 +34,7 @@ demo: build
 	@sh scripts/demo.sh $(BUILD)
 
 bench: build
+	@sh scripts/deps.sh bench
 	@sh bench/run.sh $(BUILD)
 
 FUZZ ?= build-fuzz

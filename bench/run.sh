@@ -4,6 +4,7 @@
 #   crypto alone  the same cryptographic operations in-process, no files
 #   openssl CLI   bench/openssl_provision.sh, the same work from the shell
 # Goals (issue): keel within 1.2x of crypto alone, >= 5x the CLI script.
+# Then bench/update.sh: signed A/B updates against their floor (issue 3).
 # Benchmarks report, they do not gate: exit 0 when a goal is missed, non-zero
 # only when something fails to run. See docs/internals/bench.md.
 #
@@ -11,6 +12,7 @@
 # env:   BENCH_DEVICES (200)     devices per keel / crypto-alone run
 #        BENCH_CLI_DEVICES (20)  devices for the openssl CLI script
 #        BENCH_JSON=path         also write the figures as JSON
+#        UPDATE_BENCH_*          see bench/update.sh
 set -eu
 
 die() {
@@ -118,3 +120,7 @@ if [ -n "${BENCH_JSON:-}" ]; then
         printf '}\n'
     } >"$BENCH_JSON" || die "could not write $BENCH_JSON"
 fi
+
+# The update benchmark, on its own payload; it adds "update" to BENCH_JSON.
+echo
+sh "$here/update.sh" "$build" || die "bench/update.sh failed"

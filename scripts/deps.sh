@@ -7,8 +7,13 @@ PKGS="
 build-essential cmake ninja-build pkg-config clang
 libssl-dev openssl libsodium-dev libsqlite3-dev sqlite3 libjansson-dev libcmocka-dev
 softhsm2 opensc libengine-pkcs11-openssl libp11-dev libp11-kit-dev argon2 python3
-john-data libclang-rt-14-dev
+john-data libclang-rt-14-dev time
 "
+
+# `deps.sh bench` adds what make bench compares against (RAUC, SWUpdate).
+if [ "${1:-}" = bench ]; then
+    PKGS="$PKGS rauc swupdate squashfs-tools cpio dbus"
+fi
 
 missing=""
 for p in $PKGS; do

@@ -1,8 +1,9 @@
 #!/bin/sh
-# make check: `make bench` (bench/run.sh) runs end to end on a tiny batch,
-# prints its table and goal lines, writes BENCH_JSON, cleans up after itself,
-# and fails loudly when something cannot run. It never looks at the figures:
-# they are for `make bench`, on a batch large enough to mean something.
+# make check: `make bench` (bench/run.sh, then bench/update.sh) runs end to
+# end on a tiny batch and a 4 MiB update payload, prints its tables and goal
+# lines, writes BENCH_JSON, cleans up after itself, and fails loudly when
+# something cannot run. It never looks at the figures: they are for
+# `make bench`, on a batch and a payload large enough to mean something.
 set -eu
 
 : "${KEEL_SOURCE_DIR:?set KEEL_SOURCE_DIR to the source tree}"
@@ -15,7 +16,35 @@ fail() {
     exit 1
 }
 run_bench() {
-    TMPDIR=$work/tmp BENCH_DEVICES=5 BENCH_CLI_DEVICES=2 sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
+    TMPDIR=$work/tmp BENCH_DEVICES=5 BENCH_CLI_DEVICES=2 UPDATE_BENCH_MIB=4 UPDATE_BENCH_COMPARE='' \
+        sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
+}
+# RAUC and SWUpdate are for make bench: make check stays hermetic and quick.
+run_update() {
+    TMPDIR=$work/tmp UPDATE_BENCH_MIB=${UPDATE_BENCH_MIB:-4} UPDATE_BENCH_COMPARE='' \
+        sh "$KEEL_SOURCE_DIR/bench/update.sh" "$@"
+}
+valid_json() {
+    python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$1" || fail "$1 is not valid JSON"
+}
+# The update benchmark's table and goal lines, in $1.
+update_lines() {
+    for row in "openssl dgst -sha256" "dd bs=1M conv=fsync" "keel update install" "keel boot \(verify slot\)" \
+        "openssl dgst of the slot"; do
+        grep -Eq "^$row +[0-9.]+ +[0-9]+$" "$1" || fail "no '$row' row in the update table"
+    done
+    grep -Eq '^ratio install / max\(hash, write\): +[0-9.]+x +\(goal <= 1\.25x\) +(PASS|MISS)$' "$1" ||
+        fail "no install ratio line"
+    grep -Eq '^ratio boot / openssl dgst of slot: +[0-9.]+x +\(goal <= 1\.10x\) +(PASS|MISS)$' "$1" ||
+        fail "no boot ratio line"
+    grep -Eq '^  written past the flipped byte: [0-9]+ bytes +\(goal <= 1 MiB\) +(PASS|MISS)$' "$1" ||
+        fail "no tamper line"
+    grep -Eq '^peak RSS keel update install: +[0-9]+ KiB +\(goal <= 8192 KiB\) +(PASS|MISS)$' "$1" ||
+        fail "no RSS line"
+    grep -Eq '^peak RSS keel --version: +[0-9]+ KiB' "$1" || fail "no baseline RSS line"
+    grep -Eq '^(speed-up keel vs RAUC: +[0-9.]+x +\(goal >= 2\.00x\) +(PASS|MISS)|RAUC: not run \(.+\))$' "$1" ||
+        fail "no RAUC line"
+    grep -Eq '^(speed-up keel vs SWUpdate: +[0-9.]+x|SWUpdate: not run \(.+\))' "$1" || fail "no SWUpdate line"
 }
 mkdir "$work/tmp"
 
@@ -30,14 +59,35 @@ grep -Eq '^ratio keel / crypto alone: +[0-9.]+x +\(goal <= 1\.20x\) +(PASS|MISS)
     fail "no ratio line"
 grep -Eq '^speed-up keel vs CLI: +[0-9.]+x +\(goal >= 5\.00x\) +(PASS|MISS)$' "$work/out.txt" ||
     fail "no speed-up line"
-for key in '"goals"' '"openssl_cli"' '"speedup_vs_cli"' '"ratio"' '"crypto_alone"' '"provision"'; do
+for key in '"goals"' '"openssl_cli"' '"speedup_vs_cli"' '"ratio"' '"crypto_alone"' '"provision"' '"update"' \
+    '"install_ratio"'; do
     grep -q "$key" "$work/bench.json" || fail "BENCH_JSON has no $key"
 done
+valid_json "$work/bench.json"
+update_lines "$work/out.txt"
 [ -z "$(ls -A "$work/tmp")" ] || fail "bench/run.sh left files in its temporary directory"
+
+# bench/update.sh on its own.
+UPDATE_BENCH_JSON=$work/update.json run_update "$KEEL_BUILD_DIR" >"$work/update.txt" 2>"$work/err.txt" || {
+    cat "$work/update.txt" "$work/err.txt" >&2
+    fail "bench/update.sh exited non-zero"
+}
+update_lines "$work/update.txt"
+valid_json "$work/update.json"
+for key in '"install_ratio"' '"boot_ratio"' '"tamper"' '"rss_kib"' '"rauc"' '"swupdate"' '"pass"'; do
+    grep -q "$key" "$work/update.json" || fail "UPDATE_BENCH_JSON has no $key"
+done
+[ -z "$(ls -A "$work/tmp")" ] || fail "bench/update.sh left files in its temporary directory"
 
 # Anything that fails to run is an error, unlike a missed goal.
 if run_bench "$work/no-such-build" >/dev/null 2>&1; then
     fail "bench/run.sh exited 0 without a build"
+fi
+if run_update "$work/no-such-build" >/dev/null 2>&1; then
+    fail "bench/update.sh exited 0 without a build"
+fi
+if UPDATE_BENCH_MIB=x run_update "$KEEL_BUILD_DIR" >/dev/null 2>&1; then
+    fail "bench/update.sh exited 0 with a bad UPDATE_BENCH_MIB"
 fi
 mkdir "$work/bin"
 printf '#!/bin/sh\nexit 1\n' >"$work/bin/argon2"
