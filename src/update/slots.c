@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -299,42 +300,149 @@ static keel_status_t slot_open_for_write(const char *path, uint64_t size, int *f
     return KEEL_OK;
 }
 
-/* Streams the verified chunks into the slot; one chunk buffer. */
+/*
+ * The slot writer: a thread that writes chunk i while the main thread reads
+ * and verifies chunk i+1, so install costs about max(hash, write) rather than
+ * their sum. Two chunk buffers; a chunk reaches the writer only after it was
+ * verified, so a tampered chunk is never written.
+ */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int fd;
+    const uint8_t *data; /* the chunk being written, NULL when idle */
+    size_t len;
+    off_t off;
+    bool stop, threaded;
+    int err;             /* errno of the first failed write */
+} slot_writer_t;
+
+/* Writes one chunk at `off` (the file position); returns 0 or an errno. */
+static int write_chunk(int fd, const uint8_t *d, size_t len, off_t off)
+{
+    if (slot_write(fd, d, len) != 0)
+        return errno ? errno : EIO;
+#ifdef SYNC_FILE_RANGE_WRITE
+    /* Start write-back now so the final fsync has little left to do. */
+    (void)sync_file_range(fd, off, (off_t)len, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)off;
+#endif
+    return 0;
+}
+
+static void *writer_main(void *arg)
+{
+    slot_writer_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (w->data == NULL && !w->stop)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (w->data == NULL)
+            break;
+        const uint8_t *d = w->data;
+        size_t len = w->len;
+        off_t off = w->off;
+        pthread_mutex_unlock(&w->mu);
+        int err = write_chunk(w->fd, d, len, off);
+        pthread_mutex_lock(&w->mu);
+        if (err != 0 && w->err == 0)
+            w->err = err;
+        w->data = NULL;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Waits until the writer is idle; returns the errno of a failed write, or 0. */
+static int writer_wait(slot_writer_t *w)
+{
+    if (!w->threaded)
+        return w->err;
+    pthread_mutex_lock(&w->mu);
+    while (w->data != NULL)
+        pthread_cond_wait(&w->cv, &w->mu);
+    int err = w->err;
+    pthread_mutex_unlock(&w->mu);
+    return err;
+}
+
+static void writer_submit(slot_writer_t *w, const uint8_t *d, size_t len, off_t off)
+{
+    if (!w->threaded) {
+        int err = write_chunk(w->fd, d, len, off);
+        if (err != 0 && w->err == 0)
+            w->err = err;
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    w->data = d;
+    w->len = len;
+    w->off = off;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Streams the verified chunks into the slot. */
 static keel_status_t write_payload(keel_bundle_reader_t *r, const keel_manifest_t *m, const char *path,
                                    uint64_t *written)
 {
     size_t cap = m->chunk_size;
     if (cap == 0 || cap > KEEL_BUNDLE_CHUNK_MAX)
         return keel_errorf(KEEL_ERR_FORMAT, "chunk size %u is out of range", m->chunk_size);
-    uint8_t *buf = malloc(cap);
-    if (buf == NULL)
+    uint8_t *bufs[2] = {malloc(cap), malloc(cap)};
+    if (bufs[0] == NULL || bufs[1] == NULL) {
+        free(bufs[0]);
+        free(bufs[1]);
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-    int fd = -1;
-    keel_status_t st = slot_open_for_write(path, m->payload_size, &fd);
+    }
+    slot_writer_t w = {.fd = -1};
+    pthread_t thread;
+    keel_status_t st = slot_open_for_write(path, m->payload_size, &w.fd);
+    if (st == KEEL_OK && pthread_mutex_init(&w.mu, NULL) == 0) {
+        if (pthread_cond_init(&w.cv, NULL) == 0)
+            w.threaded = pthread_create(&thread, NULL, writer_main, &w) == 0;
+        if (!w.threaded)
+            pthread_mutex_destroy(&w.mu); /* no thread to be had: write in line */
+    }
     uint64_t off = 0;
+    int cur = 0, err = 0;
     while (st == KEEL_OK) {
         size_t n = 0;
-        st = keel_bundle_next_chunk(r, buf, cap, &n);
+        /* Verifies chunk i+1 into one buffer while the writer writes chunk i from the other. */
+        st = keel_bundle_next_chunk(r, bufs[cur], cap, &n);
         if (st != KEEL_OK || n == 0)
             break;
-        if (slot_write(fd, buf, n) != 0) {
-            st = keel_errorf(KEEL_ERR_IO, "write slot %s: %s", path, strerror(errno));
+        if ((err = writer_wait(&w)) != 0)
             break;
-        }
-#ifdef SYNC_FILE_RANGE_WRITE
-        /* Start write-back now so the final fsync has little left to do. */
-        (void)sync_file_range(fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
-#endif
+        writer_submit(&w, bufs[cur], n, (off_t)off);
         off += n;
+        cur ^= 1;
     }
+    int last = writer_wait(&w);
+    if (err == 0)
+        err = last;
+    if (w.threaded) {
+        pthread_mutex_lock(&w.mu);
+        w.stop = true;
+        pthread_cond_broadcast(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+        pthread_join(thread, NULL);
+        pthread_cond_destroy(&w.cv);
+        pthread_mutex_destroy(&w.mu);
+    }
+    if (st == KEEL_OK && err != 0)
+        st = keel_errorf(KEEL_ERR_IO, "write slot %s: %s", path, strerror(err));
     if (st == KEEL_OK && off != m->payload_size)
         st = keel_errorf(KEEL_ERR_VERIFY, "payload ended after %llu of %llu bytes",
                          (unsigned long long)off, (unsigned long long)m->payload_size);
-    if (st == KEEL_OK && slot_fsync(fd) != 0)
+    if (st == KEEL_OK && slot_fsync(w.fd) != 0)
         st = keel_errorf(KEEL_ERR_IO, "fsync slot %s: %s", path, strerror(errno));
-    if (fd >= 0 && close(fd) != 0 && st == KEEL_OK)
+    if (w.fd >= 0 && close(w.fd) != 0 && st == KEEL_OK)
         st = keel_errorf(KEEL_ERR_IO, "close slot %s: %s", path, strerror(errno));
-    free(buf);
+    free(bufs[0]);
+    free(bufs[1]);
     *written = off;
     return st;
 }
