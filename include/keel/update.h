@@ -28,7 +28,8 @@
 #define KEEL_BUNDLE_SIG_MAX 512u
 #define KEEL_BUNDLE_CHAIN_MAX (16u * 1024u)
 #define KEEL_BUNDLE_PAYLOAD_MAX (64ull * 1024 * 1024 * 1024)
-#define KEEL_BUNDLE_CHUNK_DEFAULT (1024u * 1024u)
+/* 256 KiB: the installer holds two chunks, so this is most of its own memory. */
+#define KEEL_BUNDLE_CHUNK_DEFAULT (256u * 1024u)
 #define KEEL_BUNDLE_CHUNK_MAX (16u * 1024u * 1024u)
 /* 8192 digests (64 hex characters each) keep the manifest under its 1 MiB
  * cap; at 16 MiB chunks that still covers KEEL_BUNDLE_PAYLOAD_MAX. */

@@ -51,7 +51,7 @@ static const char create_usage[] =
     "  --security-fixes IDS     comma-separated ids (CVE-2025-1234,...), at most 64\n"
     "  --disruptive             the update interrupts the device's function;\n"
     "  --downtime SECONDS       ... for about this long (required with --disruptive)\n"
-    "  --chunk-size BYTES       power of two, 4096..16777216 (default 1 MiB, larger\n"
+    "  --chunk-size BYTES       power of two, 4096..16777216 (default 256 KiB, larger\n"
     "                           when the payload needs more than 8192 chunks)\n"
     "  --kind image|trust       image (default): software for a slot; trust: a new\n"
     "                           release trust store, IMAGE being PEM with the new\n"
