@@ -161,46 +161,19 @@ static void print_manifest(const keel_manifest_t *m)
 
 static int cmd_signer(int argc, char **argv)
 {
-    static const char *cmd = "bundle signer";
-    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-                                         {"name", required_argument, NULL, 'n'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {"passphrase-file", required_argument, NULL, 'f'},
-                                         {"passphrase-env", required_argument, NULL, 'e'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {NULL, 0, NULL, 0}};
-    const char *dir = NULL, *name = NULL, *out = NULL, *pfile = NULL, *penv = NULL;
-    int json = 0, c;
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'd': dir = optarg; break;
-        case 'n': name = optarg; break;
-        case 'o': out = optarg; break;
-        case 'f': pfile = optarg; break;
-        case 'e': penv = optarg; break;
-        case 'j': json = 1; break;
-        default: return cli_bad_option(cmd, c, argv);
-        }
-    }
-    if (optind != argc)
-        return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-    if (dir == NULL || name == NULL || out == NULL)
-        return cli_usage(cmd, "--dir, --name and --out are required");
-    keel_factory_t *f = NULL;
-    keel_status_t st = cli_load_factory(dir, KEEL_PKI_MASK(KEEL_PKI_RELEASE), pfile, penv, &f);
-    if (st == KEEL_OK)
-        st = keel_factory_issue_signer(f, name, out);
-    keel_factory_free(f);
-    if (st != KEEL_OK)
-        return cli_fail(cmd, st);
-    if (json) {
-        json_t *j = json_pack("{s:s, s:s, s:i, s:[s,s,s]}", "name", name, "out", out, "valid_days",
+    cli_issued_t r;
+    int rc = cli_issue("bundle signer", argc, argv, KEEL_PKI_MASK(KEEL_PKI_RELEASE), keel_factory_issue_signer,
+                       &r);
+    if (rc >= 0)
+        return rc;
+    if (r.json) {
+        json_t *j = json_pack("{s:s, s:s, s:i, s:[s,s,s]}", "name", r.name, "out", r.out, "valid_days",
                               KEEL_SIGNER_DAYS, "files", "signer.key", "signer.crt", "chain.pem");
-        int rc = cli_print_json(j);
+        rc = cli_print_json(j);
         json_decref(j);
         return rc;
     }
-    printf("update signer \"%s\" in %s (signer.key, signer.crt, chain.pem), valid %d days\n", name, out,
+    printf("update signer \"%s\" in %s (signer.key, signer.crt, chain.pem), valid %d days\n", r.name, r.out,
            KEEL_SIGNER_DAYS);
     return CLI_OK;
 }
@@ -502,32 +475,9 @@ static int cmd_verify(int argc, char **argv)
 
 int cmd_bundle(int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(bundle_usage, stderr);
-        return CLI_USAGE;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
-        fputs(bundle_usage, stdout);
-        return CLI_OK;
-    }
-    static const struct {
-        const char *name;
-        const char *help;
-        int (*fn)(int, char **);
-    } subs[] = {{"signer", signer_usage, cmd_signer},
+    static const cli_sub_t subs[] = {{"signer", signer_usage, cmd_signer},
                 {"create", create_usage, cmd_create},
                 {"inspect", inspect_usage, cmd_inspect},
                 {"verify", verify_usage, cmd_verify}};
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-        if (strcmp(sub, subs[i].name) != 0)
-            continue;
-        if (cli_want_help(argc - 1, argv + 1, subs[i].help))
-            return CLI_OK;
-        optind = 1;
-        opterr = 0;
-        return subs[i].fn(argc - 1, argv + 1);
-    }
-    fprintf(stderr, "keel: bundle: unknown subcommand '%s'\n\n%s", sub, bundle_usage);
-    return CLI_USAGE;
+    return cli_dispatch("bundle", bundle_usage, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

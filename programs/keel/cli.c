@@ -171,3 +171,62 @@ void cli_print_text(const char *label, const char *s)
     putchar('\n');
 }
 
+
+int cli_issue(const char *cmd, int argc, char **argv, unsigned need, cli_issue_fn fn, cli_issued_t *out)
+{
+    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+                                         {"name", required_argument, NULL, 'n'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"passphrase-file", required_argument, NULL, 'f'},
+                                         {"passphrase-env", required_argument, NULL, 'e'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    const char *dir = NULL, *pfile = NULL, *penv = NULL;
+    int c;
+    memset(out, 0, sizeof *out);
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'n': out->name = optarg; break;
+        case 'o': out->out = optarg; break;
+        case 'f': pfile = optarg; break;
+        case 'e': penv = optarg; break;
+        case 'j': out->json = 1; break;
+        default: return cli_bad_option(cmd, c, argv);
+        }
+    }
+    if (optind != argc)
+        return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+    if (dir == NULL || out->name == NULL || out->out == NULL)
+        return cli_usage(cmd, "--dir, --name and --out are required");
+    keel_factory_t *f = NULL;
+    keel_status_t st = cli_load_factory(dir, need, pfile, penv, &f);
+    if (st == KEEL_OK)
+        st = fn(f, out->name, out->out);
+    keel_factory_free(f);
+    return st == KEEL_OK ? -1 : cli_fail(cmd, st);
+}
+
+int cli_dispatch(const char *group, const char *usage, const cli_sub_t *subs, size_t n, int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return CLI_USAGE;
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        fputs(usage, stdout);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(sub, subs[i].name) != 0)
+            continue;
+        if (subs[i].help != NULL && cli_want_help(argc - 1, argv + 1, subs[i].help))
+            return CLI_OK;
+        optind = 1;
+        opterr = 0;
+        return subs[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "keel: %s: unknown subcommand '%s'\n\n%s", group, sub, usage);
+    return CLI_USAGE;
+}

@@ -37,6 +37,25 @@ keel_status_t cli_load_factory(const char *dir, unsigned need, const char *pfile
  * bundles and files comes from outside. */
 void cli_print_text(const char *label, const char *s);
 
+/* The common part of the commands that issue a certificate from the factory
+ * (--dir --name --out [--passphrase-file|--passphrase-env] [--json]): loads
+ * the factory with the issuing key in `need` and calls `fn`. Returns -1 when
+ * it succeeded (the caller prints its result), else the exit code. */
+typedef keel_status_t (*cli_issue_fn)(keel_factory_t *f, const char *name, const char *outdir);
+typedef struct {
+    const char *name, *out;
+    int json;
+} cli_issued_t;
+int cli_issue(const char *cmd, int argc, char **argv, unsigned need, cli_issue_fn fn, cli_issued_t *out);
+
+/* Runs the subcommand argv[1] of `group` (with --help on every level). */
+typedef struct {
+    const char *name;
+    const char *help; /* printed for --help; NULL if the subcommand prints its own */
+    int (*fn)(int argc, char **argv);
+} cli_sub_t;
+int cli_dispatch(const char *group, const char *usage, const cli_sub_t *subs, size_t n, int argc, char **argv);
+
 int cmd_factory(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_update(int argc, char **argv);

@@ -299,76 +299,26 @@ static int cmd_audit(int argc, char **argv)
 
 static int cmd_issue_server(int argc, char **argv)
 {
-    static const char *cmd = "factory issue-server";
-    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
-                                         {"name", required_argument, NULL, 'n'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {"passphrase-file", required_argument, NULL, 'f'},
-                                         {"passphrase-env", required_argument, NULL, 'e'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {NULL, 0, NULL, 0}};
-    const char *dir = NULL, *name = NULL, *out = NULL, *pfile = NULL, *penv = NULL;
-    int json = 0, c;
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'd': dir = optarg; break;
-        case 'n': name = optarg; break;
-        case 'o': out = optarg; break;
-        case 'f': pfile = optarg; break;
-        case 'e': penv = optarg; break;
-        case 'j': json = 1; break;
-        default: return cli_bad_option(cmd, c, argv);
-        }
-    }
-    if (optind != argc)
-        return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
-    if (dir == NULL || name == NULL || out == NULL)
-        return cli_usage(cmd, "--dir, --name and --out are required");
-    keel_factory_t *f = NULL;
-    keel_status_t st = cli_load_factory(dir, KEEL_PKI_MASK(KEEL_PKI_SERVICE), pfile, penv, &f);
-    if (st == KEEL_OK)
-        st = keel_factory_issue_server(f, name, out);
-    keel_factory_free(f);
-    if (st != KEEL_OK)
-        return cli_fail(cmd, st);
-    if (json) {
-        json_t *j = json_pack("{s:s, s:s}", "name", name, "out", out);
-        int rc = cli_print_json(j);
+    cli_issued_t r;
+    int rc = cli_issue("factory issue-server", argc, argv, KEEL_PKI_MASK(KEEL_PKI_SERVICE),
+                       keel_factory_issue_server, &r);
+    if (rc >= 0)
+        return rc;
+    if (r.json) {
+        json_t *j = json_pack("{s:s, s:s}", "name", r.name, "out", r.out);
+        rc = cli_print_json(j);
         json_decref(j);
         return rc;
     }
-    printf("server certificate for %s in %s (server.key, server.crt, chain.pem, ca.pem)\n", name, out);
+    printf("server certificate for %s in %s (server.key, server.crt, chain.pem, ca.pem)\n", r.name, r.out);
     return CLI_OK;
 }
 
 int cmd_factory(int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(factory_usage, stderr);
-        return CLI_USAGE;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
-        fputs(factory_usage, stdout);
-        return CLI_OK;
-    }
-    static const struct {
-        const char *name;
-        const char *help;
-        int (*fn)(int, char **);
-    } subs[] = {{"init", init_usage, cmd_init},
+    static const cli_sub_t subs[] = {{"init", init_usage, cmd_init},
                 {"provision", provision_usage, cmd_provision},
                 {"audit", audit_usage, cmd_audit},
                 {"issue-server", server_usage, cmd_issue_server}};
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-        if (strcmp(sub, subs[i].name) != 0)
-            continue;
-        if (cli_want_help(argc - 1, argv + 1, subs[i].help))
-            return CLI_OK;
-        optind = 1;
-        opterr = 0;
-        return subs[i].fn(argc - 1, argv + 1);
-    }
-    fprintf(stderr, "keel: factory: unknown subcommand '%s'\n\n%s", sub, factory_usage);
-    return CLI_USAGE;
+    return cli_dispatch("factory", factory_usage, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

@@ -405,17 +405,11 @@ static int cmd_status(int argc, char **argv)
 
 int cmd_update(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(update_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? CLI_USAGE : CLI_OK;
-    }
-    if (strcmp(argv[1], "install") == 0)
-        return cmd_install(argc - 1, argv + 1);
-    if (strcmp(argv[1], "confirm") == 0)
-        return cmd_confirm(argc - 1, argv + 1);
-    if (strcmp(argv[1], "status") == 0)
-        return cmd_status(argc - 1, argv + 1);
-    return cli_usage("update", "unknown subcommand '%s'", argv[1]);
+    /* Each subcommand prints its own --help (it also takes -o overrides). */
+    static const cli_sub_t subs[] = {{"install", NULL, cmd_install},
+                                     {"confirm", NULL, cmd_confirm},
+                                     {"status", NULL, cmd_status}};
+    return cli_dispatch("update", update_usage, subs, sizeof subs / sizeof subs[0], argc, argv);
 }
 
 /* ---- boot ------------------------------------------------------------------- */
