@@ -136,6 +136,12 @@ keel_status_t keel_bundle_inspect(keel_read_fn rd, void *ctx, keel_bundle_header
  * trust store and returns its manifest: the boot-time check of a slot. */
 keel_status_t keel_bundle_verify_signed_part(const uint8_t *data, size_t len, const keel_trust_t *trust,
                                              keel_manifest_t *out) KEEL_MUST_CHECK;
+/* The same, with flags: KEEL_VERIFY_NO_TIME skips the validity dates of the
+ * chain and CRL (the boot check: an image that verified when it was
+ * installed stays bootable after its signer expires or with an unset clock). */
+#define KEEL_VERIFY_NO_TIME 1u
+keel_status_t keel_bundle_verify_signed_part_ex(const uint8_t *data, size_t len, const keel_trust_t *trust,
+                                                unsigned flags, keel_manifest_t *out) KEEL_MUST_CHECK;
 void keel_manifest_free(keel_manifest_t *m);
 
 /* Release side: writes a bundle. */

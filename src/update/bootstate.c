@@ -397,6 +397,9 @@ bool keel_slots_boot_plan(keel_bootstate_t *st, int order[KEEL_SLOTS_N], int *n)
 {
     bool rolled_back = false;
     *n = 0;
+    /* Nothing is booted until this boot says so: a cut before it finishes
+     * must not leave an earlier boot's slot for confirm to promote. */
+    st->booted = KEEL_SLOT_NONE;
     if (slot_ok(st->pending)) {
         if (st->tries_left > 0) {
             st->tries_left--;

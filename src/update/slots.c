@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +44,8 @@ struct keel_slots {
     const char *model;
     uint32_t boot_tries;
     bool allow_downgrade;
+    int lock_fd;                    /* flock on <dir>/lock: one updater at a time */
+    char vault_err[KEEL_ERROR_MAX]; /* why the vault did not open, if it did not */
 };
 
 void keel_slots_close(keel_slots_t *s)
@@ -52,6 +55,8 @@ void keel_slots_close(keel_slots_t *s)
     keel_trust_free(s->trust);
     keel_vault_close(s->vault);
     keel_keystore_close(s->ks);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* releases the flock */
     free(s);
 }
 
@@ -77,6 +82,22 @@ static keel_status_t trust_open(const keel_config_t *c, char *path, keel_trust_t
     return trust_load_file(path, out);
 }
 
+/* One updater at a time: keeld's automatic update and a person's CLI must
+ * not write the same slot or race on the boot state. */
+static keel_status_t lock_updates(keel_slots_t *s)
+{
+    char path[KEEL_PATH_MAX];
+    keel_status_t st = keel_path_join(path, sizeof path, s->dir, "lock");
+    if (st != KEEL_OK)
+        return st;
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (s->lock_fd < 0)
+        return keel_errorf(KEEL_ERR_IO, "open %s: %s", path, strerror(errno));
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return keel_errorf(KEEL_ERR_IO, "another update, boot or confirm is running on this device");
+    return KEEL_OK;
+}
+
 keel_status_t keel_slots_open(const keel_config_t *c, keel_slots_t **out)
 {
     if (c == NULL || out == NULL)
@@ -84,6 +105,7 @@ keel_status_t keel_slots_open(const keel_config_t *c, keel_slots_t **out)
     keel_slots_t *s = calloc(1, sizeof *s);
     if (s == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    s->lock_fd = -1;
     s->cfg = c;
     s->model = keel_config_str(c, "device", "model");
     s->boot_tries = (uint32_t)keel_config_uint(c, "update", "boot_tries");
@@ -103,13 +125,22 @@ keel_status_t keel_slots_open(const keel_config_t *c, keel_slots_t **out)
     if (st == KEEL_OK)
         st = keel_dir_make(s->dir, 0700);
     if (st == KEEL_OK)
+        st = lock_updates(s);
+    if (st == KEEL_OK)
         st = keel_bootstate_file_backend(&s->file, s->dir, &s->backend);
     if (st == KEEL_OK)
         st = trust_open(c, s->trust_path, &s->trust);
-    if (st == KEEL_OK)
-        st = keel_device_keystore_open(c, &s->ks);
-    if (st == KEEL_OK)
-        st = keel_device_vault_open(c, s->ks, &s->vault);
+    /* The vault holds the anti-rollback counters. Without it installs and
+     * confirms are refused, but the bootloader still boots (from the counter
+     * the boot state implies), or a broken vault would brick the device. */
+    keel_status_t vst = KEEL_OK;
+    if (st == KEEL_OK && (vst = keel_device_keystore_open(c, &s->ks)) == KEEL_OK)
+        vst = keel_device_vault_open(c, s->ks, &s->vault);
+    if (st == KEEL_OK && vst != KEEL_OK) {
+        snprintf(s->vault_err, sizeof s->vault_err, "%s", keel_error_message());
+        keel_log(KEEL_LOG_WARN, "the vault is unavailable: %s", s->vault_err);
+        keel_error_clear();
+    }
     if (st != KEEL_OK) {
         keel_slots_close(s);
         return st;
@@ -128,6 +159,8 @@ const char *keel_slots_path(const keel_slots_t *s, int slot)
 /* A 32-bit counter kept sealed in the vault; absent reads as 0. */
 static keel_status_t counter_get(keel_slots_t *s, const char *name, uint32_t *counter)
 {
+    if (s->vault == NULL)
+        return keel_errorf(KEEL_ERR_IO, "the vault is unavailable: %s", s->vault_err);
     uint8_t b[4];
     size_t n = 0;
     keel_status_t st = keel_vault_secret_get(s->vault, name, b, sizeof b, &n);
@@ -147,6 +180,8 @@ static keel_status_t counter_get(keel_slots_t *s, const char *name, uint32_t *co
 /* Raises a counter to `to`; it never decreases. */
 static keel_status_t counter_raise(keel_slots_t *s, const char *name, uint32_t to)
 {
+    if (s->vault == NULL)
+        return keel_errorf(KEEL_ERR_IO, "the vault is unavailable: %s", s->vault_err);
     uint32_t cur = 0;
     keel_status_t st = counter_get(s, name, &cur);
     if (st != KEEL_OK || to <= cur)
@@ -158,6 +193,30 @@ static keel_status_t counter_raise(keel_slots_t *s, const char *name, uint32_t t
 keel_status_t keel_slots_counter(keel_slots_t *s, uint32_t *counter)
 {
     return counter_get(s, KEEL_SECVER_SECRET, counter);
+}
+
+/*
+ * The anti-rollback counter to enforce: the vault's, but never below the
+ * security version of the confirmed (active) slot, so deleting the vault
+ * does not reopen old versions. When the vault cannot be read, `strict`
+ * callers (install, confirm) fail; the bootloader goes on with the boot
+ * state's figure.
+ */
+static keel_status_t effective_counter(keel_slots_t *s, const keel_bootstate_t *bs, bool strict, uint32_t *out)
+{
+    uint32_t c = 0;
+    keel_status_t st = keel_slots_counter(s, &c);
+    if (st != KEEL_OK) {
+        if (strict)
+            return st;
+        keel_log(KEEL_LOG_WARN, "%s; using the boot state's anti-rollback figure", keel_error_message());
+        keel_error_clear();
+        c = 0;
+    }
+    if ((bs->active == 0 || bs->active == 1) && bs->security_version[bs->active] > c)
+        c = bs->security_version[bs->active];
+    *out = c;
+    return KEEL_OK;
 }
 
 /* ---- checks shared by install and boot ------------------------------------ */
@@ -182,7 +241,7 @@ keel_status_t keel_slots_state(keel_slots_t *s, keel_bootstate_t *st)
 
 /* The signed manifest of a slot, verified against `trust`. */
 static keel_status_t slot_manifest_under(keel_slots_t *s, int slot, const keel_trust_t *trust,
-                                         keel_manifest_t *out)
+                                         unsigned flags, keel_manifest_t *out)
 {
     if (slot != 0 && slot != 1)
         return keel_errorf(KEEL_ERR_ARG, "no such slot");
@@ -190,14 +249,21 @@ static keel_status_t slot_manifest_under(keel_slots_t *s, int slot, const keel_t
     keel_status_t st = keel_file_read(s->signed_path[slot], SIGNED_PART_MAX, &b);
     if (st != KEEL_OK)
         return st;
-    st = keel_bundle_verify_signed_part(b.data, b.len, trust, out);
+    st = keel_bundle_verify_signed_part_ex(b.data, b.len, trust, flags, out);
     keel_buf_free(&b);
+    /* Only software images boot: a signed trust bundle copied into a slot
+     * must not run, nor raise the counter. */
+    if (st == KEEL_OK && out->kind != KEEL_BUNDLE_IMAGE) {
+        keel_manifest_free(out);
+        st = keel_errorf(KEEL_ERR_VERIFY, "slot %c holds a trust store bundle, not a software image",
+                         keel_slot_name(slot));
+    }
     return st;
 }
 
 keel_status_t keel_slots_manifest(keel_slots_t *s, int slot, keel_manifest_t *out)
 {
-    return slot_manifest_under(s, slot, s->trust, out);
+    return slot_manifest_under(s, slot, s->trust, 0, out);
 }
 
 /* A new trust store must still verify every slot the device may boot,
@@ -210,10 +276,12 @@ static keel_status_t trust_keeps_slots(keel_slots_t *s, const keel_trust_t *t)
         if (i != bs.active && i != bs.pending && !bs.good[i])
             continue;
         keel_manifest_t m;
-        if (slot_manifest_under(s, i, t, &m) != KEEL_OK)
+        if (slot_manifest_under(s, i, t, KEEL_VERIFY_NO_TIME, &m) != KEEL_OK) {
+            char why[KEEL_ERROR_MAX];
+            snprintf(why, sizeof why, "%s", keel_error_message());
             return keel_errorf(KEEL_ERR_VERIFY, "the new trust store would not verify the software in slot %c "
-                               "(%s); keep its release root in the trust store until that slot is replaced",
-                               keel_slot_name(i), bs.version[i]);
+                               "(%s): %s", keel_slot_name(i), bs.version[i], why);
+        }
         keel_manifest_free(&m);
     }
     return st;
@@ -252,7 +320,7 @@ static int slot_fsync(int fd)
 static keel_status_t install_policy(keel_slots_t *s, const keel_bootstate_t *bs, const keel_manifest_t *m)
 {
     uint32_t counter = 0;
-    keel_status_t st = keel_slots_counter(s, &counter);
+    keel_status_t st = effective_counter(s, bs, true, &counter);
     if (st != KEEL_OK)
         return st;
     if (!model_listed(m, s->model))
@@ -491,6 +559,21 @@ static keel_status_t install_trust(keel_slots_t *s, keel_bundle_reader_t *r, con
         snprintf(why, sizeof why, "%s", keel_error_message());
         st = keel_errorf(KEEL_ERR_VERIFY, "the new trust store does not load: %s", why);
     }
+    /* The new store must accept this very bundle, or it could lock out every
+     * later update (a CRL from the wrong issuer, say). */
+    const uint8_t *sp = NULL;
+    size_t splen = 0;
+    keel_manifest_t self;
+    if (st == KEEL_OK && (st = keel_bundle_signed_part(r, &sp, &splen)) == KEEL_OK) {
+        if ((st = keel_bundle_verify_signed_part(sp, splen, t, &self)) == KEEL_OK) {
+            keel_manifest_free(&self);
+        } else {
+            char why[KEEL_ERROR_MAX];
+            snprintf(why, sizeof why, "%s", keel_error_message());
+            st = keel_errorf(KEEL_ERR_VERIFY, "the new trust store would refuse the bundle that carries it: %s",
+                             why);
+        }
+    }
     if (st == KEEL_OK)
         st = trust_keeps_slots(s, t);
     keel_trust_free(t);
@@ -602,50 +685,45 @@ static keel_status_t sha256_stream(int fd, EVP_MD_CTX *md, uint8_t *buf, uint64_
     return KEEL_OK;
 }
 
-/* On a digest mismatch: which chunk differs (a second pass, failures only). */
-static long bad_chunk(int fd, const keel_manifest_t *m, EVP_MD_CTX *md, uint8_t *buf)
-{
-    if (lseek(fd, 0, SEEK_SET) != 0 || m->chunk_sha256 == NULL)
-        return -1;
-    uint64_t left = m->payload_size;
-    for (uint32_t i = 0; i < m->n_chunks && left > 0; i++) {
-        uint64_t n = left < m->chunk_size ? left : m->chunk_size;
-        uint8_t d[KEEL_SHA256_LEN];
-        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 || sha256_stream(fd, md, buf, n) != KEEL_OK ||
-            EVP_DigestFinal_ex(md, d, NULL) != 1 || !keel_ct_equal(d, m->chunk_sha256[i], KEEL_SHA256_LEN))
-            return (long)i;
-        left -= n;
-    }
-    return -1;
-}
-
-/* Secure boot (5.7-1): the image's first payload_size bytes hash to the
- * signed manifest's digest. */
+/*
+ * Secure boot (5.7-1): the image holds exactly the signed payload, chunk by
+ * chunk against the manifest's chunk digests: the same check install makes,
+ * in one pass. A regular-file slot must be exactly the payload's size.
+ */
 static keel_status_t verify_image(const char *path, const keel_manifest_t *m, char *detail, size_t cap)
 {
     keel_status_t st = KEEL_OK;
     uint8_t *buf = malloc(VERIFY_BUF);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    uint8_t d[KEEL_SHA256_LEN];
+    struct stat sb;
     if (buf == NULL || md == NULL) {
         st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
     } else if (fd < 0) {
         st = keel_errorf(KEEL_ERR_VERIFY, "image %s cannot be opened: %s", path, strerror(errno));
+    } else if (fstat(fd, &sb) != 0) {
+        st = keel_errorf(KEEL_ERR_IO, "stat %s: %s", path, strerror(errno));
+    } else if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size != m->payload_size) {
+        st = keel_errorf(KEEL_ERR_VERIFY, "image is %lld bytes, its manifest says %llu", (long long)sb.st_size,
+                         (unsigned long long)m->payload_size);
     } else {
 #ifdef POSIX_FADV_SEQUENTIAL
         (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
-        if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
-            st = keel_crypto_error(KEEL_ERR_CRYPTO, "sha256");
-        if (st == KEEL_OK)
-            st = sha256_stream(fd, md, buf, m->payload_size);
-        if (st == KEEL_OK && EVP_DigestFinal_ex(md, d, NULL) != 1)
-            st = keel_crypto_error(KEEL_ERR_CRYPTO, "sha256");
-        if (st == KEEL_OK && !keel_ct_equal(d, m->payload_sha256, KEEL_SHA256_LEN)) {
-            long c = bad_chunk(fd, m, md, buf);
-            st = c >= 0 ? keel_errorf(KEEL_ERR_VERIFY, "image digest mismatch in chunk %ld", c)
-                        : keel_errorf(KEEL_ERR_VERIFY, "image digest mismatch");
+        uint64_t left = m->payload_size;
+        for (uint32_t i = 0; st == KEEL_OK && i < m->n_chunks; i++) {
+            uint64_t n = left < m->chunk_size ? left : m->chunk_size;
+            uint8_t d[KEEL_SHA256_LEN];
+            if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+                st = keel_crypto_error(KEEL_ERR_CRYPTO, "sha256");
+            if (st == KEEL_OK)
+                st = sha256_stream(fd, md, buf, n);
+            if (st == KEEL_OK && EVP_DigestFinal_ex(md, d, NULL) != 1)
+                st = keel_crypto_error(KEEL_ERR_CRYPTO, "sha256");
+            /* Digests are public: a plain comparison is enough. */
+            if (st == KEEL_OK && memcmp(d, m->chunk_sha256[i], sizeof d) != 0)
+                st = keel_errorf(KEEL_ERR_VERIFY, "image digest mismatch in chunk %u", i);
+            left -= n;
         }
     }
     if (st != KEEL_OK)
@@ -662,7 +740,7 @@ static keel_status_t verify_slot(keel_slots_t *s, const keel_bootstate_t *bs, in
                                  bool recovering, keel_manifest_t *m, char *detail, size_t cap)
 {
     char why[KEEL_TAMPER_DETAIL_MAX + 1] = "";
-    keel_status_t st = keel_slots_manifest(s, slot, m);
+    keel_status_t st = slot_manifest_under(s, slot, s->trust, KEEL_VERIFY_NO_TIME, m);
     if (st != KEEL_OK) {
         detailf(why, sizeof why, "signed manifest: %s", keel_error_message());
     } else if (!model_listed(m, s->model)) {
@@ -687,30 +765,57 @@ static keel_status_t verify_slot(keel_slots_t *s, const keel_bootstate_t *bs, in
     return st;
 }
 
-/* Both boot-state copies lost: rebuild from the signed manifests kept beside
- * the slots; the image checks at boot still decide what runs. */
+/*
+ * Both boot-state copies lost: rebuild from the signed manifests kept beside
+ * the slots; the image checks at boot still decide what runs. A slot above
+ * the anti-rollback counter was never confirmed: it gets a trial boot as the
+ * pending slot (and rolls back if it never confirms), not the good mark.
+ */
 static void recover_state(keel_slots_t *s, keel_bootstate_t *bs)
 {
+    uint32_t counter = 0;
+    if (keel_slots_counter(s, &counter) != KEEL_OK)
+        counter = 0;
     keel_bootstate_init(bs);
+    bool found[KEEL_SLOTS_N] = {false, false};
     for (int i = 0; i < KEEL_SLOTS_N; i++) {
         keel_manifest_t m;
         memset(&m, 0, sizeof m);
-        if (keel_slots_manifest(s, i, &m) != KEEL_OK)
+        if (slot_manifest_under(s, i, s->trust, KEEL_VERIFY_NO_TIME, &m) != KEEL_OK)
             continue;
-        bs->good[i] = true;
-        if (keel_strlcpy(bs->version[i], m.version, sizeof bs->version[i]) != KEEL_OK)
-            bs->good[i] = false;
+        found[i] = keel_strlcpy(bs->version[i], m.version, sizeof bs->version[i]) == KEEL_OK;
         bs->security_version[i] = m.security_version;
         keel_manifest_free(&m);
     }
     keel_error_clear();
-    if (bs->good[0] && bs->good[1]) {
-        int cmp = bs->security_version[0] != bs->security_version[1]
-                      ? (bs->security_version[0] > bs->security_version[1] ? 1 : -1)
-                      : keel_semver_cmp(bs->version[0], bs->version[1]);
-        bs->active = cmp >= 0 ? 0 : 1;
-    } else if (bs->good[0] || bs->good[1]) {
-        bs->active = bs->good[0] ? 0 : 1;
+    int newest = KEEL_SLOT_NONE;
+    for (int i = 0; i < KEEL_SLOTS_N; i++) {
+        if (!found[i])
+            continue;
+        if (newest == KEEL_SLOT_NONE)
+            newest = i;
+        else {
+            int cmp = bs->security_version[i] != bs->security_version[newest]
+                          ? (bs->security_version[i] > bs->security_version[newest] ? 1 : -1)
+                          : keel_semver_cmp(bs->version[i], bs->version[newest]);
+            if (cmp > 0)
+                newest = i;
+        }
+    }
+    if (newest == KEEL_SLOT_NONE)
+        return;
+    int other = 1 - newest;
+    if (bs->security_version[newest] > counter) {
+        bs->pending = newest;
+        bs->tries_left = s->boot_tries;
+        if (found[other]) {
+            bs->good[other] = true;
+            bs->active = other;
+        }
+    } else {
+        bs->good[newest] = true;
+        bs->active = newest;
+        bs->good[other] = found[other];
     }
 }
 
@@ -731,21 +836,25 @@ keel_status_t keel_slots_boot(keel_slots_t *s, keel_boot_result_t *res)
     }
     uint32_t counter = 0;
     if (st == KEEL_OK)
-        st = keel_slots_counter(s, &counter);
+        st = effective_counter(s, &bs, false, &counter);
     if (st != KEEL_OK)
         return st;
     int order[KEEL_SLOTS_N], n = 0;
     res->rolled_back = keel_slots_boot_plan(&bs, order, &n);
-    /* The try is spent before the slot runs: a hang or cut still counts. */
-    st = keel_bootstate_store(&s->backend, &bs);
-    if (st != KEEL_OK)
-        return st;
+    /* The try is spent before the slot runs: a hang or cut still counts. A
+     * state that cannot be written (worn or full flash) must not stop the
+     * boot of a slot that verifies. */
+    if (keel_bootstate_store(&s->backend, &bs) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "boot state not written: %s", keel_error_message());
+        keel_error_clear();
+    }
     int booted = KEEL_SLOT_NONE;
     keel_manifest_t m;
     for (int i = 0; i < n && booted == KEEL_SLOT_NONE; i++) {
         char detail[KEEL_TAMPER_DETAIL_MAX + 1] = "";
         memset(&m, 0, sizeof m);
-        if (verify_slot(s, &bs, order[i], counter, recovering, &m, detail, sizeof detail) == KEEL_OK) {
+        keel_status_t vst = verify_slot(s, &bs, order[i], counter, recovering, &m, detail, sizeof detail);
+        if (vst == KEEL_OK) {
             booted = order[i];
             res->security_version = m.security_version;
             if (keel_strlcpy(res->version, m.version, sizeof res->version) != KEEL_OK)
@@ -753,7 +862,10 @@ keel_status_t keel_slots_boot(keel_slots_t *s, keel_boot_result_t *res)
             keel_manifest_free(&m);
         } else {
             keel_log(KEEL_LOG_WARN, "%s", detail);
-            keel_slots_boot_refuse(&bs, order[i], detail, (int64_t)time(NULL));
+            /* Only what does not verify is tampering; an I/O error skips the
+             * slot this time and leaves its marks alone. */
+            if (vst == KEEL_ERR_VERIFY || vst == KEEL_ERR_FORMAT || vst == KEEL_ERR_NOT_FOUND)
+                keel_slots_boot_refuse(&bs, order[i], detail, (int64_t)time(NULL));
             res->refused++;
         }
     }
@@ -761,9 +873,10 @@ keel_status_t keel_slots_boot(keel_slots_t *s, keel_boot_result_t *res)
     keel_slots_boot_done(&bs, booted);
     res->tries_left = bs.tries_left;
     res->slot = booted;
-    st = keel_bootstate_store(&s->backend, &bs);
-    if (st != KEEL_OK)
-        return st;
+    if (keel_bootstate_store(&s->backend, &bs) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "boot state not written: %s", keel_error_message());
+        keel_error_clear();
+    }
     if (booted == KEEL_SLOT_NONE)
         return keel_errorf(KEEL_ERR_VERIFY, "no bootable slot");
     return KEEL_OK;
@@ -775,7 +888,7 @@ keel_status_t keel_slots_confirm_booted(keel_slots_t *s, int *slot, uint32_t *co
     uint32_t c = 0;
     keel_status_t st = keel_slots_state(s, &bs);
     if (st == KEEL_OK)
-        st = keel_slots_counter(s, &c);
+        st = effective_counter(s, &bs, true, &c);
     if (st == KEEL_OK)
         st = keel_slots_confirm(&bs, &c);
     /* State first: a cut before the counter moves is healed by the next

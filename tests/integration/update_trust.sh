@@ -36,9 +36,9 @@ note "the old hierarchy's image installs"
 mk "$T/s-old" "$T/v1.kb" 1.0.0 1 image "$T/img"
 cycle "$T/v1.kb"
 
-note "a trust store without the root of the running software is refused (the next boot would fail)"
+note "a trust store that would refuse the bundle carrying it is refused (it could lock out all updates)"
 mk "$T/s-old" "$T/trust-new-only.kb" 2026.1.0 1 trust "$T/new/release-ca/root.crt"
-install_refused "$T/trust-new-only.kb" "would not verify the software in slot A"
+install_refused "$T/trust-new-only.kb" "would refuse the bundle that carries it"
 
 note "moving to a new release hierarchy: first a trust store with both roots"
 cat "$T/old/release-ca/root.crt" "$T/new/release-ca/root.crt" >"$T/both.pem"
@@ -49,6 +49,9 @@ install_ok "$T/trust1.kb"
 grep -q "installed trust store" "$T/out" || fail "unexpected output: $(cat "$T/out")"
 cmp -s "$D/trust/release-root.pem" "$T/both.pem" || fail "trust store not replaced"
 expect_rc 0 "$KEEL" boot --state "$D"      # the running software still verifies
+note "a trust store without the root of the running software is refused (the next boot would fail)"
+mk "$T/s-new" "$T/trust-early.kb" 2026.1.5 2 trust "$T/new/release-ca/root.crt"
+install_refused "$T/trust-early.kb" "would not verify the software in slot A"
 mk "$T/s-new" "$T/v2.kb" 1.1.0 2 image "$T/img"
 cycle "$T/v2.kb"
 
