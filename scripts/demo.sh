@@ -76,11 +76,13 @@ run "$KEEL" bundle signer --dir "$W/factory" --name "thermo release 2026" --out 
 head -c 4194304 /dev/urandom >"$W/image-1.0"
 head -c 4194304 /dev/urandom >"$W/image-1.1"
 run "$KEEL" bundle create --signer "$W/signer" --model thermo-1 --version 1.0.0 --security-version 1 \
-    --support-until 2031-12-31 --payload "$W/image-1.0" --out "$W/thermo-1.0.kb"
+    --support-until 2031-12-31 --payload "$W/image-1.0" --out "$W/thermo-1.0.kb" \
+    --passphrase-env KEEL_DEMO_PASSPHRASE
 printf 'Fixes the setpoint rounding.\nCloses a heap overflow in the schedule parser.\n' >"$W/notes"
 run "$KEEL" bundle create --signer "$W/signer" --model thermo-1 --version 1.1.0 --security-version 2 \
     --support-until 2032-06-30 --payload "$W/image-1.1" --out "$W/thermo-1.1.kb" --notes "$W/notes" \
-    --security-fixes KEEL-2026-001 --risk "a crafted schedule could run code on the device"
+    --security-fixes KEEL-2026-001 --risk "a crafted schedule could run code on the device" \
+    --passphrase-env KEEL_DEMO_PASSPHRASE
 D=$W/batch/$dev
 run "$KEEL" update install "$W/thermo-1.0.kb" --state "$D"
 run "$KEEL" boot --state "$D"

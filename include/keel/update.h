@@ -146,7 +146,8 @@ void keel_manifest_free(keel_manifest_t *m);
 
 /* Release side: writes a bundle. */
 typedef struct {
-    const char *signer_key;   /* PEM private key of the signer */
+    const char *signer_key;   /* PEM private key of the signer (mode 0600) */
+    const char *signer_pass;  /* its passphrase when encrypted, else NULL */
     const char *signer_chain; /* PEM: signer certificate, then the release issuing CA */
     const char *payload;      /* path, or "-" for stdin */
     const char *out;

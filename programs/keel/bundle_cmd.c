@@ -56,6 +56,8 @@ static const char create_usage[] =
     "  --kind image|trust       image (default): software for a slot; trust: a new\n"
     "                           release trust store, IMAGE being PEM with the new\n"
     "                           release root and optionally its current CRL\n"
+    "  --passphrase-file FILE   the signer key's passphrase (the factory's), when\n"
+    "  --passphrase-env VAR       the factory was made with one\n"
     "  --json                   print a JSON summary on stdout\n";
 
 static const char inspect_usage[] =
@@ -214,9 +216,11 @@ static int cmd_create(int argc, char **argv)
                                          {"downtime", required_argument, NULL, 'T'},
                                          {"chunk-size", required_argument, NULL, 'c'},
                                          {"kind", required_argument, NULL, 'k'},
+                                         {"passphrase-file", required_argument, NULL, 'P'},
+                                         {"passphrase-env", required_argument, NULL, 'E'},
                                          {"json", no_argument, NULL, 'j'},
                                          {NULL, 0, NULL, 0}};
-    const char *signer = NULL, *notes_file = NULL, *models[KEEL_BUNDLE_MODELS_MAX];
+    const char *signer = NULL, *notes_file = NULL, *pfile = NULL, *penv = NULL, *models[KEEL_BUNDLE_MODELS_MAX];
     const char *fixes[KEEL_BUNDLE_FIXES_MAX];
     char *fix_arg = NULL;
     keel_bundle_create_opts_t o = {.models = models, .security_fixes = fixes};
@@ -255,6 +259,8 @@ static int cmd_create(int argc, char **argv)
                 return cli_usage(cmd, "--chunk-size must be a power of two in 4096..%u", KEEL_BUNDLE_CHUNK_MAX);
             o.chunk_size = (uint32_t)v;
             break;
+        case 'P': pfile = optarg; break;
+        case 'E': penv = optarg; break;
         case 'k':
             if (strcmp(optarg, "image") == 0)
                 o.kind = KEEL_BUNDLE_IMAGE;
@@ -296,9 +302,16 @@ static int cmd_create(int argc, char **argv)
             st = keel_errorf(KEEL_ERR_ARG, "--notes: %s contains a NUL byte", notes_file);
         o.notes = (const char *)notes.data;
     }
+    /* The signer key is encrypted when the factory had a passphrase. */
+    char pass[KEEL_PASSPHRASE_MAX + 1];
+    size_t passlen = 0;
+    if (st == KEEL_OK && (pfile != NULL || penv != NULL) &&
+        (st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen)) == KEEL_OK)
+        o.signer_pass = pass;
     double t0 = keel_now();
     if (st == KEEL_OK)
         st = keel_bundle_create(&o);
+    keel_wipe(pass, sizeof pass);
     keel_buf_free(&notes);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);

@@ -29,6 +29,10 @@
 
 struct keel_factory {
     char org[KEEL_ORG_MAX + 1];
+    /* The passphrase the factory was opened with: signer keys are encrypted
+     * with it like the CA keys. Wiped in keel_factory_free. */
+    char pass[KEEL_PASSPHRASE_MAX + 1];
+    size_t passlen;
     X509 *root[KEEL_PKI_COUNT];
     X509 *issuing[KEEL_PKI_COUNT];
     EVP_PKEY *issuing_key[KEEL_PKI_COUNT];
@@ -410,6 +414,7 @@ void keel_factory_free(keel_factory_t *f)
         X509_free(f->issuing[i]);
         EVP_PKEY_free(f->issuing_key[i]);
     }
+    keel_wipe(f->pass, sizeof f->pass);
     free(f);
 }
 
@@ -444,6 +449,8 @@ keel_status_t keel_factory_load(const char *dir, unsigned need, const char *pass
     }
     st = keel_strlcpy(f->org, org, sizeof f->org);
     json_decref(j);
+    if (st == KEEL_OK && pass != NULL && (st = keel_strlcpy(f->pass, pass, sizeof f->pass)) == KEEL_OK)
+        f->passlen = strlen(f->pass);
     for (int i = 0; i < KEEL_PKI_COUNT && st == KEEL_OK; i++) {
         char sub[KEEL_PATH_MAX];
         st = keel_snprintf(sub, sizeof sub, "%s/%s/root.crt", dir, pki_dirs[i]);
@@ -590,7 +597,9 @@ keel_status_t keel_factory_issue_signer(keel_factory_t *f, const char *name, con
                     .days = KEEL_SIGNER_DAYS, .exts = exts, .ext_nids = nids, .n_exts = 5};
     st = make_cert(f->org, &r, &cert);
     /* A signer key is never silently replaced: its certificate may be in use. */
-    if (st == KEEL_OK && (st = pem_key(key, NULL, 0, &pem)) == KEEL_OK)
+    /* With a factory passphrase the signer key is encrypted like the CA keys:
+     * it can sign software for the whole fleet. */
+    if (st == KEEL_OK && (st = pem_key(key, f->passlen ? f->pass : NULL, f->passlen, &pem)) == KEEL_OK)
         st = keel_file_create_atomic(keypath, pem.data, pem.len, 0600);
     if (st == KEEL_ERR_EXISTS)
         st = keel_errorf(st, "%s already exists; refusing to replace a signer key (use a new directory)", keypath);

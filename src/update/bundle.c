@@ -1178,21 +1178,31 @@ static keel_status_t as_config(const char *what)
     return keel_errorf(KEEL_ERR_CONFIG, "%s: %s", what, why);
 }
 
-static keel_status_t signer_load(const char *key_path, const char *chain_path, signer_t *s)
+static keel_status_t signer_load(const char *key_path, const char *pass, const char *chain_path, signer_t *s)
 {
     keel_buf_t b;
     keel_buf_init(&s->chain, KEEL_BUNDLE_CHAIN_MAX);
+    struct stat sb;
+    if (stat(key_path, &sb) == 0 && (sb.st_mode & 077) != 0)
+        return keel_errorf(KEEL_ERR_CONFIG, "signer key %s is readable by others (mode %03o); make it 0600",
+                           key_path, (unsigned)(sb.st_mode & 0777));
     keel_status_t st = read_pem_file(key_path, KEY_PEM_MAX, &b);
     if (st != KEEL_OK)
         return as_config("signer key");
+    int encrypted = strstr((const char *)b.data, "ENCRYPTED") != NULL;
     BIO *bio = BIO_new_mem_buf(b.data, (int)b.len);
-    /* An empty passphrase makes an encrypted key fail instead of prompting. */
-    s->key = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)"") : NULL;
+    /* Without a passphrase, an empty one makes an encrypted key fail instead
+     * of prompting on the terminal. */
+    s->key = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, (void *)(pass != NULL ? pass : "")) : NULL;
     BIO_free(bio);
     keel_buf_free(&b); /* wipes the PEM */
     if (s->key == NULL) {
         ERR_clear_error();
-        return keel_errorf(KEEL_ERR_CONFIG, "signer key %s: not an unencrypted PEM private key", key_path);
+        if (encrypted && pass == NULL)
+            return keel_errorf(KEEL_ERR_CONFIG, "signer key %s is encrypted: give its passphrase", key_path);
+        if (encrypted)
+            return keel_errorf(KEEL_ERR_VERIFY, "signer key %s: wrong passphrase", key_path);
+        return keel_errorf(KEEL_ERR_CONFIG, "signer key %s: not a PEM private key", key_path);
     }
     if ((st = read_pem_file(chain_path, CHAIN_PEM_MAX, &b)) != KEEL_OK)
         return as_config("signer chain");
@@ -1548,7 +1558,7 @@ keel_status_t keel_bundle_create(const keel_bundle_create_opts_t *o)
     uint8_t *io = NULL;
     char *manifest = NULL, tmp[KEEL_PATH_MAX] = "";
     int in = -1, out = -1, spooled = 0;
-    if ((st = signer_load(o->signer_key, o->signer_chain, &s)) != KEEL_OK)
+    if ((st = signer_load(o->signer_key, o->signer_pass, o->signer_chain, &s)) != KEEL_OK)
         goto done;
     io = malloc(IO_BUF);
     dg.d = calloc(KEEL_BUNDLE_CHUNKS_MAX, sizeof *dg.d);

@@ -38,7 +38,14 @@ expect_rc 0 "$KEEL" bundle signer --dir "$T/other" --name "Other release" --out 
 note "create from a file and from stdin"
 head -c 3145728 /dev/urandom >"$T/image"
 printf 'Fixes the heater.\nSecond line.\n' >"$T/notes"
-C="$KEEL bundle create --signer $T/s --model thermo-1 --version 1.2.0 --security-version 4 --support-until 2031-12-31"
+# The signer key is encrypted with the factory's passphrase: create needs it.
+expect_rc 2 "$KEEL" bundle create --signer "$T/s" --model thermo-1 --version 1.2.0 --security-version 4 \
+    --support-until 2031-12-31 --payload "$T/image" --out "$T/nopass.kbn"
+grep -q "is encrypted: give its passphrase" "$T/err" || fail "unclear message: $(cat "$T/err")"
+grep -q "ENCRYPTED PRIVATE KEY" "$T/s/signer.key" || fail "the signer key is not encrypted"
+expect_rc 1 "$KEEL" bundle create --signer "$T/s" --model thermo-1 --version 1.2.0 --security-version 4 \
+    --support-until 2031-12-31 --payload "$T/image" --out "$T/nopass.kbn" --passphrase-env KEEL_WRONG_PASS
+C="$KEEL bundle create --signer $T/s --model thermo-1 --version 1.2.0 --security-version 4 --support-until 2031-12-31 --passphrase-env KEEL_TEST_PASS"
 # shellcheck disable=SC2086
 expect_rc 0 $C --model thermo-2 --payload "$T/image" --out "$T/b1.kbn" --notes "$T/notes" \
     --risk "remote code execution in the setup UI" --security-fixes CVE-2025-0001,CVE-2025-0002 \

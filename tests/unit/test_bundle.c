@@ -891,6 +891,7 @@ static void test_wrong_signers(void **state)
     FILE *f = fopen(path, "w");
     assert_int_equal(PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL), 1);
     fclose(f);
+    assert_int_equal(chmod(path, 0600), 0); /* a readable signer key is refused outright */
     path_in(path, sdir, "chain.pem");
     f = fopen(path, "w");
     assert_int_equal(PEM_write_X509(f, old), 1);
