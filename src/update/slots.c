@@ -120,7 +120,10 @@ keel_status_t keel_slots_open(const keel_config_t *c, keel_slots_t **out)
         else
             st = keel_path_join(s->signed_path[i], sizeof s->signed_path[i], s->dir, signed_names[i]);
     }
-    if (st == KEEL_OK && strcmp(s->slot_path[0], s->slot_path[1]) == 0)
+    struct stat sa, sb;
+    if (st == KEEL_OK && (strcmp(s->slot_path[0], s->slot_path[1]) == 0 ||
+                          (stat(s->slot_path[0], &sa) == 0 && stat(s->slot_path[1], &sb) == 0 &&
+                           sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino)))
         st = keel_errorf(KEEL_ERR_CONFIG, "[update] slot_a and slot_b are the same: %s", s->slot_path[0]);
     if (st == KEEL_OK)
         st = keel_dir_make(s->dir, 0700);
@@ -340,9 +343,24 @@ static keel_status_t install_policy(keel_slots_t *s, const keel_bootstate_t *bs,
 
 static keel_status_t slot_open_for_write(const char *path, uint64_t size, int *fdout)
 {
+    bool existed = keel_path_exists(path);
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return keel_errorf(KEEL_ERR_IO, "open slot %s: %s", path, strerror(errno));
+    /* A slot file made here must survive a power cut as a name too. */
+    if (!existed) {
+        char dir[KEEL_PATH_MAX];
+        const char *slash = strrchr(path, '/');
+        size_t n = slash != NULL ? (size_t)(slash - path) : 0;
+        if (n > 0 && n < sizeof dir) {
+            memcpy(dir, path, n);
+            dir[n] = '\0';
+            if (keel_dir_sync(dir) != KEEL_OK) {
+                close(fd);
+                return keel_errorf(KEEL_ERR_IO, "sync the directory of slot %s", path);
+            }
+        }
+    }
     struct stat sb;
     keel_status_t st = KEEL_OK;
     if (fstat(fd, &sb) != 0) {
@@ -628,6 +646,10 @@ keel_status_t keel_slots_install(keel_slots_t *s, keel_read_fn rd, void *ctx, ke
         keel_slots_install_begin(&bs, slot);
         st = keel_bootstate_store(&s->backend, &bs);
     }
+    /* The old signed manifest goes before the image changes, so a lost boot
+     * state never pairs it with a half-written image (a false tamper alert). */
+    if (st == KEEL_OK)
+        st = keel_file_shred(s->signed_path[slot]);
     uint64_t written = 0;
     if (st == KEEL_OK)
         st = write_payload(r, m, s->slot_path[slot], &written);
