@@ -187,8 +187,9 @@ static int cmd_install(int argc, char **argv)
     if (strcmp(a.arg, "-") != 0) {
         in.fd = open(a.arg, O_RDONLY | O_CLOEXEC);
         if (in.fd < 0) {
+            /* A bundle that is not there is a usage error, as in keel bundle. */
             fprintf(stderr, "keel: %s: open %s: %s\n", cmd, a.arg, strerror(errno));
-            return CLI_FAILED;
+            return CLI_USAGE;
         }
     }
     keel_config_t *cfg = NULL;
@@ -206,10 +207,11 @@ static int cmd_install(int argc, char **argv)
     if (in.fd != STDIN_FILENO)
         close(in.fd);
     if (st != KEEL_OK) {
-        /* A refusal is exit 1 whatever its status; usage errors came earlier. */
-        rc = cli_fail(cmd, st);
+        /* A refused bundle is exit 1; a device set up wrongly (a slot that is
+         * neither a file nor a block device, say) is a configuration error, 2. */
+        rc = cli_fail(cmd, st == KEEL_ERR_ARG ? KEEL_ERR_VERIFY : st);
         close_device(cfg, slots);
-        return rc == CLI_USAGE ? CLI_FAILED : rc;
+        return rc;
     }
     if (a.json) {
         json_t *j = json_pack("{s:s, s:s?, s:s, s:I, s:I, s:I, s:f}", "kind",

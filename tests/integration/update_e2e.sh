@@ -170,6 +170,9 @@ expect_rc 0 "$KEEL" update status --state "$D" --json
 [ "$(jget 'd["active"]')" = A ] || fail "rebuilt state has no active slot"
 [ "$(jget 'd["security_version_counter"]')" = 2 ] || fail "counter changed"
 
+note "a bundle that is not there is a usage error"
+expect_rc 2 "$KEEL" update install "$T/no-such-bundle.kb" --state "$D"
+
 note "the update policy: postponement shown, a malformed date refused"
 expect_rc 0 "$KEEL" update status --state "$D" --json -o update.postpone_until=2026-12-24 -o update.automatic=false
 [ "$(jget 'd["policy"]["postpone_until"]')" = "2026-12-24" ] || fail "postponement not shown"
