@@ -157,6 +157,19 @@ static const char *slot_str(int slot)
     return slot == 0 ? "A" : slot == 1 ? "B" : NULL;
 }
 
+/* The common start of confirm, status and boot: --help, the options, and
+ * opening the device. Returns -1 to go on, else the exit code. */
+static int start(const char *cmd, const char *usage, int argc, char **argv, dev_args_t *a, keel_config_t **cfg,
+                 keel_slots_t **slots)
+{
+    if (cli_want_help(argc, argv, usage))
+        return CLI_OK;
+    int rc = parse_args(cmd, argc, argv, 0, a);
+    if (rc >= 0)
+        return rc;
+    return open_device(cmd, a, cfg, slots);
+}
+
 /* ---- install -------------------------------------------------------------- */
 
 typedef struct {
@@ -239,15 +252,10 @@ static int cmd_install(int argc, char **argv)
 static int cmd_confirm(int argc, char **argv)
 {
     static const char *cmd = "update confirm";
-    if (cli_want_help(argc, argv, confirm_usage))
-        return CLI_OK;
     dev_args_t a;
-    int rc = parse_args(cmd, argc, argv, 0, &a);
-    if (rc >= 0)
-        return rc;
     keel_config_t *cfg = NULL;
     keel_slots_t *slots = NULL;
-    rc = open_device(cmd, &a, &cfg, &slots);
+    int rc = start(cmd, confirm_usage, argc, argv, &a, &cfg, &slots);
     if (rc >= 0)
         return rc;
     int slot = KEEL_SLOT_NONE;
@@ -296,15 +304,10 @@ static json_t *manifest_json(const keel_manifest_t *m)
 static int cmd_status(int argc, char **argv)
 {
     static const char *cmd = "update status";
-    if (cli_want_help(argc, argv, status_usage))
-        return CLI_OK;
     dev_args_t a;
-    int rc = parse_args(cmd, argc, argv, 0, &a);
-    if (rc >= 0)
-        return rc;
     keel_config_t *cfg = NULL;
     keel_slots_t *slots = NULL;
-    rc = open_device(cmd, &a, &cfg, &slots);
+    int rc = start(cmd, status_usage, argc, argv, &a, &cfg, &slots);
     if (rc >= 0)
         return rc;
     keel_bootstate_t bs;
@@ -419,15 +422,10 @@ int cmd_update(int argc, char **argv)
 int cmd_boot(int argc, char **argv)
 {
     static const char *cmd = "boot";
-    if (cli_want_help(argc, argv, boot_usage))
-        return CLI_OK;
     dev_args_t a;
-    int rc = parse_args(cmd, argc, argv, 0, &a);
-    if (rc >= 0)
-        return rc;
     keel_config_t *cfg = NULL;
     keel_slots_t *slots = NULL;
-    rc = open_device(cmd, &a, &cfg, &slots);
+    int rc = start(cmd, boot_usage, argc, argv, &a, &cfg, &slots);
     if (rc >= 0)
         return rc;
     keel_boot_result_t res;
