@@ -944,7 +944,7 @@ keel_status_t keel_trust_load(const char *root_pem, const char *crl_pem, keel_tr
             st = keel_errorf(KEEL_ERR_FORMAT, "%s: no PEM revocation list in it", crl_pem);
             goto out;
         }
-        /* The signer's issuer must publish a CRL, and it must be current. */
+        /* The signer's issuer must publish a CRL (a stale one still revokes: tolerate_stale_crl). */
         X509_STORE_set_flags(t->store, X509_V_FLAG_CRL_CHECK);
     }
 out:
