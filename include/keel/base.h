@@ -105,6 +105,16 @@ keel_status_t keel_file_create_atomic(const char *path, const void *data, size_t
                                       mode_t mode) KEEL_MUST_CHECK;
 /* Reads a whole file, failing with KEEL_ERR_TOO_LARGE past cap bytes. */
 keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out) KEEL_MUST_CHECK;
+/*
+ * Opens a file that holds a secret (a PIN, a passphrase, a key-encryption
+ * key): once, without following a link, and checked on that descriptor to be
+ * a regular file no one else can read. KEEL_ERR_NOT_FOUND when absent,
+ * KEEL_ERR_CONFIG when it is not such a file.
+ */
+keel_status_t keel_file_open_private(const char *path, int *fd) KEEL_MUST_CHECK;
+/* The same from an open descriptor (already checked by the caller); `name`
+ * is for messages. */
+keel_status_t keel_fd_read(int fd, const char *name, size_t cap, keel_buf_t *out) KEEL_MUST_CHECK;
 /* Appends and fsyncs (journals, CSV). Creates the file with mode if absent. */
 keel_status_t keel_file_append_sync(const char *path, const void *data, size_t len,
                                     mode_t mode) KEEL_MUST_CHECK;

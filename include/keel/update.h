@@ -80,8 +80,9 @@ typedef struct {
 /* Longest signer subject handed out (RFC 2253 form, cut there). */
 #define KEEL_BUNDLE_SUBJECT_MAX 256
 
-/* What the device trusts for updates: the release root, and optionally a CRL
- * of revoked signer certificates. */
+/* What the device trusts for updates: one to four release roots, and
+ * optionally CRLs of revoked signer certificates, taken from root_pem itself
+ * and from crl_pem when given (which must then hold at least one). */
 typedef struct keel_trust keel_trust_t;
 keel_status_t keel_trust_load(const char *root_pem, const char *crl_pem /* may be NULL */,
                               keel_trust_t **out) KEEL_MUST_CHECK;

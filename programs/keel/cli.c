@@ -39,18 +39,13 @@ keel_status_t cli_read_secret(const char *file, const char *env, char *out, size
     keel_buf_t b;
     keel_buf_init(&b, 0);
     if (file != NULL) {
-        /* Opened once, without following links, and checked on that descriptor. */
-        int fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        struct stat sb;
-        if (fd < 0)
-            return keel_errorf(KEEL_ERR_CONFIG, "secret file %s: %s", file, strerror(errno));
-        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-            close(fd);
-            return keel_errorf(KEEL_ERR_CONFIG, "secret file %s must be a regular file of mode 0600", file);
+        int fd = -1;
+        if (keel_file_open_private(file, &fd) != KEEL_OK) {
+            char why[KEEL_ERROR_MAX];
+            snprintf(why, sizeof why, "%s", keel_error_message());
+            return keel_errorf(KEEL_ERR_CONFIG, "secret file %s", why);
         }
-        char path[64];
-        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        keel_status_t st = keel_file_read(path, cap, &b);
+        keel_status_t st = keel_fd_read(fd, file, cap, &b);
         close(fd);
         if (st != KEEL_OK)
             return keel_errorf(st == KEEL_ERR_TOO_LARGE ? KEEL_ERR_CONFIG : st,

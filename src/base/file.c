@@ -144,6 +144,52 @@ keel_status_t keel_file_create_atomic(const char *path, const void *data, size_t
     return keel_dir_sync(dir);
 }
 
+keel_status_t keel_file_open_private(const char *path, int *fdout)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        return keel_errorf(err == ENOENT ? KEEL_ERR_NOT_FOUND : KEEL_ERR_CONFIG, "%s: %s", path, strerror(err));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
+        close(fd);
+        return keel_errorf(KEEL_ERR_CONFIG, "%s must be a regular file that only its owner can read (mode 0600)",
+                           path);
+    }
+    *fdout = fd;
+    return KEEL_OK;
+}
+
+keel_status_t keel_fd_read(int fd, const char *name, size_t cap, keel_buf_t *out)
+{
+    keel_buf_init(out, cap);
+    uint8_t chunk[4096];
+    keel_status_t st = KEEL_OK;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            st = keel_errorf(KEEL_ERR_IO, "read %s: %s", name, strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        if (keel_buf_append(out, chunk, (size_t)n) != KEEL_OK) {
+            st = keel_errorf(KEEL_ERR_TOO_LARGE, "%s is larger than %zu bytes", name, cap);
+            break;
+        }
+    }
+    keel_wipe(chunk, sizeof chunk);
+    /* An empty file still yields a NUL-terminated buffer, never NULL. */
+    if (st == KEEL_OK && out->data == NULL)
+        st = keel_buf_append(out, "", 0);
+    if (st != KEEL_OK)
+        keel_buf_free(out);
+    return st;
+}
+
 keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out)
 {
     keel_buf_init(out, cap);
@@ -153,30 +199,8 @@ keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out)
         return keel_errorf(err == ENOENT ? KEEL_ERR_NOT_FOUND : KEEL_ERR_IO, "open %s: %s", path,
                            strerror(err));
     }
-    uint8_t chunk[4096];
-    keel_status_t st = KEEL_OK;
-    for (;;) {
-        ssize_t n = read(fd, chunk, sizeof chunk);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            st = keel_errorf(KEEL_ERR_IO, "read %s: %s", path, strerror(errno));
-            break;
-        }
-        if (n == 0)
-            break;
-        if (keel_buf_append(out, chunk, (size_t)n) != KEEL_OK) {
-            st = keel_errorf(KEEL_ERR_TOO_LARGE, "%s is larger than %zu bytes", path, cap);
-            break;
-        }
-    }
-    keel_wipe(chunk, sizeof chunk);
+    keel_status_t st = keel_fd_read(fd, path, cap, out);
     close(fd);
-    /* An empty file still yields a NUL-terminated buffer, never NULL. */
-    if (st == KEEL_OK && out->data == NULL)
-        st = keel_buf_append(out, "", 0);
-    if (st != KEEL_OK)
-        keel_buf_free(out);
     return st;
 }
 

@@ -35,42 +35,28 @@ typedef struct {
 
 static keel_status_t kek_from_file(const char *path, int create, uint8_t kek[KEEL_KEYSTORE_KEK_LEN])
 {
-    /* One open, no links followed, and the checks made on that descriptor. */
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno != ENOENT)
-            return keel_errorf(KEEL_ERR_KEYSTORE, "key-encryption key %s: %s", path, strerror(errno));
-        if (!create)
-            return keel_errorf(KEEL_ERR_NOT_FOUND, "key-encryption key %s: %s", path, strerror(errno));
+    int fd = -1;
+    keel_status_t st = keel_file_open_private(path, &fd);
+    if (st == KEEL_ERR_NOT_FOUND && create) {
+        keel_error_clear();
         keel_random_bytes(kek, KEEL_KEYSTORE_KEK_LEN);
         return keel_file_create_atomic(path, kek, KEEL_KEYSTORE_KEK_LEN, 0600);
     }
-    struct stat sb;
-    keel_status_t st = KEEL_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
-        st = keel_errorf(KEEL_ERR_KEYSTORE, "key-encryption key %s is not a regular file", path);
-    else if ((sb.st_mode & 077) != 0)
-        st = keel_errorf(KEEL_ERR_KEYSTORE, "key-encryption key %s is readable by others (mode %03o)",
-                         path, (unsigned)(sb.st_mode & 0777));
-    else if (sb.st_size != KEEL_KEYSTORE_KEK_LEN)
-        st = keel_errorf(KEEL_ERR_FORMAT, "key-encryption key %s must be %d bytes", path,
-                         KEEL_KEYSTORE_KEK_LEN);
-    else {
-        size_t got = 0;
-        while (got < KEEL_KEYSTORE_KEK_LEN) {
-            ssize_t n = read(fd, kek + got, KEEL_KEYSTORE_KEK_LEN - got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0) {
-                st = keel_errorf(KEEL_ERR_IO, "read %s: %s", path, n < 0 ? strerror(errno) : "short file");
-                break;
-            }
-            got += (size_t)n;
-        }
+    if (st != KEEL_OK) {
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        return keel_errorf(st == KEEL_ERR_NOT_FOUND ? st : KEEL_ERR_KEYSTORE, "key-encryption key %s", why);
     }
+    keel_buf_t b;
+    st = keel_fd_read(fd, path, KEEL_KEYSTORE_KEK_LEN, &b);
     close(fd);
-    if (st != KEEL_OK)
-        keel_wipe(kek, KEEL_KEYSTORE_KEK_LEN);
+    if (st == KEEL_OK && b.len != KEEL_KEYSTORE_KEK_LEN)
+        st = keel_errorf(KEEL_ERR_FORMAT, "key-encryption key %s must be %d bytes", path, KEEL_KEYSTORE_KEK_LEN);
+    else if (st == KEEL_ERR_TOO_LARGE)
+        st = keel_errorf(KEEL_ERR_FORMAT, "key-encryption key %s must be %d bytes", path, KEEL_KEYSTORE_KEK_LEN);
+    if (st == KEEL_OK)
+        memcpy(kek, b.data, KEEL_KEYSTORE_KEK_LEN);
+    keel_buf_free(&b); /* wipes */
     return st;
 }
 

@@ -172,28 +172,22 @@ static keel_status_t pin_set(p11_state_t *s, const void *p, size_t n, const char
 static keel_status_t pin_read(const keel_keystore_config_t *cfg, p11_state_t *s)
 {
     if (cfg->pin_file != NULL) {
-        /* One open, no links followed, and the mode checked on that descriptor. */
-        int fd = open(cfg->pin_file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-            return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s: %s", cfg->pin_file, strerror(errno));
-        struct stat sb;
-        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (sb.st_mode & 077) != 0) {
-            close(fd);
-            return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s must be a regular file of mode 0600",
-                               cfg->pin_file);
+        int fd = -1;
+        if (keel_file_open_private(cfg->pin_file, &fd) != KEEL_OK) {
+            char why[KEEL_ERROR_MAX];
+            snprintf(why, sizeof why, "%s", keel_error_message());
+            return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s", why);
         }
-        char buf[P11_PIN_FILE_MAX + 1];
-        ssize_t n = read(fd, buf, sizeof buf);
+        keel_buf_t b;
+        keel_status_t st = keel_fd_read(fd, cfg->pin_file, P11_PIN_FILE_MAX, &b);
         close(fd);
-        keel_status_t st;
-        if (n < 0)
-            st = keel_errorf(KEEL_ERR_IO, "pkcs11: PIN file %s: %s", cfg->pin_file, strerror(errno));
-        else if ((size_t)n > P11_PIN_FILE_MAX)
-            st = keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s is larger than %d bytes", cfg->pin_file,
-                             P11_PIN_FILE_MAX);
-        else
-            st = pin_set(s, buf, (size_t)n, cfg->pin_file);
-        keel_wipe(buf, sizeof buf);
+        if (st == KEEL_ERR_TOO_LARGE)
+            return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s is larger than %d bytes", cfg->pin_file,
+                               P11_PIN_FILE_MAX);
+        if (st != KEEL_OK)
+            return st;
+        st = pin_set(s, b.data, b.len, cfg->pin_file);
+        keel_buf_free(&b); /* wipes */
         return st;
     }
     const char *v = getenv(cfg->pin_env);

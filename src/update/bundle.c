@@ -871,6 +871,36 @@ static keel_status_t read_pem_file(const char *path, size_t cap, keel_buf_t *b)
     return st;
 }
 
+/* Adds every PEM CRL in `text` to the store (KEEL_ERR_FORMAT when `required`
+ * and there is none); with any CRL, the signer's issuer must publish one (a
+ * stale one still revokes: tolerate_stale_crl). */
+static keel_status_t add_crls(keel_trust_t *t, const keel_buf_t *text, const char *name, bool required)
+{
+    BIO *bio = BIO_new_mem_buf(text->data, (int)text->len);
+    if (bio == NULL || (t->crls == NULL && (t->crls = sk_X509_CRL_new_null()) == NULL)) {
+        BIO_free(bio);
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    }
+    int before = sk_X509_CRL_num(t->crls);
+    keel_status_t st = KEEL_OK;
+    X509_CRL *crl;
+    while (st == KEEL_OK && (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+        if (sk_X509_CRL_num(t->crls) == CRLS_MAX || sk_X509_CRL_push(t->crls, crl) <= 0) {
+            X509_CRL_free(crl);
+            st = keel_errorf(KEEL_ERR_FORMAT, "%s: more than %d revocation lists", name, CRLS_MAX);
+        } else if (X509_STORE_add_crl(t->store, crl) != 1) {
+            st = keel_crypto_error(KEEL_ERR_CRYPTO, "trust store CRL");
+        }
+    }
+    ERR_clear_error();
+    BIO_free(bio);
+    if (st == KEEL_OK && required && sk_X509_CRL_num(t->crls) == before)
+        st = keel_errorf(KEEL_ERR_FORMAT, "%s: no PEM revocation list in it", name);
+    if (st == KEEL_OK && sk_X509_CRL_num(t->crls) > 0)
+        X509_STORE_set_flags(t->store, X509_V_FLAG_CRL_CHECK);
+    return st;
+}
+
 keel_status_t keel_trust_load(const char *root_pem, const char *crl_pem, keel_trust_t **out)
 {
     if (root_pem == NULL || out == NULL)
@@ -915,37 +945,15 @@ keel_status_t keel_trust_load(const char *root_pem, const char *crl_pem, keel_tr
         st = keel_errorf(KEEL_ERR_FORMAT, "%s: no PEM certificate (the release root) in it", root_pem);
         goto out;
     }
-    BIO_free(bio);
-    bio = NULL;
+    /* CRLs may sit in the root file itself: the device keeps one file, so a
+     * trust update replaces roots and CRL with one atomic write. */
+    if ((st = add_crls(t, &b, root_pem, false)) != KEEL_OK)
+        goto out;
     keel_buf_free(&b);
     if (crl_pem != NULL) {
         if ((st = read_pem_file(crl_pem, CRL_PEM_MAX, &b)) != KEEL_OK)
             goto out;
-        bio = BIO_new_mem_buf(b.data, (int)b.len);
-        t->crls = sk_X509_CRL_new_null();
-        if (bio == NULL || t->crls == NULL) {
-            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        X509_CRL *crl;
-        while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
-            if (sk_X509_CRL_num(t->crls) == CRLS_MAX || sk_X509_CRL_push(t->crls, crl) <= 0) {
-                X509_CRL_free(crl);
-                st = keel_errorf(KEEL_ERR_FORMAT, "%s: more than %d revocation lists", crl_pem, CRLS_MAX);
-                goto out;
-            }
-            if (X509_STORE_add_crl(t->store, crl) != 1) {
-                st = keel_crypto_error(KEEL_ERR_CRYPTO, "trust store CRL");
-                goto out;
-            }
-        }
-        ERR_clear_error();
-        if (sk_X509_CRL_num(t->crls) == 0) {
-            st = keel_errorf(KEEL_ERR_FORMAT, "%s: no PEM revocation list in it", crl_pem);
-            goto out;
-        }
-        /* The signer's issuer must publish a CRL (a stale one still revokes: tolerate_stale_crl). */
-        X509_STORE_set_flags(t->store, X509_V_FLAG_CRL_CHECK);
+        st = add_crls(t, &b, crl_pem, true);
     }
 out:
     BIO_free(bio);

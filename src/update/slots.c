@@ -65,13 +65,7 @@ void keel_slots_close(keel_slots_t *s)
  * both with a single atomic write. */
 static keel_status_t trust_load_file(const char *path, keel_trust_t **out)
 {
-    keel_buf_t b;
-    keel_status_t st = keel_file_read(path, KEEL_TRUST_PAYLOAD_MAX, &b);
-    if (st != KEEL_OK)
-        return st;
-    int has_crl = strstr((const char *)b.data, "-----BEGIN X509 CRL-----") != NULL;
-    keel_buf_free(&b);
-    return keel_trust_load(path, has_crl ? path : NULL, out);
+    return keel_trust_load(path, NULL, out); /* it takes CRLs from the same file */
 }
 
 static keel_status_t trust_open(const keel_config_t *c, char *path, keel_trust_t **out)
