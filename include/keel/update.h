@@ -168,6 +168,10 @@ typedef struct {
 } keel_bundle_create_opts_t;
 keel_status_t keel_bundle_create(const keel_bundle_create_opts_t *o) KEEL_MUST_CHECK;
 
+/* 1 if s is a real calendar date written YYYY-MM-DD (support_until,
+ * [update] postpone_until). */
+int keel_date_ok(const char *s);
+
 /* Compares SemVer 2.0 strings by precedence (build metadata ignored): <0, 0,
  * >0. A string that is not valid SemVer sorts below every valid one. */
 int keel_semver_cmp(const char *a, const char *b);

@@ -2,6 +2,7 @@
 #include "keel/device.h"
 
 #include "keel/identity.h"
+#include "keel/update.h"
 
 #include <string.h>
 
@@ -40,17 +41,6 @@ const keel_cfg_key_t keel_device_schema[] = {
 };
 const size_t keel_device_schema_len = sizeof keel_device_schema / sizeof keel_device_schema[0];
 
-static int date_ok(const char *s)
-{
-    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
-        return 0;
-    for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && (s[i] < '0' || s[i] > '9'))
-            return 0;
-    int month = (s[5] - '0') * 10 + (s[6] - '0'), day = (s[8] - '0') * 10 + (s[9] - '0');
-    return month >= 1 && month <= 12 && day >= 1 && day <= 31;
-}
-
 keel_status_t keel_device_config_load(const char *path, char *const *overrides, size_t n, keel_config_t **out)
 {
     keel_config_t *c = NULL;
@@ -61,7 +51,7 @@ keel_status_t keel_device_config_load(const char *path, char *const *overrides, 
                           !keel_identity_model_ok(keel_config_str(c, "device", "model"))))
         st = keel_errorf(KEEL_ERR_CONFIG, "%s: [device] needs a valid id and model", path);
     const char *pu = st == KEEL_OK ? keel_config_str(c, "update", "postpone_until") : NULL;
-    if (pu != NULL && !date_ok(pu))
+    if (pu != NULL && !keel_date_ok(pu))
         st = keel_errorf(KEEL_ERR_CONFIG, "%s: update.postpone_until must be a date YYYY-MM-DD", path);
     if (st != KEEL_OK) {
         keel_config_free(c);

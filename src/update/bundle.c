@@ -173,7 +173,7 @@ static int date_ok_at(const char *s)
 }
 
 /* YYYY-MM-DD, a real calendar date. */
-static int date_ok(const char *s) { return strlen(s) == 10 && date_ok_at(s); }
+int keel_date_ok(const char *s) { return s != NULL && strlen(s) == 10 && date_ok_at(s); }
 
 /* RFC 3339 in UTC, whole seconds: YYYY-MM-DDTHH:MM:SSZ. */
 static int timestamp_ok(const char *s)
@@ -543,7 +543,7 @@ static keel_status_t parse_manifest(const uint8_t *text, size_t len, uint16_t al
     if (st == KEEL_OK && (st = get_uint(root, "security_version", UINT32_MAX, &v)) == KEEL_OK)
         m->security_version = (uint32_t)v;
     if (st == KEEL_OK)
-        st = copy_text(root, "support_until", 1, 10, m->support_until, sizeof m->support_until, date_ok);
+        st = copy_text(root, "support_until", 1, 10, m->support_until, sizeof m->support_until, keel_date_ok);
     if (st == KEEL_OK)
         st = copy_text(root, "created", 1, 20, m->created, sizeof m->created, timestamp_ok);
     if (st == KEEL_OK)
@@ -1390,7 +1390,7 @@ static keel_status_t check_create_opts(const keel_bundle_create_opts_t *o)
     }
     if (!keel_semver_ok(o->version))
         return keel_errorf(KEEL_ERR_ARG, "version must be SemVer 2.0 (like 1.4.2 or 2.0.0-rc.1), at most 64 characters");
-    if (o->support_until == NULL || !date_ok(o->support_until))
+    if (o->support_until == NULL || !keel_date_ok(o->support_until))
         return keel_errorf(KEEL_ERR_ARG, "support-until must be a date, YYYY-MM-DD");
     const char *texts[2] = {o->notes, o->risk};
     const char *names[2] = {"notes", "risk"};
