@@ -7,7 +7,11 @@ BUILD=${1:-build}
 KEEL=$(cd "$BUILD" && pwd)/programs/keel/keel
 W=$(mktemp -d "${TMPDIR:-/tmp}/keel-demo-XXXXXX")
 KEEP=${KEEL_DEMO_KEEP:-}
-cleanup() { [ -n "$KEEP" ] && echo "(kept $W)" || rm -rf "$W"; }
+KEELD_PID=
+cleanup() {
+    [ -z "$KEELD_PID" ] || { kill "$KEELD_PID" 2>/dev/null; wait "$KEELD_PID" 2>/dev/null; }
+    [ -n "$KEEP" ] && echo "(kept $W)" || rm -rf "$W"
+}
 trap cleanup EXIT INT TERM
 
 if [ -t 1 ]; then B=$(printf '\033[1m'); N=$(printf '\033[0m'); else B=; N=; fi
@@ -101,7 +105,58 @@ run "$KEEL" update install "$W/thermo-1.0.kb" --state "$D"
 set -e
 run "$KEEL" boot --state "$D"
 
+step "8. keeld on the same device: the local HTTPS API and setup UI, first run"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+API=https://127.0.0.1:$PORT/api/v1
+KEELD=$(cd "$BUILD" && pwd)/programs/keeld/keeld
+printf '$ keeld --config $DEMO/batch/%s/keeld.conf -o api.listen=127.0.0.1:%s &\n' "$dev" "$PORT"
+"$KEELD" --config "$D/keeld.conf" -o "api.listen=127.0.0.1:$PORT" 2>"$W/keeld.log" &
+KEELD_PID=$!
+i=0
+until curl -sk -o /dev/null "$API/status"; do
+    i=$((i + 1))
+    [ "$i" -lt 100 ] && kill -0 "$KEELD_PID" 2>/dev/null || { cat "$W/keeld.log"; exit 1; }
+    sleep 0.1
+done
+api() { # METHOD ROUTE [JSON [TOKEN]]: prints the status code and the body
+    curl -sk -o "$W/resp" -w '%{http_code}' -X "$1" ${4:+-H "Authorization: Bearer $4"} \
+        ${3:+-H 'Content-Type: application/json' --data-binary "$3"} "$API/$2"
+    printf ' %s\n' "$(cat "$W/resp")"
+}
+json_get() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$W/resp" "$1"; }
+echo "The certificate keeld presents is the device's own (compare with the label's cert_sha256):"
+echo | openssl s_client -connect "127.0.0.1:$PORT" 2>/dev/null | openssl x509 -noout -fingerprint -sha256 | sed 's/^/  /'
+grep "^$dev," "$W/batch/labels.csv" | awk -F, '{print "  label: " $5}'
+label=$(grep "^$dev," "$W/batch/labels.csv" | cut -d, -f4)
+echo "GET status (the only route without a session):"
+printf '  '; api GET status
+echo "Every other route needs a session:"
+printf '  '; api GET device
+echo "A wrong password:"
+printf '  '; api POST session '{"username":"admin","password":"not-the-label"}' # a wrong one on purpose; secret-scan: allow
+echo "The label password logs in, but only to set a new password:"
+printf '  '; api POST session "{\"username\":\"admin\",\"password\":\"$label\"}" | sed 's/"token":"[^"]*"/"token":"…"/; s/"csrf":"[^"]*"/"csrf":"…"/'
+tok=$(json_get token)
+printf '  '; api GET device '' "$tok"
+echo "A weak new password is explained; a good one is taken and ends every session:"
+printf '  '; api POST password "{\"current\":\"$label\",\"new\":\"thermo-1-password\"}" "$tok"
+NEWPW=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+printf '  '; api POST password "{\"current\":\"$label\",\"new\":\"$NEWPW\"}" "$tok"
+printf '  '; api GET device '' "$tok"
+echo "Logged in with the new password:"
+api POST session "{\"username\":\"admin\",\"password\":\"$NEWPW\"}" >/dev/null
+tok=$(json_get token)
+printf '  '; api GET device '' "$tok"
+printf '  '; api GET update '' "$tok"
+printf '  '; api GET settings '' "$tok"
+echo "The setup UI for a browser: https://127.0.0.1:$PORT/ (up while the demo runs; stopped now)"
+kill "$KEELD_PID"
+wait "$KEELD_PID" || :
+KEELD_PID=
+sed 's/^/  keeld log: /' "$W/keeld.log"
+
 step "Done"
 echo "Every device has its own key, id and password; the audit proves 5.1-2 and catches shortcuts."
 echo "Updates are signed, streamed into the inactive slot, checked again at boot, and cannot be rolled back."
+echo "keeld serves only HTTPS with the device's own certificate; the label password only unlocks setting a new one."
 echo "Everything was made under a temporary directory, now removed (KEEL_DEMO_KEEP=1 keeps it)."

@@ -8,7 +8,12 @@ build-essential cmake ninja-build pkg-config clang
 libssl-dev openssl libsodium-dev libsqlite3-dev sqlite3 libjansson-dev libcmocka-dev
 softhsm2 opensc libengine-pkcs11-openssl libp11-dev libp11-kit-dev argon2 python3
 john-data libclang-rt-14-dev time
+libevent-dev curl chromium
 "
+# The UI tests drive Chromium with playwright-core (npm): Node.js from Debian
+# when the machine has none of its own.
+command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 
 # `deps.sh bench` adds what make bench compares against (RAUC, SWUpdate).
 if [ "${1:-}" = bench ]; then

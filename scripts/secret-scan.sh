@@ -4,6 +4,8 @@
 # run time; nothing of the kind belongs in the repository.
 # usage: secret-scan.sh [DIR]   (default: the repository this script is in)
 # A line that must mention such a pattern on purpose carries "secret-scan: allow".
+# A quoted value that starts with $ (a variable) or \ (an escape) is not a
+# literal password and is not reported.
 set -eu
 dir=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$dir"
@@ -32,8 +34,8 @@ for f in $files; do
         -e '-----BEGIN PKCS7-----' \
         -e '\$argon2(id|i|d)\$v=[0-9]+\$m=[0-9]+' \
         -e '^[a-z_][a-z0-9_-]*:\$(1|2[abxy]|5|6|y)\$[^:]{8,}:' \
-        -e '(password|passwd|passphrase|secret|pin)["'"'"']?[[:space:]]*[:=][[:space:]]*"[^"[:space:]%]{6,}"' \
-        -e "(password|passwd|passphrase|secret|pin)[\"']?[[:space:]]*[:=][[:space:]]*'[^'[:space:]%]{6,}'" \
+        -e '(password|passwd|passphrase|secret|pin)["'"'"']?[[:space:]]*[:=][[:space:]]*"[^"[:space:]%$\\][^"[:space:]%]{5,}"' \
+        -e "(password|passwd|passphrase|secret|pin)[\"']?[[:space:]]*[:=][[:space:]]*'[^'[:space:]%\$\\\\][^'[:space:]%]{5,}'" \
         "$f" 2>/dev/null | grep -v 'secret-scan: allow' || true)
     [ -z "$matches" ] || report "$f" "$(printf '%s' "$matches" | head -n 3 | cut -c1-160)"
 done

@@ -44,10 +44,16 @@ keel_status_t keel_errorf(keel_status_t st, const char *fmt, ...)
 const char *keel_error_message(void);
 void keel_error_clear(void);
 
-/* Logging to stderr; level filter set once by the program. */
+/* Logging to stderr or syslog, one line per call; level filter set by the program. */
 typedef enum { KEEL_LOG_ERROR, KEEL_LOG_WARN, KEEL_LOG_INFO, KEEL_LOG_DEBUG } keel_log_level_t;
 void keel_log_set_level(keel_log_level_t level);
 void keel_log(keel_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "error", "warn", "info", "debug" (KEEL_ERR_CONFIG otherwise). */
+keel_status_t keel_log_level_parse(const char *s, keel_log_level_t *out) KEEL_MUST_CHECK;
+/* Log to syslog (LOG_DAEMON) under `ident`; NULL goes back to stderr. */
+void keel_log_to_syslog(const char *ident);
+/* The program name before each stderr line ("keel" unless set). */
+void keel_log_set_prefix(const char *prefix);
 
 /* Seconds on the monotonic clock (for durations, never for dates). */
 double keel_now(void);

@@ -136,6 +136,15 @@ typedef struct {
 keel_status_t keel_slots_install(keel_slots_t *s, keel_read_fn rd, void *ctx,
                                  keel_install_result_t *res) KEEL_MUST_CHECK;
 
+/*
+ * The checks of keel_slots_install that come before any write (signature,
+ * chain, trust, model, anti-rollback counter, downgrade policy), reading only
+ * up to the payload: for staging a bundle (keeld's upload) so a refusal is
+ * reported before the user asks to install. *out gets the manifest without
+ * its chunk digests (install reads and checks them again).
+ */
+keel_status_t keel_slots_check(keel_slots_t *s, keel_read_fn rd, void *ctx, keel_manifest_t *out) KEEL_MUST_CHECK;
+
 typedef struct {
     int slot; /* KEEL_SLOT_NONE: nothing bootable (status KEEL_ERR_VERIFY) */
     char version[KEEL_SLOT_VERSION_MAX + 1];

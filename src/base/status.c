@@ -1,12 +1,16 @@
 /* Status names, the thread-local error message, logging and wiping. */
 #include "keel/base.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 
 static _Thread_local char error_msg[KEEL_ERROR_MAX];
 static keel_log_level_t log_level = KEEL_LOG_WARN;
+static bool log_syslog;
+static const char *log_prefix = "keel";
 
 const char *keel_status_str(keel_status_t st)
 {
@@ -54,17 +58,52 @@ void keel_log_set_level(keel_log_level_t level)
     log_level = level;
 }
 
+void keel_log_to_syslog(const char *ident)
+{
+    if (ident != NULL) {
+        openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        log_syslog = true;
+    } else if (log_syslog) {
+        closelog();
+        log_syslog = false;
+    }
+}
+
+keel_status_t keel_log_level_parse(const char *s, keel_log_level_t *out)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    for (size_t i = 0; s != NULL && i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = (keel_log_level_t)i;
+            return KEEL_OK;
+        }
+    return keel_errorf(KEEL_ERR_CONFIG, "log level must be error, warn, info or debug");
+}
+
 void keel_log(keel_log_level_t level, const char *fmt, ...)
 {
     static const char *const names[] = {"error", "warning", "info", "debug"};
+    static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};
     if (level > log_level || (unsigned)level >= sizeof names / sizeof names[0])
         return;
+    /* One line, one write: threads (keeld's workers) do not interleave. */
+    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "keel: %s: ", names[level]);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    if (n < 0)
+        return;
+    if (log_syslog) {
+        syslog(prio[level], "%s", line);
+        return;
+    }
+    fprintf(stderr, "%s: %s: %s\n", log_prefix, names[level], line);
+}
+
+void keel_log_set_prefix(const char *prefix)
+{
+    log_prefix = prefix != NULL ? prefix : "keel";
 }
 
 void keel_wipe(void *p, size_t n)

@@ -38,6 +38,24 @@ const keel_cfg_key_t keel_device_schema[] = {
     BOOL("update", "automatic", "true"),
     BOOL("update", "notifications", "true"),
     STR("update", "postpone_until", NULL), /* YYYY-MM-DD: automatic updates wait until then (5.3-6A) */
+    /* keeld: the local HTTPS API (docs/api.md) */
+    STR("api", "listen", "0.0.0.0:8443"),
+    UINT("api", "max_connections", "64", 4, 4096),
+    UINT("api", "request_timeout", "10", 1, 300),
+    UINT("api", "upload_max", "1073741824", 4096, 17179869184ull),
+    /* keeld: the administrator account and its throttle (keel/auth.h) */
+    UINT("auth", "argon2_t", "2", 1, 10),
+    UINT("auth", "argon2_m_kib", "19456", 64, 1048576),
+    UINT("auth", "parallel_hashes", "1", 1, 2),
+    UINT("auth", "session_idle", "900", 60, 86400),
+    UINT("auth", "session_max", "28800", 300, 604800),
+    UINT("auth", "free_failures", "3", 1, 20),
+    UINT("auth", "backoff_base", "1", 1, 60),
+    UINT("auth", "backoff_max", "300", 1, 86400),
+    UINT("auth", "global_per_minute", "20", 1, 600),
+    /* keeld: logging (never a secret) */
+    STR("log", "level", "info"),  /* error, warn, info, debug */
+    STR("log", "target", "stderr"), /* stderr or syslog */
 };
 const size_t keel_device_schema_len = sizeof keel_device_schema / sizeof keel_device_schema[0];
 

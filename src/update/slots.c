@@ -670,6 +670,33 @@ keel_status_t keel_slots_install(keel_slots_t *s, keel_read_fn rd, void *ctx, ke
     return st;
 }
 
+keel_status_t keel_slots_check(keel_slots_t *s, keel_read_fn rd, void *ctx, keel_manifest_t *out)
+{
+    if (s == NULL || rd == NULL || out == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "check: missing argument");
+    keel_bootstate_t bs;
+    keel_status_t st = keel_slots_state(s, &bs);
+    if (st != KEEL_OK)
+        return st;
+    keel_bundle_reader_t *r = NULL;
+    if ((st = keel_bundle_open(rd, ctx, s->trust, &r)) != KEEL_OK)
+        return st;
+    const keel_manifest_t *m = keel_bundle_manifest(r);
+    if (m->kind == KEEL_BUNDLE_TRUST) {
+        if (!model_listed(m, s->model))
+            st = keel_errorf(KEEL_ERR_VERIFY, "bundle is not for this device's model %s", s->model);
+    } else {
+        st = install_policy(s, &bs, m);
+    }
+    if (st == KEEL_OK) {
+        *out = *m;
+        out->chunk_sha256 = NULL; /* the digests stay with the reader; install reads them again */
+        out->n_chunks = 0;
+    }
+    keel_bundle_close(r);
+    return st;
+}
+
 /* ---- boot -------------------------------------------------------------------- */
 
 /* A tamper detail: shown to people, capped, and cut short rather than lost. */

@@ -1,0 +1,74 @@
+/*
+ * keel/api.h - keeld's local HTTPS API and setup UI (5.1-4, 5.5-1, 5.5-4,
+ * 5.6-1, 5.12-1..3, 5.13-1A/B). The routes and their answers: docs/api.md.
+ * How it is built and guarded: docs/internals/api.md.
+ *
+ * libevent's evhttp over OpenSSL bufferevents, one loop. The module adds
+ * what evhttp 2.1 lacks: a connection cap that evicts the oldest idle
+ * connection instead of refusing the newest, a per-request deadline that
+ * slow clients cannot stretch (slowloris), a guard against evhttp's
+ * plaintext fallback, strict JSON input, and worker threads so that neither
+ * Argon2id nor an install ever runs on the loop.
+ */
+#ifndef KEEL_API_H
+#define KEEL_API_H
+
+#include "keel/auth.h"
+#include "keel/config.h"
+#include "keel/keystore.h"
+#include "keel/slots.h"
+#include "keel/vault.h"
+
+struct event_base;
+
+#define KEEL_API_HEADERS_MAX (8u * 1024u) /* all request headers together */
+#define KEEL_API_JSON_MAX (64u * 1024u)   /* a JSON request body */
+
+typedef struct {
+    uint32_t max_connections; /* [api] max_connections */
+    uint32_t request_timeout; /* [api] request_timeout, seconds */
+    uint64_t upload_max;      /* [api] upload_max, bytes */
+} keel_api_limits_t;
+
+/* The [api] limits of a loaded configuration. */
+keel_api_limits_t keel_api_limits(const keel_config_t *c);
+
+typedef struct {
+    struct event_base *base;
+    const keel_config_t *cfg; /* [device], [identity], [keystore] key_label, [update] */
+    keel_keystore_t *ks;      /* holds the identity key, the TLS server key */
+    keel_vault_t *vault;      /* user settings */
+    keel_auth_t *auth;
+    keel_slots_t *slots;      /* taken over by the API, which closes it (and opens it again after a factory reset) */
+    unsigned hash_threads;    /* [auth] parallel_hashes: 1 or 2 */
+} keel_api_config_t;
+
+typedef struct keel_api keel_api_t;
+
+/*
+ * Loads the identity certificate, chain and key into a TLS context, starts
+ * the worker threads and listens on `listen` ("host:port", "[v6]:port").
+ * Everything in `c` but `slots` must outlive the API; `slots` is the API's
+ * from this call on, whatever it returns.
+ */
+keel_status_t keel_api_start(const keel_api_config_t *c, const char *listen, keel_api_limits_t limits,
+                             keel_api_t **out) KEEL_MUST_CHECK;
+/* New limits (SIGHUP); they apply to new connections and requests. */
+void keel_api_set_limits(keel_api_t *api, keel_api_limits_t limits);
+/* The configuration the settings defaults come from (SIGHUP). */
+void keel_api_set_config(keel_api_t *api, const keel_config_t *cfg);
+/* Graceful stop, first half: no new connections. */
+void keel_api_stop_listening(keel_api_t *api);
+/* Work that must finish before the process exits (password hashes, an
+ * install in progress). */
+bool keel_api_busy(keel_api_t *api);
+/* Closes every connection, joins the workers, frees. */
+void keel_api_free(keel_api_t *api);
+
+/* The update slots the API holds now (for keeld's confirm at start). */
+keel_slots_t *keel_api_slots(keel_api_t *api);
+
+/* The SHA-256 fingerprint of the certificate the API presents. */
+const char *keel_api_fingerprint(const keel_api_t *api);
+
+#endif

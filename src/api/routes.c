@@ -1,0 +1,1114 @@
+/*
+ * What each route of docs/api.md does. Runs on the loop thread; password
+ * checks and installs go to worker threads and answer when they are done.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include "ui_assets.h"
+
+#include <event2/buffer.h>
+#include <event2/keyvalq_struct.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define API_PREFIX "/api/v1/"
+#define COOKIE_NAME "keel_session"
+#define COOKIE_MAX 4096
+#define STAGED_NAME "staged.kb"
+#define SETTINGS_SECRET "settings.update"
+#define SETTINGS_MAX 256
+#define USER_MAX 64
+
+/* ---- small helpers -------------------------------------------------------- */
+
+static bool method_is(struct evhttp_request *req, enum evhttp_cmd_type m)
+{
+    return evhttp_request_get_command(req) == m;
+}
+
+static void reply_internal(struct evhttp_request *req, const char *what)
+{
+    keel_log(KEEL_LOG_ERROR, "api: %s: %s", what, keel_error_message());
+    api_error(req, 500, "internal", NULL);
+}
+
+static void reply_throttled(struct evhttp_request *req, uint32_t retry_after)
+{
+    char v[16];
+    snprintf(v, sizeof v, "%" PRIu32, retry_after > 0 ? retry_after : 1);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", v);
+    json_t *j = json_pack("{s:s,s:I}", "error", "too_many_attempts", "retry_after",
+                          (json_int_t)(retry_after > 0 ? retry_after : 1));
+    api_reply(req, 429, j);
+}
+
+/* The request body as one contiguous string, wiped by body_wipe. */
+typedef struct {
+    char *data;
+    size_t len;
+    struct evbuffer *buf;
+} body_t;
+
+static void body_get(struct evhttp_request *req, body_t *b)
+{
+    b->buf = evhttp_request_get_input_buffer(req);
+    b->len = evbuffer_get_length(b->buf);
+    b->data = b->len > 0 ? (char *)evbuffer_pullup(b->buf, -1) : NULL;
+    if (b->data == NULL)
+        b->len = 0;
+}
+
+/* Passwords arrive in bodies: the bytes are wiped where evhttp keeps them. */
+static void body_wipe(body_t *b)
+{
+    if (b->data != NULL)
+        keel_wipe(b->data, b->len);
+    b->data = NULL;
+}
+
+static bool content_type_is(struct evhttp_request *req, const char *want)
+{
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
+    if (ct == NULL)
+        return false;
+    size_t n = strlen(want);
+    return strncasecmp(ct, want, n) == 0 && (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+/* Parses a JSON body; on failure answers the request and returns false. */
+static bool json_body(struct evhttp_request *req, body_t *b, const api_json_field_t *f, size_t n, json_t **out)
+{
+    if (!content_type_is(req, "application/json")) {
+        api_error(req, 415, "unsupported_media_type", "send application/json");
+        return false;
+    }
+    if (b->len > KEEL_API_JSON_MAX) {
+        api_error(req, 413, "too_large", NULL);
+        return false;
+    }
+    keel_status_t st = api_json_parse(b->len > 0 ? b->data : "", b->len, f, n, out);
+    if (st != KEEL_OK) {
+        api_error(req, st == KEEL_ERR_TOO_LARGE ? 413 : 400, st == KEEL_ERR_TOO_LARGE ? "too_large" : "bad_request",
+                  keel_error_message());
+        return false;
+    }
+    return true;
+}
+
+/* jansson frees strings without wiping them; the password fields are wiped first. */
+static void json_wipe_free(json_t *j)
+{
+    const char *key;
+    json_t *v;
+    if (j == NULL)
+        return;
+    json_object_foreach(j, key, v) {
+        if (json_is_string(v))
+            keel_wipe((char *)json_string_value(v), json_string_length(v));
+    }
+    json_decref(j);
+}
+
+/* ---- sessions ---------------------------------------------------------------- */
+
+typedef enum { SESS_NONE, SESS_OK, SESS_CSRF } sess_state_t;
+
+typedef struct {
+    sess_state_t state;
+    bool must_change;
+    bool via_cookie;
+    char token[KEEL_AUTH_TOKEN_LEN + 1];
+} session_t;
+
+static bool token_chars_ok(const char *s, size_t n)
+{
+    if (n != KEEL_AUTH_TOKEN_LEN)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* The keel_session value of a Cookie header, if well-formed. */
+static bool cookie_token(const char *cookie, char out[KEEL_AUTH_TOKEN_LEN + 1])
+{
+    if (cookie == NULL || strlen(cookie) > COOKIE_MAX)
+        return false;
+    const char *p = cookie;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == ';')
+            p++;
+        const char *eq = strchr(p, '=');
+        if (eq == NULL)
+            return false;
+        const char *end = strchr(eq, ';');
+        size_t vlen = end != NULL ? (size_t)(end - eq - 1) : strlen(eq + 1);
+        if ((size_t)(eq - p) == strlen(COOKIE_NAME) && strncmp(p, COOKIE_NAME, strlen(COOKIE_NAME)) == 0) {
+            if (!token_chars_ok(eq + 1, vlen))
+                return false;
+            memcpy(out, eq + 1, vlen);
+            out[vlen] = '\0';
+            return true;
+        }
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return false;
+}
+
+static void session_of(keel_api_t *api, struct evhttp_request *req, session_t *s)
+{
+    memset(s, 0, sizeof *s);
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    const char *auth = evhttp_find_header(h, "Authorization");
+    if (auth != NULL) {
+        if (strncmp(auth, "Bearer ", 7) != 0 || !token_chars_ok(auth + 7, strlen(auth + 7)))
+            return;
+        memcpy(s->token, auth + 7, KEEL_AUTH_TOKEN_LEN + 1);
+    } else if (cookie_token(evhttp_find_header(h, "Cookie"), s->token)) {
+        s->via_cookie = true;
+    } else {
+        return;
+    }
+    char csrf[KEEL_AUTH_TOKEN_LEN + 1];
+    if (keel_auth_session_check(api->c.auth, s->token, api_wallclock(), &s->must_change, csrf) != KEEL_OK) {
+        keel_error_clear();
+        keel_wipe(s->token, sizeof s->token);
+        return;
+    }
+    s->state = SESS_OK;
+    /* A cookie comes with every request the browser makes, whoever asks:
+     * changing requests must also prove they come from our page (5.5-1). */
+    if (s->via_cookie && !method_is(req, EVHTTP_REQ_GET) && !method_is(req, EVHTTP_REQ_HEAD)) {
+        const char *sent = evhttp_find_header(h, "X-CSRF-Token");
+        if (sent == NULL || strlen(sent) != KEEL_AUTH_TOKEN_LEN || !keel_ct_equal(sent, csrf, KEEL_AUTH_TOKEN_LEN))
+            s->state = SESS_CSRF;
+    }
+    keel_wipe(csrf, sizeof csrf);
+}
+
+/* The gate of every route but status and login. Answers and returns false
+ * when the request may not go on. `during_change`: allowed while the label
+ * password is still in force. */
+static bool require_session(keel_api_t *api, struct evhttp_request *req, session_t *s, bool during_change)
+{
+    session_of(api, req, s);
+    if (s->state == SESS_NONE) {
+        api_error(req, 401, "unauthorized", NULL);
+        return false;
+    }
+    if (s->state == SESS_CSRF) {
+        api_error(req, 403, "csrf_failed", NULL);
+        return false;
+    }
+    if (s->must_change && !during_change) {
+        api_error(req, 403, "password_change_required", "set a new password first (POST /api/v1/password)");
+        return false;
+    }
+    return true;
+}
+
+static void set_cookie(struct evhttp_request *req, const char *token, uint32_t max_age)
+{
+    char v[160];
+    if (token != NULL)
+        snprintf(v, sizeof v, COOKIE_NAME "=%s; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=%" PRIu32,
+                 token, max_age);
+    else
+        snprintf(v, sizeof v, COOKIE_NAME "=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Set-Cookie", v);
+    keel_wipe(v, sizeof v);
+}
+
+/* ---- password attempts on the workers ---------------------------------------- */
+
+typedef struct {
+    keel_job_t job;
+    keel_api_t *api;
+    struct evhttp_request *req;
+    keel_auth_attempt_t *at;
+    keel_auth_kind_t kind;
+} hash_job_t;
+
+static void hash_run(keel_job_t *job)
+{
+    keel_auth_attempt_run(((hash_job_t *)job)->at);
+}
+
+static void factory_reset(keel_api_t *api, struct evhttp_request *req);
+
+static void hash_done(keel_job_t *job)
+{
+    hash_job_t *h = (hash_job_t *)job;
+    keel_api_t *api = h->api;
+    struct evhttp_request *req = h->req;
+    if (job->cancelled) {
+        keel_auth_attempt_free(h->at);
+        free(h);
+        api_error(req, 503, "unavailable", NULL);
+        return;
+    }
+    keel_auth_result_t res;
+    keel_status_t st = keel_auth_attempt_finish(api->c.auth, h->at, api_wallclock(), &res);
+    keel_auth_kind_t kind = h->kind;
+    free(h);
+    if (st != KEEL_OK) {
+        reply_internal(req, "password check");
+    } else if (res.outcome == KEEL_AUTH_DENIED) {
+        keel_log(KEEL_LOG_INFO, "api: a password check failed");
+        api_error(req, 401, "unauthorized", NULL);
+    } else if (res.outcome == KEEL_AUTH_THROTTLED) {
+        reply_throttled(req, res.retry_after);
+    } else if (res.outcome == KEEL_AUTH_NO_SESSION) {
+        api_error(req, 401, "unauthorized", NULL); /* the session ended while the password was hashed */
+    } else if (res.outcome != KEEL_AUTH_OK) {
+        api_error(req, 400, "bad_request", NULL);
+    } else if (kind == KEEL_AUTH_LOGIN) {
+        uint32_t max_age = (uint32_t)keel_config_uint(api->c.cfg, "auth", "session_max");
+        set_cookie(req, res.token, max_age);
+        json_t *j = json_pack("{s:s,s:s,s:b,s:I}", "token", res.token, "csrf", res.csrf, "must_change_password",
+                              res.must_change, "expires", (json_int_t)res.expires);
+        keel_log(KEEL_LOG_INFO, "api: administrator logged in%s", res.must_change ? " (label password)" : "");
+        api_reply(req, 200, j);
+    } else if (kind == KEEL_AUTH_CHANGE) {
+        set_cookie(req, NULL, 0);
+        api_reply(req, 204, NULL);
+    } else {
+        factory_reset(api, req);
+    }
+    keel_wipe(&res, sizeof res);
+}
+
+/* Starts a password attempt; answers at once when it cannot start. */
+static void attempt(keel_api_t *api, struct evhttp_request *req, keel_auth_kind_t kind, const keel_auth_request_t *ar)
+{
+    char source[KEEL_AUTH_SOURCE_MAX];
+    if (api_source(req, source) != KEEL_OK) {
+        api_error(req, 400, "bad_request", NULL);
+        return;
+    }
+    keel_auth_attempt_t *at = NULL;
+    keel_auth_result_t res;
+    keel_status_t st = keel_auth_attempt_begin(api->c.auth, kind, ar, source, api_wallclock(), &at, &res);
+    if (st != KEEL_OK) {
+        reply_internal(req, "password check");
+        return;
+    }
+    switch (res.outcome) {
+    case KEEL_AUTH_OK: break;
+    case KEEL_AUTH_THROTTLED:
+        keel_log(KEEL_LOG_INFO, "api: password attempt from %s throttled for %" PRIu32 " s", source, res.retry_after);
+        reply_throttled(req, res.retry_after);
+        return;
+    case KEEL_AUTH_POLICY: {
+        json_t *j = json_pack("{s:s,s:s,s:s}", "error", "password_policy", "reason", res.code ? res.code : "policy",
+                              "message", res.why);
+        api_reply(req, 422, j);
+        return;
+    }
+    case KEEL_AUTH_NO_SESSION: api_error(req, 401, "unauthorized", NULL); return;
+    default: api_error(req, 400, "bad_request", NULL); return;
+    }
+    hash_job_t *h = calloc(1, sizeof *h);
+    if (h == NULL) {
+        keel_auth_attempt_free(at);
+        api_error(req, 500, "internal", NULL);
+        return;
+    }
+    h->job.run = hash_run;
+    h->job.done = hash_done;
+    h->api = api;
+    h->req = req;
+    h->at = at;
+    h->kind = kind;
+    if (keel_workers_submit(api->hashers, &h->job) != KEEL_OK) {
+        /* Every hashing slot is taken: come back in a second (nothing is recorded). */
+        keel_error_clear();
+        keel_auth_attempt_free(at);
+        free(h);
+        reply_throttled(req, 1);
+        return;
+    }
+    api_conn_t *c = api_conn_of(req);
+    if (c != NULL)
+        c->busy = true;
+}
+
+/* ---- routes: status, session, password ------------------------------------------ */
+
+static void route_status(keel_api_t *api, struct evhttp_request *req)
+{
+    if (!method_is(req, EVHTTP_REQ_GET)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    json_t *j = json_pack("{s:s,s:b}", "model", keel_config_str(api->c.cfg, "device", "model"), "setup_required",
+                          keel_auth_must_change(api->c.auth));
+    api_reply(req, 200, j);
+}
+
+static void route_session(keel_api_t *api, struct evhttp_request *req)
+{
+    if (method_is(req, EVHTTP_REQ_DELETE)) {
+        session_t s;
+        if (!require_session(api, req, &s, true))
+            return;
+        keel_auth_session_end(api->c.auth, s.token);
+        keel_wipe(&s, sizeof s);
+        set_cookie(req, NULL, 0);
+        api_reply(req, 204, NULL);
+        return;
+    }
+    if (!method_is(req, EVHTTP_REQ_POST)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    static const api_json_field_t f[] = {
+        {"username", API_JSON_STRING, true, USER_MAX},
+        {"password", API_JSON_STRING, true, KEEL_AUTH_PASSWORD_MAX},
+    };
+    body_t b;
+    json_t *j = NULL;
+    body_get(req, &b);
+    bool ok = json_body(req, &b, f, sizeof f / sizeof f[0], &j);
+    body_wipe(&b);
+    if (!ok)
+        return;
+    json_t *pw = json_object_get(j, "password");
+    keel_auth_request_t ar = {
+        .user = json_string_value(json_object_get(j, "username")),
+        .password = json_string_value(pw),
+        .password_len = json_string_length(pw),
+    };
+    attempt(api, req, KEEL_AUTH_LOGIN, &ar);
+    json_wipe_free(j);
+}
+
+static void route_password(keel_api_t *api, struct evhttp_request *req)
+{
+    if (!method_is(req, EVHTTP_REQ_POST)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    session_t s;
+    body_t b;
+    body_get(req, &b);
+    if (!require_session(api, req, &s, true)) {
+        body_wipe(&b);
+        return;
+    }
+    static const api_json_field_t f[] = {
+        {"current", API_JSON_STRING, true, KEEL_AUTH_PASSWORD_MAX},
+        {"new", API_JSON_STRING, true, 4 * KEEL_AUTH_PASSWORD_MAX},
+    };
+    json_t *j = NULL;
+    bool ok = json_body(req, &b, f, sizeof f / sizeof f[0], &j);
+    body_wipe(&b);
+    if (ok) {
+        json_t *cur = json_object_get(j, "current"), *nw = json_object_get(j, "new");
+        keel_auth_request_t ar = {
+            .password = json_string_value(cur),
+            .password_len = json_string_length(cur),
+            .new_password = json_string_value(nw),
+            .new_password_len = json_string_length(nw),
+            .token = s.token,
+        };
+        attempt(api, req, KEEL_AUTH_CHANGE, &ar);
+        json_wipe_free(j);
+    }
+    keel_wipe(&s, sizeof s);
+}
+
+/* ---- the device and its update state ------------------------------------------------ */
+
+/* The slot running now: the one booted, else the last confirmed one. */
+static int running_slot(const keel_bootstate_t *bs)
+{
+    if (bs->booted == 0 || bs->booted == 1)
+        return bs->booted;
+    return bs->active == 0 || bs->active == 1 ? bs->active : KEEL_SLOT_NONE;
+}
+
+/* The boot state now, or as last seen while an install owns the slots. */
+static keel_status_t boot_state(keel_api_t *api, keel_bootstate_t *bs)
+{
+    if (api->update_state == UPDATE_INSTALLING) {
+        *bs = api->bs_snapshot;
+        return KEEL_OK;
+    }
+    keel_status_t st = keel_slots_state(api->c.slots, bs);
+    if (st == KEEL_ERR_FORMAT || st == KEEL_ERR_NOT_FOUND) {
+        keel_error_clear();
+        st = KEEL_OK; /* a fresh state, as keel boot would see it */
+    }
+    if (st == KEEL_OK)
+        api->bs_snapshot = *bs;
+    return st;
+}
+
+static void today(char out[11])
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, 11, "%Y-%m-%d", &tm) != 10)
+        snprintf(out, 11, "9999-12-31");
+}
+
+static json_t *tamper_json(const keel_bootstate_t *bs)
+{
+    if (!bs->tamper)
+        return json_null();
+    return json_pack("{s:s,s:I}", "detail", bs->tamper_detail, "time", (json_int_t)bs->tamper_time);
+}
+
+static void route_device(keel_api_t *api, struct evhttp_request *req)
+{
+    session_t s;
+    if (!require_session(api, req, &s, false))
+        return;
+    if (!method_is(req, EVHTTP_REQ_GET)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    keel_bootstate_t bs;
+    if (boot_state(api, &bs) != KEEL_OK) {
+        reply_internal(req, "boot state");
+        return;
+    }
+    int slot = running_slot(&bs);
+    json_t *fw = json_null(), *sv = json_null(), *until = json_null(), *expired = json_null();
+    keel_manifest_t m;
+    memset(&m, 0, sizeof m);
+    if (slot != KEEL_SLOT_NONE) {
+        fw = json_string(bs.version[slot]);
+        sv = json_integer(bs.security_version[slot]);
+        if (api->update_state != UPDATE_INSTALLING && keel_slots_manifest(api->c.slots, slot, &m) == KEEL_OK) {
+            char now[11];
+            today(now);
+            until = json_string(m.support_until);
+            expired = json_boolean(strcmp(now, m.support_until) > 0);
+            keel_manifest_free(&m);
+        } else {
+            keel_error_clear();
+        }
+    }
+    const keel_config_t *c = api->c.cfg;
+    json_t *j = json_pack("{s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:s,s:o}", "id", keel_config_str(c, "device", "id"),
+                          "serial", keel_config_str(c, "device", "serial") ? keel_config_str(c, "device", "serial") : "",
+                          "model", keel_config_str(c, "device", "model"), "firmware_version", fw, "security_version",
+                          sv, "support_until", until, "support_expired", expired, "certificate_sha256",
+                          api->fingerprint, "tamper_alert", tamper_json(&bs));
+    api_reply(req, 200, j);
+}
+
+/* ---- settings (the update policy, 5.3-2, 5.3-6A) ------------------------------------ */
+
+typedef struct {
+    bool automatic, notifications;
+    char postpone_until[11]; /* "" when none */
+} settings_t;
+
+static keel_status_t settings_load(keel_api_t *api, settings_t *s)
+{
+    const keel_config_t *c = api->c.cfg;
+    s->automatic = keel_config_bool(c, "update", "automatic") != 0;
+    s->notifications = keel_config_bool(c, "update", "notifications") != 0;
+    const char *pu = keel_config_str(c, "update", "postpone_until");
+    snprintf(s->postpone_until, sizeof s->postpone_until, "%s", pu != NULL ? pu : "");
+    uint8_t buf[SETTINGS_MAX];
+    size_t n = 0;
+    keel_status_t st = keel_vault_secret_get(api->c.vault, SETTINGS_SECRET, buf, sizeof buf, &n);
+    if (st == KEEL_ERR_NOT_FOUND) {
+        keel_error_clear();
+        return KEEL_OK; /* the owner has not chosen: the configuration's defaults */
+    }
+    if (st != KEEL_OK)
+        return st;
+    json_error_t e;
+    json_t *j = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, &e);
+    json_t *a = json_object_get(j, "automatic"), *no = json_object_get(j, "notifications"),
+           *p = json_object_get(j, "postpone_until");
+    if (!json_is_boolean(a) || !json_is_boolean(no) || !(json_is_null(p) || json_is_string(p))) {
+        json_decref(j);
+        return keel_errorf(KEEL_ERR_FORMAT, "the stored settings are malformed");
+    }
+    s->automatic = json_is_true(a);
+    s->notifications = json_is_true(no);
+    snprintf(s->postpone_until, sizeof s->postpone_until, "%s", json_is_string(p) ? json_string_value(p) : "");
+    json_decref(j);
+    return KEEL_OK;
+}
+
+static json_t *settings_json(const settings_t *s)
+{
+    return json_pack("{s:b,s:b,s:o}", "automatic_updates", s->automatic, "notifications", s->notifications,
+                     "postpone_until", s->postpone_until[0] ? json_string(s->postpone_until) : json_null());
+}
+
+static void route_settings(keel_api_t *api, struct evhttp_request *req)
+{
+    session_t s;
+    if (!require_session(api, req, &s, false))
+        return;
+    settings_t cur;
+    if (!method_is(req, EVHTTP_REQ_GET) && !method_is(req, EVHTTP_REQ_PUT)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    if (settings_load(api, &cur) != KEEL_OK) {
+        reply_internal(req, "settings");
+        return;
+    }
+    if (method_is(req, EVHTTP_REQ_PUT)) {
+        static const api_json_field_t f[] = {
+            {"automatic_updates", API_JSON_BOOL, false, 0},
+            {"notifications", API_JSON_BOOL, false, 0},
+            {"postpone_until", API_JSON_STRING_OR_NULL, false, 10},
+        };
+        body_t b;
+        json_t *j = NULL;
+        body_get(req, &b);
+        if (!json_body(req, &b, f, sizeof f / sizeof f[0], &j))
+            return;
+        json_t *a = json_object_get(j, "automatic_updates"), *n = json_object_get(j, "notifications"),
+               *p = json_object_get(j, "postpone_until");
+        if (p != NULL && json_is_string(p) && !keel_date_ok(json_string_value(p))) {
+            json_decref(j);
+            api_error(req, 400, "bad_request", "postpone_until must be a date YYYY-MM-DD");
+            return;
+        }
+        if (a != NULL)
+            cur.automatic = json_is_true(a);
+        if (n != NULL)
+            cur.notifications = json_is_true(n);
+        if (p != NULL)
+            snprintf(cur.postpone_until, sizeof cur.postpone_until, "%s", json_is_string(p) ? json_string_value(p) : "");
+        json_decref(j);
+        json_t *out = settings_json(&cur);
+        char *text = out != NULL ? json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(out);
+        /* The stored form uses the names settings_load reads. */
+        json_t *stored = json_pack("{s:b,s:b,s:o}", "automatic", cur.automatic, "notifications", cur.notifications,
+                                   "postpone_until", cur.postpone_until[0] ? json_string(cur.postpone_until) : json_null());
+        char *st_text = stored != NULL ? json_dumps(stored, JSON_COMPACT) : NULL;
+        json_decref(stored);
+        free(text);
+        keel_status_t st = st_text != NULL ? keel_vault_secret_put(api->c.vault, SETTINGS_SECRET, st_text, strlen(st_text))
+                                           : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        free(st_text);
+        if (st != KEEL_OK) {
+            reply_internal(req, "settings");
+            return;
+        }
+        keel_log(KEEL_LOG_INFO, "api: update settings changed: automatic %s, notifications %s, postpone until %s",
+                 cur.automatic ? "on" : "off", cur.notifications ? "on" : "off",
+                 cur.postpone_until[0] ? cur.postpone_until : "-");
+    }
+    api_reply(req, 200, settings_json(&cur));
+}
+
+/* ---- update: status, upload, stage, apply ------------------------------------------- */
+
+static const char *update_state_name(api_update_state_t s)
+{
+    switch (s) {
+    case UPDATE_UPLOADING: return "uploading";
+    case UPDATE_STAGED: return "staged";
+    case UPDATE_INSTALLING: return "installing";
+    case UPDATE_INSTALLED: return "installed";
+    default: return "idle";
+    }
+}
+
+static json_t *slot_json(const keel_bootstate_t *bs, int slot)
+{
+    if (slot != 0 && slot != 1)
+        return json_null();
+    char name[2] = {keel_slot_name(slot), '\0'};
+    return json_pack("{s:s,s:s,s:I}", "slot", name, "version", bs->version[slot], "security_version",
+                     (json_int_t)bs->security_version[slot]);
+}
+
+static json_t *staged_json(keel_api_t *api, uint32_t counter, const keel_bootstate_t *bs)
+{
+    if (!api->staged_valid)
+        return json_null();
+    const keel_manifest_t *m = &api->staged;
+    char fixes[KEEL_BUNDLE_FIXES_MAX * 66 + 1] = "";
+    size_t off = 0;
+    for (unsigned i = 0; i < m->n_fixes && off < sizeof fixes; i++) {
+        int n = snprintf(fixes + off, sizeof fixes - off, "%s%s", i ? ", " : "", m->security_fixes[i]);
+        if (n < 0)
+            break;
+        off += (size_t)n;
+    }
+    int run = running_slot(bs);
+    uint32_t running_sv = run != KEEL_SLOT_NONE ? bs->security_version[run] : 0;
+    bool required = m->security_version > counter && m->security_version > running_sv;
+    return json_pack("{s:s,s:s,s:I,s:s,s:s,s:s,s:s,s:b,s:I,s:b,s:I}", "kind",
+                     m->kind == KEEL_BUNDLE_TRUST ? "trust" : "image", "version", m->version, "security_version",
+                     (json_int_t)m->security_version, "support_until", m->support_until, "security_fixes", fixes,
+                     "notes", m->notes, "risk", m->risk, "disruptive", m->disruptive, "downtime_seconds",
+                     (json_int_t)m->downtime_seconds, "security_update_required", required, "size",
+                     (json_int_t)m->payload_size);
+}
+
+static void route_update_status(keel_api_t *api, struct evhttp_request *req)
+{
+    keel_bootstate_t bs;
+    uint32_t counter = 0;
+    if (boot_state(api, &bs) != KEEL_OK) {
+        reply_internal(req, "boot state");
+        return;
+    }
+    if (api->update_state != UPDATE_INSTALLING && keel_slots_counter(api->c.slots, &counter) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "api: the anti-rollback counter cannot be read: %s", keel_error_message());
+        keel_error_clear();
+    }
+    int pending = bs.pending == 0 || bs.pending == 1 ? bs.pending : KEEL_SLOT_NONE;
+    json_t *pj = pending != KEEL_SLOT_NONE ? slot_json(&bs, pending) : json_null();
+    if (pending != KEEL_SLOT_NONE && json_is_object(pj))
+        json_object_set_new(pj, "tries_left", json_integer(bs.tries_left));
+    json_t *j = json_pack("{s:s,s:o,s:o,s:I,s:o,s:o,s:o,s:I}", "state", update_state_name(api->update_state),
+                          "running", slot_json(&bs, running_slot(&bs)), "pending", pj, "counter", (json_int_t)counter,
+                          "tamper_alert", tamper_json(&bs), "staged", staged_json(api, counter, &bs), "last_error",
+                          api->last_error[0] ? json_string(api->last_error) : json_null(), "received",
+                          (json_int_t)api->upload_bytes);
+    api_reply(req, 200, j);
+}
+
+static keel_status_t staged_path(keel_api_t *api)
+{
+    if (api->staged_path[0] != '\0')
+        return KEEL_OK;
+    char dir[KEEL_PATH_MAX];
+    keel_status_t st = keel_config_path(api->c.cfg, "update", "dir", dir);
+    return st == KEEL_OK ? keel_path_join(api->staged_path, sizeof api->staged_path, dir, STAGED_NAME) : st;
+}
+
+static void staged_drop(keel_api_t *api)
+{
+    if (api->upload_fd >= 0)
+        close(api->upload_fd);
+    api->upload_fd = -1;
+    api->upload_bytes = 0;
+    if (api->staged_valid)
+        keel_manifest_free(&api->staged);
+    api->staged_valid = false;
+    if (api->staged_path[0] != '\0' && unlink(api->staged_path) != 0 && errno != ENOENT)
+        keel_log(KEEL_LOG_WARN, "api: remove %s: %s", api->staged_path, strerror(errno));
+    api->update_state = UPDATE_IDLE;
+}
+
+static bool query_offset(struct evhttp_request *req, uint64_t *off)
+{
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *q = u != NULL ? evhttp_uri_get_query(u) : NULL;
+    struct evkeyvalq kv = {NULL, &kv.tqh_first};
+    if (q == NULL || evhttp_parse_query_str(q, &kv) != 0) {
+        evhttp_clear_headers(&kv);
+        return false;
+    }
+    const char *v = evhttp_find_header(&kv, "offset");
+    bool ok = v != NULL && v[0] >= '0' && v[0] <= '9' && strlen(v) <= 20;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long n = ok ? strtoull(v, &end, 10) : 0;
+    ok = ok && errno == 0 && end != NULL && *end == '\0';
+    evhttp_clear_headers(&kv);
+    *off = n;
+    return ok;
+}
+
+static void route_update_bundle(keel_api_t *api, struct evhttp_request *req)
+{
+    if (!method_is(req, EVHTTP_REQ_PUT)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    if (!content_type_is(req, "application/octet-stream")) {
+        api_error(req, 415, "unsupported_media_type", "send application/octet-stream");
+        return;
+    }
+    uint64_t off = 0;
+    if (!query_offset(req, &off)) {
+        api_error(req, 400, "bad_request", "offset=N is required");
+        return;
+    }
+    if (api->update_state == UPDATE_INSTALLING) {
+        api_error(req, 409, "conflict", "an install is running");
+        return;
+    }
+    if (off == 0) {
+        staged_drop(api);
+        if (staged_path(api) != KEEL_OK) {
+            reply_internal(req, "staging path");
+            return;
+        }
+        api->upload_fd = open(api->staged_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (api->upload_fd < 0) {
+            keel_errorf(KEEL_ERR_IO, "open %s: %s", api->staged_path, strerror(errno));
+            reply_internal(req, "upload");
+            return;
+        }
+        api->update_state = UPDATE_UPLOADING;
+        api->last_error[0] = '\0';
+    } else if (api->upload_fd < 0 || off != api->upload_bytes) {
+        json_t *j = json_pack("{s:s,s:I}", "error", "conflict", "received", (json_int_t)api->upload_bytes);
+        api_reply(req, 409, j);
+        return;
+    }
+    body_t b;
+    body_get(req, &b);
+    if (api->upload_bytes + b.len > api->limits.upload_max) {
+        staged_drop(api);
+        api_error(req, 413, "too_large", "the bundle is over [api] upload_max");
+        return;
+    }
+    size_t done = 0;
+    while (done < b.len) {
+        ssize_t n = write(api->upload_fd, b.data + done, b.len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            keel_errorf(KEEL_ERR_IO, "write %s: %s", api->staged_path, n < 0 ? strerror(errno) : "no progress");
+            staged_drop(api);
+            reply_internal(req, "upload");
+            return;
+        }
+        done += (size_t)n;
+    }
+    api->upload_bytes += b.len;
+    api_reply(req, 200, json_pack("{s:I}", "received", (json_int_t)api->upload_bytes));
+}
+
+static ssize_t read_fd(void *ctx, void *buf, size_t n)
+{
+    int fd = *(int *)ctx;
+    ssize_t r;
+    do
+        r = read(fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+static void route_update_stage(keel_api_t *api, struct evhttp_request *req)
+{
+    if (!method_is(req, EVHTTP_REQ_POST)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    body_t b;
+    json_t *j = NULL;
+    body_get(req, &b);
+    if (!json_body(req, &b, NULL, 0, &j))
+        return;
+    json_decref(j);
+    if (api->update_state != UPDATE_UPLOADING || api->upload_fd < 0) {
+        api_error(req, 409, "conflict", "no upload in progress");
+        return;
+    }
+    close(api->upload_fd);
+    api->upload_fd = -1;
+    int fd = open(api->staged_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    keel_status_t st = fd >= 0 ? keel_slots_check(api->c.slots, read_fd, &fd, &api->staged)
+                               : keel_errorf(KEEL_ERR_IO, "open %s: %s", api->staged_path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (st != KEEL_OK) {
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        staged_drop(api);
+        snprintf(api->last_error, sizeof api->last_error, "%s", why);
+        keel_log(KEEL_LOG_WARN, "api: uploaded bundle refused: %s", why);
+        api_error(req, st == KEEL_ERR_IO || st == KEEL_ERR_NOMEM ? 500 : 422,
+                  st == KEEL_ERR_IO || st == KEEL_ERR_NOMEM ? "internal" : "bundle_rejected", why);
+        return;
+    }
+    api->staged_valid = true;
+    api->update_state = UPDATE_STAGED;
+    keel_log(KEEL_LOG_INFO, "api: bundle %s (security version %" PRIu32 ") staged", api->staged.version,
+             api->staged.security_version);
+    keel_bootstate_t bs;
+    uint32_t counter = 0;
+    if (boot_state(api, &bs) != KEEL_OK || keel_slots_counter(api->c.slots, &counter) != KEEL_OK)
+        keel_error_clear();
+    api_reply(req, 201, json_pack("{s:o}", "staged", staged_json(api, counter, &bs)));
+}
+
+typedef struct {
+    keel_job_t job;
+    keel_api_t *api;
+    char path[KEEL_PATH_MAX];
+    keel_status_t st;
+    keel_install_result_t res;
+    char why[KEEL_ERROR_MAX];
+} install_job_t;
+
+static void install_run(keel_job_t *job)
+{
+    install_job_t *ij = (install_job_t *)job;
+    int fd = open(ij->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        ij->st = keel_errorf(KEEL_ERR_IO, "open %s: %s", ij->path, strerror(errno));
+    } else {
+        ij->st = keel_slots_install(ij->api->c.slots, read_fd, &fd, &ij->res);
+        close(fd);
+    }
+    /* The message is thread-local: it is copied here, on the worker. */
+    if (ij->st != KEEL_OK)
+        snprintf(ij->why, sizeof ij->why, "%s", keel_error_message());
+}
+
+static void install_done(keel_job_t *job)
+{
+    install_job_t *ij = (install_job_t *)job;
+    keel_api_t *api = ij->api;
+    if (job->cancelled) {
+        api->update_state = UPDATE_STAGED;
+    } else if (ij->st == KEEL_OK) {
+        keel_log(KEEL_LOG_INFO, "api: installed %s into slot %c; it runs after the next reboot", ij->res.version,
+                 keel_slot_name(ij->res.slot));
+        staged_drop(api);
+        api->update_state = UPDATE_INSTALLED;
+    } else {
+        keel_log(KEEL_LOG_WARN, "api: install refused: %s", ij->why);
+        snprintf(api->last_error, sizeof api->last_error, "%s", ij->why);
+        staged_drop(api);
+    }
+    free(ij);
+}
+
+static void route_update_apply(keel_api_t *api, struct evhttp_request *req)
+{
+    if (!method_is(req, EVHTTP_REQ_POST)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    body_t b;
+    json_t *j = NULL;
+    body_get(req, &b);
+    if (!json_body(req, &b, NULL, 0, &j))
+        return;
+    json_decref(j);
+    if (api->update_state != UPDATE_STAGED || !api->staged_valid) {
+        api_error(req, 409, "conflict", api->update_state == UPDATE_INSTALLING ? "an install is running"
+                                                                                : "no bundle is staged");
+        return;
+    }
+    install_job_t *ij = calloc(1, sizeof *ij);
+    if (ij == NULL) {
+        api_error(req, 500, "internal", NULL);
+        return;
+    }
+    ij->job.run = install_run;
+    ij->job.done = install_done;
+    ij->api = api;
+    snprintf(ij->path, sizeof ij->path, "%s", api->staged_path);
+    keel_bootstate_t bs;
+    if (boot_state(api, &bs) != KEEL_OK)
+        keel_error_clear();
+    api->update_state = UPDATE_INSTALLING;
+    if (keel_workers_submit(api->installer, &ij->job) != KEEL_OK) {
+        keel_error_clear();
+        api->update_state = UPDATE_STAGED;
+        free(ij);
+        api_error(req, 409, "conflict", "an install is running");
+        return;
+    }
+    keel_log(KEEL_LOG_INFO, "api: installing %s", api->staged.version);
+    api_reply(req, 202, json_pack("{s:s}", "state", "installing"));
+}
+
+static void route_update(keel_api_t *api, struct evhttp_request *req, const char *rest)
+{
+    session_t s;
+    if (!require_session(api, req, &s, false))
+        return;
+    if (strcmp(rest, "") == 0) {
+        if (!method_is(req, EVHTTP_REQ_GET))
+            api_error(req, 405, "method_not_allowed", NULL);
+        else
+            route_update_status(api, req);
+    } else if (strcmp(rest, "/bundle") == 0) {
+        route_update_bundle(api, req);
+    } else if (strcmp(rest, "/stage") == 0) {
+        route_update_stage(api, req);
+    } else if (strcmp(rest, "/apply") == 0) {
+        route_update_apply(api, req);
+    } else {
+        api_error(req, 404, "not_found", NULL);
+    }
+}
+
+/* ---- factory reset (5.11-1) ------------------------------------------------------ */
+
+static void route_factory_reset(keel_api_t *api, struct evhttp_request *req)
+{
+    if (!method_is(req, EVHTTP_REQ_POST)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    session_t s;
+    body_t b;
+    body_get(req, &b);
+    if (!require_session(api, req, &s, false)) {
+        body_wipe(&b);
+        return;
+    }
+    if (api->update_state == UPDATE_INSTALLING) {
+        body_wipe(&b);
+        api_error(req, 409, "conflict", "an install is running");
+        return;
+    }
+    static const api_json_field_t f[] = {{"password", API_JSON_STRING, true, KEEL_AUTH_PASSWORD_MAX}};
+    json_t *j = NULL;
+    bool ok = json_body(req, &b, f, 1, &j);
+    body_wipe(&b);
+    if (ok) {
+        json_t *pw = json_object_get(j, "password");
+        keel_auth_request_t ar = {
+            .password = json_string_value(pw),
+            .password_len = json_string_length(pw),
+            .token = s.token,
+        };
+        attempt(api, req, KEEL_AUTH_REAUTH, &ar);
+        json_wipe_free(j);
+    }
+    keel_wipe(&s, sizeof s);
+}
+
+/* The anti-rollback counters survive a factory reset: erasing them would
+ * let an old, vulnerable image back in. */
+static const char *const kept_secrets[] = {KEEL_SECVER_SECRET, "update.trust_version"};
+#define KEPT_N (sizeof kept_secrets / sizeof kept_secrets[0])
+
+static void factory_reset(keel_api_t *api, struct evhttp_request *req)
+{
+    uint8_t kept[KEPT_N][8];
+    size_t kept_len[KEPT_N];
+    bool have[KEPT_N];
+    keel_status_t st = KEEL_OK;
+    for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++) {
+        st = keel_vault_secret_get(api->c.vault, kept_secrets[i], kept[i], sizeof kept[i], &kept_len[i]);
+        have[i] = st == KEEL_OK;
+        if (st == KEEL_ERR_NOT_FOUND) {
+            keel_error_clear();
+            st = KEEL_OK;
+        }
+    }
+    if (st == KEEL_OK) {
+        staged_drop(api);
+        st = keel_vault_erase(api->c.vault);
+    }
+    for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++)
+        if (have[i])
+            st = keel_vault_secret_put(api->c.vault, kept_secrets[i], kept[i], kept_len[i]);
+    if (st == KEEL_OK)
+        st = keel_auth_reset(api->c.auth);
+    /* The update module read the vault under the erased key: it opens again. */
+    keel_slots_t *fresh = NULL;
+    if (st == KEEL_OK && (st = keel_slots_open(api->c.cfg, &fresh)) != KEEL_OK) {
+        /* Its lock is held by the old handle: close that first, then open. */
+        keel_error_clear();
+        keel_slots_close(api->c.slots);
+        api->c.slots = NULL;
+        st = keel_slots_open(api->c.cfg, &fresh);
+    } else if (st == KEEL_OK) {
+        keel_slots_close(api->c.slots);
+    }
+    if (st == KEEL_OK)
+        api->c.slots = fresh;
+    if (st != KEEL_OK) {
+        reply_internal(req, "factory reset");
+        return;
+    }
+    keel_log(KEEL_LOG_WARN, "api: factory reset: user data erased, the label password is in force again");
+    set_cookie(req, NULL, 0);
+    api_reply(req, 202, json_pack("{s:s}", "state", "reset"));
+}
+
+/* ---- static files --------------------------------------------------------------- */
+
+static void route_ui(struct evhttp_request *req, const char *path)
+{
+    if (!method_is(req, EVHTTP_REQ_GET) && !method_is(req, EVHTTP_REQ_HEAD)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    if (strcmp(path, "/") == 0)
+        path = "/index.html";
+    for (size_t i = 0; i < keel_ui_assets_len; i++) {
+        const keel_ui_asset_t *a = &keel_ui_assets[i];
+        if (strcmp(a->path, path) != 0)
+            continue;
+        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+        api_security_headers(h);
+        evhttp_add_header(h, "Content-Type", a->type);
+        struct evbuffer *out = evbuffer_new();
+        if (out == NULL || evbuffer_add_reference(out, a->data, a->len, NULL, NULL) != 0) {
+            if (out != NULL)
+                evbuffer_free(out);
+            api_error(req, 500, "internal", NULL);
+            return;
+        }
+        api_conn_t *c = api_conn_of(req);
+        if (c != NULL)
+            c->busy = false;
+        evhttp_send_reply(req, 200, "OK", out);
+        evbuffer_free(out);
+        return;
+    }
+    api_error(req, 404, "not_found", NULL);
+}
+
+/* ---- dispatch ---------------------------------------------------------------------- */
+
+void api_route(struct evhttp_request *req, keel_api_t *api)
+{
+    const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+    const char *path = u != NULL ? evhttp_uri_get_path(u) : NULL;
+    if (path == NULL || path[0] != '/') {
+        api_error(req, 400, "bad_request", NULL);
+        return;
+    }
+    if (strncmp(path, API_PREFIX, strlen(API_PREFIX)) != 0) {
+        route_ui(req, path);
+        return;
+    }
+    const char *r = path + strlen(API_PREFIX);
+    if (strcmp(r, "status") == 0)
+        route_status(api, req);
+    else if (strcmp(r, "session") == 0)
+        route_session(api, req);
+    else if (strcmp(r, "password") == 0)
+        route_password(api, req);
+    else if (strcmp(r, "device") == 0)
+        route_device(api, req);
+    else if (strcmp(r, "settings") == 0)
+        route_settings(api, req);
+    else if (strncmp(r, "update", 6) == 0 && (r[6] == '\0' || r[6] == '/'))
+        route_update(api, req, r + 6);
+    else if (strcmp(r, "factory-reset") == 0)
+        route_factory_reset(api, req);
+    else
+        api_error(req, 404, "not_found", NULL);
+}
+
+void api_routes_shutdown(keel_api_t *api)
+{
+    if (api->upload_fd >= 0)
+        close(api->upload_fd);
+    api->upload_fd = -1;
+}

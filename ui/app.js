@@ -1,0 +1,766 @@
+// keeld's setup UI: one page, talking to the device's JSON API (docs/api.md).
+//
+// The session lives in the keel_session cookie (HttpOnly, set by keeld); the
+// script never sees it. The CSRF token from the login answer is kept in
+// sessionStorage (gone when the tab closes) and sent as X-CSRF-Token on every
+// request that changes something. The bearer token in the login answer is
+// ignored on purpose: nothing a script can read should log in.
+//
+// Served under a strict CSP: no inline script or style, nothing from elsewhere.
+// Views and pages are shown and hidden with the `hidden` attribute only.
+'use strict';
+
+(function () {
+  const API = '/api/v1';
+  const CSRF_KEY = 'keel_csrf';
+  const USER_KEY = 'keel_user';
+  const PAGES = ['device', 'updates', 'security', 'reset'];
+  const POLL_MS = 1500;
+  const UPLOAD_PIECE = 65536; // the device's cap on one request body (docs/api.md)
+
+  const state = {
+    status: null,
+    device: null,
+    settings: null,
+    update: null,
+    // The label password, held in memory only between the login and the
+    // forced change, so the owner does not have to type it twice.
+    labelPassword: null,
+    forced: false,
+    firstRun: false,
+    page: 'device',
+    pollTimer: null,
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  function showMsg(id, text) {
+    const el = $(id);
+    el.textContent = text || '';
+    el.hidden = !text;
+  }
+
+  function setText(id, text) {
+    $(id).textContent = text === null || text === undefined || text === '' ? '—' : String(text);
+  }
+
+  function plural(n, one, many) {
+    return n === 1 ? one : many;
+  }
+
+  // ---- the API ----------------------------------------------------------
+
+  class ApiError extends Error {
+    constructor(status, body, retryAfter) {
+      super((body && body.error) || 'http_' + status);
+      this.status = status;
+      this.body = body || {};
+      this.code = this.body.error || '';
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    let payload;
+    if (body instanceof Blob) {
+      headers['Content-Type'] = 'application/octet-stream';
+      payload = body;
+    } else if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      payload = JSON.stringify(body);
+    }
+    if (method !== 'GET' && method !== 'HEAD') {
+      const csrf = sessionStorage.getItem(CSRF_KEY);
+      if (csrf) headers['X-CSRF-Token'] = csrf;
+    }
+    let res;
+    try {
+      res = await fetch(API + path, {
+        method,
+        headers,
+        body: payload,
+        credentials: 'same-origin',
+        cache: 'no-store',
+        redirect: 'error',
+      });
+    } catch (e) {
+      throw new ApiError(0, { error: 'network' });
+    }
+    let data = null;
+    if (res.status !== 204) {
+      const text = await res.text();
+      if (text) {
+        try {
+          data = JSON.parse(text);
+        } catch (e) {
+          data = null;
+        }
+      }
+    }
+    if (!res.ok) {
+      let retry = data && Number.isFinite(data.retry_after) ? data.retry_after : NaN;
+      if (!Number.isFinite(retry)) retry = parseInt(res.headers.get('Retry-After') || '', 10);
+      throw new ApiError(res.status, data, Number.isFinite(retry) ? retry : null);
+    }
+    return data;
+  }
+
+  function tooMany(e) {
+    const n = e.retryAfter === null || e.retryAfter === undefined ? null : e.retryAfter;
+    if (n === null) return 'Too many attempts. Wait a little and try again.';
+    return 'Too many attempts. Wait ' + n + ' ' + plural(n, 'second', 'seconds') + ' and try again.';
+  }
+
+  function generic(e) {
+    if (e.status === 0) return 'The device does not answer. Check its network connection and try again.';
+    if (e.body && e.body.message) return e.body.message;
+    if (e.status === 413) return 'That is too large for the device.';
+    return 'The device could not do this (error ' + e.status + (e.code ? ', ' + e.code : '') + ').';
+  }
+
+  // A 401 or 403 on a route that needs a session: the session is gone (or
+  // limited to the password change). Returns true when it handled the error.
+  function sessionProblem(e) {
+    if (!(e instanceof ApiError)) return false;
+    if (e.status === 401 || (e.status === 403 && e.code === 'csrf_failed')) {
+      sessionEnded('Your session has ended. Please log in again.');
+      return true;
+    }
+    if (e.status === 403 && e.code === 'password_change_required') {
+      showPasswordView(true);
+      return true;
+    }
+    return false;
+  }
+
+  async function sessionAlive() {
+    try {
+      await api('GET', '/settings');
+      return true;
+    } catch (e) {
+      return !(e.status === 401 || e.status === 403);
+    }
+  }
+
+  async function login(username, password) {
+    const r = await api('POST', '/session', { username, password });
+    sessionStorage.setItem(CSRF_KEY, r.csrf);
+    sessionStorage.setItem(USER_KEY, username);
+    return r;
+  }
+
+  function forgetSession() {
+    sessionStorage.removeItem(CSRF_KEY);
+    state.labelPassword = null;
+    state.device = state.settings = state.update = null;
+    stopPolling();
+  }
+
+  // ---- views --------------------------------------------------------------
+
+  function showView(name) {
+    for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== 'view-' + name;
+    const inSession = name === 'password' || name === 'guide' || name === 'dashboard';
+    $('logout').hidden = !inSession;
+    document.body.dataset.view = name;
+  }
+
+  function notice(text) {
+    showMsg('notice', text);
+  }
+
+  async function refreshStatus() {
+    try {
+      state.status = await api('GET', '/status');
+      $('topbar-model').textContent = state.status.model || '';
+    } catch (e) {
+      state.status = null;
+    }
+    return state.status;
+  }
+
+  function showLogin(message) {
+    stopPolling();
+    notice(message || '');
+    showMsg('login-error', '');
+    $('login-first-run').hidden = !(state.status && state.status.setup_required);
+    $('login-password').value = '';
+    $('login-submit').disabled = false;
+    showView('login');
+    const user = $('login-username');
+    (user.value ? $('login-password') : user).focus();
+  }
+
+  function sessionEnded(message) {
+    forgetSession();
+    refreshStatus().finally(() => showLogin(message));
+  }
+
+  function showPasswordView(forced) {
+    stopPolling();
+    state.forced = forced;
+    $('cp-forced-intro').hidden = !forced;
+    $('cp-current-row').hidden = forced && state.labelPassword !== null;
+    $('cp-cancel').hidden = forced;
+    for (const id of ['cp-current', 'cp-new', 'cp-confirm']) $(id).value = '';
+    showMsg('cp-error', '');
+    delete $('cp-error').dataset.reason;
+    $('cp-submit').disabled = false;
+    showView('password');
+    ($('cp-current-row').hidden ? $('cp-new') : $('cp-current')).focus();
+  }
+
+  async function showGuide() {
+    showView('guide');
+    try {
+      state.device = await api('GET', '/device');
+      $('guide-fingerprint').textContent = state.device.certificate_sha256 || '';
+      if (state.device.support_until) $('guide-support').textContent = state.device.support_until;
+    } catch (e) {
+      if (!sessionProblem(e)) notice(generic(e));
+    }
+    $('guide-done').focus();
+  }
+
+  async function enterDashboard(page) {
+    try {
+      state.device = await api('GET', '/device');
+    } catch (e) {
+      if (!sessionProblem(e)) notice(generic(e));
+      return;
+    }
+    showView('dashboard');
+    renderDevice();
+    const fromHash = location.hash.replace(/^#/, '');
+    await route(page || (PAGES.includes(fromHash) ? fromHash : 'device'));
+  }
+
+  async function route(page) {
+    if (!PAGES.includes(page)) page = 'device';
+    state.page = page;
+    if (location.hash !== '#' + page) history.replaceState(null, '', '#' + page);
+    for (const p of PAGES) {
+      $('page-' + p).hidden = p !== page;
+      const tab = $('tab-' + p);
+      if (p === page) tab.setAttribute('aria-current', 'page');
+      else tab.removeAttribute('aria-current');
+    }
+    stopPolling();
+    try {
+      if (page === 'device') await loadDevicePage();
+      else if (page === 'updates') await loadUpdatesPage();
+      else if (page === 'security') await loadSecurityPage();
+      else if (page === 'reset') loadResetPage();
+    } catch (e) {
+      if (!sessionProblem(e)) notice(generic(e));
+    }
+  }
+
+  // ---- device -------------------------------------------------------------
+
+  function renderDevice() {
+    const d = state.device;
+    if (!d) return;
+    $('topbar-model').textContent = d.model || '';
+    setText('device-model', d.model);
+    setText('device-id', d.id);
+    setText('device-serial', d.serial);
+    setText('device-firmware', d.firmware_version === null ? 'not installed through an update yet' : d.firmware_version);
+    setText('device-security-version', d.security_version);
+    setText('device-support-until', d.support_until === null ? 'not known yet' : d.support_until);
+    const pill = $('device-support-status');
+    if (d.support_expired) {
+      pill.textContent = 'Support period is over: no more security updates';
+      pill.className = 'pill bad';
+    } else if (d.support_until) {
+      pill.textContent = 'Supported';
+      pill.className = 'pill good';
+    } else {
+      pill.textContent = '';
+      pill.className = 'pill';
+    }
+    pill.dataset.expired = String(!!d.support_expired);
+    setText('device-fingerprint', d.certificate_sha256);
+    const tamper = d.tamper_alert || (state.update && state.update.tamper_alert);
+    showMsg('tamper-banner', tamper ? tamperText(tamper) : '');
+  }
+
+  function tamperText(t) {
+    let s = 'Tamper alert: the firmware in slot ' + (t.slot || '?') + ' was changed and is not used.';
+    if (t.detail) s += ' ' + t.detail;
+    if (t.time) s += ' (' + new Date(t.time * 1000).toLocaleString() + ')';
+    return s;
+  }
+
+  async function loadDevicePage() {
+    state.device = await api('GET', '/device');
+    renderDevice();
+    state.update = await api('GET', '/update');
+    renderTopBanner();
+  }
+
+  function renderTopBanner() {
+    const u = state.update;
+    const required = !!(u && u.staged && u.staged.security_update_required);
+    $('security-banner-top').hidden = !required || state.page === 'updates';
+    if (u && u.tamper_alert && !(state.device && state.device.tamper_alert)) {
+      showMsg('tamper-banner', tamperText(u.tamper_alert));
+    }
+  }
+
+  // ---- updates ------------------------------------------------------------
+
+  function listText(v) {
+    if (v === null || v === undefined || v === '') return null;
+    if (Array.isArray(v)) return v.length ? v.join(', ') : null;
+    return String(v);
+  }
+
+  function bytes(n) {
+    if (typeof n !== 'number') return null;
+    if (n >= 1048576) return (n / 1048576).toFixed(1) + ' MiB';
+    if (n >= 1024) return (n / 1024).toFixed(1) + ' KiB';
+    return n + ' bytes';
+  }
+
+  const STATE_TEXT = {
+    idle: 'Up to date with what the device has received',
+    uploading: 'An update is being uploaded',
+    staged: 'An update is ready to install',
+    installing: 'Installing an update…',
+    installed: 'Update installed: restart the device to run it',
+  };
+
+  function renderUpdate() {
+    const u = state.update;
+    if (!u) return;
+    const el = $('update-state');
+    el.textContent = STATE_TEXT[u.state] || u.state;
+    el.dataset.state = u.state;
+    const r = u.running;
+    setText('update-running', r ? 'version ' + r.version + ' (security version ' + r.security_version + ') in slot ' + r.slot : 'no firmware installed through an update yet');
+    setText('update-counter', u.counter);
+    showMsg('update-pending', u.state === 'installed' && u.pending
+      ? 'The update is installed in slot ' + u.pending + '. Restart the device to run it.' : '');
+    const lastErr = u.last_error && (typeof u.last_error === 'string' ? u.last_error : (u.last_error.message || JSON.stringify(u.last_error)));
+    showMsg('update-last-error', lastErr ? 'The last installation failed: ' + lastErr : '');
+
+    const s = u.staged;
+    $('update-staged').hidden = !s;
+    $('update-banner').hidden = !(s && s.security_update_required);
+    if (s) {
+      setText('staged-version', s.version);
+      setText('staged-security-version', s.security_version);
+      setText('staged-support', s.support_until);
+      setText('staged-fixes', listText(s.security_fixes) || 'none listed');
+      setText('staged-notes', listText(s.notes));
+      setText('staged-risk', listText(s.risk !== undefined ? s.risk : s.risks));
+      setText('staged-disruptive', s.disruptive
+        ? 'Yes: the device is unavailable for about ' + (s.downtime_seconds || 0) + ' ' + plural(s.downtime_seconds, 'second', 'seconds') + ' while it restarts'
+        : 'No');
+      $('staged-disruptive').dataset.disruptive = String(!!s.disruptive);
+      setText('staged-size', bytes(s.size));
+    }
+    $('update-apply').disabled = u.state !== 'staged';
+    $('bundle-upload').disabled = u.state === 'installing';
+    renderTopBanner();
+  }
+
+  function renderSettings() {
+    const s = state.settings;
+    if (!s) return;
+    $('set-automatic').checked = !!s.automatic_updates;
+    $('set-notifications').checked = !!s.notifications;
+    $('set-postpone').value = s.postpone_until || '';
+    $('settings-warning').hidden = !!s.automatic_updates;
+  }
+
+  async function loadUpdatesPage() {
+    showMsg('settings-status', '');
+    showMsg('settings-error', '');
+    const [u, s] = await Promise.all([api('GET', '/update'), api('GET', '/settings')]);
+    state.update = u;
+    state.settings = s;
+    renderUpdate();
+    renderSettings();
+    if (u.state === 'installing') startPolling();
+  }
+
+  function startPolling() {
+    stopPolling();
+    state.pollTimer = setTimeout(async () => {
+      state.pollTimer = null;
+      try {
+        state.update = await api('GET', '/update');
+      } catch (e) {
+        if (!sessionProblem(e)) showMsg('update-apply-status', generic(e));
+        return;
+      }
+      renderUpdate();
+      if (state.update.state === 'installing') {
+        startPolling();
+      } else if (state.update.state === 'installed') {
+        showMsg('update-apply-status', 'The update is installed. Restart the device to run it.');
+      } else {
+        showMsg('update-apply-status', '');
+      }
+    }, POLL_MS);
+  }
+
+  function stopPolling() {
+    if (state.pollTimer) clearTimeout(state.pollTimer);
+    state.pollTimer = null;
+  }
+
+  async function onSettingsSave(ev) {
+    ev.preventDefault();
+    showMsg('settings-status', '');
+    showMsg('settings-error', '');
+    const body = {
+      automatic_updates: $('set-automatic').checked,
+      notifications: $('set-notifications').checked,
+      postpone_until: $('set-postpone').value || null,
+    };
+    $('settings-save').disabled = true;
+    try {
+      state.settings = await api('PUT', '/settings', body);
+      renderSettings();
+      showMsg('settings-status', 'Settings saved.');
+    } catch (e) {
+      if (!sessionProblem(e)) showMsg('settings-error', e.status === 400 ? 'The device refused these settings. Check the date.' : generic(e));
+    } finally {
+      $('settings-save').disabled = false;
+    }
+  }
+
+  // The device takes a bundle in pieces of at most UPLOAD_PIECE bytes
+  // (PUT /update/bundle?offset=N), then checks it (POST /update/stage).
+  async function uploadBundle(file) {
+    let offset = 0;
+    let resumes = 0;
+    do {
+      const piece = file.slice(offset, Math.min(offset + UPLOAD_PIECE, file.size));
+      let r;
+      try {
+        r = await api('PUT', '/update/bundle?offset=' + offset, piece);
+      } catch (e) {
+        // 409 names where the device is: resume from there, a few times.
+        if (e.status === 409 && Number.isFinite(e.body.received) && offset > 0 && resumes < 3) {
+          resumes += 1;
+          offset = e.body.received;
+          continue;
+        }
+        throw e;
+      }
+      offset = Number.isFinite(r && r.received) ? r.received : offset + piece.size;
+      const pct = file.size ? Math.floor((100 * offset) / file.size) : 100;
+      showMsg('bundle-status', 'Uploading ' + file.name + ': ' + pct + ' %');
+    } while (offset < file.size);
+    showMsg('bundle-status', 'Checking the signature of ' + file.name + '…');
+    const r = await api('POST', '/update/stage', {});
+    return (r && r.staged) || r;
+  }
+
+  async function onBundleUpload(ev) {
+    ev.preventDefault();
+    showMsg('bundle-error', '');
+    showMsg('bundle-status', '');
+    const file = $('bundle-file').files[0];
+    if (!file) {
+      showMsg('bundle-error', 'Choose an update file first.');
+      return;
+    }
+    $('bundle-upload').disabled = true;
+    $('bundle-file').disabled = true;
+    try {
+      const staged = await uploadBundle(file);
+      $('bundle-file').value = '';
+      showMsg('bundle-status', 'The update ' + ((staged && staged.version) || '') + ' passed the signature check and is ready to install.');
+    } catch (e) {
+      showMsg('bundle-status', '');
+      if (sessionProblem(e)) return;
+      if (e.status === 422) showMsg('bundle-error', 'The device refused this file: ' + (e.body.message || 'it is not a valid update for this device.'));
+      else if (e.status === 409) showMsg('bundle-error', 'An update is being installed, or the upload was interrupted. Try again when the installation has finished.');
+      else if (e.status === 413) showMsg('bundle-error', 'The file is too large for this device.');
+      else showMsg('bundle-error', generic(e));
+    } finally {
+      $('bundle-file').disabled = false;
+      try {
+        state.update = await api('GET', '/update');
+        renderUpdate();
+      } catch (e) {
+        sessionProblem(e);
+      }
+      $('bundle-upload').disabled = !!(state.update && state.update.state === 'installing');
+    }
+  }
+
+  async function onApply() {
+    showMsg('update-apply-status', '');
+    $('update-apply').disabled = true;
+    try {
+      await api('POST', '/update/apply', {});
+      showMsg('update-apply-status', 'Installing the update. The device checks every part again while it writes it…');
+      state.update = await api('GET', '/update');
+      renderUpdate();
+      if (state.update.state === 'installing') startPolling();
+      else if (state.update.state === 'installed') showMsg('update-apply-status', 'The update is installed. Restart the device to run it.');
+    } catch (e) {
+      if (sessionProblem(e)) return;
+      showMsg('update-apply-status', e.status === 409 ? 'There is nothing to install, or an installation is already running.' : generic(e));
+      try {
+        state.update = await api('GET', '/update');
+        renderUpdate();
+      } catch (e2) {
+        sessionProblem(e2);
+      }
+    }
+  }
+
+  // ---- security check -------------------------------------------------------
+
+  function verdict(id, pass, detail) {
+    const li = $(id);
+    li.dataset.verdict = pass ? 'pass' : 'fail';
+    li.className = pass ? 'pass' : 'fail';
+    li.querySelector('.verdict').textContent = pass ? 'PASS' : 'FAIL';
+    li.querySelector('.detail').textContent = detail;
+    return pass;
+  }
+
+  async function loadSecurityPage() {
+    for (const li of document.querySelectorAll('#security-checks li')) {
+      delete li.dataset.verdict;
+      li.className = '';
+      li.querySelector('.verdict').textContent = '…';
+      li.querySelector('.detail').textContent = '';
+    }
+    setText('security-summary', 'Checking…');
+    const [status, settings, update, device] = await Promise.all([
+      api('GET', '/status'), api('GET', '/settings'), api('GET', '/update'), api('GET', '/device'),
+    ]);
+    Object.assign(state, { status, settings, update, device });
+    renderDevice();
+    renderTopBanner();
+
+    const results = [];
+    results.push(verdict('check-password', status.setup_required === false,
+      status.setup_required === false ? 'The label password no longer logs in.'
+        : 'The label password is still in force: choose your own under Device.'));
+
+    let autoDetail = settings.automatic_updates ? 'Security fixes are installed without waiting for you.'
+      : 'Turn them on under Updates, or the device gets security fixes only when you install them.';
+    if (settings.automatic_updates && settings.postpone_until) autoDetail += ' Postponed until ' + settings.postpone_until + '.';
+    results.push(verdict('check-auto-updates', !!settings.automatic_updates, autoDetail));
+
+    const problems = [];
+    const tamper = device.tamper_alert || update.tamper_alert;
+    if (tamper) problems.push(tamperText(tamper));
+    if (update.staged && update.staged.security_update_required) problems.push('A security update (' + update.staged.version + ') waits to be installed under Updates.');
+    if (update.state === 'installed') problems.push('An installed update waits for a restart of the device.');
+    const running = update.running ? 'Version ' + update.running.version + ' runs.' : 'No firmware installed through an update yet.';
+    results.push(verdict('check-firmware', problems.length === 0, problems.length ? problems.join(' ') : running));
+
+    results.push(verdict('check-support', device.support_expired !== true,
+      device.support_expired === true ? 'The support period ended on ' + device.support_until + ': the device gets no more security updates. Plan to replace it.'
+        : device.support_until ? 'Security updates until ' + device.support_until + '.' : 'The end of the support period is not known yet.'));
+
+    const failed = results.filter((r) => !r).length;
+    const summary = $('security-summary');
+    summary.textContent = failed === 0 ? 'All ' + results.length + ' checks pass.'
+      : failed + ' of ' + results.length + ' ' + plural(results.length, 'check fails', 'checks fail') + '.';
+    summary.dataset.failed = String(failed);
+  }
+
+  // ---- factory reset ---------------------------------------------------------
+
+  function loadResetPage() {
+    $('reset-password').value = '';
+    $('reset-confirm').checked = false;
+    showMsg('reset-error', '');
+  }
+
+  async function onReset(ev) {
+    ev.preventDefault();
+    showMsg('reset-error', '');
+    const password = $('reset-password').value;
+    if (!password) {
+      showMsg('reset-error', 'Enter your password to confirm the reset.');
+      return;
+    }
+    if (!$('reset-confirm').checked) {
+      showMsg('reset-error', 'Tick the box to confirm that you want to erase everything.');
+      return;
+    }
+    $('reset-submit').disabled = true;
+    try {
+      await api('POST', '/factory-reset', { password });
+      $('reset-password').value = '';
+      forgetSession();
+      await refreshStatus();
+      showLogin('The device was reset. To set it up again, log in with the password printed on its label.');
+    } catch (e) {
+      $('reset-password').value = '';
+      if (e.status === 401 && !(await sessionAlive())) return sessionEnded('Your session has ended. Please log in again.');
+      if (e.status === 401) showMsg('reset-error', 'The password is wrong.');
+      else if (e.status === 429) showMsg('reset-error', tooMany(e));
+      else if (!sessionProblem(e)) showMsg('reset-error', generic(e));
+    } finally {
+      $('reset-submit').disabled = false;
+    }
+  }
+
+  // ---- login and password ---------------------------------------------------
+
+  async function onLogin(ev) {
+    ev.preventDefault();
+    notice('');
+    showMsg('login-error', '');
+    const username = $('login-username').value.trim();
+    const password = $('login-password').value;
+    if (!username || !password) {
+      showMsg('login-error', 'Enter the user name and the password.');
+      return;
+    }
+    $('login-submit').disabled = true;
+    try {
+      const r = await login(username, password);
+      $('login-password').value = '';
+      if (r.must_change_password) {
+        state.labelPassword = password;
+        state.firstRun = true;
+        showPasswordView(true);
+      } else {
+        await enterDashboard();
+      }
+    } catch (e) {
+      $('login-password').value = '';
+      if (e.status === 401 || e.status === 400) showMsg('login-error', 'The user name or password is wrong.');
+      else if (e.status === 429) showMsg('login-error', tooMany(e));
+      else showMsg('login-error', generic(e));
+      $('login-password').focus();
+    } finally {
+      $('login-submit').disabled = false;
+    }
+  }
+
+  async function onPasswordChange(ev) {
+    ev.preventDefault();
+    showMsg('cp-error', '');
+    delete $('cp-error').dataset.reason;
+    const current = $('cp-current-row').hidden ? state.labelPassword : $('cp-current').value;
+    const next = $('cp-new').value;
+    if (!current) return showMsg('cp-error', 'Enter your current password.');
+    if (!next) return showMsg('cp-error', 'Enter a new password.');
+    if (next !== $('cp-confirm').value) return showMsg('cp-error', 'The two new passwords are not the same.');
+    $('cp-submit').disabled = true;
+    try {
+      await api('POST', '/password', { current, new: next });
+    } catch (e) {
+      $('cp-submit').disabled = false;
+      if (e.status === 422) {
+        $('cp-error').dataset.reason = e.body.reason || '';
+        showMsg('cp-error', e.body.message || 'The device does not accept this password. Choose another one.');
+        $('cp-new').focus();
+      } else if (e.status === 401) {
+        if (!$('cp-current-row').hidden && (await sessionAlive())) showMsg('cp-error', 'The current password is wrong.');
+        else sessionEnded('Your session has ended. Please log in again.');
+      } else if (e.status === 429) {
+        showMsg('cp-error', tooMany(e));
+      } else if (!sessionProblem(e)) {
+        showMsg('cp-error', generic(e));
+      }
+      return;
+    }
+    // Every session has ended: log in again with the new password.
+    for (const id of ['cp-current', 'cp-new', 'cp-confirm']) $(id).value = '';
+    const user = sessionStorage.getItem(USER_KEY) || 'admin';
+    const firstRun = state.firstRun;
+    forgetSession();
+    state.firstRun = false;
+    await refreshStatus();
+    try {
+      await login(user, next);
+    } catch (e) {
+      showLogin('Your new password is set. Log in with it.');
+      return;
+    }
+    $('cp-submit').disabled = false;
+    if (firstRun) {
+      await showGuide();
+    } else {
+      notice('Your new password is set.');
+      await enterDashboard('device');
+    }
+  }
+
+  async function onLogout() {
+    try {
+      await api('DELETE', '/session');
+    } catch (e) {
+      // The session may be gone already; the outcome is the same.
+    }
+    forgetSession();
+    state.firstRun = false;
+    await refreshStatus();
+    showLogin('You are logged out.');
+  }
+
+  // ---- start ----------------------------------------------------------------
+
+  async function start() {
+    showView('loading');
+    if (!(await refreshStatus())) {
+      showView('offline');
+      return;
+    }
+    if (!sessionStorage.getItem(CSRF_KEY)) {
+      showLogin();
+      return;
+    }
+    await enterDashboard();
+  }
+
+  function guard(fn) {
+    return (ev) => {
+      Promise.resolve(fn(ev)).catch((e) => {
+        if (!sessionProblem(e)) notice(e instanceof ApiError ? generic(e) : 'Something went wrong. Reload the page.');
+      });
+    };
+  }
+
+  document.addEventListener('DOMContentLoaded', () => {
+    $('login-form').addEventListener('submit', guard(onLogin));
+    $('password-form').addEventListener('submit', guard(onPasswordChange));
+    $('cp-cancel').addEventListener('click', guard(() => enterDashboard('device')));
+    $('guide-done').addEventListener('click', guard(() => {
+      notice('');
+      return enterDashboard('device');
+    }));
+    $('logout').addEventListener('click', guard(onLogout));
+    $('offline-retry').addEventListener('click', guard(start));
+    $('change-password').addEventListener('click', () => {
+      notice('');
+      showPasswordView(false);
+    });
+    $('settings-form').addEventListener('submit', guard(onSettingsSave));
+    $('set-automatic').addEventListener('change', () => {
+      $('settings-warning').hidden = $('set-automatic').checked;
+    });
+    $('set-postpone-clear').addEventListener('click', () => {
+      $('set-postpone').value = '';
+    });
+    $('bundle-form').addEventListener('submit', guard(onBundleUpload));
+    $('update-apply').addEventListener('click', guard(onApply));
+    $('security-refresh').addEventListener('click', guard(loadSecurityPage));
+    $('reset-form').addEventListener('submit', guard(onReset));
+    window.addEventListener('hashchange', guard(() => {
+      if (document.body.dataset.view !== 'dashboard') return;
+      const page = location.hash.replace(/^#/, '');
+      notice('');
+      if (page !== state.page) return route(page);
+    }));
+    guard(start)();
+  });
+})();
