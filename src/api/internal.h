@@ -64,6 +64,9 @@ int64_t api_wallclock(void);
 
 /* ---- routes.c ------------------------------------------------------------ */
 void api_route(struct evhttp_request *req, keel_api_t *api);
+/* The keel_session token of a Cookie header, if there is one of the exact
+ * token form (43 base64url characters); the header is capped at 4 KiB. */
+bool api_cookie_token(const char *cookie, char out[KEEL_AUTH_TOKEN_LEN + 1]);
 /* Cancels work that holds requests (before the workers stop). */
 void api_routes_shutdown(keel_api_t *api);
 

@@ -139,8 +139,7 @@ static bool token_chars_ok(const char *s, size_t n)
     return true;
 }
 
-/* The keel_session value of a Cookie header, if well-formed. */
-static bool cookie_token(const char *cookie, char out[KEEL_AUTH_TOKEN_LEN + 1])
+bool api_cookie_token(const char *cookie, char out[KEEL_AUTH_TOKEN_LEN + 1])
 {
     if (cookie == NULL || strlen(cookie) > COOKIE_MAX)
         return false;
@@ -176,7 +175,7 @@ static void session_of(keel_api_t *api, struct evhttp_request *req, session_t *s
         if (strncmp(auth, "Bearer ", 7) != 0 || !token_chars_ok(auth + 7, strlen(auth + 7)))
             return;
         memcpy(s->token, auth + 7, KEEL_AUTH_TOKEN_LEN + 1);
-    } else if (cookie_token(evhttp_find_header(h, "Cookie"), s->token)) {
+    } else if (api_cookie_token(evhttp_find_header(h, "Cookie"), s->token)) {
         s->via_cookie = true;
     } else {
         return;
