@@ -124,3 +124,7 @@ fi
 # The update benchmark, on its own payload; it adds "update" to BENCH_JSON.
 echo
 sh "$here/update.sh" "$build" || die "bench/update.sh failed"
+
+# keeld's login path under attack, idle cost and login latency; adds "keeld".
+echo
+sh "$here/keeld.sh" "$build" || die "bench/keeld.sh failed"

@@ -26,8 +26,9 @@
     // The label password, held in memory only between the login and the
     // forced change, so the owner does not have to type it twice.
     labelPassword: null,
+    // True while the label password is in force: the change is the first
+    // run's, and the secure-setup guide follows it.
     forced: false,
-    firstRun: false,
     page: 'device',
     pollTimer: null,
   };
@@ -107,8 +108,8 @@
   }
 
   function tooMany(e) {
-    const n = e.retryAfter === null || e.retryAfter === undefined ? null : e.retryAfter;
-    if (n === null) return 'Too many attempts. Wait a little and try again.';
+    if (e.retryAfter === null || e.retryAfter === undefined) return 'Too many attempts. Wait a little and try again.';
+    const n = Math.max(1, Math.ceil(e.retryAfter));
     return 'Too many attempts. Wait ' + n + ' ' + plural(n, 'second', 'seconds') + ' and try again.';
   }
 
@@ -134,12 +135,13 @@
     return false;
   }
 
+  // Whether this tab still has a session (403 password_change_required is one).
   async function sessionAlive() {
     try {
       await api('GET', '/settings');
       return true;
     } catch (e) {
-      return !(e.status === 401 || e.status === 403);
+      return e.status !== 401;
     }
   }
 
@@ -227,7 +229,8 @@
     try {
       state.device = await api('GET', '/device');
     } catch (e) {
-      if (!sessionProblem(e)) notice(generic(e));
+      if (e.status === 0) showView('offline');
+      else if (!sessionProblem(e)) notice(generic(e));
       return;
     }
     showView('dashboard');
@@ -247,6 +250,8 @@
       else tab.removeAttribute('aria-current');
     }
     stopPolling();
+    const el = $('page-' + page);
+    el.setAttribute('aria-busy', 'true');
     try {
       if (page === 'device') await loadDevicePage();
       else if (page === 'updates') await loadUpdatesPage();
@@ -254,6 +259,8 @@
       else if (page === 'reset') loadResetPage();
     } catch (e) {
       if (!sessionProblem(e)) notice(generic(e));
+    } finally {
+      el.setAttribute('aria-busy', 'false');
     }
   }
 
@@ -341,10 +348,14 @@
     const r = u.running;
     setText('update-running', r ? 'version ' + r.version + ' (security version ' + r.security_version + ') in slot ' + r.slot : 'no firmware installed through an update yet');
     setText('update-counter', u.counter);
-    showMsg('update-pending', u.state === 'installed' && u.pending
-      ? 'The update is installed in slot ' + u.pending + '. Restart the device to run it.' : '');
+    // pending: the slot that runs after a restart ({slot, version, ...}, or its name).
+    const p = u.pending;
+    const pendingText = p && typeof p === 'object'
+      ? 'Version ' + p.version + ' is installed in slot ' + p.slot + '.'
+      : 'The update is installed in slot ' + p + '.';
+    showMsg('update-pending', u.state === 'installed' && p ? pendingText + ' Restart the device to run it.' : '');
     const lastErr = u.last_error && (typeof u.last_error === 'string' ? u.last_error : (u.last_error.message || JSON.stringify(u.last_error)));
-    showMsg('update-last-error', lastErr ? 'The last installation failed: ' + lastErr : '');
+    showMsg('update-last-error', lastErr && u.state !== 'installed' ? 'The last update attempt failed: ' + lastErr : '');
 
     const s = u.staged;
     $('update-staged').hidden = !s;
@@ -394,14 +405,12 @@
       try {
         state.update = await api('GET', '/update');
       } catch (e) {
-        if (!sessionProblem(e)) showMsg('update-apply-status', generic(e));
+        if (!sessionProblem(e)) showMsg('update-apply-error', generic(e));
         return;
       }
       renderUpdate();
       if (state.update.state === 'installing') {
         startPolling();
-      } else if (state.update.state === 'installed') {
-        showMsg('update-apply-status', 'The update is installed. Restart the device to run it.');
       } else {
         showMsg('update-apply-status', '');
       }
@@ -498,6 +507,8 @@
 
   async function onApply() {
     showMsg('update-apply-status', '');
+    showMsg('update-apply-error', '');
+    showMsg('bundle-status', '');
     $('update-apply').disabled = true;
     try {
       await api('POST', '/update/apply', {});
@@ -505,10 +516,14 @@
       state.update = await api('GET', '/update');
       renderUpdate();
       if (state.update.state === 'installing') startPolling();
-      else if (state.update.state === 'installed') showMsg('update-apply-status', 'The update is installed. Restart the device to run it.');
+      else showMsg('update-apply-status', '');
     } catch (e) {
       if (sessionProblem(e)) return;
-      showMsg('update-apply-status', e.status === 409 ? 'There is nothing to install, or an installation is already running.' : generic(e));
+      if (e.status === 409) {
+        showMsg('update-apply-error', 'The update cannot be installed now' + (e.body.message ? ': ' + e.body.message + '.' : '.'));
+      } else {
+        showMsg('update-apply-error', generic(e));
+      }
       try {
         state.update = await api('GET', '/update');
         renderUpdate();
@@ -629,7 +644,6 @@
       $('login-password').value = '';
       if (r.must_change_password) {
         state.labelPassword = password;
-        state.firstRun = true;
         showPasswordView(true);
       } else {
         await enterDashboard();
@@ -676,9 +690,8 @@
     // Every session has ended: log in again with the new password.
     for (const id of ['cp-current', 'cp-new', 'cp-confirm']) $(id).value = '';
     const user = sessionStorage.getItem(USER_KEY) || 'admin';
-    const firstRun = state.firstRun;
+    const firstRun = state.forced;
     forgetSession();
-    state.firstRun = false;
     await refreshStatus();
     try {
       await login(user, next);
@@ -702,7 +715,6 @@
       // The session may be gone already; the outcome is the same.
     }
     forgetSession();
-    state.firstRun = false;
     await refreshStatus();
     showLogin('You are logged out.');
   }

@@ -30,6 +30,10 @@ typedef struct {
     uint64_t upload_max;      /* [api] upload_max, bytes */
 } keel_api_limits_t;
 
+/* KEEL_OK when `listen` is "address:port" or "[v6 address]:port" with a
+ * numeric address (KEEL_ERR_CONFIG with the reason otherwise). */
+keel_status_t keel_api_listen_check(const char *listen) KEEL_MUST_CHECK;
+
 /* The [api] limits of a loaded configuration. */
 keel_api_limits_t keel_api_limits(const keel_config_t *c);
 
@@ -55,8 +59,10 @@ keel_status_t keel_api_start(const keel_api_config_t *c, const char *listen, kee
                              keel_api_t **out) KEEL_MUST_CHECK;
 /* New limits (SIGHUP); they apply to new connections and requests. */
 void keel_api_set_limits(keel_api_t *api, keel_api_limits_t limits);
-/* The configuration the settings defaults come from (SIGHUP). */
-void keel_api_set_config(keel_api_t *api, const keel_config_t *cfg);
+/* The configuration the [update] defaults of /api/v1/settings come from
+ * (SIGHUP); identity, paths and [auth] stay those of the start. `cfg` must
+ * outlive the API. */
+void keel_api_set_update_defaults(keel_api_t *api, const keel_config_t *cfg);
 /* Graceful stop, first half: no new connections. */
 void keel_api_stop_listening(keel_api_t *api);
 /* Work that must finish before the process exits (password hashes, an

@@ -18,7 +18,8 @@
  * memory stays bounded by that many Argon2id arenas.
  *
  * Throttle (5.1-5), built so that it cannot lock the owner out:
- * - per source (an IPv4 address, or the /64 of an IPv6 address): the first
+ * - per source (an IPv4 address, the /64 of a global IPv6 address, a whole
+ *   link-local or unique-local IPv6 address): the first
  *   `free_failures` failures cost nothing; after that each attempt must wait
  *   backoff_base * 2^(failures - free_failures) seconds, capped at
  *   backoff_max, counted from the last failure. A success clears the source.
@@ -184,7 +185,8 @@ size_t keel_auth_session_count(keel_auth_t *a, int64_t now);
 keel_status_t keel_auth_reset(keel_auth_t *a) KEEL_MUST_CHECK;
 
 /* Normalises a peer address into a throttle source: IPv4 as is, IPv6 to its
- * /64 ("2001:db8:1:2::/64"), IPv4-mapped IPv6 as IPv4. */
+ * /64 ("2001:db8:1:2::/64") unless it is link-local or unique-local (the
+ * device's own LAN: the whole address), IPv4-mapped IPv6 as IPv4. */
 keel_status_t keel_auth_source_from_addr(const struct sockaddr *sa, char out[KEEL_AUTH_SOURCE_MAX]) KEEL_MUST_CHECK;
 
 #endif

@@ -22,6 +22,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -67,6 +69,34 @@ typedef struct {
     double stop_started;
     bool stopping;
 } keeld_t;
+
+/* ---- memory that held request bytes ---------------------------------------- */
+
+/*
+ * Passwords and session tokens pass through libevent's buffers and jansson's
+ * strings, which free without wiping. keeld gives both libraries allocators
+ * that wipe every block they free, so no request byte outlives its use.
+ */
+static void wipe_free(void *p)
+{
+    if (p != NULL) {
+        keel_wipe(p, malloc_usable_size(p));
+        free(p);
+    }
+}
+
+static void *wipe_realloc(void *p, size_t n)
+{
+    if (p == NULL)
+        return malloc(n);
+    size_t old = malloc_usable_size(p);
+    void *q = malloc(n > 0 ? n : 1);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, old < n ? old : n);
+    wipe_free(p);
+    return q;
+}
 
 /* ---- systemd notification (sd_notify's protocol, without libsystemd) ---- */
 
@@ -119,6 +149,8 @@ static keel_status_t config_load(keeld_t *d, keel_config_t **out)
     if ((st = keel_log_level_parse(keel_config_str(c, "log", "level"), &level)) == KEEL_OK &&
         strcmp(target, "stderr") != 0 && strcmp(target, "syslog") != 0)
         st = keel_errorf(KEEL_ERR_CONFIG, "log.target must be stderr or syslog");
+    if (st == KEEL_OK)
+        st = keel_api_listen_check(keel_config_str(c, "api", "listen"));
     if (st == KEEL_OK && keel_config_uint(c, "auth", "backoff_max") < keel_config_uint(c, "auth", "backoff_base"))
         st = keel_errorf(KEEL_ERR_CONFIG, "auth.backoff_max must not be below auth.backoff_base");
     if (st != KEEL_OK) {
@@ -196,7 +228,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     if (logging_apply(c) != KEEL_OK)
         keel_log(KEEL_LOG_ERROR, "reload: logging: %s", keel_error_message());
     keel_api_set_limits(d->api, keel_api_limits(c));
-    keel_api_set_config(d->api, c);
+    keel_api_set_update_defaults(d->api, c);
     d->configs[d->n_configs++] = c;
     keel_log(KEEL_LOG_INFO, "configuration reloaded (limits, logging, update defaults; [auth] and api.listen "
                             "apply at the next start)");
@@ -210,6 +242,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 static void confirm_slot(keel_slots_t *slots)
 {
     keel_bootstate_t bs;
+    if (slots == NULL)
+        return;
     if (keel_slots_state(slots, &bs) != KEEL_OK) {
         keel_log(KEEL_LOG_WARN, "update: boot state: %s", keel_error_message());
         keel_error_clear();
@@ -361,6 +395,9 @@ int main(int argc, char **argv)
         keel_config_free(c);
         return EXIT_OK;
     }
+    /* Before either library allocates anything. */
+    event_set_mem_functions(malloc, wipe_realloc, wipe_free);
+    json_set_alloc_funcs(malloc, wipe_free);
     /* A client that goes away mid-answer must not kill the agent. */
     signal(SIGPIPE, SIG_IGN);
     int rc = run(&d);

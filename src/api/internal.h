@@ -11,6 +11,11 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
+#include <sys/socket.h>
+
+/* What evhttp may hold of one request body before it cuts the client off:
+ * twice the JSON cap, so bodies a little over the cap get a 413 answer. */
+#define KEEL_API_BODY_HELD_MAX (2u * KEEL_API_JSON_MAX)
 
 /* One accepted TLS connection; freed when its SSL object is. */
 typedef struct api_conn {
@@ -20,12 +25,18 @@ typedef struct api_conn {
     double deadline; /* monotonic: the current request must be done by then */
     bool busy;       /* a worker is computing its answer */
     bool closing;    /* shut down, waiting for evhttp to free it */
+    unsigned answered; /* requests answered on this connection */
+    bool have_peer;
+    struct sockaddr_storage peer;
+    socklen_t peer_len;
 } api_conn_t;
 
 typedef enum { UPDATE_IDLE, UPDATE_UPLOADING, UPDATE_STAGED, UPDATE_INSTALLING, UPDATE_INSTALLED } api_update_state_t;
 
 struct keel_api {
-    keel_api_config_t c;
+    keel_api_config_t c;                  /* c.cfg: the start configuration (identity, paths, [auth]) */
+    const keel_config_t *update_defaults; /* [update] defaults: the start one, or the last reload */
+    bool reset_pending;                   /* a factory reset waits for its password check */
     keel_api_limits_t limits;
     struct evhttp *http;
     struct evhttp_bound_socket *listener;
@@ -49,6 +60,8 @@ struct keel_api {
 /* ---- server.c ------------------------------------------------------------ */
 /* A JSON reply with the security headers; takes `body` (may be NULL: no body). */
 void api_reply(struct evhttp_request *req, int code, json_t *body);
+/* 200 with a static file (the UI); `data` must outlive the answer. */
+void api_reply_static(struct evhttp_request *req, const char *type, const unsigned char *data, size_t len);
 /* {"error": code[, "message": msg]} */
 void api_error(struct evhttp_request *req, int code, const char *error, const char *msg);
 /* The security headers every answer carries. */
@@ -59,6 +72,8 @@ api_conn_t *api_conn_of(struct evhttp_request *req);
 keel_status_t api_source(struct evhttp_request *req, char out[KEEL_AUTH_SOURCE_MAX]) KEEL_MUST_CHECK;
 /* "host:port" or "[v6]:port" with a numeric address (KEEL_ERR_CONFIG otherwise). */
 keel_status_t api_split_listen(const char *listen, char *host, size_t cap, uint16_t *port) KEEL_MUST_CHECK;
+/* The connection to close when a new one arrives at the cap (NULL: none idle). */
+api_conn_t *api_evict_pick(keel_api_t *api);
 /* Unix seconds. */
 int64_t api_wallclock(void);
 
@@ -67,6 +82,8 @@ void api_route(struct evhttp_request *req, keel_api_t *api);
 /* The keel_session token of a Cookie header, if there is one of the exact
  * token form (43 base64url characters); the header is capped at 4 KiB. */
 bool api_cookie_token(const char *cookie, char out[KEEL_AUTH_TOKEN_LEN + 1]);
+/* At start: finishes a factory reset a power cut interrupted. */
+keel_status_t api_routes_recover(keel_api_t *api) KEEL_MUST_CHECK;
 /* Cancels work that holds requests (before the workers stop). */
 void api_routes_shutdown(keel_api_t *api);
 

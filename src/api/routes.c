@@ -253,6 +253,8 @@ static void hash_done(keel_job_t *job)
     keel_api_t *api = h->api;
     struct evhttp_request *req = h->req;
     if (job->cancelled) {
+        if (h->kind == KEEL_AUTH_REAUTH)
+            api->reset_pending = false;
         keel_auth_attempt_free(h->at);
         free(h);
         api_error(req, 503, "unavailable", NULL);
@@ -262,6 +264,8 @@ static void hash_done(keel_job_t *job)
     keel_status_t st = keel_auth_attempt_finish(api->c.auth, h->at, api_wallclock(), &res);
     keel_auth_kind_t kind = h->kind;
     free(h);
+    if (kind == KEEL_AUTH_REAUTH)
+        api->reset_pending = false;
     if (st != KEEL_OK) {
         reply_internal(req, "password check");
     } else if (res.outcome == KEEL_AUTH_DENIED) {
@@ -283,47 +287,56 @@ static void hash_done(keel_job_t *job)
     } else if (kind == KEEL_AUTH_CHANGE) {
         set_cookie(req, NULL, 0);
         api_reply(req, 204, NULL);
+    } else if (api->update_state == UPDATE_INSTALLING) {
+        api_error(req, 409, "conflict", "an install is running; reset when it is done");
     } else {
         factory_reset(api, req);
     }
     keel_wipe(&res, sizeof res);
 }
 
-/* Starts a password attempt; answers at once when it cannot start. */
-static void attempt(keel_api_t *api, struct evhttp_request *req, keel_auth_kind_t kind, const keel_auth_request_t *ar)
+/* Starts a password attempt; answers at once and returns false when it
+ * cannot start. */
+static bool attempt(keel_api_t *api, struct evhttp_request *req, keel_auth_kind_t kind, const keel_auth_request_t *ar)
 {
     char source[KEEL_AUTH_SOURCE_MAX];
     if (api_source(req, source) != KEEL_OK) {
         api_error(req, 400, "bad_request", NULL);
-        return;
+        return false;
+    }
+    /* Every hashing slot taken: come back in a second. Checked before the
+     * throttle, so a refusal here spends none of its budget. */
+    if (keel_workers_full(api->hashers)) {
+        reply_throttled(req, 1);
+        return false;
     }
     keel_auth_attempt_t *at = NULL;
     keel_auth_result_t res;
     keel_status_t st = keel_auth_attempt_begin(api->c.auth, kind, ar, source, api_wallclock(), &at, &res);
     if (st != KEEL_OK) {
         reply_internal(req, "password check");
-        return;
+        return false;
     }
     switch (res.outcome) {
     case KEEL_AUTH_OK: break;
     case KEEL_AUTH_THROTTLED:
         keel_log(KEEL_LOG_INFO, "api: password attempt from %s throttled for %" PRIu32 " s", source, res.retry_after);
         reply_throttled(req, res.retry_after);
-        return;
+        return false;
     case KEEL_AUTH_POLICY: {
         json_t *j = json_pack("{s:s,s:s,s:s}", "error", "password_policy", "reason", res.code ? res.code : "policy",
                               "message", res.why);
         api_reply(req, 422, j);
-        return;
+        return false;
     }
-    case KEEL_AUTH_NO_SESSION: api_error(req, 401, "unauthorized", NULL); return;
-    default: api_error(req, 400, "bad_request", NULL); return;
+    case KEEL_AUTH_NO_SESSION: api_error(req, 401, "unauthorized", NULL); return false;
+    default: api_error(req, 400, "bad_request", NULL); return false;
     }
     hash_job_t *h = calloc(1, sizeof *h);
     if (h == NULL) {
         keel_auth_attempt_free(at);
         api_error(req, 500, "internal", NULL);
-        return;
+        return false;
     }
     h->job.run = hash_run;
     h->job.done = hash_done;
@@ -332,16 +345,16 @@ static void attempt(keel_api_t *api, struct evhttp_request *req, keel_auth_kind_
     h->at = at;
     h->kind = kind;
     if (keel_workers_submit(api->hashers, &h->job) != KEEL_OK) {
-        /* Every hashing slot is taken: come back in a second (nothing is recorded). */
-        keel_error_clear();
+        keel_error_clear(); /* checked above; only a stopping pool gets here */
         keel_auth_attempt_free(at);
         free(h);
-        reply_throttled(req, 1);
-        return;
+        api_error(req, 503, "unavailable", NULL);
+        return false;
     }
     api_conn_t *c = api_conn_of(req);
     if (c != NULL)
         c->busy = true;
+    return true;
 }
 
 /* ---- routes: status, session, password ------------------------------------------ */
@@ -442,6 +455,8 @@ static int running_slot(const keel_bootstate_t *bs)
 /* The boot state now, or as last seen while an install owns the slots. */
 static keel_status_t boot_state(keel_api_t *api, keel_bootstate_t *bs)
 {
+    if (api->c.slots == NULL)
+        return keel_errorf(KEEL_ERR_IO, "the update slots could not be opened again after a factory reset");
     if (api->update_state == UPDATE_INSTALLING) {
         *bs = api->bs_snapshot;
         return KEEL_OK;
@@ -520,7 +535,7 @@ typedef struct {
 
 static keel_status_t settings_load(keel_api_t *api, settings_t *s)
 {
-    const keel_config_t *c = api->c.cfg;
+    const keel_config_t *c = api->update_defaults;
     s->automatic = keel_config_bool(c, "update", "automatic") != 0;
     s->notifications = keel_config_bool(c, "update", "notifications") != 0;
     const char *pu = keel_config_str(c, "update", "postpone_until");
@@ -770,6 +785,10 @@ static void route_update_bundle(keel_api_t *api, struct evhttp_request *req)
     }
     body_t b;
     body_get(req, &b);
+    if (b.len > KEEL_API_JSON_MAX) {
+        api_error(req, 413, "too_large", "upload pieces are at most 64 KiB");
+        return;
+    }
     if (api->upload_bytes + b.len > api->limits.upload_max) {
         staged_drop(api);
         api_error(req, 413, "too_large", "the bundle is over [api] upload_max");
@@ -935,11 +954,17 @@ static void route_update(keel_api_t *api, struct evhttp_request *req, const char
     session_t s;
     if (!require_session(api, req, &s, false))
         return;
+    if (api->c.slots == NULL) {
+        api_error(req, 503, "unavailable", "restart the device");
+        return;
+    }
     if (strcmp(rest, "") == 0) {
         if (!method_is(req, EVHTTP_REQ_GET))
             api_error(req, 405, "method_not_allowed", NULL);
         else
             route_update_status(api, req);
+    } else if (api->reset_pending) {
+        api_error(req, 409, "conflict", "a factory reset is in progress");
     } else if (strcmp(rest, "/bundle") == 0) {
         route_update_bundle(api, req);
     } else if (strcmp(rest, "/stage") == 0) {
@@ -982,7 +1007,8 @@ static void route_factory_reset(keel_api_t *api, struct evhttp_request *req)
             .password_len = json_string_length(pw),
             .token = s.token,
         };
-        attempt(api, req, KEEL_AUTH_REAUTH, &ar);
+        if (attempt(api, req, KEEL_AUTH_REAUTH, &ar))
+            api->reset_pending = true; /* no upload or install until it is decided */
         json_wipe_free(j);
     }
     keel_wipe(&s, sizeof s);
@@ -993,42 +1019,125 @@ static void route_factory_reset(keel_api_t *api, struct evhttp_request *req)
 static const char *const kept_secrets[] = {KEEL_SECVER_SECRET, "update.trust_version"};
 #define KEPT_N (sizeof kept_secrets / sizeof kept_secrets[0])
 
-static void factory_reset(keel_api_t *api, struct evhttp_request *req)
+#define RESET_JOURNAL "reset-counters"
+
+static keel_status_t journal_path(keel_api_t *api, char out[KEEL_PATH_MAX])
 {
-    uint8_t kept[KEPT_N][8];
-    size_t kept_len[KEPT_N];
-    bool have[KEPT_N];
+    char dir[KEEL_PATH_MAX];
+    keel_status_t st = keel_config_path(api->c.cfg, "update", "dir", dir);
+    return st == KEEL_OK ? keel_path_join(out, KEEL_PATH_MAX, dir, RESET_JOURNAL) : st;
+}
+
+static uint32_t counter_value(const uint8_t *b, size_t n)
+{
+    return n == 4 ? (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24 : 0;
+}
+
+/* Raises each kept counter to the journal's value (never lowers one). */
+static keel_status_t journal_apply(keel_api_t *api, const uint32_t want[KEPT_N])
+{
     keel_status_t st = KEEL_OK;
     for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++) {
-        st = keel_vault_secret_get(api->c.vault, kept_secrets[i], kept[i], sizeof kept[i], &kept_len[i]);
-        have[i] = st == KEEL_OK;
+        uint8_t b[8];
+        size_t n = 0;
+        st = keel_vault_secret_get(api->c.vault, kept_secrets[i], b, sizeof b, &n);
+        uint32_t cur = st == KEEL_OK ? counter_value(b, n) : 0;
         if (st == KEEL_ERR_NOT_FOUND) {
             keel_error_clear();
             st = KEEL_OK;
         }
+        if (st == KEEL_OK && want[i] > cur) {
+            uint8_t w[4] = {(uint8_t)want[i], (uint8_t)(want[i] >> 8), (uint8_t)(want[i] >> 16),
+                            (uint8_t)(want[i] >> 24)};
+            st = keel_vault_secret_put(api->c.vault, kept_secrets[i], w, sizeof w);
+        }
     }
+    return st;
+}
+
+/* At start: a factory reset cut off between the erase and putting the
+ * counters back is finished from its journal. */
+keel_status_t api_routes_recover(keel_api_t *api)
+{
+    char path[KEEL_PATH_MAX];
+    keel_status_t st = journal_path(api, path);
+    if (st != KEEL_OK || !keel_path_exists(path))
+        return st;
+    keel_buf_t b;
+    keel_buf_init(&b, 256);
+    uint32_t want[KEPT_N] = {0};
+    st = keel_file_read(path, 256, &b);
+    for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s=", kept_secrets[i]);
+        const char *p = strstr((const char *)b.data, key);
+        if (p != NULL)
+            want[i] = (uint32_t)strtoul(p + strlen(key), NULL, 10);
+    }
+    keel_buf_free(&b);
+    if (st == KEEL_OK)
+        st = journal_apply(api, want);
+    if (st == KEEL_OK && unlink(path) != 0)
+        st = keel_errorf(KEEL_ERR_IO, "remove %s: %s", path, strerror(errno));
+    if (st == KEEL_OK)
+        keel_log(KEEL_LOG_WARN, "api: an interrupted factory reset was finished (anti-rollback counters kept)");
+    return st;
+}
+
+static void factory_reset(keel_api_t *api, struct evhttp_request *req)
+{
+    uint32_t kept[KEPT_N] = {0};
+    keel_status_t st = KEEL_OK;
+    for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++) {
+        uint8_t b[8];
+        size_t n = 0;
+        st = keel_vault_secret_get(api->c.vault, kept_secrets[i], b, sizeof b, &n);
+        if (st == KEEL_OK)
+            kept[i] = counter_value(b, n);
+        else if (st == KEEL_ERR_NOT_FOUND) {
+            keel_error_clear();
+            st = KEEL_OK;
+        }
+    }
+    /* The counters go to a journal first: a power cut between the erase
+     * and putting them back is finished at the next start. */
+    char journal[KEEL_PATH_MAX], text[160];
+    if (st == KEEL_OK)
+        st = journal_path(api, journal);
+    if (st == KEEL_OK)
+        st = keel_snprintf(text, sizeof text, "%s=%" PRIu32 "\n%s=%" PRIu32 "\n", kept_secrets[0], kept[0],
+                           kept_secrets[1], kept[1]);
+    if (st == KEEL_OK)
+        st = keel_file_write_atomic(journal, text, strlen(text), 0600);
+    bool erased = false;
     if (st == KEEL_OK) {
         staged_drop(api);
         st = keel_vault_erase(api->c.vault);
+        erased = st == KEEL_OK;
     }
-    for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++)
-        if (have[i])
-            st = keel_vault_secret_put(api->c.vault, kept_secrets[i], kept[i], kept_len[i]);
     if (st == KEEL_OK)
-        st = keel_auth_reset(api->c.auth);
+        st = journal_apply(api, kept);
+    if (st == KEEL_OK && unlink(journal) != 0)
+        st = keel_errorf(KEEL_ERR_IO, "remove %s: %s", journal, strerror(errno));
+    if (st == KEEL_OK || erased) {
+        /* Once the vault is erased the account is reset, whatever else failed. */
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        keel_status_t ast = keel_auth_reset(api->c.auth);
+        if (ast != KEEL_OK) {
+            keel_auth_sessions_end_all(api->c.auth);
+            if (st == KEEL_OK)
+                st = ast;
+        } else if (st != KEEL_OK) {
+            keel_errorf(st, "%s", why);
+        }
+    }
     /* The update module read the vault under the erased key: it opens again. */
-    keel_slots_t *fresh = NULL;
-    if (st == KEEL_OK && (st = keel_slots_open(api->c.cfg, &fresh)) != KEEL_OK) {
-        /* Its lock is held by the old handle: close that first, then open. */
-        keel_error_clear();
-        keel_slots_close(api->c.slots);
+    if (st == KEEL_OK) {
+        keel_slots_close(api->c.slots); /* releases the update lock the new handle takes */
         api->c.slots = NULL;
-        st = keel_slots_open(api->c.cfg, &fresh);
-    } else if (st == KEEL_OK) {
-        keel_slots_close(api->c.slots);
+        st = keel_slots_open(api->c.cfg, &api->c.slots);
     }
-    if (st == KEEL_OK)
-        api->c.slots = fresh;
     if (st != KEEL_OK) {
         reply_internal(req, "factory reset");
         return;
@@ -1050,24 +1159,10 @@ static void route_ui(struct evhttp_request *req, const char *path)
         path = "/index.html";
     for (size_t i = 0; i < keel_ui_assets_len; i++) {
         const keel_ui_asset_t *a = &keel_ui_assets[i];
-        if (strcmp(a->path, path) != 0)
-            continue;
-        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-        api_security_headers(h);
-        evhttp_add_header(h, "Content-Type", a->type);
-        struct evbuffer *out = evbuffer_new();
-        if (out == NULL || evbuffer_add_reference(out, a->data, a->len, NULL, NULL) != 0) {
-            if (out != NULL)
-                evbuffer_free(out);
-            api_error(req, 500, "internal", NULL);
+        if (strcmp(a->path, path) == 0) {
+            api_reply_static(req, a->type, a->data, a->len);
             return;
         }
-        api_conn_t *c = api_conn_of(req);
-        if (c != NULL)
-            c->busy = false;
-        evhttp_send_reply(req, 200, "OK", out);
-        evbuffer_free(out);
-        return;
     }
     api_error(req, 404, "not_found", NULL);
 }

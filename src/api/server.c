@@ -91,6 +91,13 @@ static void conn_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, l
     if (c == NULL)
         return;
     keel_api_t *api = c->api;
+    /* libevent frees a bufferevent later than bufferevent_free (as a
+     * finalizer, possibly inside event_base_free): by then keel_api_free may
+     * have detached the record from an API that is gone. */
+    if (api == NULL) {
+        free(c);
+        return;
+    }
     conn_unlink(api, c);
     if (api->conns_head == NULL && api->sweep != NULL)
         event_del(api->sweep); /* no connection, no timer: an idle keeld sleeps */
@@ -147,6 +154,95 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
         sweep_arm(api);
 }
 
+/* The peer address of a connection, read once its socket is known. */
+static bool conn_peer(api_conn_t *c)
+{
+    if (c->have_peer)
+        return true;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    socklen_t len = sizeof c->peer;
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&c->peer, &len) != 0)
+        return false;
+    c->peer_len = len;
+    c->have_peer = true;
+    return true;
+}
+
+static uint64_t peer_key(const api_conn_t *c)
+{
+    /* FNV-1a over the address bytes (not the port): one key per host. */
+    const uint8_t *p = NULL;
+    size_t n = 0;
+    if (c->peer.ss_family == AF_INET) {
+        p = (const uint8_t *)&((const struct sockaddr_in *)&c->peer)->sin_addr;
+        n = 4;
+    } else if (c->peer.ss_family == AF_INET6) {
+        p = (const uint8_t *)&((const struct sockaddr_in6 *)&c->peer)->sin6_addr;
+        n = 16;
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+/*
+ * Which connection goes when a new one arrives at the cap: never one whose
+ * answer is being computed; first those that never completed a request;
+ * among them the oldest of the host that holds the most. A flood of slow
+ * connections then only ever evicts itself, and a legitimate client keeps
+ * its connection however fast the flood arrives.
+ */
+api_conn_t *api_evict_pick(keel_api_t *api)
+{
+    enum { SLOTS = 8192 }; /* > 2 x the largest max_connections: the probe always ends */
+    static uint64_t keys[SLOTS];
+    static uint32_t counts[SLOTS];
+    static api_conn_t *first[SLOTS];
+    memset(counts, 0, sizeof counts);
+    api_conn_t *best = NULL, *oldest = NULL;
+    uint32_t best_count = 0;
+    /* Connections that never completed a request (unfinished handshakes,
+     * slow headers) go before ones that did; then the busiest host's
+     * oldest. The list is oldest first, so a host's first connection seen
+     * is its oldest. */
+    bool fresh_only = false;
+    for (api_conn_t *c = api->conns_head; c != NULL; c = c->next)
+        if (!c->busy && !c->closing && c->answered == 0) {
+            fresh_only = true;
+            break;
+        }
+    for (api_conn_t *c = api->conns_head; c != NULL; c = c->next) {
+        if (c->busy || c->closing || (fresh_only && c->answered != 0))
+            continue;
+        if (oldest == NULL)
+            oldest = c;
+        if (!conn_peer(c))
+            continue;
+        uint64_t k = peer_key(c);
+        size_t i = (size_t)(k % SLOTS);
+        while (counts[i] != 0 && keys[i] != k)
+            i = (i + 1) % SLOTS;
+        if (counts[i] == 0) {
+            keys[i] = k;
+            first[i] = c;
+        }
+        if (++counts[i] > best_count) {
+            best_count = counts[i];
+            best = first[i];
+        }
+    }
+    return best != NULL ? best : oldest;
+}
+
+/* The output of a connection that could not get TLS: emptied as it fills. */
+static void plaintext_sink(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)arg;
+    if (info->n_added > 0)
+        evbuffer_drain(buf, evbuffer_get_length(buf));
+}
+
 /*
  * evhttp asks for a bufferevent for each accepted connection. Returning NULL
  * would make evhttp use a plaintext one, so on failure this returns a socket
@@ -156,15 +252,14 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
 {
     keel_api_t *api = arg;
-    /* At the cap, the oldest connection not being answered makes room. */
+    /* At the cap, one connection makes room; the newest is never refused. */
     if (api->n_conns >= api->limits.max_connections) {
-        for (api_conn_t *c = api->conns_head; c != NULL; c = c->next)
-            if (!c->busy && !c->closing) {
-                keel_log(KEEL_LOG_DEBUG, "api: at %u connections; the oldest idle one is closed",
-                         api->limits.max_connections);
-                conn_close(api, c);
-                break;
-            }
+        api_conn_t *victim = api_evict_pick(api);
+        if (victim != NULL) {
+            keel_log(KEEL_LOG_DEBUG, "api: at %u connections; one of the busiest source's oldest is closed",
+                     api->limits.max_connections);
+            conn_close(api, victim);
+        }
     }
     api_conn_t *c = calloc(1, sizeof *c);
     SSL *ssl = c != NULL ? SSL_new(api->ssl) : NULL;
@@ -189,7 +284,15 @@ static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
     }
     free(c);
     keel_log(KEEL_LOG_ERROR, "api: cannot set up TLS for a connection (out of memory?); it is dropped");
-    return bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    /* evhttp must get a bufferevent (NULL means plaintext); this one throws
+     * away whatever evhttp writes, so not even its error pages leave in the
+     * clear, and the evhttp timeout ends it. */
+    bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (bev != NULL && evbuffer_add_cb(bufferevent_get_output(bev), plaintext_sink, NULL) == NULL) {
+        bufferevent_free(bev);
+        bev = NULL;
+    }
+    return bev;
 }
 
 /* ---- replies -------------------------------------------------------------- */
@@ -212,6 +315,7 @@ static void conn_answered(struct evhttp_request *req)
     if (c == NULL)
         return;
     c->busy = false;
+    c->answered++;
     /* The next request on this connection has a full deadline from now,
      * and the connection moves to the young end of the eviction order. */
     c->deadline = keel_now() + c->api->limits.request_timeout;
@@ -254,6 +358,23 @@ void api_reply(struct evhttp_request *req, int code, json_t *body)
         keel_wipe(text, strlen(text)); /* a login answer holds a session token */
         free(text);
     }
+}
+
+void api_reply_static(struct evhttp_request *req, const char *type, const unsigned char *data, size_t len)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    api_security_headers(h);
+    evhttp_add_header(h, "Content-Type", type);
+    struct evbuffer *out = evbuffer_new();
+    if (out == NULL || evbuffer_add_reference(out, data, len, NULL, NULL) != 0) {
+        if (out != NULL)
+            evbuffer_free(out);
+        api_error(req, 500, "internal", NULL);
+        return;
+    }
+    conn_answered(req);
+    evhttp_send_reply(req, 200, "OK", out);
+    evbuffer_free(out);
 }
 
 void api_error(struct evhttp_request *req, int code, const char *error, const char *msg)
@@ -410,6 +531,13 @@ keel_status_t api_split_listen(const char *listen, char *host, size_t cap, uint1
     return KEEL_OK;
 }
 
+keel_status_t keel_api_listen_check(const char *listen)
+{
+    char host[64];
+    uint16_t port;
+    return api_split_listen(listen, host, sizeof host, &port);
+}
+
 keel_api_limits_t keel_api_limits(const keel_config_t *c)
 {
     keel_api_limits_t l = {
@@ -426,9 +554,9 @@ void keel_api_set_limits(keel_api_t *api, keel_api_limits_t limits)
     evhttp_set_timeout(api->http, (int)limits.request_timeout);
 }
 
-void keel_api_set_config(keel_api_t *api, const keel_config_t *cfg)
+void keel_api_set_update_defaults(keel_api_t *api, const keel_config_t *cfg)
 {
-    api->c.cfg = cfg;
+    api->update_defaults = cfg;
 }
 
 keel_slots_t *keel_api_slots(keel_api_t *api)
@@ -462,14 +590,17 @@ keel_status_t keel_api_start(const keel_api_config_t *c, const char *listen, kee
         return st != KEEL_OK ? st : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
     }
     api->c = *c;
+    api->update_defaults = c->cfg;
     api->limits = limits;
     api->upload_fd = -1;
     unsigned threads = c->hash_threads >= 1 && c->hash_threads <= KEEL_AUTH_PARALLEL_MAX ? c->hash_threads : 1;
     st = tls_context(api);
     if (st == KEEL_OK)
+        st = api_routes_recover(api);
+    if (st == KEEL_OK)
         st = keel_workers_start(c->base, threads, HASH_QUEUE_MAX, &api->hashers);
     if (st == KEEL_OK)
-        st = keel_workers_start(c->base, 1, 0, &api->installer);
+        st = keel_workers_start(c->base, 1, 1, &api->installer);
     if (st == KEEL_OK) {
         api->sweep = evtimer_new(c->base, on_sweep, api);
         api->http = api->sweep != NULL ? evhttp_new(c->base) : NULL;
@@ -480,7 +611,12 @@ keel_status_t keel_api_start(const keel_api_config_t *c, const char *listen, kee
         evhttp_set_bevcb(api->http, on_new_conn, api);
         evhttp_set_gencb(api->http, on_request, api);
         evhttp_set_max_headers_size(api->http, KEEL_API_HEADERS_MAX);
-        evhttp_set_max_body_size(api->http, KEEL_API_JSON_MAX);
+        /* evhttp reads a body up to twice the cap, so a body a little over
+         * it gets our 413 (after it is read: closing on unread data would
+         * make the client see a reset, not the answer); a body past that is
+         * cut off as its length arrives. Per connection that bounds what a
+         * client can make keeld hold at 128 KiB. */
+        evhttp_set_max_body_size(api->http, KEEL_API_BODY_HELD_MAX);
         evhttp_set_allowed_methods(api->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
                                                   EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE);
         evhttp_set_default_content_type(api->http, "application/json");
@@ -519,8 +655,17 @@ void keel_api_free(keel_api_t *api)
      * while evhttp still exists. */
     keel_workers_free(api->hashers);
     keel_workers_free(api->installer);
+    /* The records outlive this call (their SSL objects are freed when the
+     * event base runs its finalizers): they are detached from the API first. */
+    for (api_conn_t *c = api->conns_head, *next; c != NULL; c = next) {
+        next = c->next;
+        c->prev = c->next = NULL;
+        c->api = NULL;
+    }
+    api->conns_head = api->conns_tail = NULL;
+    api->n_conns = 0;
     if (api->http != NULL)
-        evhttp_free(api->http); /* frees every connection, and so every record */
+        evhttp_free(api->http);
     if (api->sweep != NULL)
         event_free(api->sweep);
     SSL_CTX_free(api->ssl);

@@ -142,6 +142,14 @@ keel_status_t keel_workers_submit(keel_workers_t *w, keel_job_t *job)
     return KEEL_OK;
 }
 
+bool keel_workers_full(keel_workers_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    bool full = w->stop || w->queued >= w->queue_max;
+    pthread_mutex_unlock(&w->mu);
+    return full;
+}
+
 unsigned keel_workers_pending(keel_workers_t *w)
 {
     return w != NULL ? w->pending : 0;

