@@ -445,5 +445,16 @@ check_429 "wrong login right after a restart"
 SRC=127.0.0.2 login "$NEWPW2"
 [ "$CODE" = 200 ] || fail "the owner from 127.0.0.2 after the restart: HTTP $CODE"
 
+note "a factory reset cut off after the erase is finished at the next start (counters from its journal)"
+stop_keeld
+printf 'update.security_version=7\nupdate.trust_version=3\n' >"$D/update/reset-counters"
+start_keeld
+[ ! -e "$D/update/reset-counters" ] || die_log "the reset journal is still there after the start"
+grep -q "interrupted factory reset was finished" "$KEELD_LOG" || die_log "keeld did not log the recovery"
+SRC=127.0.0.2 login_ok "$NEWPW2"
+TOK=$TOKEN
+expect_http 200 GET $A/update -
+[ "$(jget "d['counter']")" = 7 ] || fail "anti-rollback counter after the recovery: $(jget "d['counter']"), expected 7"
+
 stop_keeld
 echo "keeld_api: 1 passed, 0 failed"
