@@ -7,7 +7,8 @@
 #       KEELD_BENCH_SECONDS, next to the most the throttle parameters allow
 #       in that time and per hour (bench/keeld_guess.py theory);
 #   (b) keeld's idle RSS and context switches (wake-ups) per second;
-#   (c) the owner's login latency from a clean source, p50/p99, as a ratio
+#   (c) wrong user vs wrong password: the same time (p50 ratio);
+#   (d) the owner's login latency from a clean source, p50/p99, as a ratio
 #       to a bare Argon2id hash of the same parameters (the `argon2` CLI,
 #       process start included) timed in the same run; and again while the
 #       20-source attack runs.
@@ -117,6 +118,8 @@ set_password 1 "$OWNER_PW"
 python3 "$guess" owner --port "$port" --password "$OWNER_PW" --count "$logins" >"$tmp/owner.json" ||
     die "owner logins failed"
 [ "$(j "$tmp/owner.json" 'd["n"]')" -gt 0 ] || die "no owner login succeeded: $(j "$tmp/owner.json" 'd["errors"]')"
+python3 "$guess" denied --port "$port" --password "$OWNER_PW" --count "$logins" >"$tmp/denied.json" ||
+    die "wrong-user / wrong-password logins failed"
 python3 "$guess" argon2 --count "$logins" --t 2 --m 19456 >"$tmp/argon2.json" || die "argon2 CLI failed"
 python3 "$guess" attack --port "$port" --sources 127.0.0.2 --conns "$conns" --seconds "$secs" >"$tmp/a1.json" ||
     die "the one-source attack failed"
@@ -162,6 +165,9 @@ def strip(d):
 out["owner_login"] = strip(own)
 out["owner_login_under_attack"] = strip(owa)
 out["argon2_cli"] = strip(arg)
+den = L("denied")
+out["denied"] = {"wrong_user": strip(den["wrong_user"]), "wrong_password": strip(den["wrong_password"]),
+                 "errors": den["errors"], "ratio_p50": den["ratio_p50"]}
 out["ratio_p50"] = round(own["p50_ms"] / arg["p50_ms"], 3) if own["p50_ms"] and arg["p50_ms"] else None
 out["ratio_p99"] = round(own["p99_ms"] / arg["p99_ms"], 3) if own["p99_ms"] and arg["p99_ms"] else None
 json.dump(out, sys.stdout, indent=2)
@@ -191,6 +197,10 @@ o, a, u = d["owner_login"], d["argon2_cli"], d["owner_login_under_attack"]
 print("owner login (clean source):   p50 %7.1f ms  p99 %7.1f ms  (%d logins)" % (o["p50_ms"], o["p99_ms"], o["n"]))
 print("argon2 CLI, same parameters:  p50 %7.1f ms  p99 %7.1f ms  (%d runs)" % (a["p50_ms"], a["p99_ms"], a["n"]))
 print("ratio owner login / argon2:   p50 %.2fx  p99 %.2fx" % (d["ratio_p50"], d["ratio_p99"]))
+w = d["denied"]
+print("denied login: wrong user p50 %.1f ms, wrong password p50 %.1f ms, ratio %.2fx  (%d each%s)"
+      % (w["wrong_user"]["p50_ms"] or 0, w["wrong_password"]["p50_ms"] or 0, w["ratio_p50"] or 0,
+         w["wrong_user"]["n"], ", unexpected answers %s" % w["errors"] if w["errors"] else ""))
 if u["n"]:
     print("owner login during the 20-source attack: p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (%d logins%s)"
           % (u["p50_ms"], u["p99_ms"], u["max_ms"], u["n"],

@@ -198,6 +198,36 @@ def owner(a):
     json.dump(out, sys.stdout)
 
 
+def denied(a):
+    """Wrong user and wrong password, alternating, each from a fresh loopback
+    source (127.1.x.y) so the throttle never delays one: the two answers must
+    take the same time (both hash against the real hash)."""
+    lat = {"user": [], "password": []}
+    errs = {}
+    for i in range(2 * a.count):
+        kind = "user" if i % 2 == 0 else "password"
+        src = "127.1.%d.%d" % (1 + i // 250, 2 + i % 250)
+        body = {"username": "nobody" if kind == "user" else "admin",
+                "password": a.password if kind == "user" else a.password + "-wrong"}
+        t0 = time.monotonic()
+        c = Conn(a.port, src)
+        try:
+            code, _, _ = c.request("POST", "/api/v1/session", body, close=True)
+        except Exception as e:
+            code = type(e).__name__
+        finally:
+            c.close()
+        dt = (time.monotonic() - t0) * 1000
+        if code == 401:
+            lat[kind].append(round(dt, 2))
+        else:
+            errs[str(code)] = errs.get(str(code), 0) + 1
+    u, p = summary(lat["user"]), summary(lat["password"])
+    json.dump({"wrong_user": u, "wrong_password": p, "errors": errs,
+               "ratio_p50": round(u["p50_ms"] / p["p50_ms"], 3) if u["p50_ms"] and p["p50_ms"] else None},
+              sys.stdout)
+
+
 def argon2(a):
     lat = []
     for i in range(a.count):
@@ -280,6 +310,10 @@ def main():
     p.add_argument("--count", type=int, default=30)
     p.add_argument("--interval", type=float, default=0)
     p.add_argument("--max-seconds", type=float, default=600)
+    p = sub.add_parser("denied")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--password", required=True)
+    p.add_argument("--count", type=int, default=30)
     p = sub.add_parser("argon2")
     p.add_argument("--count", type=int, default=30)
     p.add_argument("--t", type=int, default=2)
@@ -295,7 +329,7 @@ def main():
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--seconds", type=float, default=10)
     a = ap.parse_args()
-    {"attack": attack, "owner": owner, "argon2": argon2, "theory": theory, "ctxt": ctxt}[a.cmd](a)
+    {"attack": attack, "owner": owner, "denied": denied, "argon2": argon2, "theory": theory, "ctxt": ctxt}[a.cmd](a)
     return 0
 
 

@@ -69,7 +69,8 @@ valid_json "$work/bench.json"
 update_lines "$work/out.txt"
 # keeld's part (bench/keeld.sh): the guess rates, idle cost, login latency.
 for line in '^1 source \(127\.0\.0\.2\) +[0-9]+ +[0-9]+ ' '^20 sources \(127\.0\.0\.2-21\) +[0-9]+ +[0-9]+ ' \
-    '^idle: VmRSS [0-9]+ KiB, [0-9.]+ wake-ups/s' '^ratio owner login / argon2: +p50 [0-9.]+x'; do
+    '^idle: VmRSS [0-9]+ KiB, [0-9.]+ wake-ups/s' '^ratio owner login / argon2: +p50 [0-9.]+x' \
+    '^denied login: wrong user p50 [0-9.]+ ms, wrong password p50 [0-9.]+ ms, ratio [0-9.]+x'; do
     grep -Eq "$line" "$work/out.txt" || fail "no keeld bench line matching '$line'"
 done
 grep -q '"keeld"' "$work/bench.json" || fail "BENCH_JSON has no \"keeld\""
