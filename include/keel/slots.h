@@ -163,6 +163,16 @@ keel_status_t keel_slots_confirm_booted(keel_slots_t *s, int *slot, uint32_t *co
 
 /* The boot state (KEEL_ERR_FORMAT keeps a fresh state in *st, see load). */
 keel_status_t keel_slots_state(keel_slots_t *s, keel_bootstate_t *st) KEEL_MUST_CHECK;
+/*
+ * Factory reset (keeld): the vault's crypto-erase would take the
+ * anti-rollback counters with it, and an erased counter lets an old,
+ * vulnerable image or trust store back in. Before the erase the counters are
+ * written to <update dir>/KEEL_SLOTS_RESET_JOURNAL (merged with an
+ * unfinished earlier one, never lowered); the next keel_slots_open, by any
+ * program, raises the vault's counters to it and removes it.
+ */
+#define KEEL_SLOTS_RESET_JOURNAL "reset-counters"
+keel_status_t keel_slots_reset_journal(keel_slots_t *s) KEEL_MUST_CHECK;
 /* The anti-rollback counter (0 before the first confirm). */
 keel_status_t keel_slots_counter(keel_slots_t *s, uint32_t *counter) KEEL_MUST_CHECK;
 /* The verified manifest of the image kept for `slot` (KEEL_ERR_NOT_FOUND if

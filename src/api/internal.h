@@ -22,6 +22,7 @@ typedef struct api_conn {
     struct api_conn *prev, *next; /* oldest first */
     keel_api_t *api;
     struct bufferevent *bev;
+    double accepted; /* monotonic */
     double deadline; /* monotonic: the current request must be done by then */
     bool busy;       /* a worker is computing its answer */
     bool closing;    /* shut down, waiting for evhttp to free it */
@@ -37,6 +38,7 @@ struct keel_api {
     keel_api_config_t c;                  /* c.cfg: the start configuration (identity, paths, [auth]) */
     const keel_config_t *update_defaults; /* [update] defaults: the start one, or the last reload */
     bool reset_pending;                   /* a factory reset waits for its password check */
+    bool stopping;                        /* SIGTERM: answer, but start no new work */
     keel_api_limits_t limits;
     struct evhttp *http;
     struct evhttp_bound_socket *listener;
@@ -82,8 +84,8 @@ void api_route(struct evhttp_request *req, keel_api_t *api);
 /* The keel_session token of a Cookie header, if there is one of the exact
  * token form (43 base64url characters); the header is capped at 4 KiB. */
 bool api_cookie_token(const char *cookie, char out[KEEL_AUTH_TOKEN_LEN + 1]);
-/* At start: finishes a factory reset a power cut interrupted. */
-keel_status_t api_routes_recover(keel_api_t *api) KEEL_MUST_CHECK;
+/* At start: removes a staged bundle a previous run left behind. */
+void api_routes_start(keel_api_t *api);
 /* Cancels work that holds requests (before the workers stop). */
 void api_routes_shutdown(keel_api_t *api);
 

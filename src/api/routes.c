@@ -304,6 +304,10 @@ static bool attempt(keel_api_t *api, struct evhttp_request *req, keel_auth_kind_
         api_error(req, 400, "bad_request", NULL);
         return false;
     }
+    if (api->stopping) {
+        api_error(req, 503, "unavailable", "the device is restarting");
+        return false;
+    }
     /* Every hashing slot taken: come back in a second. Checked before the
      * throttle, so a refusal here spends none of its budget. */
     if (keel_workers_full(api->hashers)) {
@@ -920,6 +924,10 @@ static void route_update_apply(keel_api_t *api, struct evhttp_request *req)
     if (!json_body(req, &b, NULL, 0, &j))
         return;
     json_decref(j);
+    if (api->stopping) {
+        api_error(req, 503, "unavailable", "the device is restarting");
+        return;
+    }
     if (api->update_state != UPDATE_STAGED || !api->staged_valid) {
         api_error(req, 409, "conflict", api->update_state == UPDATE_INSTALLING ? "an install is running"
                                                                                 : "no bundle is staged");
@@ -1014,132 +1022,38 @@ static void route_factory_reset(keel_api_t *api, struct evhttp_request *req)
     keel_wipe(&s, sizeof s);
 }
 
-/* The anti-rollback counters survive a factory reset: erasing them would
- * let an old, vulnerable image back in. */
-static const char *const kept_secrets[] = {KEEL_SECVER_SECRET, "update.trust_version"};
-#define KEPT_N (sizeof kept_secrets / sizeof kept_secrets[0])
-
-#define RESET_JOURNAL "reset-counters"
-
-static keel_status_t journal_path(keel_api_t *api, char out[KEEL_PATH_MAX])
-{
-    char dir[KEEL_PATH_MAX];
-    keel_status_t st = keel_config_path(api->c.cfg, "update", "dir", dir);
-    return st == KEEL_OK ? keel_path_join(out, KEEL_PATH_MAX, dir, RESET_JOURNAL) : st;
-}
-
-static uint32_t counter_value(const uint8_t *b, size_t n)
-{
-    return n == 4 ? (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24 : 0;
-}
-
-/* Raises each kept counter to the journal's value (never lowers one). */
-static keel_status_t journal_apply(keel_api_t *api, const uint32_t want[KEPT_N])
-{
-    keel_status_t st = KEEL_OK;
-    for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++) {
-        uint8_t b[8];
-        size_t n = 0;
-        st = keel_vault_secret_get(api->c.vault, kept_secrets[i], b, sizeof b, &n);
-        uint32_t cur = st == KEEL_OK ? counter_value(b, n) : 0;
-        if (st == KEEL_ERR_NOT_FOUND) {
-            keel_error_clear();
-            st = KEEL_OK;
-        }
-        if (st == KEEL_OK && want[i] > cur) {
-            uint8_t w[4] = {(uint8_t)want[i], (uint8_t)(want[i] >> 8), (uint8_t)(want[i] >> 16),
-                            (uint8_t)(want[i] >> 24)};
-            st = keel_vault_secret_put(api->c.vault, kept_secrets[i], w, sizeof w);
-        }
-    }
-    return st;
-}
-
-/* At start: a factory reset cut off between the erase and putting the
- * counters back is finished from its journal. */
-keel_status_t api_routes_recover(keel_api_t *api)
-{
-    char path[KEEL_PATH_MAX];
-    keel_status_t st = journal_path(api, path);
-    if (st != KEEL_OK || !keel_path_exists(path))
-        return st;
-    keel_buf_t b;
-    keel_buf_init(&b, 256);
-    uint32_t want[KEPT_N] = {0};
-    st = keel_file_read(path, 256, &b);
-    for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++) {
-        char key[64];
-        snprintf(key, sizeof key, "%s=", kept_secrets[i]);
-        const char *p = strstr((const char *)b.data, key);
-        if (p != NULL)
-            want[i] = (uint32_t)strtoul(p + strlen(key), NULL, 10);
-    }
-    keel_buf_free(&b);
-    if (st == KEEL_OK)
-        st = journal_apply(api, want);
-    if (st == KEEL_OK && unlink(path) != 0)
-        st = keel_errorf(KEEL_ERR_IO, "remove %s: %s", path, strerror(errno));
-    if (st == KEEL_OK)
-        keel_log(KEEL_LOG_WARN, "api: an interrupted factory reset was finished (anti-rollback counters kept)");
-    return st;
-}
-
+/*
+ * The reset itself, after the password was checked again. The anti-rollback
+ * counters survive it (an erased counter would let an old, vulnerable image
+ * or trust store back in): they go to the update module's journal before the
+ * erase, and reopening the slots over the new vault key puts them back. A
+ * power cut anywhere is finished by the next program that opens the slots.
+ */
 static void factory_reset(keel_api_t *api, struct evhttp_request *req)
 {
-    uint32_t kept[KEPT_N] = {0};
-    keel_status_t st = KEEL_OK;
-    for (size_t i = 0; st == KEEL_OK && i < KEPT_N; i++) {
-        uint8_t b[8];
-        size_t n = 0;
-        st = keel_vault_secret_get(api->c.vault, kept_secrets[i], b, sizeof b, &n);
-        if (st == KEEL_OK)
-            kept[i] = counter_value(b, n);
-        else if (st == KEEL_ERR_NOT_FOUND) {
-            keel_error_clear();
-            st = KEEL_OK;
-        }
-    }
-    /* The counters go to a journal first: a power cut between the erase
-     * and putting them back is finished at the next start. */
-    char journal[KEEL_PATH_MAX], text[160];
-    if (st == KEEL_OK)
-        st = journal_path(api, journal);
-    if (st == KEEL_OK)
-        st = keel_snprintf(text, sizeof text, "%s=%" PRIu32 "\n%s=%" PRIu32 "\n", kept_secrets[0], kept[0],
-                           kept_secrets[1], kept[1]);
-    if (st == KEEL_OK)
-        st = keel_file_write_atomic(journal, text, strlen(text), 0600);
-    bool erased = false;
-    if (st == KEEL_OK) {
-        staged_drop(api);
-        st = keel_vault_erase(api->c.vault);
-        erased = st == KEEL_OK;
-    }
-    if (st == KEEL_OK)
-        st = journal_apply(api, kept);
-    if (st == KEEL_OK && unlink(journal) != 0)
-        st = keel_errorf(KEEL_ERR_IO, "remove %s: %s", journal, strerror(errno));
-    if (st == KEEL_OK || erased) {
-        /* Once the vault is erased the account is reset, whatever else failed. */
-        char why[KEEL_ERROR_MAX];
-        snprintf(why, sizeof why, "%s", keel_error_message());
-        keel_status_t ast = keel_auth_reset(api->c.auth);
-        if (ast != KEEL_OK) {
-            keel_auth_sessions_end_all(api->c.auth);
-            if (st == KEEL_OK)
-                st = ast;
-        } else if (st != KEEL_OK) {
-            keel_errorf(st, "%s", why);
-        }
-    }
-    /* The update module read the vault under the erased key: it opens again. */
-    if (st == KEEL_OK) {
-        keel_slots_close(api->c.slots); /* releases the update lock the new handle takes */
-        api->c.slots = NULL;
-        st = keel_slots_open(api->c.cfg, &api->c.slots);
-    }
+    keel_status_t st = keel_slots_reset_journal(api->c.slots);
     if (st != KEEL_OK) {
-        reply_internal(req, "factory reset");
+        reply_internal(req, "factory reset (nothing was erased)");
+        return;
+    }
+    staged_drop(api);
+    char why[KEEL_ERROR_MAX] = "";
+    st = keel_vault_erase(api->c.vault);
+    if (st != KEEL_OK)
+        snprintf(why, sizeof why, "erase: %s", keel_error_message());
+    /* Whatever the erase did, the account is reset: the old password must
+     * not log in after a reset its owner asked for. */
+    keel_status_t ast = keel_auth_reset(api->c.auth);
+    if (ast != KEEL_OK && why[0] == '\0')
+        snprintf(why, sizeof why, "account: %s", keel_error_message());
+    keel_slots_close(api->c.slots); /* its lock goes with it; the new handle takes it again */
+    api->c.slots = NULL;
+    keel_status_t sst = keel_slots_open(api->c.cfg, &api->c.slots);
+    if (sst != KEEL_OK && why[0] == '\0')
+        snprintf(why, sizeof why, "update slots: %s", keel_error_message());
+    if (st != KEEL_OK || ast != KEEL_OK || sst != KEEL_OK) {
+        keel_log(KEEL_LOG_ERROR, "api: factory reset incomplete (%s); a restart finishes it", why);
+        api_error(req, 500, "internal", "the reset is incomplete: restart the device to finish it");
         return;
     }
     keel_log(KEEL_LOG_WARN, "api: factory reset: user data erased, the label password is in force again");
@@ -1198,6 +1112,15 @@ void api_route(struct evhttp_request *req, keel_api_t *api)
         route_factory_reset(api, req);
     else
         api_error(req, 404, "not_found", NULL);
+}
+
+void api_routes_start(keel_api_t *api)
+{
+    /* An upload the last run did not finish is of no use: it goes. */
+    if (staged_path(api) == KEEL_OK)
+        staged_drop(api);
+    else
+        keel_error_clear();
 }
 
 void api_routes_shutdown(keel_api_t *api)

@@ -187,33 +187,28 @@ static uint64_t peer_key(const api_conn_t *c)
 }
 
 /*
- * Which connection goes when a new one arrives at the cap: never one whose
- * answer is being computed; first those that never completed a request;
- * among them the oldest of the host that holds the most. A flood of slow
- * connections then only ever evicts itself, and a legitimate client keeps
- * its connection however fast the flood arrives.
+ * Which connection goes when a new one arrives at the cap. Never one whose
+ * answer is being computed. The host holding the most idle connections
+ * gives one up: a flood from one host, or a few, only ever evicts itself,
+ * and a client on another host keeps its connection however fast the flood
+ * comes. Within that host: first a connection past its grace period that
+ * never completed a request (a slow handshake or header), then its oldest
+ * past the grace period, then its oldest. The grace period lets a new
+ * connection finish its first request before it can be picked.
  */
+#define EVICT_GRACE_S 2.0
+
 api_conn_t *api_evict_pick(keel_api_t *api)
 {
     enum { SLOTS = 8192 }; /* > 2 x the largest max_connections: the probe always ends */
     static uint64_t keys[SLOTS];
     static uint32_t counts[SLOTS];
-    static api_conn_t *first[SLOTS];
     memset(counts, 0, sizeof counts);
-    api_conn_t *best = NULL, *oldest = NULL;
+    uint64_t best_key = 0;
     uint32_t best_count = 0;
-    /* Connections that never completed a request (unfinished handshakes,
-     * slow headers) go before ones that did; then the busiest host's
-     * oldest. The list is oldest first, so a host's first connection seen
-     * is its oldest. */
-    bool fresh_only = false;
-    for (api_conn_t *c = api->conns_head; c != NULL; c = c->next)
-        if (!c->busy && !c->closing && c->answered == 0) {
-            fresh_only = true;
-            break;
-        }
+    api_conn_t *oldest = NULL;
     for (api_conn_t *c = api->conns_head; c != NULL; c = c->next) {
-        if (c->busy || c->closing || (fresh_only && c->answered != 0))
+        if (c->busy || c->closing)
             continue;
         if (oldest == NULL)
             oldest = c;
@@ -223,16 +218,29 @@ api_conn_t *api_evict_pick(keel_api_t *api)
         size_t i = (size_t)(k % SLOTS);
         while (counts[i] != 0 && keys[i] != k)
             i = (i + 1) % SLOTS;
-        if (counts[i] == 0) {
-            keys[i] = k;
-            first[i] = c;
-        }
+        keys[i] = k;
         if (++counts[i] > best_count) {
             best_count = counts[i];
-            best = first[i];
+            best_key = k;
         }
     }
-    return best != NULL ? best : oldest;
+    if (best_count == 0)
+        return oldest;
+    /* The list is oldest first. */
+    double now = keel_now();
+    api_conn_t *slow = NULL, *old = NULL, *any = NULL;
+    for (api_conn_t *c = api->conns_head; c != NULL && slow == NULL; c = c->next) {
+        if (c->busy || c->closing || !c->have_peer || peer_key(c) != best_key)
+            continue;
+        bool past_grace = now - c->accepted >= EVICT_GRACE_S;
+        if (past_grace && c->answered == 0)
+            slow = c;
+        if (past_grace && old == NULL)
+            old = c;
+        if (any == NULL)
+            any = c;
+    }
+    return slow != NULL ? slow : old != NULL ? old : any;
 }
 
 /* The output of a connection that could not get TLS: emptied as it fills. */
@@ -264,24 +272,29 @@ static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
     api_conn_t *c = calloc(1, sizeof *c);
     SSL *ssl = c != NULL ? SSL_new(api->ssl) : NULL;
     struct bufferevent *bev = NULL;
-    if (ssl != NULL && SSL_set_ex_data(ssl, conn_index, c) == 1) {
-        c->api = api;
+    if (ssl != NULL) {
+        /* On failure libevent 2.1 frees the SSL itself (once it got that
+         * far): it is not touched again here, and the record is attached
+         * only once the bufferevent exists, so a failure never runs the
+         * record's free callback. */
         bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                              BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-        if (bev != NULL) {
+        if (bev != NULL && SSL_set_ex_data(ssl, conn_index, c) == 1) {
+            c->api = api;
             c->bev = bev;
-            c->deadline = keel_now() + api->limits.request_timeout;
+            c->accepted = keel_now();
+            c->deadline = c->accepted + api->limits.request_timeout;
             conn_append(api, c);
             api->n_conns++;
             sweep_arm(api);
             return bev;
         }
+        if (bev != NULL)
+            bufferevent_free(bev); /* frees the SSL, which holds no record */
+    } else if (c != NULL) {
+        keel_error_clear();
     }
     /* Failed: no TLS for this connection, so no HTTP either. */
-    if (ssl != NULL) {
-        SSL_set_ex_data(ssl, conn_index, NULL);
-        SSL_free(ssl);
-    }
     free(c);
     keel_log(KEEL_LOG_ERROR, "api: cannot set up TLS for a connection (out of memory?); it is dropped");
     /* evhttp must get a bufferevent (NULL means plaintext); this one throws
@@ -390,10 +403,23 @@ keel_status_t api_source(struct evhttp_request *req, char out[KEEL_AUTH_SOURCE_M
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
     evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
+    struct sockaddr_storage ss, local;
+    socklen_t len = sizeof ss, llen = sizeof local;
     if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
         return keel_errorf(KEEL_ERR_NOT_FOUND, "the connection is gone");
+    /* A peer in the device's own IPv6 /64 is on its LAN, where the /64 that
+     * the auth module groups remote hosts by holds every household device:
+     * there each address is a source of its own, so a neighbour's failures
+     * cannot throttle the owner's phone. */
+    if (ss.ss_family == AF_INET6 && getsockname(fd, (struct sockaddr *)&local, &llen) == 0 &&
+        local.ss_family == AF_INET6) {
+        const struct in6_addr *p = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+        const struct in6_addr *l = &((const struct sockaddr_in6 *)&local)->sin6_addr;
+        char text[INET6_ADDRSTRLEN];
+        if (!IN6_IS_ADDR_V4MAPPED(p) && memcmp(p->s6_addr, l->s6_addr, 8) == 0 &&
+            inet_ntop(AF_INET6, p, text, sizeof text) != NULL)
+            return keel_strlcpy(out, text, KEEL_AUTH_SOURCE_MAX);
+    }
     return keel_auth_source_from_addr((struct sockaddr *)&ss, out);
 }
 
@@ -596,7 +622,7 @@ keel_status_t keel_api_start(const keel_api_config_t *c, const char *listen, kee
     unsigned threads = c->hash_threads >= 1 && c->hash_threads <= KEEL_AUTH_PARALLEL_MAX ? c->hash_threads : 1;
     st = tls_context(api);
     if (st == KEEL_OK)
-        st = api_routes_recover(api);
+        api_routes_start(api);
     if (st == KEEL_OK)
         st = keel_workers_start(c->base, threads, HASH_QUEUE_MAX, &api->hashers);
     if (st == KEEL_OK)
@@ -635,6 +661,8 @@ keel_status_t keel_api_start(const keel_api_config_t *c, const char *listen, kee
 
 void keel_api_stop_listening(keel_api_t *api)
 {
+    if (api != NULL)
+        api->stopping = true; /* no new password checks or installs either */
     if (api != NULL && api->listener != NULL) {
         evhttp_del_accept_socket(api->http, api->listener);
         api->listener = NULL;

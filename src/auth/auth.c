@@ -438,11 +438,18 @@ keel_status_t keel_auth_reset(keel_auth_t *a)
     if (a == NULL)
         return keel_errorf(KEEL_ERR_ARG, "auth reset: missing argument");
     keel_status_t st = keel_vault_secret_delete(a->v, AUTH_SECRET_HASH);
-    if (st == KEEL_OK) {
-        keel_wipe(a->set_hash, sizeof a->set_hash);
-        a->has_set = false;
-        st = auth_throttle_reset(a);
+    if (st == KEEL_ERR_NOT_FOUND) { /* a crypto-erase took it already */
+        keel_error_clear();
+        st = KEEL_OK;
     }
+    /* The set password leaves memory whatever the vault said: a reset the
+     * owner asked for must not leave the old password logging in (a vault
+     * left half-erased finishes its erase when it is opened next). */
+    keel_wipe(a->set_hash, sizeof a->set_hash);
+    a->has_set = false;
+    keel_status_t tst = auth_throttle_reset(a);
+    if (st == KEEL_OK)
+        st = tst;
     /* Sessions end and attempts in flight go stale whatever happened. */
     a->generation++;
     keel_auth_sessions_end_all(a);

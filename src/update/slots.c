@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,6 +79,8 @@ static keel_status_t trust_open(const keel_config_t *c, char *path, keel_trust_t
 
 /* One updater at a time: keeld's automatic update and a person's CLI must
  * not write the same slot or race on the boot state. */
+static keel_status_t journal_finish(keel_slots_t *s);
+
 static keel_status_t lock_updates(keel_slots_t *s)
 {
     char path[KEEL_PATH_MAX];
@@ -133,10 +136,17 @@ keel_status_t keel_slots_open(const keel_config_t *c, keel_slots_t **out)
     keel_status_t vst = KEEL_OK;
     if (st == KEEL_OK && (vst = keel_device_keystore_open(c, &s->ks)) == KEEL_OK)
         vst = keel_device_vault_open(c, s->ks, &s->vault);
+    /* A factory reset cut off between its erase and putting the counters
+     * back is finished by whoever opens the slots next: keeld, keel boot,
+     * keel update. */
+    if (st == KEEL_OK && vst == KEEL_OK)
+        vst = journal_finish(s);
     if (st == KEEL_OK && vst != KEEL_OK) {
         snprintf(s->vault_err, sizeof s->vault_err, "%s", keel_error_message());
         keel_log(KEEL_LOG_WARN, "the vault is unavailable: %s", s->vault_err);
         keel_error_clear();
+        keel_vault_close(s->vault);
+        s->vault = NULL;
     }
     if (st != KEEL_OK) {
         keel_slots_close(s);
@@ -185,6 +195,94 @@ static keel_status_t counter_raise(keel_slots_t *s, const char *name, uint32_t t
         return st;
     uint8_t b[4] = {(uint8_t)to, (uint8_t)(to >> 8), (uint8_t)(to >> 16), (uint8_t)(to >> 24)};
     return keel_vault_secret_put(s->vault, name, b, sizeof b);
+}
+
+/* ---- the factory-reset journal ---------------------------------------------- */
+
+static const char *const journal_keys[] = {KEEL_SECVER_SECRET, KEEL_TRUSTVER_SECRET};
+#define JOURNAL_N (sizeof journal_keys / sizeof journal_keys[0])
+#define JOURNAL_MAX 256u
+
+static keel_status_t journal_path(const keel_slots_t *s, char out[KEEL_PATH_MAX])
+{
+    return keel_path_join(out, KEEL_PATH_MAX, s->dir, KEEL_SLOTS_RESET_JOURNAL);
+}
+
+/* The journal's values (0 where absent); KEEL_ERR_NOT_FOUND without a journal. */
+static keel_status_t journal_read(const keel_slots_t *s, uint32_t v[JOURNAL_N])
+{
+    char path[KEEL_PATH_MAX];
+    keel_status_t st = journal_path(s, path);
+    if (st != KEEL_OK)
+        return st;
+    keel_buf_t b;
+    keel_buf_init(&b, JOURNAL_MAX);
+    st = keel_file_read(path, JOURNAL_MAX, &b);
+    for (size_t i = 0; i < JOURNAL_N; i++)
+        v[i] = 0;
+    for (size_t i = 0; st == KEEL_OK && i < JOURNAL_N; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s=", journal_keys[i]);
+        const char *p = strstr((const char *)b.data, key);
+        if (p == NULL)
+            continue;
+        char *end = NULL;
+        errno = 0;
+        unsigned long n = strtoul(p + strlen(key), &end, 10);
+        if (errno != 0 || end == p + strlen(key) || *end != '\n' || n > UINT32_MAX)
+            st = keel_errorf(KEEL_ERR_FORMAT, "%s: %s is malformed", path, journal_keys[i]);
+        else
+            v[i] = (uint32_t)n;
+    }
+    keel_buf_free(&b);
+    return st;
+}
+
+keel_status_t keel_slots_reset_journal(keel_slots_t *s)
+{
+    if (s == NULL || s->vault == NULL)
+        return keel_errorf(KEEL_ERR_IO, "the vault is unavailable: %s", s != NULL ? s->vault_err : "");
+    uint32_t v[JOURNAL_N];
+    keel_status_t st = journal_read(s, v);
+    if (st == KEEL_ERR_NOT_FOUND) {
+        keel_error_clear();
+        st = KEEL_OK;
+    }
+    /* An earlier journal not yet finished is merged, never lowered. */
+    for (size_t i = 0; st == KEEL_OK && i < JOURNAL_N; i++) {
+        uint32_t cur = 0;
+        st = counter_get(s, journal_keys[i], &cur);
+        if (st == KEEL_OK && cur > v[i])
+            v[i] = cur;
+    }
+    char path[KEEL_PATH_MAX], text[JOURNAL_MAX];
+    if (st == KEEL_OK)
+        st = journal_path(s, path);
+    if (st == KEEL_OK)
+        st = keel_snprintf(text, sizeof text, "%s=%" PRIu32 "\n%s=%" PRIu32 "\n", journal_keys[0], v[0],
+                           journal_keys[1], v[1]);
+    return st == KEEL_OK ? keel_file_write_atomic(path, text, strlen(text), 0600) : st;
+}
+
+static keel_status_t journal_finish(keel_slots_t *s)
+{
+    uint32_t v[JOURNAL_N];
+    keel_status_t st = journal_read(s, v);
+    if (st == KEEL_ERR_NOT_FOUND) {
+        keel_error_clear();
+        return KEEL_OK;
+    }
+    for (size_t i = 0; st == KEEL_OK && i < JOURNAL_N; i++)
+        st = counter_raise(s, journal_keys[i], v[i]);
+    char path[KEEL_PATH_MAX];
+    if (st == KEEL_OK && (st = journal_path(s, path)) == KEEL_OK && unlink(path) != 0)
+        st = keel_errorf(KEEL_ERR_IO, "remove %s: %s", path, strerror(errno));
+    if (st == KEEL_OK)
+        st = keel_dir_sync(s->dir);
+    if (st == KEEL_OK)
+        keel_log(KEEL_LOG_WARN, "update: a factory reset was finished: anti-rollback counters %s=%" PRIu32
+                 ", %s=%" PRIu32 " kept", journal_keys[0], v[0], journal_keys[1], v[1]);
+    return st;
 }
 
 keel_status_t keel_slots_counter(keel_slots_t *s, uint32_t *counter)

@@ -450,7 +450,7 @@ stop_keeld
 printf 'update.security_version=7\nupdate.trust_version=3\n' >"$D/update/reset-counters"
 start_keeld
 [ ! -e "$D/update/reset-counters" ] || die_log "the reset journal is still there after the start"
-grep -q "interrupted factory reset was finished" "$KEELD_LOG" || die_log "keeld did not log the recovery"
+grep -q "a factory reset was finished: anti-rollback counters update.security_version=7" "$KEELD_LOG" || die_log "keeld did not log the recovery"
 SRC=127.0.0.2 login_ok "$NEWPW2"
 TOK=$TOKEN
 expect_http 200 GET $A/update -

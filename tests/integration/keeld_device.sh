@@ -87,4 +87,17 @@ jtrue "d['tamper_alert'] is not None and 'slot A' in d['tamper_alert']['detail']
 TOK=$TOKEN expect_http 200 GET /api/v1/update -
 jtrue "d['tamper_alert'] is not None" "no tamper alert in /api/v1/update"
 stop_keeld
+
+note "a factory reset cut off after its erase is finished by whatever opens the slots next (here keel update status)"
+printf 'update.security_version=9\nupdate.trust_version=2\n' >"$D/update/reset-counters"
+expect_rc 0 "$KEEL" update status --state "$D" --json
+[ ! -e "$D/update/reset-counters" ] || fail "the reset journal is still there"
+grep -q "a factory reset was finished" "$T/err" || fail "keel update status did not say it finished the reset"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["security_version_counter"] == 9 else 1)' \
+    "$T/out" || fail "the counter did not come back from the journal: $(cat "$T/out")"
+note "a journal never lowers a counter"
+printf 'update.security_version=4\n' >"$D/update/reset-counters"
+expect_rc 0 "$KEEL" update status --state "$D" --json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["security_version_counter"] == 9 else 1)' \
+    "$T/out" || fail "a journal lowered the counter: $(cat "$T/out")"
 echo "keeld_device: 1 passed, 0 failed"

@@ -7,7 +7,10 @@
 # authenticated GET /api/v1/device on fresh connections. keeld must stay up,
 # answer every legitimate request, with p99 under 100 ms, keep its RSS under
 # 32 MiB throughout, and still answer afterwards. tests/integration/hostile.py
-# does the attacking and the measuring.
+# does the attacking and the measuring. Then one host fills the connection cap
+# with kept-alive connections that each finished a request and keeps opening
+# more, while the owner on another address connects and waits before asking:
+# the owner must lose nothing.
 . "$(dirname "$0")/keeld_lib.sh"
 
 SECONDS_=${HOSTILE_SECONDS:-18}
@@ -56,6 +59,71 @@ done
 alive || die_log "keeld is gone after the attack"
 [ $rc -eq 0 ] || die_log "hostile.py found problems (exit $rc)"
 grep -q '^hostile: latency all: p50' "$T/hostile.out" || fail "hostile.py printed no latency"
+
+note "keep-alive flood: one host fills the connection cap with connections that finished a request"
+note "and keeps opening more; the owner on another address connects, waits 300 ms, then asks"
+set +e
+python3 - "$PORT" >"$T/flood.out" 2>&1 <<'PY'
+import socket, ssl, sys, threading, time
+port = int(sys.argv[1])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+REQ = b"GET /api/v1/status HTTP/1.1\r\nHost: d\r\n\r\n"
+
+def keepalive(src):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(src, 0))
+    t = ctx.wrap_socket(s)
+    t.sendall(REQ)
+    t.recv(4096)
+    return t  # held open: a connection that completed a request
+
+stop = time.monotonic() + 12
+held = []
+def flood():
+    while time.monotonic() < stop:
+        try:
+            held.append(keepalive("127.0.0.10"))
+        except Exception:
+            pass
+        if len(held) > 400:
+            for t in held[:200]:
+                t.close()
+            del held[:200]
+threads = [threading.Thread(target=flood) for _ in range(4)]
+for th in threads:
+    th.start()
+time.sleep(1.5)
+ok = bad = 0
+for i in range(15):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.1", 0))
+        t = ctx.wrap_socket(s)
+        time.sleep(0.3)
+        t.sendall(REQ.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        data = b""
+        while True:
+            chunk = t.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        ok += data.startswith(b"HTTP/1.1 200")
+        bad += not data.startswith(b"HTTP/1.1 200")
+        t.close()
+    except Exception as e:
+        bad += 1
+        print("owner request failed:", type(e).__name__, e)
+    time.sleep(0.2)
+for th in threads:
+    th.join()
+print("flood: owner requests %d ok, %d failed" % (ok, bad))
+sys.exit(0 if bad == 0 else 1)
+PY
+rc=$?
+set -e
+cat "$T/flood.out"
+alive || die_log "keeld is gone after the keep-alive flood"
+[ $rc -eq 0 ] || die_log "the owner lost requests to a keep-alive flood from one host"
 
 note "after the attack keeld still answers, and still refuses what it should"
 TOK=
