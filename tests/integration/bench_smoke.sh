@@ -18,7 +18,7 @@ fail() {
 }
 run_bench() {
     TMPDIR=$work/tmp BENCH_DEVICES=5 BENCH_CLI_DEVICES=2 UPDATE_BENCH_MIB=4 UPDATE_BENCH_COMPARE='' \
-        KEELD_BENCH_SECONDS=4 KEELD_BENCH_IDLE_SECONDS=1 KEELD_BENCH_LOGINS=3 \
+        KEELD_BENCH_SECONDS=4 KEELD_BENCH_IDLE_SECONDS=1 KEELD_BENCH_LOGINS=3 HOSTILE_SECONDS=8 HOSTILE_SLOW=100 \
         sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
 }
 # RAUC and SWUpdate are for make bench: make check stays hermetic and quick.
@@ -74,6 +74,7 @@ for line in '^1 source \(127\.0\.0\.2\) +[0-9]+ +[0-9]+ ' '^20 sources \(127\.0\
     grep -Eq "$line" "$work/out.txt" || fail "no keeld bench line matching '$line'"
 done
 grep -q '"keeld"' "$work/bench.json" || fail "BENCH_JSON has no \"keeld\""
+grep -Eq '^hostile p99 goal \(< 100 ms\): (PASS|MISS)$' "$work/out.txt" || fail "no hostile p99 goal line"
 [ -z "$(ls -A "$work/tmp")" ] || fail "bench/run.sh left files in its temporary directory"
 
 # bench/update.sh on its own.
