@@ -613,15 +613,11 @@ static void route_settings(keel_api_t *api, struct evhttp_request *req)
         if (p != NULL)
             snprintf(cur.postpone_until, sizeof cur.postpone_until, "%s", json_is_string(p) ? json_string_value(p) : "");
         json_decref(j);
-        json_t *out = settings_json(&cur);
-        char *text = out != NULL ? json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-        json_decref(out);
         /* The stored form uses the names settings_load reads. */
         json_t *stored = json_pack("{s:b,s:b,s:o}", "automatic", cur.automatic, "notifications", cur.notifications,
                                    "postpone_until", cur.postpone_until[0] ? json_string(cur.postpone_until) : json_null());
         char *st_text = stored != NULL ? json_dumps(stored, JSON_COMPACT) : NULL;
         json_decref(stored);
-        free(text);
         keel_status_t st = st_text != NULL ? keel_vault_secret_put(api->c.vault, SETTINGS_SECRET, st_text, strlen(st_text))
                                            : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
         free(st_text);
