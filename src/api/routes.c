@@ -411,19 +411,29 @@ static void route_session(keel_api_t *api, struct evhttp_request *req)
     json_wipe_free(j);
 }
 
+/* A POST that carries a password in its body and needs a session: the body
+ * is wiped if the request goes no further. */
+static bool password_post(keel_api_t *api, struct evhttp_request *req, session_t *s, body_t *b, bool during_change)
+{
+    body_get(req, b);
+    if (!method_is(req, EVHTTP_REQ_POST)) {
+        body_wipe(b);
+        api_error(req, 405, "method_not_allowed", NULL);
+        return false;
+    }
+    if (!require_session(api, req, s, during_change)) {
+        body_wipe(b);
+        return false;
+    }
+    return true;
+}
+
 static void route_password(keel_api_t *api, struct evhttp_request *req)
 {
-    if (!method_is(req, EVHTTP_REQ_POST)) {
-        api_error(req, 405, "method_not_allowed", NULL);
-        return;
-    }
     session_t s;
     body_t b;
-    body_get(req, &b);
-    if (!require_session(api, req, &s, true)) {
-        body_wipe(&b);
+    if (!password_post(api, req, &s, &b, true))
         return;
-    }
     static const api_json_field_t f[] = {
         {"current", API_JSON_STRING, true, KEEL_AUTH_PASSWORD_MAX},
         {"new", API_JSON_STRING, true, 4 * KEEL_AUTH_PASSWORD_MAX},
@@ -984,17 +994,10 @@ static void route_update(keel_api_t *api, struct evhttp_request *req, const char
 
 static void route_factory_reset(keel_api_t *api, struct evhttp_request *req)
 {
-    if (!method_is(req, EVHTTP_REQ_POST)) {
-        api_error(req, 405, "method_not_allowed", NULL);
-        return;
-    }
     session_t s;
     body_t b;
-    body_get(req, &b);
-    if (!require_session(api, req, &s, false)) {
-        body_wipe(&b);
+    if (!password_post(api, req, &s, &b, false))
         return;
-    }
     if (api->update_state == UPDATE_INSTALLING) {
         body_wipe(&b);
         api_error(req, 409, "conflict", "an install is running");
