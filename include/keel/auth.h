@@ -185,8 +185,11 @@ size_t keel_auth_session_count(keel_auth_t *a, int64_t now);
 keel_status_t keel_auth_reset(keel_auth_t *a) KEEL_MUST_CHECK;
 
 /* Normalises a peer address into a throttle source: IPv4 as is, IPv6 to its
- * /64 ("2001:db8:1:2::/64") unless it is link-local or unique-local (the
- * device's own LAN: the whole address), IPv4-mapped IPv6 as IPv4. */
-keel_status_t keel_auth_source_from_addr(const struct sockaddr *sa, char out[KEEL_AUTH_SOURCE_MAX]) KEEL_MUST_CHECK;
+ * /64 ("2001:db8:1:2::/64") unless it is on the device's own LAN (the whole
+ * address): link-local, unique-local, or in the /64 of `local`, the
+ * device's own address on that connection (may be NULL). IPv4-mapped IPv6
+ * as IPv4. */
+keel_status_t keel_auth_source_from_addr(const struct sockaddr *sa, const struct sockaddr *local,
+                                        char out[KEEL_AUTH_SOURCE_MAX]) KEEL_MUST_CHECK;
 
 #endif

@@ -407,20 +407,9 @@ keel_status_t api_source(struct evhttp_request *req, char out[KEEL_AUTH_SOURCE_M
     socklen_t len = sizeof ss, llen = sizeof local;
     if (fd < 0 || getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
         return keel_errorf(KEEL_ERR_NOT_FOUND, "the connection is gone");
-    /* A peer in the device's own IPv6 /64 is on its LAN, where the /64 that
-     * the auth module groups remote hosts by holds every household device:
-     * there each address is a source of its own, so a neighbour's failures
-     * cannot throttle the owner's phone. */
-    if (ss.ss_family == AF_INET6 && getsockname(fd, (struct sockaddr *)&local, &llen) == 0 &&
-        local.ss_family == AF_INET6) {
-        const struct in6_addr *p = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
-        const struct in6_addr *l = &((const struct sockaddr_in6 *)&local)->sin6_addr;
-        char text[INET6_ADDRSTRLEN];
-        if (!IN6_IS_ADDR_V4MAPPED(p) && memcmp(p->s6_addr, l->s6_addr, 8) == 0 &&
-            inet_ntop(AF_INET6, p, text, sizeof text) != NULL)
-            return keel_strlcpy(out, text, KEEL_AUTH_SOURCE_MAX);
-    }
-    return keel_auth_source_from_addr((struct sockaddr *)&ss, out);
+    /* Our own address tells the auth module which peers share our LAN. */
+    bool have_local = getsockname(fd, (struct sockaddr *)&local, &llen) == 0;
+    return keel_auth_source_from_addr((struct sockaddr *)&ss, have_local ? (struct sockaddr *)&local : NULL, out);
 }
 
 /* ---- requests -------------------------------------------------------------- */

@@ -456,7 +456,8 @@ keel_status_t keel_auth_reset(keel_auth_t *a)
     return st;
 }
 
-keel_status_t keel_auth_source_from_addr(const struct sockaddr *sa, char out[KEEL_AUTH_SOURCE_MAX])
+keel_status_t keel_auth_source_from_addr(const struct sockaddr *sa, const struct sockaddr *local,
+                                        char out[KEEL_AUTH_SOURCE_MAX])
 {
     if (sa == NULL || out == NULL)
         return keel_errorf(KEEL_ERR_ARG, "auth source: missing argument");
@@ -481,18 +482,21 @@ keel_status_t keel_auth_source_from_addr(const struct sockaddr *sa, char out[KEE
     }
     /* A remote host usually holds a whole /64, so that is one source. But
      * the device's own LAN is one /64 for every host on it: there (link-local
-     * fe80::/10, unique-local fc00::/7) each address is its own source, or
-     * one neighbour's failures would throttle the owner's phone too. */
+     * fe80::/10, unique-local fc00::/7, or the /64 of the device's own
+     * address) each address is its own source, or one neighbour's failures
+     * would throttle the owner's phone too. */
     const uint8_t *a = in6.sin6_addr.s6_addr;
     bool on_link = (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || (a[0] & 0xfe) == 0xfc;
-    char text[INET6_ADDRSTRLEN];
-    if (on_link) {
-        if (inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text) == NULL)
-            return keel_errorf(KEEL_ERR_FORMAT, "auth source: unprintable IPv6 address");
-        return keel_strlcpy(out, text, KEEL_AUTH_SOURCE_MAX);
+    if (!on_link && local != NULL && local->sa_family == AF_INET6) {
+        struct sockaddr_in6 l6;
+        memcpy(&l6, local, sizeof l6);
+        on_link = memcmp(a, l6.sin6_addr.s6_addr, 8) == 0;
     }
-    memset(&in6.sin6_addr.s6_addr[8], 0, 8);
+    char text[INET6_ADDRSTRLEN];
+    if (!on_link)
+        memset(&in6.sin6_addr.s6_addr[8], 0, 8);
     if (inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text) == NULL)
         return keel_errorf(KEEL_ERR_FORMAT, "auth source: unprintable IPv6 address");
-    return keel_snprintf(out, KEEL_AUTH_SOURCE_MAX, "%s/64", text);
+    return on_link ? keel_strlcpy(out, text, KEEL_AUTH_SOURCE_MAX)
+                   : keel_snprintf(out, KEEL_AUTH_SOURCE_MAX, "%s/64", text);
 }

@@ -598,29 +598,39 @@ static void test_source_from_addr(void **state)
     char out[KEEL_AUTH_SOURCE_MAX];
     struct sockaddr_in in4 = {.sin_family = AF_INET};
     assert_int_equal(inet_pton(AF_INET, "192.0.2.33", &in4.sin_addr), 1);
-    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in4, out), KEEL_OK);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in4, NULL, out), KEEL_OK);
     assert_string_equal(out, "192.0.2.33");
 
     struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
     assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2:aaaa:bbbb:cccc:dddd", &in6.sin6_addr), 1);
-    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, out), KEEL_OK);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, NULL, out), KEEL_OK);
     assert_string_equal(out, "2001:db8:1:2::/64");
     assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2::1", &in6.sin6_addr), 1);
-    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, out), KEEL_OK);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, NULL, out), KEEL_OK);
     assert_string_equal(out, "2001:db8:1:2::/64");
     assert_int_equal(inet_pton(AF_INET6, "::ffff:198.51.100.4", &in6.sin6_addr), 1);
-    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, out), KEEL_OK);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, NULL, out), KEEL_OK);
     assert_string_equal(out, "198.51.100.4");
     /* on the device's own link every address is a source of its own */
     assert_int_equal(inet_pton(AF_INET6, "fe80::1:2:3:4", &in6.sin6_addr), 1);
-    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, out), KEEL_OK);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, NULL, out), KEEL_OK);
     assert_string_equal(out, "fe80::1:2:3:4");
     assert_int_equal(inet_pton(AF_INET6, "fd12:3456:789a:1::99", &in6.sin6_addr), 1);
-    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, out), KEEL_OK);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, NULL, out), KEEL_OK);
     assert_string_equal(out, "fd12:3456:789a:1::99");
 
+    /* a global address in the device's own /64 is on its LAN too */
+    struct sockaddr_in6 local = {.sin6_family = AF_INET6};
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2::1", &local.sin6_addr), 1);
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8:1:2:aaaa:bbbb:cccc:dddd", &in6.sin6_addr), 1);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, (struct sockaddr *)&local, out), KEEL_OK);
+    assert_string_equal(out, "2001:db8:1:2:aaaa:bbbb:cccc:dddd");
+    assert_int_equal(inet_pton(AF_INET6, "2001:db8:9:9::5", &in6.sin6_addr), 1);
+    assert_int_equal(keel_auth_source_from_addr((struct sockaddr *)&in6, (struct sockaddr *)&local, out), KEEL_OK);
+    assert_string_equal(out, "2001:db8:9:9::/64");
+
     struct sockaddr un = {.sa_family = AF_UNIX};
-    assert_int_equal(keel_auth_source_from_addr(&un, out), KEEL_ERR_ARG);
+    assert_int_equal(keel_auth_source_from_addr(&un, NULL, out), KEEL_ERR_ARG);
 }
 
 static void test_open_refuses_bad_label_file(void **state)
