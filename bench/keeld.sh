@@ -29,6 +29,7 @@ die() {
     echo "bench: keeld: $*" >&2
     exit 1
 }
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 [ $# -eq 1 ] || { echo "usage: sh bench/keeld.sh BUILD_DIR" >&2; exit 2; }
 keel=$1/programs/keel/keel
@@ -212,12 +213,4 @@ EOF
 if [ -n "${KEELD_BENCH_JSON:-}" ]; then
     cp "$tmp/keeld.json" "$KEELD_BENCH_JSON" || die "could not write $KEELD_BENCH_JSON"
 fi
-if [ -n "${BENCH_JSON:-}" ]; then
-    if [ -s "$BENCH_JSON" ]; then
-        [ "$(tail -n 1 "$BENCH_JSON")" = "}" ] || die "$BENCH_JSON does not end with a closing brace"
-        { sed '$d' "$BENCH_JSON"; printf ',\n  "keeld": '; cat "$tmp/keeld.json"; printf '}\n'; } >"$tmp/merged.json"
-    else
-        { printf '{"keeld": '; cat "$tmp/keeld.json"; printf '}\n'; } >"$tmp/merged.json"
-    fi
-    cat "$tmp/merged.json" >"$BENCH_JSON" || die "could not write $BENCH_JSON"
-fi
+[ -z "${BENCH_JSON:-}" ] || bench_json_merge keeld "$tmp/keeld.json"

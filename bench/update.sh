@@ -27,6 +27,7 @@ die() {
     echo "bench: update: $*" >&2
     exit 1
 }
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
 [ $# -eq 1 ] || { echo "usage: sh bench/update.sh BUILD_DIR" >&2; exit 2; }
 keel=$1/programs/keel/keel
@@ -423,14 +424,4 @@ awk -v mib="$mib" -v flip="$flip" -v written="$written" -v chunk="$chunk" \
 if [ -n "${UPDATE_BENCH_JSON:-}" ]; then
     cp "$tmp/update.json" "$UPDATE_BENCH_JSON" || die "could not write $UPDATE_BENCH_JSON"
 fi
-if [ -n "${BENCH_JSON:-}" ]; then
-    # bench/run.sh's JSON is one object whose last line is its closing brace:
-    # the update figures go in before it.
-    if [ -s "$BENCH_JSON" ]; then
-        [ "$(tail -n 1 "$BENCH_JSON")" = "}" ] || die "$BENCH_JSON does not end with a closing brace"
-        { sed '$d' "$BENCH_JSON"; printf ',\n  "update": '; cat "$tmp/update.json"; printf '}\n'; } >"$tmp/merged.json"
-    else
-        { printf '{"update": '; cat "$tmp/update.json"; printf '}\n'; } >"$tmp/merged.json"
-    fi
-    cat "$tmp/merged.json" >"$BENCH_JSON" || die "could not write $BENCH_JSON"
-fi
+[ -z "${BENCH_JSON:-}" ] || bench_json_merge update "$tmp/update.json"

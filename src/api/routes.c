@@ -831,18 +831,27 @@ static ssize_t read_fd(void *ctx, void *buf, size_t n)
     return r;
 }
 
-static void route_update_stage(keel_api_t *api, struct evhttp_request *req)
+/* A POST whose body must be {} (an action without parameters); answers and
+ * returns false otherwise. */
+static bool empty_post(struct evhttp_request *req)
 {
     if (!method_is(req, EVHTTP_REQ_POST)) {
         api_error(req, 405, "method_not_allowed", NULL);
-        return;
+        return false;
     }
     body_t b;
     json_t *j = NULL;
     body_get(req, &b);
     if (!json_body(req, &b, NULL, 0, &j))
-        return;
+        return false;
     json_decref(j);
+    return true;
+}
+
+static void route_update_stage(keel_api_t *api, struct evhttp_request *req)
+{
+    if (!empty_post(req))
+        return;
     if (api->update_state != UPDATE_UPLOADING || api->upload_fd < 0) {
         api_error(req, 409, "conflict", "no upload in progress");
         return;
@@ -920,16 +929,8 @@ static void install_done(keel_job_t *job)
 
 static void route_update_apply(keel_api_t *api, struct evhttp_request *req)
 {
-    if (!method_is(req, EVHTTP_REQ_POST)) {
-        api_error(req, 405, "method_not_allowed", NULL);
+    if (!empty_post(req))
         return;
-    }
-    body_t b;
-    json_t *j = NULL;
-    body_get(req, &b);
-    if (!json_body(req, &b, NULL, 0, &j))
-        return;
-    json_decref(j);
     if (api->stopping) {
         api_error(req, 503, "unavailable", "the device is restarting");
         return;

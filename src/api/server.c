@@ -122,10 +122,16 @@ static void conn_close(keel_api_t *api, api_conn_t *c)
         keel_log(KEEL_LOG_DEBUG, "api: shutdown: %s", strerror(errno));
 }
 
-api_conn_t *api_conn_of(struct evhttp_request *req)
+/* The bufferevent under a request (NULL when its connection is gone). */
+static struct bufferevent *req_bev(struct evhttp_request *req)
 {
     struct evhttp_connection *evcon = req != NULL ? evhttp_request_get_connection(req) : NULL;
-    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    return evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+}
+
+api_conn_t *api_conn_of(struct evhttp_request *req)
+{
+    struct bufferevent *bev = req_bev(req);
     SSL *ssl = bev != NULL ? bufferevent_openssl_get_ssl(bev) : NULL;
     return ssl != NULL ? SSL_get_ex_data(ssl, conn_index) : NULL;
 }
@@ -400,8 +406,7 @@ void api_error(struct evhttp_request *req, int code, const char *error, const ch
 
 keel_status_t api_source(struct evhttp_request *req, char out[KEEL_AUTH_SOURCE_MAX])
 {
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    struct bufferevent *bev = req_bev(req);
     evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
     struct sockaddr_storage ss, local;
     socklen_t len = sizeof ss, llen = sizeof local;
@@ -421,8 +426,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (c == NULL) {
         /* Not a TLS connection of ours: evhttp's plaintext fallback. Nothing
          * is answered; the socket is shut before the reply can be written. */
-        struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-        struct bufferevent *bev = evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+        struct bufferevent *bev = req_bev(req);
         if (bev != NULL && bufferevent_getfd(bev) >= 0)
             shutdown(bufferevent_getfd(bev), SHUT_RDWR);
         evhttp_send_reply(req, 400, NULL, NULL);
