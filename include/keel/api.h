@@ -16,6 +16,9 @@
 #include "keel/auth.h"
 #include "keel/config.h"
 #include "keel/keystore.h"
+#include "keel/link.h"
+#include "keel/outbox.h"
+#include "keel/privacy.h"
 #include "keel/slots.h"
 #include "keel/vault.h"
 
@@ -45,6 +48,16 @@ typedef struct {
     keel_auth_t *auth;
     keel_slots_t *slots;      /* taken over by the API, which closes it (and opens it again after a factory reset) */
     unsigned hash_threads;    /* [auth] parallel_hashes: 1 or 2 */
+    keel_privacy_t *privacy;  /* the data declaration, consent, records, export, erase receipts */
+    keel_outbox_t *outbox;    /* the cloud link's queue (its figures; its pending messages in the export) */
+    keel_link_t *link;        /* NULL when no broker is configured */
+    /* After a factory reset has erased the vault (and the auth state), keeld
+     * reloads what caches vault data, files the cloud erase request and
+     * returns the reset's receipt (a new JSON object) for the answer. */
+    keel_status_t (*after_reset)(void *arg, json_t **receipt);
+    /* The product state the app keeps through the socket (a new reference). */
+    keel_status_t (*app_state)(void *arg, json_t **state);
+    void *arg;
 } keel_api_config_t;
 
 typedef struct keel_api keel_api_t;

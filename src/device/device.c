@@ -53,6 +53,26 @@ const keel_cfg_key_t keel_device_schema[] = {
     UINT("auth", "backoff_base", "1", 1, 60),
     UINT("auth", "backoff_max", "300", 1, 86400),
     UINT("auth", "global_per_minute", "20", 1, 600),
+    /* keeld: the cloud link (keel/link.h); no broker = the device stays local */
+    STR("link", "broker", NULL),      /* host:port or [v6]:port */
+    STR("link", "server_name", NULL), /* name in the broker's certificate (default: the broker host) */
+    UINT("link", "keepalive", "60", 5, 3600),
+    UINT("link", "backoff_base", "1", 1, 600),
+    UINT("link", "backoff_cap", "300", 1, 86400),
+    UINT("link", "first_connect", "30", 0, 3600),
+    UINT("link", "stable", "60", 1, 86400),
+    UINT("link", "inflight", "20", 1, 1000),
+    /* keeld: the persistent outbox (keel/outbox.h) */
+    UINT("outbox", "max_messages", "50000", 10, 10000000),
+    UINT("outbox", "max_bytes", "16777216", 65536, 1073741824),
+    /* keeld: the product app's socket (keel/ipc.h) */
+    PATH("ipc", "socket", "keeld.sock"),
+    STR("ipc", "user", NULL),  /* a user name or uid allowed besides keeld's own */
+    STR("ipc", "group", NULL), /* the socket's group; its members are allowed */
+    UINT("ipc", "max_clients", "16", 1, 256),
+    /* keeld: personal data (keel/privacy.h, docs/privacy.md) */
+    PATH("privacy", "declaration", NULL),
+    UINT("privacy", "retention_interval", "3600", 1, 86400),
     /* keeld: logging (never a secret) */
     STR("log", "level", "info"),  /* error, warn, info, debug */
     STR("log", "target", "stderr"), /* stderr or syslog */

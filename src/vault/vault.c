@@ -41,6 +41,23 @@ static const char *const migrations[] = {
     "CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) STRICT;"
     "CREATE TABLE secrets(name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL,"
     " updated INTEGER NOT NULL) STRICT;",
+    /* 2: the cloud link's outbox (keel/outbox.h) and the privacy module's
+     * records, consent and cloud-erase requests (keel/privacy.h). The
+     * counters and erase requests hold no personal data and outlive a
+     * factory reset: sequence numbers never repeat, and the fleet's erase
+     * receipt can still be shown after the reset. */
+    "CREATE TABLE outbox(seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, created INTEGER NOT NULL,"
+    " size INTEGER NOT NULL, msgid TEXT UNIQUE, body BLOB NOT NULL) STRICT;"
+    "CREATE INDEX outbox_kind ON outbox(kind, seq);"
+    "CREATE TABLE outbox_counters(name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) STRICT;"
+    "CREATE TABLE privacy_records(id INTEGER PRIMARY KEY, category TEXT NOT NULL,"
+    " created INTEGER NOT NULL, data BLOB NOT NULL) STRICT;"
+    "CREATE INDEX privacy_records_age ON privacy_records(category, created);"
+    "CREATE TABLE consent(purpose TEXT PRIMARY KEY NOT NULL, given INTEGER NOT NULL,"
+    " version TEXT NOT NULL, time INTEGER NOT NULL) STRICT;"
+    "CREATE TABLE consent_log(id INTEGER PRIMARY KEY, time INTEGER NOT NULL, record BLOB NOT NULL) STRICT;"
+    "CREATE TABLE erase_requests(id TEXT PRIMARY KEY NOT NULL, requested INTEGER NOT NULL,"
+    " confirmed INTEGER, receipt TEXT) STRICT;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -50,7 +67,7 @@ static const char *const migrations[] = {
  * open refuses to make a new data key while any of them has rows.
  */
 static const char *const protected_tables[] = {
-    "secrets",
+    "secrets", "outbox", "privacy_records", "consent", "consent_log",
 };
 #define PROTECTED_COUNT (sizeof protected_tables / sizeof protected_tables[0])
 

@@ -16,7 +16,7 @@
 
 #define WRAP_AD "keel-vault-v1|data-key"
 #define KEY_MAGIC_LEN 8
-#define EXPECTED_SCHEMA 1
+#define EXPECTED_SCHEMA 2
 /* Erase and creation take about a dozen counted storage operations. */
 #define FAULT_LIMIT 100
 

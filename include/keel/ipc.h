@@ -1,0 +1,102 @@
+/*
+ * keel/ipc.h - the product app's local socket (5.1-2A, 5.9-2, 6-4).
+ *
+ * keeld listens on a Unix stream socket (mode 0660, owned by the configured
+ * group); every connecting peer's SO_PEERCRED must be keeld's own uid, the
+ * configured user, or carry the configured group: no password machine to
+ * machine. Messages are newline-delimited JSON objects, each at most
+ * KEEL_IPC_LINE_MAX bytes, strictly validated (unknown fields refused).
+ *
+ * Requests (app -> keeld), each answered in order by one reply line:
+ *   {"op":"publish","telemetry":{...}[,"id":"msgid"]}
+ *   {"op":"event","event":{"type":"...",...}[,"id":"msgid"][,"alert":true]}
+ *   {"op":"state"}                      read the product state
+ *   {"op":"state","set":{...}}          merge keys into it (null deletes a key)
+ *   {"op":"listen"}                     from now on, also receive commands
+ * Replies: {"ok":true[,"seq":N][,"duplicate":true][,"state":{...}]}
+ *          {"ok":false,"error":"<code>","message":"<why>"}
+ * Commands (keeld -> listening apps): {"command":"<name>","payload":<json>}
+ * The protocol in full: docs/ipc.md.
+ */
+#ifndef KEEL_IPC_H
+#define KEEL_IPC_H
+
+#include "keel/base.h"
+
+#include <jansson.h>
+#include <sys/types.h>
+
+struct event_base;
+
+#define KEEL_IPC_LINE_MAX (16u * 1024u)  /* one message, newline included */
+#define KEEL_IPC_CLIENTS_MAX 16          /* default [ipc] max_clients */
+
+/* ---- server (keeld) ------------------------------------------------------ */
+
+typedef struct keel_ipc_server keel_ipc_server_t;
+
+typedef enum { KEEL_IPC_TELEMETRY, KEEL_IPC_EVENT, KEEL_IPC_ALERT } keel_ipc_kind_t;
+
+/* What keeld does with requests. Each returns KEEL_OK or an error whose
+ * keel_error_message() goes back to the app as "message". */
+typedef struct {
+    /* A publish or event: `data` is the validated object; `msgid` may be NULL. */
+    keel_status_t (*publish)(void *arg, keel_ipc_kind_t kind, json_t *data, const char *msgid,
+                             uint64_t *seq, bool *dup);
+    /* Called around the requests of one read, so a burst is one transaction:
+     * begin before the first, end(ok) after the last; replies are written
+     * only after end returned KEEL_OK (the messages are durable by then). */
+    keel_status_t (*batch_begin)(void *arg);
+    keel_status_t (*batch_end)(void *arg, bool commit);
+    /* The product state (a new reference in *state). */
+    keel_status_t (*state_get)(void *arg, json_t **state);
+    keel_status_t (*state_set)(void *arg, json_t *patch, json_t **state);
+    void *arg;
+} keel_ipc_handlers_t;
+
+typedef struct {
+    struct event_base *base;
+    const char *path;     /* [ipc] socket */
+    uid_t allow_uid;      /* [ipc] user (resolved); (uid_t)-1: only keeld's own uid */
+    gid_t allow_gid;      /* [ipc] group (resolved); (gid_t)-1: none. The socket is chowned to it. */
+    unsigned max_clients;
+    keel_ipc_handlers_t h;
+} keel_ipc_server_config_t;
+
+/* Replaces a stale socket file (never any other kind of file), binds,
+ * sets the mode and group, listens. */
+keel_status_t keel_ipc_server_start(const keel_ipc_server_config_t *c, keel_ipc_server_t **out) KEEL_MUST_CHECK;
+/* Sends {"command":name,"payload":payload} to every listening client
+ * (a client whose buffer is full is disconnected, never waited for). */
+void keel_ipc_server_command(keel_ipc_server_t *s, const char *name, json_t *payload);
+unsigned keel_ipc_server_clients(const keel_ipc_server_t *s);
+/* Closes every client and removes the socket file. */
+void keel_ipc_server_free(keel_ipc_server_t *s);
+
+/* ---- client (the product app, `keel app`) -------------------------------- */
+
+typedef struct keel_ipc_client keel_ipc_client_t;
+
+keel_status_t keel_ipc_connect(const char *path, keel_ipc_client_t **out) KEEL_MUST_CHECK;
+void keel_ipc_close(keel_ipc_client_t *c);
+/* The socket, for poll() in the app's own loop. */
+int keel_ipc_fd(const keel_ipc_client_t *c);
+
+/* Publishes one telemetry object and waits for the reply (seq may be NULL).
+ * The server's refusal (e.g. an undeclared field) is KEEL_ERR_FORMAT or
+ * KEEL_ERR_ARG with its message. */
+keel_status_t keel_ipc_publish(keel_ipc_client_t *c, json_t *telemetry, const char *msgid,
+                               uint64_t *seq) KEEL_MUST_CHECK;
+keel_status_t keel_ipc_event(keel_ipc_client_t *c, json_t *event, bool alert, const char *msgid,
+                             uint64_t *seq) KEEL_MUST_CHECK;
+keel_status_t keel_ipc_state_get(keel_ipc_client_t *c, json_t **state) KEEL_MUST_CHECK;
+keel_status_t keel_ipc_state_set(keel_ipc_client_t *c, json_t *patch, json_t **state) KEEL_MUST_CHECK;
+/* Subscribes to commands. */
+keel_status_t keel_ipc_listen(keel_ipc_client_t *c) KEEL_MUST_CHECK;
+/* Waits up to timeout_ms (-1: forever) for the next command: *name and
+ * *payload are the caller's to free (free, json_decref). KEEL_ERR_NOT_FOUND
+ * on timeout; KEEL_ERR_IO when keeld went away. */
+keel_status_t keel_ipc_next_command(keel_ipc_client_t *c, int timeout_ms, char **name,
+                                    json_t **payload) KEEL_MUST_CHECK;
+
+#endif

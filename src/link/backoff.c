@@ -1,0 +1,17 @@
+/* Reconnect timing: exponential backoff with full jitter (keel/link.h). */
+#include "keel/link.h"
+
+#include <math.h>
+
+double keel_backoff_delay(const keel_backoff_t *b, unsigned attempt, double u)
+{
+    if (b == NULL || !(b->base_s > 0) || !(b->cap_s > 0))
+        return 0;
+    if (!(u >= 0) || u >= 1)
+        u = 0;
+    /* base * 2^attempt, without overflow: past 2^62 the cap has won anyway. */
+    double window = attempt >= 62 ? b->cap_s : ldexp(b->base_s, (int)attempt);
+    if (window > b->cap_s)
+        window = b->cap_s;
+    return u * window;
+}
