@@ -11,8 +11,13 @@
  *
  * Bounded by count and bytes. When a new message does not fit, the oldest
  * telemetry is dropped first; events only when no telemetry is left; alerts
- * last. What was dropped is counted (persistently) and every message sent
- * carries the totals, so the receiver learns of the loss.
+ * last. A new message never pushes out one of a more important kind: a new
+ * telemetry message only displaces older telemetry, a new event telemetry and
+ * older events, a new alert anything. When even that cannot make room, the
+ * new message is refused (KEEL_ERR_TOO_LARGE) and gets no seq. What was
+ * dropped after it was queued is counted (persistently) and every message
+ * sent carries the totals, so the receiver learns of the loss: the gaps in
+ * the seqs it sees are exactly the dropped messages.
  *
  * Single-threaded: one outbox per vault, used from keeld's loop.
  */
@@ -35,6 +40,8 @@ typedef enum {
 #define KEEL_OUTBOX_BODY_MAX (16u * 1024u)
 /* Largest client message id (idempotency key; printable ASCII, no spaces). */
 #define KEEL_OUTBOX_MSGID_MAX 64
+/* Longest device id (visible ASCII without '"' and '\\'; it goes into every envelope). */
+#define KEEL_OUTBOX_DEVICE_ID_MAX 128
 /* Largest envelope keel_outbox_next produces. */
 #define KEEL_OUTBOX_ENVELOPE_MAX (KEEL_OUTBOX_BODY_MAX + 512u)
 
@@ -47,7 +54,8 @@ typedef struct {
     uint64_t pending;                       /* messages waiting */
     uint64_t pending_bytes;
     uint64_t next_seq;                      /* the seq the next put gets */
-    uint64_t dropped[KEEL_OUTBOX_KINDS];    /* dropped for space, ever */
+    uint64_t dropped[KEEL_OUTBOX_KINDS];    /* dropped for space (or corrupt), ever */
+    uint64_t corrupt;                       /* rows that no longer opened, ever (also in dropped) */
     uint64_t acked;                         /* delivered since open */
 } keel_outbox_stats_t;
 
@@ -62,10 +70,12 @@ typedef struct {
     size_t len;
 } keel_outbox_msg_t;
 
-/* Opens the outbox of `v` (which must outlive it). `device_id` goes into every envelope. */
+/* Opens the outbox of `v` (which must outlive it). `device_id` goes into every
+ * envelope. Both limits must be nonzero (KEEL_ERR_ARG). */
 keel_status_t keel_outbox_open(keel_vault_t *v, const char *device_id, keel_outbox_limits_t limits,
                                keel_outbox_t **out) KEEL_MUST_CHECK;
 void keel_outbox_close(keel_outbox_t *o);
+/* Applies from the next put on (nothing is dropped now); a zero limit is ignored. */
 void keel_outbox_set_limits(keel_outbox_t *o, keel_outbox_limits_t limits);
 
 /*
@@ -75,19 +85,27 @@ void keel_outbox_set_limits(keel_outbox_t *o, keel_outbox_limits_t limits);
  * id is still pending, putting it again returns its seq with *dup = true and
  * queues nothing. Durable when this returns KEEL_OK outside a batch, or when
  * keel_outbox_commit returns KEEL_OK inside one.
- * KEEL_ERR_TOO_LARGE: the body alone exceeds a limit.
+ * KEEL_ERR_TOO_LARGE: the body alone exceeds a limit, or the queue is full
+ * of messages this one may not push out (nothing changed; see above).
+ * KEEL_ERR_FORMAT: the body does not start with '{', end with '}', or holds
+ * a NUL byte. KEEL_ERR_ARG: bad kind or msgid. Inside a batch a failed put
+ * leaves the batch's other puts in place.
  */
 keel_status_t keel_outbox_put(keel_outbox_t *o, keel_outbox_kind_t kind, const char *body, size_t len,
                               const char *msgid, uint64_t *seq, bool *dup) KEEL_MUST_CHECK;
 
 /* Groups puts into one transaction (one fsync for a burst of messages).
- * keel_outbox_rollback undoes the puts since begin. */
+ * keel_outbox_rollback undoes the puts since begin. While a batch is open
+ * no other module may start a transaction on the vault's database. */
 keel_status_t keel_outbox_begin(keel_outbox_t *o) KEEL_MUST_CHECK;
 keel_status_t keel_outbox_commit(keel_outbox_t *o) KEEL_MUST_CHECK;
 void keel_outbox_rollback(keel_outbox_t *o);
 
 /* The oldest pending message with seq > after (0: from the start).
- * KEEL_ERR_NOT_FOUND when there is none. */
+ * KEEL_ERR_NOT_FOUND when there is none. A row whose body no longer opens
+ * (edited, moved) can never be sent: it is deleted, logged and counted in
+ * `corrupt` and in `dropped`, and the next row is returned instead, so a
+ * corrupt row never blocks the queue. */
 keel_status_t keel_outbox_next(keel_outbox_t *o, uint64_t after, keel_outbox_msg_t *m) KEEL_MUST_CHECK;
 /* The receiver has it (PUBACK): removes it. KEEL_OK also when already gone. */
 keel_status_t keel_outbox_ack(keel_outbox_t *o, uint64_t seq) KEEL_MUST_CHECK;
