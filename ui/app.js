@@ -14,7 +14,7 @@
   const API = '/api/v1';
   const CSRF_KEY = 'keel_csrf';
   const USER_KEY = 'keel_user';
-  const PAGES = ['device', 'updates', 'security', 'reset'];
+  const PAGES = ['device', 'updates', 'security', 'privacy', 'reset'];
   const POLL_MS = 1500;
   const UPLOAD_PIECE = 65536; // the device's cap on one request body (docs/api.md)
 
@@ -23,6 +23,7 @@
     device: null,
     settings: null,
     update: null,
+    consent: null,
     // The label password, held in memory only between the login and the
     // forced change, so the owner does not have to type it twice.
     labelPassword: null,
@@ -256,7 +257,8 @@
       if (page === 'device') await loadDevicePage();
       else if (page === 'updates') await loadUpdatesPage();
       else if (page === 'security') await loadSecurityPage();
-      else if (page === 'reset') loadResetPage();
+      else if (page === 'privacy') await loadPrivacyPage();
+      else if (page === 'reset') await loadResetPage();
     } catch (e) {
       if (!sessionProblem(e)) notice(generic(e));
     } finally {
@@ -305,6 +307,32 @@
     renderDevice();
     state.update = await api('GET', '/update');
     renderTopBanner();
+    renderLink(await api('GET', '/link'));
+  }
+
+  const LINK_TEXT = {
+    online: 'Connected',
+    connecting: 'Connecting…',
+    offline: 'Not connected: the device tries again by itself',
+    stopped: 'Stopped',
+  };
+
+  function renderLink(l) {
+    const el = $('link-state');
+    if (!l.configured || !l.link) {
+      el.textContent = 'No cloud service is configured: the device works on its own';
+      el.dataset.state = 'none';
+    } else {
+      let t = LINK_TEXT[l.link.state] || l.link.state;
+      if (l.link.state === 'offline' && l.link.next_attempt_in > 0) t += ' (next try in ' + Math.ceil(l.link.next_attempt_in) + ' s)';
+      el.textContent = t;
+      el.dataset.state = l.link.state;
+    }
+    const o = l.outbox;
+    setText('outbox-pending', o ? o.pending + ' (' + bytes(o.pending_bytes) + ')' : null);
+    setText('outbox-acked', o ? o.acked : null);
+    setText('outbox-dropped', o ? o.dropped.telemetry + o.dropped.event + o.dropped.alert : null);
+    $('outbox-pending').dataset.pending = o ? String(o.pending) : '';
   }
 
   function renderTopBanner() {
@@ -588,12 +616,186 @@
     summary.dataset.failed = String(failed);
   }
 
+  // ---- privacy -----------------------------------------------------------------
+
+  const BASIS_TEXT = {
+    consent: 'your consent',
+    contract: 'needed to provide the service you bought',
+    'legal-obligation': 'required by law',
+    'vital-interests': 'to protect someone\'s life',
+    'public-task': 'a task in the public interest',
+    'legitimate-interests': 'the manufacturer\'s legitimate interests',
+  };
+  const TYPE_TEXT = { number: 'a number', integer: 'a whole number', boolean: 'yes or no', string: 'text' };
+
+  function when(t) {
+    return t ? new Date(t * 1000).toLocaleString() : null;
+  }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = text;
+    return e;
+  }
+
+  function fact(dl, term, value) {
+    dl.append(el('dt', null, term), el('dd', null, value === null || value === undefined || value === '' ? '—' : value));
+  }
+
+  function renderPrivacy(p) {
+    $('privacy-none').hidden = !!p.declared;
+    $('privacy-declared').hidden = !p.declared;
+    if (!p.declared) return;
+    $('privacy-product').textContent = p.product;
+    $('privacy-controller').textContent = p.controller.name + ' (' + p.controller.contact + ')';
+    const sensing = $('privacy-sensing');
+    sensing.replaceChildren();
+    for (const s of p.sensing) {
+      sensing.append(el('li', null, s.description + (s.personal ? ' This can be personal data.' : '')));
+    }
+    const cats = $('privacy-categories');
+    cats.replaceChildren();
+    for (const c of p.categories) {
+      const box = el('section', 'category');
+      box.id = 'category-' + c.id;
+      box.dataset.testid = 'category-' + c.id;
+      box.append(el('h3', null, c.description));
+      const dl = el('dl', 'facts');
+      fact(dl, 'Why', c.purpose);
+      fact(dl, 'Personal data', c.personal ? (c.sensitive ? 'Yes, of a sensitive kind' : 'Yes') : 'No');
+      fact(dl, 'Who receives it', c.recipients.length ? c.recipients.join(', ') : 'Nobody: it stays on the device');
+      fact(dl, 'Kept for', c.retention_days + ' ' + plural(c.retention_days, 'day', 'days') + ', then deleted');
+      fact(dl, 'Legal basis', BASIS_TEXT[c.legal_basis] || c.legal_basis);
+      fact(dl, 'Sent values', c.telemetry_fields.length ? c.telemetry_fields.join(', ') : 'none');
+      box.append(dl);
+      cats.append(box);
+    }
+    const tb = $('privacy-telemetry');
+    tb.replaceChildren();
+    for (const f of p.telemetry) {
+      const tr = el('tr');
+      tr.dataset.field = f.field;
+      tr.append(el('td', 'mono', f.field), el('td', null, TYPE_TEXT[f.type] || f.type), el('td', null, f.why));
+      tb.append(tr);
+    }
+    renderConsent(p.consent);
+  }
+
+  function renderConsent(c) {
+    state.consent = c;
+    const list = $('consent-list');
+    list.replaceChildren();
+    if (!c.purposes.length) list.append(el('p', null, 'Nothing this device does needs your consent.'));
+    for (const pur of c.purposes) {
+      const row = el('div', 'consent');
+      row.id = 'consent-' + pur.purpose;
+      row.dataset.testid = 'consent-' + pur.purpose;
+      row.dataset.given = String(!!pur.current);
+      const text = el('p', null);
+      text.append(el('strong', null, pur.description), el('br'), document.createTextNode('Consent: '));
+      let status;
+      if (pur.current) status = 'given (version ' + pur.version + ', ' + when(pur.time) + ')';
+      else if (pur.given) status = 'given for an older text (version ' + pur.version + '): please decide again';
+      else if (pur.time) status = 'withdrawn (' + when(pur.time) + ')';
+      else status = 'not given';
+      text.append(document.createTextNode(status));
+      const btn = el('button', pur.current ? 'secondary' : null, pur.current ? 'Withdraw consent' : 'Give consent');
+      btn.type = 'button';
+      btn.id = 'consent-toggle-' + pur.purpose;
+      btn.dataset.testid = 'consent-toggle-' + pur.purpose;
+      btn.addEventListener('click', guard(() => setConsent(pur.purpose, !pur.current, btn)));
+      row.append(text, btn);
+      list.append(row);
+    }
+    const log = $('consent-log');
+    log.replaceChildren();
+    if (!c.log.length) log.append(el('li', null, 'No consent given or withdrawn yet.'));
+    for (const e of c.log) {
+      const li = el('li', null, when(e.time) + ': ' + e.purpose + ' ' + (e.given ? 'given' : 'withdrawn') +
+        ' (version ' + e.version + ', from the ' + (e.via === 'ui' ? 'web page' : e.via === 'app' ? 'product app' : 'API') + ')');
+      li.dataset.given = String(!!e.given);
+      log.append(li);
+    }
+  }
+
+  async function setConsent(purpose, given, btn) {
+    showMsg('consent-error', '');
+    btn.disabled = true;
+    try {
+      renderConsent(await api('PUT', '/privacy/consent', { purpose, given, version: state.consent.consent_version }));
+    } catch (e) {
+      if (sessionProblem(e)) return;
+      if (e.status === 409) {
+        showMsg('consent-error', 'The privacy information changed. Read it again and decide.');
+        await loadPrivacyPage();
+      } else {
+        showMsg('consent-error', generic(e));
+      }
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  async function loadPrivacyPage() {
+    showMsg('consent-error', '');
+    showMsg('export-error', '');
+    renderPrivacy(await api('GET', '/privacy'));
+  }
+
+  // The export is a download: fetched with the session cookie, handed to
+  // the browser as a file.
+  async function onExport() {
+    showMsg('export-error', '');
+    $('privacy-export').disabled = true;
+    try {
+      const res = await fetch(API + '/privacy/export', { credentials: 'same-origin', cache: 'no-store', redirect: 'error' });
+      if (!res.ok) {
+        let body = null;
+        try {
+          body = await res.json();
+        } catch (e) {
+          body = null;
+        }
+        throw new ApiError(res.status, body, null);
+      }
+      const blob = await res.blob();
+      const disp = res.headers.get('Content-Disposition') || '';
+      const m = /filename="([^"]+)"/.exec(disp);
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = m ? m[1] : 'device-data.json';
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    } catch (e) {
+      if (!sessionProblem(e)) showMsg('export-error', generic(e));
+    } finally {
+      $('privacy-export').disabled = false;
+    }
+  }
+
   // ---- factory reset ---------------------------------------------------------
 
-  function loadResetPage() {
+  async function loadResetPage() {
     $('reset-password').value = '';
     $('reset-confirm').checked = false;
     showMsg('reset-error', '');
+    const r = await api('GET', '/privacy/erase');
+    const list = $('erase-list');
+    list.replaceChildren();
+    $('erase-none').hidden = r.requests.length > 0;
+    for (const q of r.requests) {
+      let status;
+      if (q.confirmed) status = 'confirmed by the cloud on ' + when(q.confirmed);
+      else if (q.receipt && q.receipt.erased === false) status = 'refused by the cloud' + (q.receipt.reason ? ': ' + q.receipt.reason : '');
+      else status = 'waiting for the cloud to confirm';
+      const li = el('li', null, 'Requested ' + when(q.requested) + ': ' + status + ' (request ' + q.id + ')');
+      li.dataset.status = q.confirmed ? 'confirmed' : 'pending';
+      li.dataset.id = q.id;
+      list.append(li);
+    }
   }
 
   async function onReset(ev) {
@@ -610,11 +812,16 @@
     }
     $('reset-submit').disabled = true;
     try {
-      await api('POST', '/factory-reset', { password });
+      const r = await api('POST', '/factory-reset', { password });
       $('reset-password').value = '';
       forgetSession();
       await refreshStatus();
-      showLogin('The device was reset. To set it up again, log in with the password printed on its label.');
+      let msg = 'The device was reset. To set it up again, log in with the password printed on its label.';
+      if (r && r.receipt && r.receipt.cloud && r.receipt.cloud.request) {
+        msg += ' The device asked the cloud to erase your data (request ' + r.receipt.cloud.request +
+          '); its confirmation appears under Factory reset once you are logged in again.';
+      }
+      showLogin(msg);
     } catch (e) {
       $('reset-password').value = '';
       if (e.status === 401 && !(await sessionAlive())) return sessionEnded('Your session has ended. Please log in again.');
@@ -767,6 +974,7 @@
     $('update-apply').addEventListener('click', guard(onApply));
     $('security-refresh').addEventListener('click', guard(loadSecurityPage));
     $('reset-form').addEventListener('submit', guard(onReset));
+    $('privacy-export').addEventListener('click', guard(onExport));
     window.addEventListener('hashchange', guard(() => {
       if (document.body.dataset.view !== 'dashboard') return;
       const page = location.hash.replace(/^#/, '');

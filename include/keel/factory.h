@@ -91,6 +91,12 @@ typedef struct {
     unsigned count;
     keel_keystore_config_t keystore; /* driver "file" (per-device dir) or "pkcs11" */
     keel_argon2_params_t argon2;
+    /* A product file (NULL: none), {"format":"keel-product-1","model"?,
+     * "declaration":{...},"settings"?:{"section.key":value}}: the declaration
+     * (docs/privacy.md) goes to each device as declaration.json and the
+     * settings into its keeld.conf. Checked before the first device is made
+     * (KEEL_ERR_CONFIG naming the file and the JSON path). */
+    const char *product;
     void (*progress)(void *arg, unsigned done, unsigned total);
     void *progress_arg;
 } keel_provision_opts_t;

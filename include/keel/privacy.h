@@ -29,6 +29,20 @@
 
 #define KEEL_PRIVACY_DECL_MAX (256u * 1024u) /* the declaration file */
 #define KEEL_PRIVACY_ID_MAX 64               /* category, field, purpose ids */
+#define KEEL_PRIVACY_TEXT_MAX 1024           /* a description, purpose, reason; a telemetry string */
+#define KEEL_PRIVACY_NAME_MAX 256            /* product, controller, contact, recipient */
+#define KEEL_PRIVACY_VERSION_MAX 32          /* consent_version */
+#define KEEL_PRIVACY_SENSING_MAX 64
+#define KEEL_PRIVACY_CATEGORIES_MAX 64
+#define KEEL_PRIVACY_TELEMETRY_MAX 256
+#define KEEL_PRIVACY_RECIPIENTS_MAX 16
+#define KEEL_PRIVACY_RETENTION_DAYS_MAX 3650
+#define KEEL_PRIVACY_RECORD_MAX 4096    /* one record's data, as compact JSON */
+#define KEEL_PRIVACY_RECORDS_MAX 10000  /* records kept at once (past it the oldest go, 100 at a time) */
+#define KEEL_PRIVACY_RECORDS_DROP "100"
+#define KEEL_PRIVACY_LOG_MAX 1000       /* consent log entries kept (the oldest go) */
+#define KEEL_PRIVACY_ERASE_KEEP 32      /* erase requests kept (the oldest go) */
+#define KEEL_PRIVACY_RECEIPT_MAX 4096   /* a fleet's erase receipt, as compact JSON */
 
 typedef struct keel_privacy keel_privacy_t;
 
@@ -36,6 +50,9 @@ typedef struct keel_privacy keel_privacy_t;
  * values, a field naming an undeclared category: KEEL_ERR_FORMAT with the
  * JSON path). *out (may be NULL) receives the parsed document. */
 keel_status_t keel_privacy_declaration_load(const char *path, json_t **out) KEEL_MUST_CHECK;
+/* The same checks on a parsed document (a product file's "declaration");
+ * paths in messages start with `root` ("$" when NULL). */
+keel_status_t keel_privacy_declaration_check(const json_t *decl, const char *root) KEEL_MUST_CHECK;
 
 /* Opens the privacy state kept in `v` under the declaration at `decl_path`
  * (NULL: a device that declares no personal data and no telemetry). */
@@ -53,15 +70,22 @@ const json_t *keel_privacy_declaration(const keel_privacy_t *p);
  */
 keel_status_t keel_privacy_telemetry_check(keel_privacy_t *p, json_t *t, json_t **withheld) KEEL_MUST_CHECK;
 
-/* Keeps a record of `category` on the device (sealed; removed by retention). */
+/* Keeps a record of `category` on the device (sealed; removed by retention).
+ * KEEL_ERR_NOT_FOUND: the category is not declared; KEEL_ERR_TOO_LARGE: data
+ * over KEEL_PRIVACY_RECORD_MAX. Past KEEL_PRIVACY_RECORDS_MAX the oldest records go. */
 keel_status_t keel_privacy_record(keel_privacy_t *p, const char *category, const json_t *data) KEEL_MUST_CHECK;
 
-/* Consent: purpose = a category id whose legal basis is consent. `version`
- * must be the declaration's current consent version; `via` says where
- * ("ui", "api", "app"). */
+/* Consent: purpose = a category id whose legal basis is consent
+ * (KEEL_ERR_NOT_FOUND otherwise). `version` must be the declaration's
+ * current consent version (KEEL_ERR_ARG otherwise: the user saw an old
+ * text); `via` says where ("ui", "api", "app": 1..16 of [a-z]). The change
+ * and its log entry are stored in one transaction. */
 keel_status_t keel_privacy_consent_set(keel_privacy_t *p, const char *purpose, bool given,
                                        const char *version, const char *via) KEEL_MUST_CHECK;
-/* {"purposes":[{"purpose","given","version","time"}...],"log":[...]} */
+/* {"consent_version":V|null,"purposes":[{"purpose","description","given",
+ * "current","version","time"}...],"log":[{"purpose","given","version","via",
+ * "time"}...]} (log newest first; "current": given at the current version,
+ * which is what gates telemetry). */
 keel_status_t keel_privacy_consent_json(keel_privacy_t *p, json_t **out) KEEL_MUST_CHECK;
 
 /* Deletes every record older than its category's retention. *removed (may
@@ -81,7 +105,11 @@ keel_status_t keel_privacy_export(keel_privacy_t *p, json_t **out) KEEL_MUST_CHE
  * can be shown after the reset.
  */
 keel_status_t keel_privacy_erase_request(keel_privacy_t *p, char id[33]) KEEL_MUST_CHECK;
-/* KEEL_ERR_NOT_FOUND when no request has that id. */
+/* `receipt` must be an object of at most KEEL_PRIVACY_RECEIPT_MAX bytes with
+ * "id" (32 hex) and "erased" (boolean); "erased": true confirms the
+ * request (a later receipt for a confirmed request is ignored).
+ * KEEL_ERR_FORMAT for a malformed receipt, KEEL_ERR_NOT_FOUND when no
+ * request has that id. */
 keel_status_t keel_privacy_erase_receipt(keel_privacy_t *p, const json_t *receipt) KEEL_MUST_CHECK;
 /* [{"id","requested","confirmed"|null,"receipt"|null}...], newest first. */
 keel_status_t keel_privacy_erase_status(keel_privacy_t *p, json_t **out) KEEL_MUST_CHECK;

@@ -48,6 +48,9 @@ static const char provision_usage[] =
     "  --pkcs11-pin-env VAR       user PIN from environment variable VAR\n"
     "  --argon2-t N               Argon2id passes (default 2)\n"
     "  --argon2-m KIB             Argon2id memory in KiB (default 19456)\n"
+    "  --product FILE             the product file (docs/privacy.md): its data declaration\n"
+    "                             goes to each device as declaration.json, its settings\n"
+    "                             (\"section.key\": value) into keeld.conf; checked first\n"
     "  --json                     print a JSON summary on stdout\n";
 
 static const char audit_usage[] =
@@ -138,6 +141,7 @@ static int cmd_provision(int argc, char **argv)
         {"pkcs11-pin-env", required_argument, NULL, 'E'},
         {"argon2-t", required_argument, NULL, 't'},
         {"argon2-m", required_argument, NULL, 'r'},
+        {"product", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0}};
     const char *dir = NULL;
@@ -175,6 +179,7 @@ static int cmd_provision(int argc, char **argv)
                 return cli_usage(cmd, "--argon2-m must be 8..4194304 KiB");
             o.argon2.m_cost_kib = (uint32_t)v;
             break;
+        case 'p': o.product = optarg; break;
         case 'j': json = 1; break;
         default: return cli_bad_option(cmd, c, argv);
         }

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sqlite3.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,12 @@
 #define SETTINGS_SECRET "settings.update"
 #define SETTINGS_MAX 256
 #define USER_MAX 64
+/* The export lists at most this many pending outbox messages (each up to
+ * KEEL_OUTBOX_ENVELOPE_MAX): the answer stays bounded. */
+#define EXPORT_OUTBOX_MAX 256
+/* The auth module's sealed password hash (src/auth/auth_internal.h); the
+ * export shows when it was set, never the hash. */
+#define AUTH_HASH_SECRET "auth-password-hash"
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -1057,8 +1064,298 @@ static void factory_reset(keel_api_t *api, struct evhttp_request *req)
         return;
     }
     keel_log(KEEL_LOG_WARN, "api: factory reset: user data erased, the label password is in force again");
+    /* keeld drops what it cached of the erased data and asks the cloud to
+     * erase its copy (5.11-2); the answer says what was asked. */
+    json_t *receipt = NULL;
+    if (api->c.after_reset != NULL) {
+        if (api->c.after_reset(api->c.arg, &receipt) != KEEL_OK) {
+            keel_log(KEEL_LOG_ERROR, "api: after the factory reset: %s", keel_error_message());
+            receipt = NULL;
+        }
+    } else if (api->c.privacy != NULL && keel_privacy_reload(api->c.privacy) != KEEL_OK) {
+        keel_log(KEEL_LOG_ERROR, "api: after the factory reset: %s", keel_error_message());
+    }
     set_cookie(req, NULL, 0);
-    api_reply(req, 202, json_pack("{s:s}", "state", "reset"));
+    api_reply(req, 202, json_pack("{s:s,s:o}", "state", "reset", "receipt", receipt != NULL ? receipt : json_null()));
+}
+
+/* ---- privacy (6-1..6-6, 5.11-2/4, the Data Act) ------------------------------------- */
+
+/* The declaration as the owner reads it: each category with its telemetry
+ * fields and, when it rests on consent, the consent in force. */
+static json_t *privacy_view(keel_api_t *api, json_t *consent)
+{
+    const json_t *d = keel_privacy_declaration(api->c.privacy);
+    if (d == NULL)
+        return json_pack("{s:b,s:o}", "declared", 0, "consent", consent);
+    json_t *v = json_deep_copy(d);
+    if (v == NULL) {
+        json_decref(consent);
+        return NULL;
+    }
+    json_object_del(v, "format");
+    json_object_set_new(v, "declared", json_true());
+    size_t i, k;
+    json_t *c, *f, *pur;
+    json_array_foreach(json_object_get(v, "categories"), i, c) {
+        const char *id = json_string_value(json_object_get(c, "id"));
+        json_t *fields = json_array();
+        json_array_foreach(json_object_get(v, "telemetry"), k, f) {
+            if (strcmp(json_string_value(json_object_get(f, "category")), id) == 0)
+                json_array_append(fields, json_object_get(f, "field"));
+        }
+        json_object_set_new(c, "telemetry_fields", fields);
+        json_t *state = json_null();
+        json_array_foreach(json_object_get(consent, "purposes"), k, pur) {
+            if (strcmp(json_string_value(json_object_get(pur, "purpose")), id) == 0)
+                state = json_incref(pur);
+        }
+        json_object_set_new(c, "consent", state);
+    }
+    json_object_set_new(v, "consent", consent);
+    return v;
+}
+
+static keel_status_t consent_state(keel_api_t *api, json_t **out)
+{
+    if (api->c.privacy != NULL)
+        return keel_privacy_consent_json(api->c.privacy, out);
+    *out = json_pack("{s:n,s:[],s:[]}", "consent_version", "purposes", "log");
+    return *out != NULL ? KEEL_OK : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+}
+
+static void route_privacy_consent(keel_api_t *api, struct evhttp_request *req, const session_t *s)
+{
+    if (method_is(req, EVHTTP_REQ_PUT)) {
+        static const api_json_field_t f[] = {
+            {"purpose", API_JSON_STRING, true, KEEL_PRIVACY_ID_MAX},
+            {"given", API_JSON_BOOL, true, 0},
+            {"version", API_JSON_STRING, true, KEEL_PRIVACY_VERSION_MAX},
+        };
+        body_t b;
+        json_t *j = NULL;
+        body_get(req, &b);
+        if (!json_body(req, &b, f, sizeof f / sizeof f[0], &j))
+            return;
+        if (api->c.privacy == NULL) {
+            json_decref(j);
+            api_error(req, 404, "not_found", "this device declares no purpose that needs consent");
+            return;
+        }
+        keel_status_t st = keel_privacy_consent_set(api->c.privacy, json_string_value(json_object_get(j, "purpose")),
+                                                    json_is_true(json_object_get(j, "given")),
+                                                    json_string_value(json_object_get(j, "version")),
+                                                    s->via_cookie ? "ui" : "api");
+        json_decref(j);
+        if (st == KEEL_ERR_NOT_FOUND) {
+            api_error(req, 404, "not_found", keel_error_message());
+            return;
+        }
+        if (st == KEEL_ERR_ARG) {
+            /* The owner answered an older text: show them the current one. */
+            api_error(req, 409, "conflict", keel_error_message());
+            return;
+        }
+        if (st != KEEL_OK) {
+            reply_internal(req, "consent");
+            return;
+        }
+    } else if (!method_is(req, EVHTTP_REQ_GET)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    json_t *c = NULL;
+    if (consent_state(api, &c) != KEEL_OK) {
+        reply_internal(req, "consent");
+        return;
+    }
+    api_reply(req, 200, c);
+}
+
+static json_t *outbox_stats_json(keel_outbox_t *o)
+{
+    keel_outbox_stats_t st;
+    if (o == NULL)
+        return json_null();
+    if (keel_outbox_stats(o, &st) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "api: outbox figures: %s", keel_error_message());
+        keel_error_clear();
+        return json_null();
+    }
+    return json_pack("{s:I,s:I,s:I,s:{s:I,s:I,s:I},s:I}", "pending", (json_int_t)st.pending, "pending_bytes",
+                     (json_int_t)st.pending_bytes, "next_seq", (json_int_t)st.next_seq, "dropped", "telemetry",
+                     (json_int_t)st.dropped[KEEL_OUTBOX_TELEMETRY], "event", (json_int_t)st.dropped[KEEL_OUTBOX_EVENT],
+                     "alert", (json_int_t)st.dropped[KEEL_OUTBOX_ALERT], "acked", (json_int_t)st.acked);
+}
+
+static json_t *link_json(keel_link_t *l)
+{
+    if (l == NULL)
+        return json_null();
+    keel_link_status_t st;
+    keel_link_status(l, &st);
+    return json_pack("{s:s,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:i,s:o}", "state", keel_link_state_name(st.state), "attempt",
+                     (json_int_t)st.attempt, "next_attempt_in", st.next_attempt_in, "connects",
+                     (json_int_t)st.connects, "disconnects", (json_int_t)st.disconnects, "auth_failures",
+                     (json_int_t)st.auth_failures, "published", (json_int_t)st.published, "refused",
+                     (json_int_t)st.refused, "last_reason", st.last_reason, "last_error",
+                     st.last_error[0] ? json_string(st.last_error) : json_null());
+}
+
+static void route_link(keel_api_t *api, struct evhttp_request *req)
+{
+    session_t s;
+    if (!require_session(api, req, &s, false))
+        return;
+    if (!method_is(req, EVHTTP_REQ_GET)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    api_reply(req, 200, json_pack("{s:b,s:o,s:o}", "configured", api->c.link != NULL, "link", link_json(api->c.link),
+                                  "outbox", outbox_stats_json(api->c.outbox)));
+}
+
+/* The pending messages, oldest first; at most EXPORT_OUTBOX_MAX. */
+static json_t *outbox_pending_json(keel_outbox_t *o, bool *truncated)
+{
+    *truncated = false;
+    json_t *arr = json_array();
+    keel_outbox_msg_t *m = malloc(sizeof *m);
+    if (arr == NULL || m == NULL) {
+        free(m);
+        json_decref(arr);
+        return NULL;
+    }
+    uint64_t after = 0;
+    keel_status_t st = KEEL_OK;
+    while (arr != NULL && (st = keel_outbox_next(o, after, m)) == KEEL_OK) {
+        if (json_array_size(arr) == EXPORT_OUTBOX_MAX) {
+            *truncated = true;
+            break;
+        }
+        after = m->seq;
+        json_t *e = json_loadb(m->envelope, m->len, JSON_REJECT_DUPLICATES, NULL);
+        if (e == NULL || json_array_append_new(arr, e) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    keel_wipe(m, sizeof *m);
+    free(m);
+    if (st != KEEL_OK && st != KEEL_ERR_NOT_FOUND) {
+        json_decref(arr);
+        return NULL;
+    }
+    keel_error_clear();
+    return arr;
+}
+
+/* When the set password was stored: the secrets table's own column. */
+static json_t *password_changed(keel_api_t *api)
+{
+    sqlite3_stmt *stmt = NULL;
+    json_t *t = json_null();
+    sqlite3 *db = keel_vault_db(api->c.vault);
+    if (sqlite3_prepare_v2(db, "SELECT updated FROM secrets WHERE name = '" AUTH_HASH_SECRET "'", -1, &stmt, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+        json_decref(t);
+        t = json_integer(sqlite3_column_int64(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    return t;
+}
+
+static void route_privacy_export(keel_api_t *api, struct evhttp_request *req)
+{
+    if (!method_is(req, EVHTTP_REQ_GET)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    const keel_config_t *c = api->c.cfg;
+    settings_t cur;
+    json_t *priv = NULL, *app = NULL, *pending = NULL;
+    bool truncated = false;
+    if (settings_load(api, &cur) != KEEL_OK) {
+        reply_internal(req, "export: settings");
+        return;
+    }
+    if (api->c.privacy != NULL && keel_privacy_export(api->c.privacy, &priv) != KEEL_OK) {
+        reply_internal(req, "export: privacy");
+        return;
+    }
+    if (api->c.app_state != NULL && api->c.app_state(api->c.arg, &app) != KEEL_OK) {
+        json_decref(priv);
+        reply_internal(req, "export: product state");
+        return;
+    }
+    if (api->c.outbox != NULL && (pending = outbox_pending_json(api->c.outbox, &truncated)) == NULL) {
+        json_decref(priv);
+        json_decref(app);
+        reply_internal(req, "export: outbox");
+        return;
+    }
+    const char *serial = keel_config_str(c, "device", "serial");
+    json_t *outbox = api->c.outbox == NULL ? json_null()
+                                           : json_pack("{s:o,s:o,s:b}", "figures", outbox_stats_json(api->c.outbox),
+                                                       "pending", pending, "truncated", truncated);
+    json_t *j = json_pack("{s:s,s:I,s:{s:s,s:s,s:s},s:o,s:o,s:{s:s,s:b,s:o},s:o,s:o,s:o}", "format", "keel-export-1",
+                          "generated", (json_int_t)api_wallclock(), "device", "id", keel_config_str(c, "device", "id"),
+                          "model", keel_config_str(c, "device", "model"), "serial", serial != NULL ? serial : "",
+                          "privacy", priv != NULL ? priv : json_null(), "settings", settings_json(&cur), "account",
+                          "user", KEEL_AUTH_USER, "label_password_in_force", keel_auth_must_change(api->c.auth),
+                          "password_changed", password_changed(api), "product_state", app != NULL ? app : json_null(),
+                          "outbox", outbox, "link", link_json(api->c.link));
+    if (j == NULL) {
+        api_error(req, 500, "internal", NULL);
+        return;
+    }
+    char disp[128];
+    snprintf(disp, sizeof disp, "attachment; filename=\"keel-export-%s.json\"", keel_config_str(c, "device", "id"));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Disposition", disp);
+    keel_log(KEEL_LOG_INFO, "api: the owner's data was exported");
+    api_reply(req, 200, j);
+}
+
+static void route_privacy(keel_api_t *api, struct evhttp_request *req, const char *rest)
+{
+    session_t s;
+    if (!require_session(api, req, &s, false))
+        return;
+    if (strcmp(rest, "/consent") == 0) {
+        route_privacy_consent(api, req, &s);
+        return;
+    }
+    bool known = strcmp(rest, "") == 0 || strcmp(rest, "/export") == 0 || strcmp(rest, "/erase") == 0;
+    if (!known) {
+        api_error(req, 404, "not_found", NULL);
+        return;
+    }
+    if (!method_is(req, EVHTTP_REQ_GET)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return;
+    }
+    if (strcmp(rest, "/export") == 0) {
+        route_privacy_export(api, req);
+    } else if (strcmp(rest, "/erase") == 0) {
+        json_t *e = NULL;
+        if (api->c.privacy != NULL && keel_privacy_erase_status(api->c.privacy, &e) != KEEL_OK) {
+            reply_internal(req, "erase status");
+            return;
+        }
+        api_reply(req, 200, json_pack("{s:o}", "requests", e != NULL ? e : json_array()));
+    } else {
+        json_t *c = NULL;
+        if (consent_state(api, &c) != KEEL_OK) {
+            reply_internal(req, "privacy");
+            return;
+        }
+        json_t *v = privacy_view(api, c);
+        if (v == NULL)
+            api_error(req, 500, "internal", NULL);
+        else
+            api_reply(req, 200, v);
+    }
 }
 
 /* ---- static files --------------------------------------------------------------- */
@@ -1110,6 +1407,10 @@ void api_route(struct evhttp_request *req, keel_api_t *api)
         route_update(api, req, r + 6);
     else if (strcmp(r, "factory-reset") == 0)
         route_factory_reset(api, req);
+    else if (strncmp(r, "privacy", 7) == 0 && (r[7] == '\0' || r[7] == '/'))
+        route_privacy(api, req, r + 7);
+    else if (strcmp(r, "link") == 0)
+        route_link(api, req);
     else
         api_error(req, 404, "not_found", NULL);
 }

@@ -10,7 +10,9 @@
  */
 #include "keel/factory.h"
 
+#include "keel/device.h"
 #include "keel/identity.h"
+#include "keel/privacy.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,6 +29,9 @@
 #define LABELS_MAX (256u * 1024u * 1024u)
 #define STAGING_PREFIX ".staging-"
 #define DEVICE_FILE_MAX (64u * 1024u)
+#define PRODUCT_FORMAT "keel-product-1"
+#define PRODUCT_FILE_MAX (KEEL_PRIVACY_DECL_MAX + 64u * 1024u)
+#define DECLARATION_FILE "declaration.json"
 
 typedef struct {
     keel_factory_t *f;
@@ -34,6 +39,8 @@ typedef struct {
     keel_keystore_t *shared_ks; /* pkcs11: one token for the run */
     keel_buf_t chain_pem, release_pem, service_pem;
     char labels[KEEL_PATH_MAX];
+    char *declaration; /* the product's declaration.json, or NULL */
+    json_t *settings;  /* the product's "section.key": "value" (strings), or NULL */
 } prov_t;
 
 static int is_file_driver(const keel_provision_opts_t *o)
@@ -103,6 +110,175 @@ typedef struct {
     mode_t mode;
 } state_file_t;
 
+/* ---- the product file ---------------------------------------------------- */
+
+/* Sections the factory writes itself: identity, keys and trust are not a
+ * product's to choose. */
+static const char *const reserved_sections[] = {"device", "identity", "keystore", "trust", "vault"};
+
+static const keel_cfg_key_t *schema_key(const char *section, const char *key)
+{
+    for (size_t i = 0; i < keel_device_schema_len; i++)
+        if (strcmp(keel_device_schema[i].section, section) == 0 && strcmp(keel_device_schema[i].key, key) == 0)
+            return &keel_device_schema[i];
+    return NULL;
+}
+
+static keel_status_t product_setting(const char *file, json_t *out, const char *name, const json_t *v)
+{
+    char section[64], value[KEEL_CONFIG_VALUE_MAX + 1];
+    const char *dot = strchr(name, '.');
+    if (dot == NULL || (size_t)(dot - name) >= sizeof section)
+        return keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.settings: '%.64s' is not section.key", file, name);
+    memcpy(section, name, (size_t)(dot - name));
+    section[dot - name] = '\0';
+    if (schema_key(section, dot + 1) == NULL)
+        return keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.settings.%.64s: keeld.conf has no such key", file,
+                           name);
+    for (size_t i = 0; i < sizeof reserved_sections / sizeof reserved_sections[0]; i++)
+        if (strcmp(section, reserved_sections[i]) == 0)
+            return keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.settings.%s: [%s] is written by the factory",
+                               file, name, section);
+    if (strcmp(name, "privacy.declaration") == 0)
+        return keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.settings.%s: set by the product's \"declaration\"",
+                           file, name);
+    keel_status_t st;
+    if (json_is_string(v))
+        st = keel_strlcpy(value, json_string_value(v), sizeof value);
+    else if (json_is_integer(v) && json_integer_value(v) >= 0)
+        st = keel_snprintf(value, sizeof value, "%lld", (long long)json_integer_value(v));
+    else if (json_is_boolean(v))
+        st = keel_strlcpy(value, json_is_true(v) ? "true" : "false", sizeof value);
+    else
+        return keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.settings.%s: must be a string, a whole number or "
+                                            "a boolean", file, name);
+    if (st != KEEL_OK || (json_is_string(v) && strlen(value) != json_string_length(v)) || !config_value_ok(value))
+        return keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.settings.%s: must be 1 line of at most %u bytes",
+                           file, name, KEEL_CONFIG_VALUE_MAX);
+    json_object_set_new(out, name, json_string(value));
+    return KEEL_OK;
+}
+
+/* Reads and checks the product file: its declaration with the privacy
+ * module's checks, its settings against keeld.conf's schema (their values
+ * are checked by loading the first starter configuration). */
+static keel_status_t product_load(prov_t *p)
+{
+    const char *file = p->o->product;
+    keel_buf_t b;
+    keel_status_t st = keel_file_read(file, PRODUCT_FILE_MAX, &b);
+    if (st != KEEL_OK)
+        return keel_errorf(st == KEEL_ERR_NOT_FOUND ? KEEL_ERR_CONFIG : st, "product file %s: %s", file,
+                           st == KEEL_ERR_TOO_LARGE ? "too large" : keel_error_message());
+    json_error_t e;
+    json_t *j = json_loadb((const char *)b.data, b.len, JSON_REJECT_DUPLICATES, &e);
+    keel_buf_free(&b);
+    if (j == NULL)
+        return keel_errorf(KEEL_ERR_CONFIG, "product file %s: line %d: %s", file, e.line, e.text);
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v) {
+        if (strcmp(key, "format") != 0 && strcmp(key, "model") != 0 && strcmp(key, "declaration") != 0 &&
+            strcmp(key, "settings") != 0) {
+            st = keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.%.64s: unknown key", file, key);
+            break;
+        }
+    }
+    const json_t *fmt = json_object_get(j, "format"), *model = json_object_get(j, "model"),
+                 *decl = json_object_get(j, "declaration"), *set = json_object_get(j, "settings");
+    if (st == KEEL_OK && (!json_is_string(fmt) || strcmp(json_string_value(fmt), PRODUCT_FORMAT) != 0))
+        st = keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.format must be \"" PRODUCT_FORMAT "\"", file);
+    if (st == KEEL_OK && model != NULL && (!json_is_string(model) || strcmp(json_string_value(model), p->o->model) != 0))
+        st = keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.model is not the model provisioned (%s)", file,
+                         p->o->model);
+    if (st == KEEL_OK && decl == NULL)
+        st = keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.declaration is missing", file);
+    if (st == KEEL_OK && keel_privacy_declaration_check(decl, "$.declaration") != KEEL_OK) {
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        st = keel_errorf(KEEL_ERR_CONFIG, "product file %s: %s", file, why);
+    }
+    if (st == KEEL_OK && set != NULL && !json_is_object(set))
+        st = keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.settings must be an object", file);
+    if (st == KEEL_OK && (p->settings = json_object()) == NULL)
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    json_object_foreach((json_t *)set, key, v) {
+        if (st == KEEL_OK)
+            st = product_setting(file, p->settings, key, v);
+    }
+    if (st == KEEL_OK) {
+        char *text = json_dumps(decl, JSON_INDENT(2));
+        if (text == NULL)
+            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        p->declaration = text;
+    }
+    json_decref(j);
+    return st;
+}
+
+/* One [section] of product settings; `defaults` are the factory's own
+ * key = value pairs of that section, which a setting replaces. */
+static keel_status_t settings_section(const prov_t *p, const char *section, const char *const *defaults,
+                                      size_t n_defaults, keel_buf_t *cfg)
+{
+    size_t len = strlen(section);
+    keel_status_t st = keel_buf_printf(cfg, "[%s]\n", section);
+    for (size_t i = 0; st == KEEL_OK && i + 1 < n_defaults; i += 2) {
+        char name[128];
+        snprintf(name, sizeof name, "%s.%s", section, defaults[i]);
+        const json_t *v = p->settings != NULL ? json_object_get(p->settings, name) : NULL;
+        st = keel_buf_printf(cfg, "%s = %s\n", defaults[i], v != NULL ? json_string_value(v) : defaults[i + 1]);
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(p->settings, key, v) {
+        if (st != KEEL_OK || strncmp(key, section, len) != 0 || key[len] != '.')
+            continue;
+        bool is_default = false;
+        for (size_t i = 0; i + 1 < n_defaults; i += 2)
+            is_default = is_default || strcmp(key + len + 1, defaults[i]) == 0;
+        if (!is_default)
+            st = keel_buf_printf(cfg, "%s = %s\n", key + len + 1, json_string_value(v));
+    }
+    return st == KEEL_OK ? keel_buf_printf(cfg, "\n") : st;
+}
+
+/* The product's settings, grouped per section in the schema's order. */
+static keel_status_t product_config(const prov_t *p, keel_buf_t *cfg)
+{
+    /* Two file-backed slots in the state directory, so a freshly provisioned
+     * device can be updated as it is; a product points them at partitions. */
+    static const char *const update_defaults[] = {
+        "dir", "update", "slot_a", "update/slot-a.img", "slot_b", "update/slot-b.img", "boot_tries", "3",
+        "allow_downgrade", "false", "automatic", "true", "notifications", "true",
+    };
+    static const char *const privacy_defaults[] = {"declaration", DECLARATION_FILE};
+    keel_status_t st = settings_section(p, "update", update_defaults,
+                                        sizeof update_defaults / sizeof update_defaults[0], cfg);
+    const char *done[32];
+    size_t n_done = 0;
+    for (size_t i = 0; st == KEEL_OK && i < keel_device_schema_len; i++) {
+        const char *sec = keel_device_schema[i].section;
+        bool skip = strcmp(sec, "update") == 0;
+        for (size_t r = 0; r < sizeof reserved_sections / sizeof reserved_sections[0]; r++)
+            skip = skip || strcmp(sec, reserved_sections[r]) == 0;
+        for (size_t d = 0; d < n_done; d++)
+            skip = skip || strcmp(sec, done[d]) == 0;
+        if (skip || n_done == sizeof done / sizeof done[0])
+            continue;
+        done[n_done++] = sec;
+        bool privacy = strcmp(sec, "privacy") == 0 && p->declaration != NULL;
+        bool any = privacy;
+        const char *key;
+        json_t *v;
+        size_t len = strlen(sec);
+        json_object_foreach(p->settings, key, v) any = any || (strncmp(key, sec, len) == 0 && key[len] == '.');
+        if (any)
+            st = settings_section(p, sec, privacy ? privacy_defaults : NULL, privacy ? 2 : 0, cfg);
+    }
+    return st;
+}
+
 static keel_status_t starter_config(const prov_t *p, const char *id, const char *serial,
                                     const char *label, keel_buf_t *cfg)
 {
@@ -132,12 +308,8 @@ static keel_status_t starter_config(const prov_t *p, const char *id, const char 
     if (st == KEEL_OK)
         st = keel_buf_printf(cfg, "[trust]\nrelease_root = %s\nservice_root = %s\n\n[vault]\ndir = %s\n\n",
                              KEEL_STATE_RELEASE_ROOT, KEEL_STATE_SERVICE_ROOT, KEEL_STATE_VAULT_DIR);
-    /* Two file-backed slots in the state directory, so a freshly provisioned
-     * device can be updated as it is; a product points them at partitions. */
     if (st == KEEL_OK)
-        st = keel_buf_printf(cfg, "[update]\ndir = update\nslot_a = update/slot-a.img\n"
-                             "slot_b = update/slot-b.img\nboot_tries = 3\nallow_downgrade = false\n"
-                             "automatic = true\nnotifications = true\n");
+        st = product_config(p, cfg);
     return st;
 }
 
@@ -223,9 +395,24 @@ static keel_status_t prepare(device_job_t *j)
         {KEEL_STATE_SERVICE_ROOT, p->service_pem.data, p->service_pem.len, 0644},
         {KEEL_STATE_CONFIG, cfg.data, cfg.len, 0600},
         {KEEL_STATE_DEVICE_JSON, dj, dj != NULL ? strlen(dj) : 0, 0644},
+        /* No secret in it: what the device tells its owner anyway. */
+        {DECLARATION_FILE, p->declaration, p->declaration != NULL ? strlen(p->declaration) : 0, 0644},
     };
-    for (size_t i = 0; st == KEEL_OK && i < sizeof files / sizeof files[0]; i++)
+    size_t n_files = sizeof files / sizeof files[0] - (p->declaration == NULL ? 1 : 0);
+    for (size_t i = 0; st == KEEL_OK && i < n_files; i++)
         st = write_rel(j->staging, files[i].rel, files[i].data, files[i].len, files[i].mode);
+    /* The product's settings pass exactly the checks keeld will apply. */
+    if (st == KEEL_OK && p->declaration != NULL) {
+        char path[KEEL_PATH_MAX];
+        keel_config_t *c = NULL;
+        st = keel_path_join(path, sizeof path, j->staging, KEEL_STATE_CONFIG);
+        if (st == KEEL_OK && keel_device_config_load(path, NULL, 0, &c) != KEEL_OK) {
+            char why[KEEL_ERROR_MAX];
+            snprintf(why, sizeof why, "%s", keel_error_message());
+            st = keel_errorf(KEEL_ERR_CONFIG, "product file %s: $.settings: %s", p->o->product, why);
+        }
+        keel_config_free(c);
+    }
 
     free(dj);
     keel_buf_free(&pem);
@@ -546,6 +733,8 @@ keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opt
         st = keel_pem_cert(keel_factory_root(f, KEEL_PKI_RELEASE), &p.release_pem);
     if (st == KEEL_OK)
         st = keel_pem_cert(keel_factory_root(f, KEEL_PKI_SERVICE), &p.service_pem);
+    if (st == KEEL_OK && o->product != NULL)
+        st = product_load(&p);
     if (st == KEEL_OK && !is_file_driver(o))
         st = keel_keystore_open(&o->keystore, &p.shared_ks);
     if (st == KEEL_OK)
@@ -566,6 +755,8 @@ keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opt
     keel_buf_free(&p.chain_pem);
     keel_buf_free(&p.release_pem);
     keel_buf_free(&p.service_pem);
+    free(p.declaration);
+    json_decref(p.settings);
     close(lock);
     return st;
 }
