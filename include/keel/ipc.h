@@ -30,6 +30,7 @@ struct event_base;
 
 #define KEEL_IPC_LINE_MAX (16u * 1024u)  /* one message, newline included */
 #define KEEL_IPC_CLIENTS_MAX 16          /* default [ipc] max_clients */
+#define KEEL_IPC_TIMEOUT_MS 5000         /* default wait for one reply (client) */
 
 /* ---- server (keeld) ------------------------------------------------------ */
 
@@ -40,15 +41,20 @@ typedef enum { KEEL_IPC_TELEMETRY, KEEL_IPC_EVENT, KEEL_IPC_ALERT } keel_ipc_kin
 /* What keeld does with requests. Each returns KEEL_OK or an error whose
  * keel_error_message() goes back to the app as "message". */
 typedef struct {
-    /* A publish or event: `data` is the validated object; `msgid` may be NULL. */
+    /* A publish or event: `data` is the validated object (borrowed: incref
+     * to keep it); `msgid` may be NULL. */
     keel_status_t (*publish)(void *arg, keel_ipc_kind_t kind, json_t *data, const char *msgid,
                              uint64_t *seq, bool *dup);
     /* Called around the requests of one read, so a burst is one transaction:
      * begin before the first, end(ok) after the last; replies are written
-     * only after end returned KEEL_OK (the messages are durable by then). */
+     * only after end returned KEEL_OK (the messages are durable by then).
+     * Called only for batches that write (publish, event, state set); if
+     * begin fails, those requests are answered "unavailable" unrun; if end
+     * fails, every request of the batch is. Both may be NULL. */
     keel_status_t (*batch_begin)(void *arg);
     keel_status_t (*batch_end)(void *arg, bool commit);
-    /* The product state (a new reference in *state). */
+    /* The product state (a new reference in *state). state_set merges the
+     * patch (a JSON null deletes a key) and returns the whole new state. */
     keel_status_t (*state_get)(void *arg, json_t **state);
     keel_status_t (*state_set)(void *arg, json_t *patch, json_t **state);
     void *arg;
@@ -77,25 +83,40 @@ void keel_ipc_server_free(keel_ipc_server_t *s);
 
 typedef struct keel_ipc_client keel_ipc_client_t;
 
+/*
+ * Every call waits at most the client's timeout (KEEL_IPC_TIMEOUT_MS unless
+ * set). A timeout, keeld going away or a malformed line closes the
+ * connection (KEEL_ERR_IO): reconnect with keel_ipc_connect. Replies that
+ * are errors keep it open, except "forbidden", "busy" and "too-large".
+ * Not thread-safe: one client per thread.
+ */
 keel_status_t keel_ipc_connect(const char *path, keel_ipc_client_t **out) KEEL_MUST_CHECK;
 void keel_ipc_close(keel_ipc_client_t *c);
-/* The socket, for poll() in the app's own loop. */
+/* The socket, for poll() in the app's own loop; -1 once the connection is
+ * lost. Commands may already be queued when it is not readable: drain them
+ * with keel_ipc_next_command(c, 0, ...) after every request, too. */
 int keel_ipc_fd(const keel_ipc_client_t *c);
+/* How long one request may wait for its reply (<= 0: the default). */
+void keel_ipc_set_timeout(keel_ipc_client_t *c, int timeout_ms);
 
 /* Publishes one telemetry object and waits for the reply (seq may be NULL).
- * The server's refusal (e.g. an undeclared field) is KEEL_ERR_FORMAT or
- * KEEL_ERR_ARG with its message. */
+ * A request keeld cannot parse is KEEL_ERR_FORMAT, one it refuses (e.g. an
+ * undeclared field) KEEL_ERR_ARG, one it could not store KEEL_ERR_IO, each
+ * with keeld's message. A msgid already queued gets its first seq again.
+ * *seq is 0 when keeld took it but queued nothing (the user's consent
+ * withheld every field). */
 keel_status_t keel_ipc_publish(keel_ipc_client_t *c, json_t *telemetry, const char *msgid,
                                uint64_t *seq) KEEL_MUST_CHECK;
 keel_status_t keel_ipc_event(keel_ipc_client_t *c, json_t *event, bool alert, const char *msgid,
                              uint64_t *seq) KEEL_MUST_CHECK;
 keel_status_t keel_ipc_state_get(keel_ipc_client_t *c, json_t **state) KEEL_MUST_CHECK;
 keel_status_t keel_ipc_state_set(keel_ipc_client_t *c, json_t *patch, json_t **state) KEEL_MUST_CHECK;
-/* Subscribes to commands. */
+/* Subscribes to commands (queued from now on until taken). */
 keel_status_t keel_ipc_listen(keel_ipc_client_t *c) KEEL_MUST_CHECK;
 /* Waits up to timeout_ms (-1: forever) for the next command: *name and
  * *payload are the caller's to free (free, json_decref). KEEL_ERR_NOT_FOUND
- * on timeout; KEEL_ERR_IO when keeld went away. */
+ * on timeout; KEEL_ERR_IO when keeld went away. At most 64 commands are
+ * kept unread; beyond that the oldest is dropped (and logged). */
 keel_status_t keel_ipc_next_command(keel_ipc_client_t *c, int timeout_ms, char **name,
                                     json_t **payload) KEEL_MUST_CHECK;
 

@@ -60,5 +60,6 @@ int cmd_factory(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_update(int argc, char **argv);
 int cmd_boot(int argc, char **argv);
+int cmd_app(int argc, char **argv);
 
 #endif

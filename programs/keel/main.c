@@ -16,6 +16,7 @@ static const char usage[] =
     "  bundle     signer certificates; create, inspect and verify signed update bundles\n"
     "  update     on a device: install a bundle into the inactive slot, confirm, status\n"
     "  boot       on a device: the emulated bootloader (pick a slot, verify it, fall back)\n"
+    "  app        on a device: telemetry, events, product state and commands through keeld\n"
     "  version    print the version\n"
     "\n"
     "Run 'keel <command> --help' for the options of a command.\n"
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
         return cmd_update(argc - 1, argv + 1);
     if (strcmp(argv[1], "boot") == 0)
         return cmd_boot(argc - 1, argv + 1);
+    if (strcmp(argv[1], "app") == 0)
+        return cmd_app(argc - 1, argv + 1);
     fprintf(stderr, "keel: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }
