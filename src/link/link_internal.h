@@ -1,0 +1,33 @@
+/*
+ * The link module's inside, for its tests and test tools only (not part of
+ * keel/link.h): parsing helpers and test hooks.
+ */
+#ifndef KEEL_LINK_INTERNAL_H
+#define KEEL_LINK_INTERNAL_H
+
+#include "keel/link.h"
+
+/* Largest broker host name (DNS limit) and address text. */
+#define KEEL_LINK_HOST_MAX 253
+
+/* "host:port" or "[v6]:port" into host (cap bytes) and port (1..65535).
+ * Host names are letters, digits, '-' and '.'; KEEL_ERR_CONFIG otherwise. */
+keel_status_t keel_link_split_broker(const char *broker, char *host, size_t cap, int *port) KEEL_MUST_CHECK;
+
+/* A uniform double in [0, 1) from the CSPRNG (53 random bits). */
+double keel_link_random_unit(void);
+
+/* Test hook: publish every outbox message to `topic` instead of the
+ * device's own telemetry/events topic (to prove the broker's ACL refuses
+ * it). NULL restores the normal topics. */
+keel_status_t keel_link_test_set_topic(keel_link_t *l, const char *topic) KEEL_MUST_CHECK;
+
+/* Test hook: how often the link's socket events woke the loop, and how many
+ * connection attempts it made (to prove it does not spin). */
+typedef struct {
+    uint64_t wakeups;
+    uint64_t attempts;
+} keel_link_counters_t;
+void keel_link_test_counters(const keel_link_t *l, keel_link_counters_t *out);
+
+#endif
