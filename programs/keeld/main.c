@@ -11,6 +11,8 @@
  * reports READY=1, RELOADING=1 and STOPPING=1 on $NOTIFY_SOCKET.
  */
 #define _GNU_SOURCE
+#include "cloud.h"
+
 #include "keel/api.h"
 #include "keel/auth.h"
 #include "keel/crypto.h"
@@ -44,11 +46,14 @@ static const char usage_text[] =
     "\n"
     "The Keel device agent: serves the local HTTPS API and setup UI of a device\n"
     "provisioned by `keel factory provision`, over its identity, vault,\n"
-    "administrator account and update slots.\n"
+    "administrator account and update slots; keeps the cloud link (MQTT over\n"
+    "mutual TLS, with a persistent outbox) and the product app's local socket.\n"
     "\n"
     "  -c, --config FILE     the device's keeld.conf (the one the factory wrote works as is)\n"
     "  -o section.key=value  override one key of the file (repeatable), e.g.\n"
     "                        -o api.listen=127.0.0.1:18443\n"
+    "                        -o link.broker=mqtt.example.net:8883 (the cloud link)\n"
+    "                        -o ipc.socket=/run/keeld/app.sock (the product app's socket)\n"
     "      --check           load the configuration, report, and exit\n"
     "  -h, --help            this text\n"
     "  -V, --version         the version\n"
@@ -65,6 +70,7 @@ typedef struct {
     size_t n_configs;
     struct event_base *base;
     keel_api_t *api;
+    keeld_cloud_t *cloud;
     struct event *stop_timer;
     double stop_started;
     bool stopping;
@@ -153,6 +159,8 @@ static keel_status_t config_load(keeld_t *d, keel_config_t **out)
         st = keel_api_listen_check(keel_config_str(c, "api", "listen"));
     if (st == KEEL_OK && keel_config_uint(c, "auth", "backoff_max") < keel_config_uint(c, "auth", "backoff_base"))
         st = keel_errorf(KEEL_ERR_CONFIG, "auth.backoff_max must not be below auth.backoff_base");
+    if (st == KEEL_OK)
+        st = keeld_cloud_config_check(c);
     if (st != KEEL_OK) {
         char why[KEEL_ERROR_MAX];
         snprintf(why, sizeof why, "%s", keel_error_message());
@@ -205,6 +213,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     keel_log(KEEL_LOG_INFO, "%s: stopping", strsignal((int)sig));
     notify("STOPPING=1");
     keel_api_stop_listening(d->api);
+    keeld_cloud_stop(d->cloud);
     d->stop_started = keel_now();
     on_stop_tick(-1, 0, d);
 }
@@ -229,6 +238,10 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         keel_log(KEEL_LOG_ERROR, "reload: logging: %s", keel_error_message());
     keel_api_set_limits(d->api, keel_api_limits(c));
     keel_api_set_update_defaults(d->api, c);
+    keeld_cloud_reload(d->cloud, c);
+    if (strcmp(keel_config_str(old, "link", "broker") != NULL ? keel_config_str(old, "link", "broker") : "",
+               keel_config_str(c, "link", "broker") != NULL ? keel_config_str(c, "link", "broker") : "") != 0)
+        keel_log(KEEL_LOG_WARN, "reload: link.broker changes at the next start");
     d->configs[d->n_configs++] = c;
     keel_log(KEEL_LOG_INFO, "configuration reloaded (limits, logging, update defaults; [auth] and api.listen "
                             "apply at the next start)");
@@ -239,7 +252,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 
 /* After a healthy start (the API answers) the running slot is confirmed:
  * a slot that never gets here rolls back at the next boots (5.3-...). */
-static void confirm_slot(keel_slots_t *slots)
+static void confirm_slot(keel_slots_t *slots, keeld_cloud_t *cloud)
 {
     keel_bootstate_t bs;
     if (slots == NULL)
@@ -249,8 +262,10 @@ static void confirm_slot(keel_slots_t *slots)
         keel_error_clear();
         return;
     }
-    if (bs.tamper)
+    if (bs.tamper) {
         keel_log(KEEL_LOG_WARN, "TAMPER ALERT: %s", bs.tamper_detail);
+        keeld_cloud_alert(cloud, "tamper", bs.tamper_detail);
+    }
     if (bs.booted != 0 && bs.booted != 1)
         return; /* nothing booted through keel boot yet */
     int slot = KEEL_SLOT_NONE;
@@ -301,10 +316,15 @@ static int run(keeld_t *d)
             st = keel_errorf(KEEL_ERR_NOMEM, "event_base_new failed"), what = "libevent";
     }
     struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
+    if (st == KEEL_OK)
+        what = "cloud", st = keeld_cloud_start(d->base, cfg, ks, vault, &d->cloud);
     if (st == KEEL_OK) {
         keel_api_config_t a = {
             .base = d->base, .cfg = cfg, .ks = ks, .vault = vault, .auth = auth, .slots = slots,
             .hash_threads = (unsigned)keel_config_uint(cfg, "auth", "parallel_hashes"),
+            .privacy = keeld_cloud_privacy(d->cloud), .outbox = keeld_cloud_outbox(d->cloud),
+            .link = keeld_cloud_link(d->cloud), .after_reset = keeld_cloud_after_reset,
+            .app_state = keeld_cloud_app_state, .arg = d->cloud,
         };
         what = "api";
         st = keel_api_start(&a, keel_config_str(cfg, "api", "listen"), keel_api_limits(cfg), &d->api);
@@ -326,7 +346,7 @@ static int run(keeld_t *d)
         keel_log(KEEL_LOG_INFO, "device %s (%s) listening on https://%s/ (certificate SHA-256 %s)",
                  keel_config_str(cfg, "device", "id"), keel_config_str(cfg, "device", "model"),
                  keel_config_str(cfg, "api", "listen"), keel_api_fingerprint(d->api));
-        confirm_slot(keel_api_slots(d->api));
+        confirm_slot(keel_api_slots(d->api), d->cloud);
         notify("READY=1");
         if (event_base_dispatch(d->base) != 0) {
             keel_log(KEEL_LOG_ERROR, "the event loop failed");
@@ -336,6 +356,7 @@ static int run(keeld_t *d)
         }
     }
     keel_api_free(d->api);
+    keeld_cloud_free(d->cloud);
     if (sig_term != NULL)
         event_free(sig_term);
     if (sig_int != NULL)

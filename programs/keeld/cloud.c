@@ -1,0 +1,556 @@
+/* keeld's online and offline half (cloud.h). */
+#define _GNU_SOURCE
+#include "cloud.h"
+
+#include "keel/crypto.h"
+
+#include <event2/event.h>
+
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define APP_STATE_SECRET "app.state"
+#define COMMAND_NAME_MAX 128
+#define RECEIPT_MAX (4u * 1024u)
+#define NAME_BUF_MAX 256 /* user and group names */
+
+struct keeld_cloud {
+    struct event_base *base;
+    const keel_config_t *cfg;
+    keel_vault_t *vault;
+    keel_outbox_t *outbox;
+    keel_privacy_t *privacy;
+    keel_link_t *link;
+    keel_ipc_server_t *ipc;
+    struct event *retention;
+    struct timeval retention_every;
+};
+
+/* ---- configuration ---------------------------------------------------------- */
+
+/* "host:port" or "[v6]:port"; the host may be a name (the link resolves it). */
+static keel_status_t broker_check(const char *b)
+{
+    const char *colon = b[0] == '[' ? strstr(b, "]:") : strrchr(b, ':');
+    if (colon == NULL || colon == b || (b[0] == '[' && colon == b + 1))
+        return keel_errorf(KEEL_ERR_CONFIG, "link.broker must be host:port or [v6]:port");
+    const char *port = colon + (b[0] == '[' ? 2 : 1);
+    char *end = NULL;
+    errno = 0;
+    unsigned long p = strtoul(port, &end, 10);
+    if (port[0] < '0' || port[0] > '9' || errno != 0 || *end != '\0' || p == 0 || p > 65535)
+        return keel_errorf(KEEL_ERR_CONFIG, "link.broker: bad port '%s'", port);
+    for (const char *s = b; s < colon; s++)
+        if (*s <= ' ' || *s > '~')
+            return keel_errorf(KEEL_ERR_CONFIG, "link.broker: bad host");
+    return KEEL_OK;
+}
+
+static keel_status_t resolve_user(const char *name, uid_t *uid)
+{
+    *uid = (uid_t)-1;
+    if (name == NULL)
+        return KEEL_OK;
+    struct passwd pw, *res = NULL;
+    char buf[4096];
+    char *end = NULL;
+    unsigned long n = strtoul(name, &end, 10);
+    if (name[0] >= '0' && name[0] <= '9' && *end == '\0' && n < (unsigned long)(uid_t)-1) {
+        *uid = (uid_t)n;
+        return KEEL_OK;
+    }
+    if (getpwnam_r(name, &pw, buf, sizeof buf, &res) != 0 || res == NULL)
+        return keel_errorf(KEEL_ERR_CONFIG, "ipc.user: no user '%.*s'", NAME_BUF_MAX, name);
+    *uid = pw.pw_uid;
+    return KEEL_OK;
+}
+
+static keel_status_t resolve_group(const char *name, gid_t *gid)
+{
+    *gid = (gid_t)-1;
+    if (name == NULL)
+        return KEEL_OK;
+    struct group gr, *res = NULL;
+    char buf[16384];
+    char *end = NULL;
+    unsigned long n = strtoul(name, &end, 10);
+    if (name[0] >= '0' && name[0] <= '9' && *end == '\0' && n < (unsigned long)(gid_t)-1) {
+        *gid = (gid_t)n;
+        return KEEL_OK;
+    }
+    if (getgrnam_r(name, &gr, buf, sizeof buf, &res) != 0 || res == NULL)
+        return keel_errorf(KEEL_ERR_CONFIG, "ipc.group: no group '%.*s'", NAME_BUF_MAX, name);
+    *gid = gr.gr_gid;
+    return KEEL_OK;
+}
+
+keel_status_t keeld_cloud_config_check(const keel_config_t *cfg)
+{
+    const char *broker = keel_config_str(cfg, "link", "broker");
+    keel_status_t st = broker != NULL ? broker_check(broker) : KEEL_OK;
+    uid_t uid;
+    gid_t gid;
+    if (st == KEEL_OK)
+        st = resolve_user(keel_config_str(cfg, "ipc", "user"), &uid);
+    if (st == KEEL_OK)
+        st = resolve_group(keel_config_str(cfg, "ipc", "group"), &gid);
+    if (st == KEEL_OK && keel_config_uint(cfg, "link", "backoff_cap") < keel_config_uint(cfg, "link", "backoff_base"))
+        st = keel_errorf(KEEL_ERR_CONFIG, "link.backoff_cap must not be below link.backoff_base");
+    char decl[KEEL_PATH_MAX];
+    if (st == KEEL_OK && keel_config_path(cfg, "privacy", "declaration", decl) == KEEL_OK)
+        st = keel_privacy_declaration_load(decl, NULL);
+    return st;
+}
+
+static keel_outbox_limits_t outbox_limits(const keel_config_t *cfg)
+{
+    keel_outbox_limits_t l = {
+        .max_messages = keel_config_uint(cfg, "outbox", "max_messages"),
+        .max_bytes = keel_config_uint(cfg, "outbox", "max_bytes"),
+    };
+    return l;
+}
+
+/* ---- the product state -------------------------------------------------------- */
+
+static keel_status_t state_load(keeld_cloud_t *c, json_t **out)
+{
+    uint8_t buf[KEELD_APP_STATE_MAX];
+    size_t n = 0;
+    keel_status_t st = keel_vault_secret_get(c->vault, APP_STATE_SECRET, buf, sizeof buf, &n);
+    if (st == KEEL_ERR_NOT_FOUND) {
+        keel_error_clear();
+        *out = json_object();
+        return *out != NULL ? KEEL_OK : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    }
+    if (st != KEEL_OK)
+        return st;
+    json_error_t e;
+    json_t *j = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, &e);
+    keel_wipe(buf, sizeof buf);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return keel_errorf(KEEL_ERR_FORMAT, "the stored product state is not a JSON object");
+    }
+    *out = j;
+    return KEEL_OK;
+}
+
+keel_status_t keeld_cloud_app_state(void *arg, json_t **state)
+{
+    return state_load(arg, state);
+}
+
+static keel_status_t on_state_get(void *arg, json_t **state)
+{
+    return state_load(arg, state);
+}
+
+static keel_status_t on_state_set(void *arg, json_t *patch, json_t **state)
+{
+    keeld_cloud_t *c = arg;
+    json_t *cur = NULL;
+    keel_status_t st = state_load(c, &cur);
+    if (st != KEEL_OK)
+        return st;
+    const char *k;
+    json_t *v;
+    json_object_foreach(patch, k, v) {
+        if (json_is_null(v))
+            json_object_del(cur, k);
+        else if (json_object_set(cur, k, v) != 0)
+            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    }
+    char *text = st == KEEL_OK ? json_dumps(cur, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (st == KEEL_OK && text == NULL)
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    if (st == KEEL_OK && strlen(text) > KEELD_APP_STATE_MAX)
+        st = keel_errorf(KEEL_ERR_TOO_LARGE, "the product state would exceed %u bytes", KEELD_APP_STATE_MAX);
+    if (st == KEEL_OK)
+        st = keel_vault_secret_put(c->vault, APP_STATE_SECRET, text, strlen(text));
+    if (st == KEEL_OK && c->link != NULL && keel_link_set_state(c->link, text, strlen(text)) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "link: state: %s", keel_error_message());
+        keel_error_clear();
+    }
+    free(text);
+    if (st != KEEL_OK) {
+        json_decref(cur);
+        return st;
+    }
+    *state = cur;
+    return KEEL_OK;
+}
+
+/* ---- what the app publishes ----------------------------------------------------- */
+
+/* The category the declaration gives telemetry field `field` (NULL if none). */
+static const char *field_category(const keeld_cloud_t *c, const char *field)
+{
+    const json_t *d = keel_privacy_declaration(c->privacy);
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(d, "telemetry"), i, f) {
+        const char *name = json_string_value(json_object_get(f, "field"));
+        if (name != NULL && strcmp(name, field) == 0)
+            return json_string_value(json_object_get(f, "category"));
+    }
+    return NULL;
+}
+
+/* What the device keeps of a telemetry message: one record per category, so
+ * each part is deleted when its own retention runs out (6-6). */
+static keel_status_t record_telemetry(keeld_cloud_t *c, json_t *t)
+{
+    json_t *by_cat = json_object();
+    if (by_cat == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    keel_status_t st = KEEL_OK;
+    const char *k;
+    json_t *v;
+    json_object_foreach(t, k, v) {
+        const char *cat = field_category(c, k);
+        if (cat == NULL)
+            continue;
+        json_t *part = json_object_get(by_cat, cat);
+        if (part == NULL && (json_object_set_new(by_cat, cat, part = json_object()) != 0 || part == NULL)) {
+            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+            break;
+        }
+        if (json_object_set(part, k, v) != 0) {
+            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+            break;
+        }
+    }
+    json_object_foreach(by_cat, k, v) {
+        if (st == KEEL_OK)
+            st = keel_privacy_record(c->privacy, k, v);
+    }
+    json_decref(by_cat);
+    return st;
+}
+
+static keel_outbox_kind_t outbox_kind(keel_ipc_kind_t k)
+{
+    return k == KEEL_IPC_TELEMETRY ? KEEL_OUTBOX_TELEMETRY : k == KEEL_IPC_ALERT ? KEEL_OUTBOX_ALERT : KEEL_OUTBOX_EVENT;
+}
+
+static keel_status_t queue_json(keeld_cloud_t *c, keel_outbox_kind_t kind, const json_t *body, const char *msgid,
+                                uint64_t *seq, bool *dup)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    if (text == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    uint64_t s = 0;
+    bool d = false;
+    keel_status_t st = keel_outbox_put(c->outbox, kind, text, strlen(text), msgid, &s, &d);
+    free(text);
+    if (seq != NULL)
+        *seq = s;
+    if (dup != NULL)
+        *dup = d;
+    return st;
+}
+
+static keel_status_t on_publish(void *arg, keel_ipc_kind_t kind, json_t *data, const char *msgid, uint64_t *seq,
+                                bool *dup)
+{
+    keeld_cloud_t *c = arg;
+    *seq = 0;
+    *dup = false;
+    if (kind == KEEL_IPC_TELEMETRY) {
+        json_t *withheld = NULL;
+        keel_status_t st = keel_privacy_telemetry_check(c->privacy, data, &withheld);
+        if (st != KEEL_OK)
+            return st;
+        if (json_array_size(withheld) > 0) {
+            char *w = json_dumps(withheld, JSON_COMPACT);
+            keel_log(KEEL_LOG_DEBUG, "telemetry: withheld without consent: %s", w != NULL ? w : "?");
+            free(w);
+        }
+        json_decref(withheld);
+        if (json_object_size(data) == 0)
+            return KEEL_OK; /* nothing the user allows to leave the device */
+        if ((st = record_telemetry(c, data)) != KEEL_OK)
+            return st;
+    }
+    return queue_json(c, outbox_kind(kind), data, msgid, seq, dup);
+}
+
+static keel_status_t on_batch_begin(void *arg)
+{
+    keeld_cloud_t *c = arg;
+    return keel_outbox_begin(c->outbox);
+}
+
+static keel_status_t on_batch_end(void *arg, bool commit)
+{
+    keeld_cloud_t *c = arg;
+    if (!commit) {
+        keel_outbox_rollback(c->outbox);
+        return KEEL_OK;
+    }
+    keel_status_t st = keel_outbox_commit(c->outbox);
+    if (st == KEEL_OK && c->link != NULL)
+        keel_link_kick(c->link);
+    return st;
+}
+
+/* ---- what the cloud sends ----------------------------------------------------------- */
+
+static bool command_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > COMMAND_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (name[i] <= ' ' || name[i] > '~' || name[i] == '+' || name[i] == '#')
+            return false;
+    return true;
+}
+
+static void on_command(void *arg, const char *name, const void *payload, size_t len)
+{
+    keeld_cloud_t *c = arg;
+    if (!command_name_ok(name)) {
+        keel_log(KEEL_LOG_WARN, "link: command with a bad name ignored");
+        return;
+    }
+    size_t cap = strncmp(name, "keel/", 5) == 0 ? RECEIPT_MAX : KEEL_IPC_LINE_MAX / 2;
+    if (len > cap) {
+        keel_log(KEEL_LOG_WARN, "link: command %s: payload of %zu bytes refused (cap %zu)", name, len, cap);
+        return;
+    }
+    json_error_t e;
+    json_t *j = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &e);
+    if (j == NULL) {
+        keel_log(KEEL_LOG_WARN, "link: command %s: payload is not JSON: %s", name, e.text);
+        return;
+    }
+    if (strcmp(name, "keel/erase-receipt") == 0) {
+        if (keel_privacy_erase_receipt(c->privacy, j) == KEEL_OK) {
+            keel_log(KEEL_LOG_INFO, "privacy: the fleet confirmed the cloud erase %s",
+                     json_string_value(json_object_get(j, "id")) != NULL ? json_string_value(json_object_get(j, "id"))
+                                                                         : "?");
+        } else {
+            keel_log(KEEL_LOG_WARN, "privacy: erase receipt refused: %s", keel_error_message());
+            keel_error_clear();
+        }
+    } else if (strncmp(name, "keel/", 5) == 0) {
+        keel_log(KEEL_LOG_WARN, "link: unknown device command %s ignored", name);
+    } else {
+        keel_ipc_server_command(c->ipc, name, j);
+    }
+    json_decref(j);
+}
+
+static void on_link_state(void *arg, keel_link_state_t s)
+{
+    keeld_cloud_t *c = arg;
+    keel_outbox_stats_t os = {0};
+    if (keel_outbox_stats(c->outbox, &os) != KEEL_OK)
+        keel_error_clear();
+    keel_log(KEEL_LOG_INFO, "link: %s (%llu queued)", keel_link_state_name(s), (unsigned long long)os.pending);
+}
+
+/* ---- retention ------------------------------------------------------------------------ */
+
+static void on_retention(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    keeld_cloud_t *c = arg;
+    uint64_t removed = 0;
+    if (keel_privacy_retention_run(c->privacy, (int64_t)time(NULL), &removed) != KEEL_OK) {
+        keel_log(KEEL_LOG_ERROR, "privacy: retention: %s", keel_error_message());
+        keel_error_clear();
+    } else if (removed > 0) {
+        keel_log(KEEL_LOG_INFO, "privacy: retention removed %llu aged records", (unsigned long long)removed);
+    }
+}
+
+/* ---- reset, alerts ------------------------------------------------------------------------ */
+
+void keeld_cloud_alert(keeld_cloud_t *c, const char *type, const char *detail)
+{
+    json_t *a = json_pack("{s:s, s:s}", "type", type, "detail", detail != NULL ? detail : "");
+    keel_status_t st = a != NULL ? queue_json(c, KEEL_OUTBOX_ALERT, a, NULL, NULL, NULL)
+                                 : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    json_decref(a);
+    if (st != KEEL_OK) {
+        keel_log(KEEL_LOG_ERROR, "outbox: alert %s: %s", type, keel_error_message());
+        keel_error_clear();
+    } else if (c->link != NULL) {
+        keel_link_kick(c->link);
+    }
+}
+
+keel_status_t keeld_cloud_after_reset(void *arg, json_t **receipt)
+{
+    keeld_cloud_t *c = arg;
+    keel_status_t st = keel_outbox_reload(c->outbox);
+    if (st == KEEL_OK)
+        st = keel_privacy_reload(c->privacy);
+    char id[33] = {0};
+    if (st == KEEL_OK)
+        st = keel_privacy_erase_request(c->privacy, id);
+    json_t *req = st == KEEL_OK ? json_pack("{s:s, s:s}", "type", "erase-request", "id", id) : NULL;
+    if (st == KEEL_OK && req == NULL)
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    if (st == KEEL_OK)
+        st = queue_json(c, KEEL_OUTBOX_EVENT, req, NULL, NULL, NULL);
+    json_decref(req);
+    if (st != KEEL_OK)
+        return st;
+    if (c->link != NULL) {
+        if (keel_link_set_state(c->link, "{}", 2) != KEEL_OK)
+            keel_error_clear();
+        keel_link_kick(c->link);
+    }
+    keel_log(KEEL_LOG_INFO, "privacy: factory reset done; cloud erase %s requested%s", id,
+             c->link != NULL ? "" : " (no cloud link configured: it waits in the outbox)");
+    *receipt = json_pack(
+        "{s:I, s:{s:[s,s,s,s,s,s], s:[s,s]}, s:{s:s, s:s, s:b}}", "time", (json_int_t)time(NULL), "device",
+        "erased", "the vault's data key (everything sealed under it is unreadable)", "the administrator account",
+        "settings", "consent and its log", "kept records and queued messages", "the product state", "kept",
+        "the device identity (key and certificate)", "the update slots and their anti-rollback counters", "cloud",
+        "request", id, "status", "requested", "link", c->link != NULL);
+    return *receipt != NULL ? KEEL_OK : keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+}
+
+/* ---- life cycle ---------------------------------------------------------------------------- */
+
+static keel_status_t link_start(keeld_cloud_t *c, const char *broker, keel_keystore_t *ks)
+{
+    char cert[KEEL_PATH_MAX], chain[KEEL_PATH_MAX], ca[KEEL_PATH_MAX];
+    const keel_config_t *cfg = c->cfg;
+    keel_status_t st;
+    if ((st = keel_config_path(cfg, "identity", "certificate", cert)) != KEEL_OK ||
+        (st = keel_config_path(cfg, "identity", "chain", chain)) != KEEL_OK ||
+        (st = keel_config_path(cfg, "trust", "service_root", ca)) != KEEL_OK)
+        return st;
+    keel_link_config_t l = {
+        .base = c->base,
+        .device_id = keel_config_str(cfg, "device", "id"),
+        .broker = broker,
+        .server_name = keel_config_str(cfg, "link", "server_name"),
+        .ks = ks,
+        .key_label = keel_config_str(cfg, "keystore", "key_label"),
+        .cert_path = cert,
+        .chain_path = chain,
+        .ca_path = ca,
+        .outbox = c->outbox,
+        .backoff = {
+            .base_s = (double)keel_config_uint(cfg, "link", "backoff_base"),
+            .cap_s = (double)keel_config_uint(cfg, "link", "backoff_cap"),
+            .first_s = (double)keel_config_uint(cfg, "link", "first_connect"),
+            .stable_s = (double)keel_config_uint(cfg, "link", "stable"),
+        },
+        .keepalive_s = (unsigned)keel_config_uint(cfg, "link", "keepalive"),
+        .inflight_max = (unsigned)keel_config_uint(cfg, "link", "inflight"),
+        .on_command = on_command,
+        .on_state = on_link_state,
+        .arg = c,
+    };
+    if ((st = keel_link_start(&l, &c->link)) != KEEL_OK)
+        return st;
+    json_t *state = NULL;
+    if (state_load(c, &state) == KEEL_OK && json_object_size(state) > 0) {
+        char *text = json_dumps(state, JSON_COMPACT | JSON_SORT_KEYS);
+        if (text == NULL || keel_link_set_state(c->link, text, strlen(text)) != KEEL_OK)
+            keel_log(KEEL_LOG_WARN, "link: the stored product state is not sent");
+        free(text);
+    }
+    json_decref(state);
+    keel_error_clear();
+    return KEEL_OK;
+}
+
+keel_status_t keeld_cloud_start(struct event_base *base, const keel_config_t *cfg, keel_keystore_t *ks,
+                                keel_vault_t *vault, keeld_cloud_t **out)
+{
+    keeld_cloud_t *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    c->base = base;
+    c->cfg = cfg;
+    c->vault = vault;
+    char decl[KEEL_PATH_MAX], sock[KEEL_PATH_MAX];
+    bool have_decl = keel_config_path(cfg, "privacy", "declaration", decl) == KEEL_OK;
+    keel_error_clear();
+    keel_ipc_server_config_t ic = {.base = base, .max_clients = (unsigned)keel_config_uint(cfg, "ipc", "max_clients")};
+    keel_status_t st = keel_outbox_open(vault, keel_config_str(cfg, "device", "id"), outbox_limits(cfg), &c->outbox);
+    if (st == KEEL_OK)
+        st = keel_privacy_open(vault, have_decl ? decl : NULL, &c->privacy);
+    const char *broker = keel_config_str(cfg, "link", "broker");
+    if (st == KEEL_OK && broker != NULL)
+        st = link_start(c, broker, ks);
+    if (st == KEEL_OK && (st = resolve_user(keel_config_str(cfg, "ipc", "user"), &ic.allow_uid)) == KEEL_OK &&
+        (st = resolve_group(keel_config_str(cfg, "ipc", "group"), &ic.allow_gid)) == KEEL_OK &&
+        (st = keel_config_path(cfg, "ipc", "socket", sock)) == KEEL_OK) {
+        ic.path = sock;
+        ic.h = (keel_ipc_handlers_t){
+            .publish = on_publish, .batch_begin = on_batch_begin, .batch_end = on_batch_end,
+            .state_get = on_state_get, .state_set = on_state_set, .arg = c,
+        };
+        st = keel_ipc_server_start(&ic, &c->ipc);
+    }
+    if (st == KEEL_OK) {
+        c->retention = event_new(base, -1, EV_PERSIST, on_retention, c);
+        c->retention_every.tv_sec = (time_t)keel_config_uint(cfg, "privacy", "retention_interval");
+        if (c->retention == NULL || event_add(c->retention, &c->retention_every) != 0)
+            st = keel_errorf(KEEL_ERR_NOMEM, "cannot arm the retention timer");
+    }
+    if (st != KEEL_OK) {
+        keeld_cloud_free(c);
+        return st;
+    }
+    /* Records that aged while the device was off go now, not an interval later. */
+    on_retention(-1, 0, c);
+    keel_log(KEEL_LOG_INFO, "app socket %s; cloud link %s%s", sock, broker != NULL ? "to " : "off",
+             broker != NULL ? broker : " (no link.broker)");
+    *out = c;
+    return KEEL_OK;
+}
+
+void keeld_cloud_reload(keeld_cloud_t *c, const keel_config_t *cfg)
+{
+    keel_outbox_set_limits(c->outbox, outbox_limits(cfg));
+    struct timeval every = {.tv_sec = (time_t)keel_config_uint(cfg, "privacy", "retention_interval")};
+    if (every.tv_sec != c->retention_every.tv_sec) {
+        c->retention_every = every;
+        if (event_add(c->retention, &c->retention_every) != 0)
+            keel_log(KEEL_LOG_ERROR, "privacy: cannot re-arm the retention timer");
+    }
+}
+
+void keeld_cloud_stop(keeld_cloud_t *c)
+{
+    if (c == NULL)
+        return;
+    if (c->link != NULL)
+        keel_link_stop(c->link);
+    keel_ipc_server_free(c->ipc);
+    c->ipc = NULL;
+}
+
+void keeld_cloud_free(keeld_cloud_t *c)
+{
+    if (c == NULL)
+        return;
+    keel_ipc_server_free(c->ipc);
+    keel_link_free(c->link);
+    if (c->retention != NULL)
+        event_free(c->retention);
+    keel_privacy_close(c->privacy);
+    keel_outbox_close(c->outbox);
+    free(c);
+}
+
+keel_privacy_t *keeld_cloud_privacy(keeld_cloud_t *c) { return c->privacy; }
+keel_outbox_t *keeld_cloud_outbox(keeld_cloud_t *c) { return c->outbox; }
+keel_link_t *keeld_cloud_link(keeld_cloud_t *c) { return c->link; }
