@@ -136,3 +136,14 @@ abs_build=$(cd "$build" && pwd)
 KEEL=$abs_build/programs/keel/keel KEEL_SOURCE_DIR=$(cd "$here/.." && pwd) KEEL_BUILD_DIR=$abs_build \
     HOSTILE_REPORT=1 HOSTILE_SECONDS=${HOSTILE_SECONDS:-18} sh "$here/../tests/integration/keeld_hostile.sh" ||
     die "the hostile-client run failed"
+
+# Reconnect storms of a simulated fleet on the real backoff code (5.9-3);
+# adds "link_storm" to BENCH_JSON. LINK_STORM_SMOKE=1: 100,000 devices.
+# Its exit 1 with "pass": false is the MISS verdict, reported like the other goals.
+echo
+. "$here/lib.sh"
+storm_rc=0
+"$build/bench/link_storm" ${LINK_STORM_SMOKE:+--smoke} --json-file "$tmp/storm.json" || storm_rc=$?
+[ "$storm_rc" -eq 0 ] || { [ "$storm_rc" -eq 1 ] && grep -q '^  "pass": false' "$tmp/storm.json"; } ||
+    die "link_storm failed (exit $storm_rc)"
+[ -z "${BENCH_JSON:-}" ] || bench_json_merge link_storm "$tmp/storm.json"

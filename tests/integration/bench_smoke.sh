@@ -19,7 +19,7 @@ fail() {
 run_bench() {
     TMPDIR=$work/tmp BENCH_DEVICES=5 BENCH_CLI_DEVICES=2 UPDATE_BENCH_MIB=4 UPDATE_BENCH_COMPARE='' \
         KEELD_BENCH_SECONDS=4 KEELD_BENCH_IDLE_SECONDS=1 KEELD_BENCH_LOGINS=3 HOSTILE_SECONDS=8 HOSTILE_SLOW=100 \
-        sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
+        LINK_STORM_SMOKE=1 sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
 }
 # RAUC and SWUpdate are for make bench: make check stays hermetic and quick.
 run_update() {
@@ -75,6 +75,56 @@ for line in '^1 source \(127\.0\.0\.2\) +[0-9]+ +[0-9]+ ' '^20 sources \(127\.0\
 done
 grep -q '"keeld"' "$work/bench.json" || fail "BENCH_JSON has no \"keeld\""
 grep -Eq '^hostile p99 goal \(< [0-9]+ ms\): (PASS|MISS)$' "$work/out.txt" || fail "no hostile p99 goal line"
+# link_storm (bench/link_storm.c, --smoke through run.sh): a seeded simulation,
+# so its figures are the same on every machine and are checked here against
+# what losing the design would do (no jitter: the whole fleet in one second;
+# counter reset at CONNACK: 2 attempts/s a device); the goal peak/mean <= 2
+# itself is make bench's verdict.
+grep -Eq '^verdict: keel full jitter, broker outage: peak/mean [0-9.]+x .+\(goal <= 2\.00x\) +(PASS|MISS)$' \
+    "$work/out.txt" || fail "no link_storm verdict line"
+storm_rc=0
+"$KEEL_BUILD_DIR/bench/link_storm" --smoke --json >"$work/storm.json" || storm_rc=$?
+python3 - "$work/bench.json" "$work/storm.json" "$storm_rc" <<'PY' || fail "link_storm: see above"
+import json, sys
+merged, d, rc = json.load(open(sys.argv[1])).get("link_storm"), json.load(open(sys.argv[2])), int(sys.argv[3])
+def run(scen, design, limited=True):
+    return next(r for r in d[scen] if r["design"] == design and (r["capacity_per_second"] is not None) == limited)
+n, cap, first = d["devices"], d["backoff"]["cap_s"], d["backoff"]["first_connect_s"]
+def figures(x):  # all but the wall-clock times, which differ from run to run
+    if isinstance(x, dict):
+        return {k: figures(v) for k, v in x.items() if k != "wall_seconds"}
+    return [figures(v) for v in x] if isinstance(x, list) else x
+checks = [
+    (figures(merged) == figures(d), "BENCH_JSON's link_storm is not link_storm --smoke's figures"),
+    (rc == (0 if d["pass"] else 1), "exit %d does not match pass=%s" % (rc, d["pass"])),
+]
+for limited in (True, False):
+    k = run("outage", "keel_full_jitter", limited)
+    b = run("power_cut", "keel_full_jitter", limited)
+    c = run("kick", "keel_full_jitter", limited)
+    checks += [
+        (k["complete"] and k["online_100_seconds"] <= cap + 1, "A: not all online within the cap of recovery"),
+        # at the cap the delay is uniform in [cap/2, cap]: 0.75 cap on average
+        (k["peak_per_second"] * 0.75 * cap / n < 1.2, "A: peak %d/s above N/(0.75 cap) + 20 %%" % k["peak_per_second"]),
+        (k["peak_mean"] <= 2.0, "A: keel's peak/mean %.2f misses the goal of 2" % k["peak_mean"]),
+        (run("outage", "full_jitter_at_cap", limited)["peak_mean"] > k["peak_mean"] + 0.3,
+         "A: [cap/2, cap] at the cap no longer beats plain full jitter"),
+        (run("outage", "fixed_5s", limited)["peak_per_second"] == n, "A: the fixed baseline is not synchronised"),
+        (b["complete"], "B: not all online"),
+        (c["kick_rate_per_second"] * 0.75 * cap / n < 1.2, "C: %.0f attempts/s while kicked" % c["kick_rate_per_second"]),
+        (run("kick", "reset_at_connack", limited)["kick_rate_per_second"] > 10 * c["kick_rate_per_second"],
+         "C: the reset-at-CONNACK baseline is no tight loop"),
+    ]
+checks.append((run("power_cut", "keel_full_jitter", False)["peak_per_second"] * first / n < 1.2,
+               "B: first connects not spread over first_connect"))
+bad = [why for ok, why in checks if not ok]
+for why in bad:
+    print("link_storm:", why, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+storm_rc=0
+"$KEEL_BUILD_DIR/bench/link_storm" --devices 0 >/dev/null 2>&1 || storm_rc=$?
+[ "$storm_rc" -eq 2 ] || fail "link_storm --devices 0 exited $storm_rc, not 2 (usage)"
 [ -z "$(ls -A "$work/tmp")" ] || fail "bench/run.sh left files in its temporary directory"
 
 # bench/update.sh on its own.
