@@ -13,9 +13,24 @@
  *
  * Topics: out keel/v1/<id>/telemetry, .../events (QoS 1, from the outbox),
  * .../state (QoS 1, retained); in keel/v1/<id>/cmd/# (QoS 1).
- * A PUBACK with reason code >= 128 (e.g. 135 not authorized) is a refusal:
- * the message is logged, counted and removed from the outbox (resending it
- * would be refused again).
+ * A PUBACK with reason code >= 128 is a refusal, decided per code: 135 not
+ * authorized, 144 topic name invalid, 149 packet too large and 153 payload
+ * format invalid are final (the message is logged, counted as refused and
+ * removed from the outbox: the same message would be refused again); any
+ * other (151 quota exceeded, 137 server busy, 128, 131, 145, unknown codes)
+ * is transient: the message stays in the outbox, sending pauses for a
+ * backoff window and resumes from the oldest message (counted as deferred).
+ *
+ * Commands: only live ones (retained messages are neither requested nor
+ * accepted), only after CONNACK, names checked (levels of [A-Za-z0-9_.-]
+ * separated by '/', at most 64 bytes, no empty, "." or ".." level),
+ * payloads up to 64 KiB; CONNECT announces a Maximum Packet Size so that the
+ * broker drops larger ones instead of sending them. QoS 1: a command can
+ * arrive twice; the product must treat commands as idempotent.
+ *
+ * The process must ignore SIGPIPE (keeld does): OpenSSL writes to the socket
+ * with write(), and a broker that resets the connection mid-write would
+ * otherwise kill the process.
  *
  * Reconnects: exponential backoff with full jitter after every disconnect,
  * including a kick right after CONNACK (the attempt counter is only reset
@@ -42,8 +57,11 @@ typedef struct {
 
 /*
  * The delay before reconnect attempt `attempt` (0 = the first retry after a
- * disconnect): uniform in [0, min(cap, base * 2^attempt)], from `u` in [0, 1).
- * Pure, so the reconnect-storm simulation runs the real code.
+ * disconnect), from `u` in [0, 1): uniform in [0, base * 2^attempt) while
+ * that window is below the cap (full jitter), uniform in [cap/2, cap] once
+ * it has reached it (so a fleet returning from a long outage arrives at most
+ * ~1.4x its mean rate, not 2x). Pure, so the reconnect-storm simulation runs
+ * the real code.
  */
 double keel_backoff_delay(const keel_backoff_t *b, unsigned attempt, double u);
 
@@ -64,7 +82,8 @@ typedef struct {
     uint64_t disconnects;
     uint64_t auth_failures;    /* TLS or CONNACK refusals */
     uint64_t published;        /* PUBACKed with success */
-    uint64_t refused;          /* PUBACKed with a reason code >= 128 */
+    uint64_t refused;          /* PUBACKed with a final refusal (135, 144, 149, 153): dropped */
+    uint64_t deferred;         /* PUBACKed with a transient refusal (151, 128, ...): kept, resent */
     int last_reason;           /* last MQTT reason code seen on a refusal/disconnect */
     char last_error[KEEL_ERROR_MAX];
 } keel_link_status_t;
@@ -83,7 +102,9 @@ typedef struct {
     keel_backoff_t backoff;
     unsigned keepalive_s;
     unsigned inflight_max;  /* QoS 1 messages in flight at once */
-    /* A message on keel/v1/<id>/cmd/<name> (name may contain '/'). */
+    /* A message on keel/v1/<id>/cmd/<name> (name may contain '/'; checked as
+     * above). The payload is not NUL-terminated and may be anything: the
+     * product parses and validates it. */
     void (*on_command)(void *arg, const char *name, const void *payload, size_t len);
     /* The link went online or offline (for logs and the UI). */
     void (*on_state)(void *arg, keel_link_state_t state);
