@@ -243,7 +243,8 @@ static keel_outbox_kind_t outbox_kind(keel_ipc_kind_t k)
 static keel_status_t queue_json(keeld_cloud_t *c, keel_outbox_kind_t kind, const json_t *body, const char *msgid,
                                 uint64_t *seq, bool *dup)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
+    /* 15 significant digits: a reading of 16.3 leaves as 16.3, not 16.300000000000001. */
+    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
     if (text == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
     uint64_t s = 0;

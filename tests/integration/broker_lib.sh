@@ -18,7 +18,8 @@
 #                         base32 characters, so such names never collide.
 #   broker_server_cert F NAME DIR
 #                         `$KEEL factory issue-server --name NAME` from F into DIR
-#                         (server.crt, server.key, chain.pem, ca.pem).
+#                         (server.crt, server.key, chain.pem, ca.pem), with
+#                         $BROKER_ISSUE_ARGS added (e.g. --passphrase-env VAR).
 #   broker_start          Writes mosquitto.conf and the ACL and starts mosquitto
 #                         on 127.0.0.1:$BROKER_PORT (picked once, kept across
 #                         restarts) with the certificate in $BROKER_CERT_DIR and,
@@ -94,7 +95,8 @@ broker_die() {
 }
 
 broker_server_cert() {
-    expect_rc 0 "$KEEL" factory issue-server --dir "$1" --name "$2" --out "$3"
+    # shellcheck disable=SC2086
+    expect_rc 0 "$KEEL" factory issue-server --dir "$1" --name "$2" --out "$3" ${BROKER_ISSUE_ARGS:-}
 }
 
 broker_client_cert() {
