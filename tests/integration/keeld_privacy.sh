@@ -7,8 +7,8 @@
 # export (every store, no password hash, an attachment), the link figures,
 # and a factory reset that answers with its receipt, files a cloud erase
 # request that outlives it, and leaves no planted value readable in the
-# vault's files. With chromium and node, tests/ui/privacy.mjs then does the
-# owner's side in a browser.
+# vault's files. Then tests/ui/privacy.mjs does the owner's side in Chromium
+# (skipped only where chromium or node is missing).
 . "$(dirname "$0")/keeld_lib.sh"
 : "${KEEL_SOURCE_DIR:?KEEL_SOURCE_DIR must point to the source tree}"
 PRODUCT=$KEEL_SOURCE_DIR/examples/thermostat/product.json
@@ -131,8 +131,8 @@ for f in "$D"/vault/*; do
     if grep -q 'MARKER-state-7d1e' "$f"; then fail "a planted value is readable in $f after the reset"; fi
 done
 
-if [ -n "${KEEL_CHROMIUM:-$(command -v chromium || true)}" ] && command -v node >/dev/null 2>&1 &&
-    [ -f "$KEEL_BUILD_DIR/ui-node/node_modules/playwright-core/package.json" ]; then
+if [ -n "${KEEL_CHROMIUM:-$(command -v chromium || true)}" ] && command -v node >/dev/null 2>&1; then
+    ui_node_setup
     note "the owner's side in Chromium (tests/ui/privacy.mjs)"
     set +e
     KEEL_UI_URL=https://127.0.0.1:$PORT KEEL_UI_PASSWORD=$NEWPW KEEL_UI_NODE_DIR=$KEEL_BUILD_DIR/ui-node \
@@ -143,7 +143,7 @@ if [ -n "${KEEL_CHROMIUM:-$(command -v chromium || true)}" ] && command -v node 
     set -e
     [ "$rc" -eq 0 ] || die_log "the browser privacy test failed (exit $rc)"
 else
-    note "no chromium, node or playwright-core (run keeld_ui first): the browser part is skipped"
+    note "no chromium or node here: the browser part is skipped (scripts/deps.sh installs both)"
 fi
 
 alive || die_log "keeld died"

@@ -22,24 +22,9 @@ fi
 . "$(dirname "$0")/keeld_lib.sh"
 : "${KEEL_SOURCE_DIR:?KEEL_SOURCE_DIR must point to the source tree}"
 UI_TESTS=$KEEL_SOURCE_DIR/tests/ui
-NODE_DIR=$KEEL_BUILD_DIR/ui-node
 ART=${KEEL_UI_ARTIFACTS:-$KEEL_BUILD_DIR/ui-artifacts}
 
-note "playwright-core $(sed -n 's/.*"playwright-core": *"\([^"]*\)".*/\1/p' "$UI_TESTS/package.json") in $NODE_DIR"
-if ! cmp -s "$UI_TESTS/package-lock.json" "$NODE_DIR/package-lock.json" ||
-    [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ]; then
-    command -v npm >/dev/null 2>&1 || fail "npm is needed to install playwright-core (scripts/deps.sh installs it)"
-    mkdir -p "$NODE_DIR"
-    rm -f "$NODE_DIR/package-lock.json"
-    cp "$UI_TESTS/package.json" "$NODE_DIR/package.json"
-    cp "$UI_TESTS/package-lock.json" "$NODE_DIR/package-lock.json.new"
-    mv "$NODE_DIR/package-lock.json.new" "$NODE_DIR/package-lock.json"
-    if ! (cd "$NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund) >"$T/npm.log" 2>&1; then
-        rm -f "$NODE_DIR/package-lock.json"
-        cat "$T/npm.log" >&2
-        fail "npm ci in $NODE_DIR failed"
-    fi
-fi
+ui_node_setup
 
 note "a device with firmware 1.0.0 (supported until 2030-12-31) installed and confirmed"
 provision plug-1
