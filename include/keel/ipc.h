@@ -87,7 +87,8 @@ typedef struct keel_ipc_client keel_ipc_client_t;
  * Every call waits at most the client's timeout (KEEL_IPC_TIMEOUT_MS unless
  * set). A timeout, keeld going away or a malformed line closes the
  * connection (KEEL_ERR_IO): reconnect with keel_ipc_connect. Replies that
- * are errors keep it open, except "forbidden", "busy" and "too-large".
+ * are errors keep it open, except "forbidden" and "busy" (a "too-large"
+ * here is keeld refusing the message, e.g. a full outbox: it stays open).
  * Not thread-safe: one client per thread.
  */
 keel_status_t keel_ipc_connect(const char *path, keel_ipc_client_t **out) KEEL_MUST_CHECK;

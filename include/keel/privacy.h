@@ -85,7 +85,8 @@ keel_status_t keel_privacy_consent_set(keel_privacy_t *p, const char *purpose, b
 /* {"consent_version":V|null,"purposes":[{"purpose","description","given",
  * "current","version","time"}...],"log":[{"purpose","given","version","via",
  * "time"}...]} (log newest first; "current": given at the current version,
- * which is what gates telemetry). */
+ * which is what gates telemetry). A log entry that no longer opens is left
+ * out (and logged). */
 keel_status_t keel_privacy_consent_json(keel_privacy_t *p, json_t **out) KEEL_MUST_CHECK;
 
 /* Deletes every record older than its category's retention. *removed (may
@@ -93,7 +94,10 @@ keel_status_t keel_privacy_consent_json(keel_privacy_t *p, json_t **out) KEEL_MU
 keel_status_t keel_privacy_retention_run(keel_privacy_t *p, int64_t now, uint64_t *removed) KEEL_MUST_CHECK;
 
 /* Everything the privacy module keeps, as part of the Data Act export:
- * {"declaration","consent","records":[...],"erase_requests":[...]}. */
+ * {"declaration","consent","records":[...],"unreadable_records":N,
+ * "erase_requests":[...]}. A record that no longer opens, or whose sealed
+ * category or time is not its row's, is left out and counted in
+ * "unreadable_records": one damaged row never denies the whole export. */
 keel_status_t keel_privacy_export(keel_privacy_t *p, json_t **out) KEEL_MUST_CHECK;
 
 /*

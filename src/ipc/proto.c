@@ -9,8 +9,9 @@
 #include <string.h>
 
 /* jansson's flags for every line: one value, no trailing bytes, no
- * duplicate key (which would let two readers see different objects), no
- * NUL inside a string (which would cut a C string short). */
+ * duplicate key (which would let two readers see different objects). A
+ * NUL inside a string (which would cut a C string short) is refused by
+ * jansson unless JSON_ALLOW_NUL is given, and always in a key. */
 #define LOAD_FLAGS JSON_REJECT_DUPLICATES
 
 bool ipc_name_ok(const char *s)
@@ -151,7 +152,8 @@ keel_status_t ipc_request_parse(const char *line, size_t len, ipc_request_t *req
     memset(req, 0, sizeof *req);
     if (line == NULL)
         return keel_errorf(KEEL_ERR_FORMAT, "no request");
-    if (len + 1 > KEEL_IPC_LINE_MAX)
+    /* Not len + 1 > max: a len of SIZE_MAX would wrap round and pass. */
+    if (len >= KEEL_IPC_LINE_MAX)
         return keel_errorf(KEEL_ERR_TOO_LARGE, "a request is at most %u bytes", KEEL_IPC_LINE_MAX);
     json_error_t err;
     json_t *root = json_loadb(line, len, LOAD_FLAGS, &err);
@@ -374,7 +376,7 @@ keel_status_t ipc_message_parse(const char *line, size_t len, ipc_message_t *m)
     memset(m, 0, sizeof *m);
     if (line == NULL)
         return keel_errorf(KEEL_ERR_FORMAT, "no message");
-    if (len + 1 > KEEL_IPC_LINE_MAX)
+    if (len >= KEEL_IPC_LINE_MAX)
         return keel_errorf(KEEL_ERR_TOO_LARGE, "a message from keeld is over %u bytes", KEEL_IPC_LINE_MAX);
     json_error_t err;
     json_t *root = json_loadb(line, len, LOAD_FLAGS, &err);

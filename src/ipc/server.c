@@ -513,17 +513,19 @@ static keel_status_t bind_socket(keel_ipc_server_t *s, int *out)
         return keel_errorf(err == EADDRINUSE ? KEEL_ERR_EXISTS : KEEL_ERR_IO, "ipc socket %s: bind: %s", s->path,
                            strerror(err));
     }
+    /* The mode came from the umask: no chmod, which would follow a link
+     * that someone able to write the directory put in the file's place. */
     struct stat sb;
     if (lstat(s->path, &sb) != 0) {
         st = keel_errorf(KEEL_ERR_IO, "ipc socket %s: %s", s->path, strerror(errno));
+    } else if (!S_ISSOCK(sb.st_mode) || (sb.st_mode & 07777) != 0660) {
+        st = keel_errorf(KEEL_ERR_IO, "ipc socket %s: not the socket just bound, or not mode 0660", s->path);
     } else {
         s->dev = sb.st_dev;
         s->ino = sb.st_ino;
         if (s->allow_gid != (gid_t)-1 && lchown(s->path, (uid_t)-1, s->allow_gid) != 0)
             st = keel_errorf(KEEL_ERR_CONFIG, "ipc socket %s: cannot give it group %u: %s", s->path,
                              (unsigned)s->allow_gid, strerror(errno));
-        else if (chmod(s->path, 0660) != 0)
-            st = keel_errorf(KEEL_ERR_IO, "ipc socket %s: chmod: %s", s->path, strerror(errno));
         else if (listen(fd, 16) != 0)
             st = keel_errorf(KEEL_ERR_IO, "ipc socket %s: listen: %s", s->path, strerror(errno));
     }

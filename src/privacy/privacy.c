@@ -470,8 +470,11 @@ static keel_status_t tx_begin(keel_privacy_t *p)
 
 static keel_status_t tx_end(keel_privacy_t *p, keel_status_t st)
 {
-    if (st == KEEL_OK)
-        return exec(p->db, "RELEASE keel_privacy");
+    /* A RELEASE that fails (it commits when it is the outermost: a full
+     * disk, a deferred constraint) leaves the savepoint open; left so, every
+     * later write of keeld would nest in it and never reach the disk. */
+    if (st == KEEL_OK && (st = exec(p->db, "RELEASE keel_privacy")) == KEEL_OK)
+        return KEEL_OK;
     if (sqlite3_exec(p->db, "ROLLBACK TO keel_privacy; RELEASE keel_privacy", NULL, NULL, NULL) != SQLITE_OK)
         keel_log(KEEL_LOG_WARN, "privacy: rollback failed: %s", sqlite3_errmsg(p->db));
     return st;
@@ -931,6 +934,18 @@ static keel_status_t open_json(keel_privacy_t *p, const char *table, const char 
     return st;
 }
 
+/* A damaged row (it no longer opens, or its sealed tag is not its column's)
+ * is left out and logged, so that it cannot deny the owner the consent page
+ * or the export for as long as it is kept: it is never shown as genuine. */
+static bool unreadable(keel_status_t st)
+{
+    if (st != KEEL_ERR_VERIFY && st != KEEL_ERR_FORMAT)
+        return false;
+    keel_log(KEEL_LOG_WARN, "%s; left out", keel_error_message());
+    keel_error_clear();
+    return true;
+}
+
 static keel_status_t consent_log_json(keel_privacy_t *p, json_t *log)
 {
     sqlite3_stmt *s;
@@ -942,6 +957,10 @@ static keel_status_t consent_log_json(keel_privacy_t *p, json_t *log)
         json_t *e = NULL;
         st = open_json(p, "consent_log", "record", sqlite3_column_int64(s, 0), sqlite3_column_blob(s, 1),
                        sqlite3_column_bytes(s, 1), LOG_ENTRY_MAX, &e);
+        if (unreadable(st)) {
+            st = KEEL_OK;
+            continue;
+        }
         if (st == KEEL_OK && json_array_append_new(log, e) != 0)
             st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
     }
@@ -1003,8 +1022,9 @@ keel_status_t keel_privacy_consent_json(keel_privacy_t *p, json_t **out)
 
 /* ---- export (Data Act) ----------------------------------------------------------------- */
 
-static keel_status_t records_json(keel_privacy_t *p, json_t *arr)
+static keel_status_t records_json(keel_privacy_t *p, json_t *arr, int64_t *skipped)
 {
+    *skipped = 0;
     sqlite3_stmt *s;
     keel_status_t st = prep(p->db, "SELECT id, category, created, data FROM privacy_records ORDER BY id", &s);
     if (st != KEEL_OK)
@@ -1023,6 +1043,12 @@ static keel_status_t records_json(keel_privacy_t *p, json_t *arr)
                               json_integer_value(json_object_get(env, "t")) != created))
             st = keel_errorf(KEEL_ERR_VERIFY, "privacy: record %lld does not match its sealed category or time",
                              (long long)id);
+        if (unreadable(st)) {
+            json_decref(env);
+            st = KEEL_OK;
+            (*skipped)++;
+            continue;
+        }
         json_t *r = st == KEEL_OK ? json_pack("{s:I,s:s,s:I,s:O}", "id", (json_int_t)id, "category", cat, "created",
                                               (json_int_t)created, "data", json_object_get(env, "d"))
                                   : NULL;
@@ -1042,17 +1068,18 @@ keel_status_t keel_privacy_export(keel_privacy_t *p, json_t **out)
     if (p == NULL || out == NULL)
         return keel_errorf(KEEL_ERR_ARG, "privacy export: missing argument");
     json_t *consent = NULL, *erase = NULL, *records = json_array();
+    int64_t skipped = 0;
     if (records == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
     keel_status_t st = keel_privacy_consent_json(p, &consent);
     if (st == KEEL_OK)
-        st = records_json(p, records);
+        st = records_json(p, records, &skipped);
     if (st == KEEL_OK)
         st = keel_privacy_erase_status(p, &erase);
     json_t *j = NULL;
     if (st == KEEL_OK) {
-        j = json_pack("{s:O?,s:o,s:o,s:o}", "declaration", p->decl, "consent", consent, "records", records,
-                      "erase_requests", erase);
+        j = json_pack("{s:O?,s:o,s:o,s:I,s:o}", "declaration", p->decl, "consent", consent, "records", records,
+                      "unreadable_records", (json_int_t)skipped, "erase_requests", erase);
         consent = records = erase = NULL;
         if (j == NULL)
             st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");

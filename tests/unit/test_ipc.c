@@ -8,6 +8,7 @@
 
 #include <event2/event.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -41,6 +42,8 @@ static keel_status_t fake_publish(void *arg, keel_ipc_kind_t kind, json_t *data,
     f->last_kind = kind;
     if (json_object_get(data, "undeclared") != NULL)
         return keel_errorf(KEEL_ERR_ARG, "telemetry field \"undeclared\" is not declared");
+    if (json_object_get(data, "full") != NULL)
+        return keel_errorf(KEEL_ERR_TOO_LARGE, "outbox full");
     if (json_object_get(data, "withheld") != NULL) {
         *seq = 0; /* as keeld does when consent withheld every field */
         *dup = false;
@@ -416,6 +419,11 @@ static void test_proto_requests(void **state)
     assert_int_equal(ipc_message_parse("{\"ok\":true,\"future\":1}", 22, &m), KEEL_OK);
     ipc_message_clear(&m);
     assert_int_equal(ipc_command_dump("bad name", NULL, line, sizeof line, &len), KEEL_ERR_ARG);
+    /* A length whose + 1 wraps round is still over the cap (review). */
+    assert_int_equal(ipc_request_parse("{}", SIZE_MAX, &r), KEEL_ERR_TOO_LARGE);
+    assert_null(r.root);
+    assert_int_equal(ipc_message_parse("{}", SIZE_MAX, &m), KEEL_ERR_TOO_LARGE);
+    assert_null(m.root);
 }
 
 /* ---- publish, duplicates, refusals ---------------------------------------------------- */
@@ -443,6 +451,13 @@ static void client_publish(ctx_t *t)
     und = json_pack("{s:i}", "withheld", 1);
     CHECK(keel_ipc_publish(c, und, NULL, &seq) == KEEL_OK && seq == 0);
     CHECK(keel_ipc_publish(c, tel, NULL, &seq) == KEEL_OK && seq == 5);
+    /* a handler's too-large (the outbox is full) is an answer, not a broken
+     * connection: keeld keeps it open, and so must the client (review) */
+    json_decref(und);
+    und = json_pack("{s:i}", "full", 1);
+    CHECK(keel_ipc_publish(c, und, NULL, &seq) == KEEL_ERR_TOO_LARGE);
+    CHECK(keel_ipc_fd(c) >= 0);
+    CHECK(keel_ipc_publish(c, tel, NULL, &seq) == KEEL_OK && seq == 6);
     /* the wire says "duplicate" */
     fd = raw_connect(t->path);
     CHECK(fd >= 0);
@@ -466,7 +481,7 @@ static void test_publish(void **state)
     assert_int_equal(start_server(t, 4, (uid_t)-1, (gid_t)-1), KEEL_OK);
     run(t, client_publish, false);
     assert_int_equal(t->fake.last_kind, KEEL_IPC_TELEMETRY);
-    assert_int_equal(t->fake.next_seq, 6);
+    assert_int_equal(t->fake.next_seq, 7);
     assert_int_equal(t->fake.begins, t->fake.ends);
 }
 
@@ -904,6 +919,47 @@ static void test_slow_reader(void **state)
 
 /* ---- the socket file ------------------------------------------------------------------------------------ */
 
+/* Someone who may write the socket's directory swaps the new socket for a
+ * link to another file in the window between bind() and the mode and group
+ * being set. keeld gives the socket its group with lchown(); this stand-in
+ * (the executable's definition wins over libc's) makes the swap there. */
+static const char *swap_path, *swap_target;
+
+int lchown(const char *path, uid_t uid, gid_t gid)
+{
+    if (swap_path != NULL && strcmp(path, swap_path) == 0) {
+        if (unlink(path) != 0 || symlink(swap_target, path) != 0)
+            return -1;
+        swap_path = NULL;
+    }
+    return fchownat(AT_FDCWD, path, uid, gid, AT_SYMLINK_NOFOLLOW);
+}
+
+static void test_socket_swap(void **state)
+{
+    ctx_t *t = *state;
+    char victim[KEEL_PATH_MAX];
+    path_in(victim, t->dir, "victim");
+    assert_int_equal(keel_file_write_atomic(victim, "secret", 6, 0600), KEEL_OK);
+    swap_path = t->path;
+    swap_target = victim;
+    keel_status_t st = start_server(t, 4, (uid_t)-1, getgid());
+    swap_path = NULL;
+    assert_null(swap_path);
+    struct stat sb;
+    assert_int_equal(stat(victim, &sb), 0);
+    /* the file the link names keeps its mode: nothing was chmod-ed through the link */
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    if (st == KEEL_OK) {
+        /* and the server does not take the link for its own when it goes */
+        keel_ipc_server_free(t->srv);
+        t->srv = NULL;
+        assert_int_equal(lstat(t->path, &sb), 0);
+        assert_true(S_ISLNK(sb.st_mode));
+    }
+    assert_int_equal(unlink(t->path), 0);
+}
+
 static void test_socket_file(void **state)
 {
     ctx_t *t = *state;
@@ -971,6 +1027,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(test_socket_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_socket_swap, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
