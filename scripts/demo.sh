@@ -218,8 +218,10 @@ print("  link %-8s outbox %3d queued   thermostat %.1f C, heating %s" % (d["link
       t["temperature"], "on" if t["heating"] else "off"))' "$W/resp" "$W/thermo.json"
 done
 echo "The broker is back: the outbox drains, nothing lost, nothing twice:"
+kill -STOP "$KEELD_PID" # so the fleet is listening before the device is back
 broker_start
 broker_sub "keel/v1/$dev/telemetry" "$W/drain.txt"
+kill -CONT "$KEELD_PID"
 i=0
 while :; do
     sleep 0.5

@@ -30,6 +30,7 @@ struct keeld_cloud {
     keel_ipc_server_t *ipc;
     struct event *retention;
     struct timeval retention_every;
+    bool state_changed; /* the product state changed in the batch being written */
 };
 
 /* ---- configuration ---------------------------------------------------------- */
@@ -147,6 +148,20 @@ keel_status_t keeld_cloud_app_state(void *arg, json_t **state)
     return state_load(arg, state);
 }
 
+/* Hands the stored product state to the link (retained on .../state). */
+static void link_send_state(keeld_cloud_t *c)
+{
+    json_t *state = NULL;
+    char *text = NULL;
+    if (state_load(c, &state) != KEEL_OK || (text = json_dumps(state, JSON_COMPACT | JSON_SORT_KEYS)) == NULL ||
+        keel_link_set_state(c->link, text, strlen(text)) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "link: the product state is not sent: %s", keel_error_message());
+        keel_error_clear();
+    }
+    free(text);
+    json_decref(state);
+}
+
 static keel_status_t on_state_get(void *arg, json_t **state)
 {
     return state_load(arg, state);
@@ -174,10 +189,9 @@ static keel_status_t on_state_set(void *arg, json_t *patch, json_t **state)
         st = keel_errorf(KEEL_ERR_TOO_LARGE, "the product state would exceed %u bytes", KEELD_APP_STATE_MAX);
     if (st == KEEL_OK)
         st = keel_vault_secret_put(c->vault, APP_STATE_SECRET, text, strlen(text));
-    if (st == KEEL_OK && c->link != NULL && keel_link_set_state(c->link, text, strlen(text)) != KEEL_OK) {
-        keel_log(KEEL_LOG_WARN, "link: state: %s", keel_error_message());
-        keel_error_clear();
-    }
+    /* Sent once the batch it belongs to is committed (on_batch_end). */
+    if (st == KEEL_OK)
+        c->state_changed = true;
     free(text);
     if (st != KEEL_OK) {
         json_decref(cur);
@@ -277,10 +291,16 @@ static keel_status_t on_publish(void *arg, keel_ipc_kind_t kind, json_t *data, c
         json_decref(withheld);
         if (json_object_size(data) == 0)
             return KEEL_OK; /* nothing the user allows to leave the device */
-        if ((st = record_telemetry(c, data)) != KEEL_OK)
-            return st;
     }
-    return queue_json(c, outbox_kind(kind), data, msgid, seq, dup);
+    keel_status_t st = queue_json(c, outbox_kind(kind), data, msgid, seq, dup);
+    /* Kept locally once, when it was queued: a resend of a known msgid or a
+     * refusal must not add another copy of the user's data. The local copy
+     * is for the owner; failing it does not fail the app's publish. */
+    if (st == KEEL_OK && !*dup && kind == KEEL_IPC_TELEMETRY && record_telemetry(c, data) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "privacy: telemetry not kept locally: %s", keel_error_message());
+        keel_error_clear();
+    }
+    return st;
 }
 
 static keel_status_t on_batch_begin(void *arg)
@@ -294,11 +314,16 @@ static keel_status_t on_batch_end(void *arg, bool commit)
     keeld_cloud_t *c = arg;
     if (!commit) {
         keel_outbox_rollback(c->outbox);
+        c->state_changed = false;
         return KEEL_OK;
     }
     keel_status_t st = keel_outbox_commit(c->outbox);
-    if (st == KEEL_OK && c->link != NULL)
+    if (st == KEEL_OK && c->link != NULL) {
+        if (c->state_changed)
+            link_send_state(c);
         keel_link_kick(c->link);
+    }
+    c->state_changed = false;
     return st;
 }
 
@@ -458,12 +483,8 @@ static keel_status_t link_start(keeld_cloud_t *c, const char *broker, keel_keyst
     if ((st = keel_link_start(&l, &c->link)) != KEEL_OK)
         return st;
     json_t *state = NULL;
-    if (state_load(c, &state) == KEEL_OK && json_object_size(state) > 0) {
-        char *text = json_dumps(state, JSON_COMPACT | JSON_SORT_KEYS);
-        if (text == NULL || keel_link_set_state(c->link, text, strlen(text)) != KEEL_OK)
-            keel_log(KEEL_LOG_WARN, "link: the stored product state is not sent");
-        free(text);
-    }
+    if (state_load(c, &state) == KEEL_OK && json_object_size(state) > 0)
+        link_send_state(c);
     json_decref(state);
     keel_error_clear();
     return KEEL_OK;
