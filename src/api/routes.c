@@ -225,6 +225,19 @@ static bool require_session(keel_api_t *api, struct evhttp_request *req, session
     return true;
 }
 
+/* The gate of a read-only route: a session, and GET. */
+static bool require_session_get(keel_api_t *api, struct evhttp_request *req)
+{
+    session_t s;
+    if (!require_session(api, req, &s, false))
+        return false;
+    if (!method_is(req, EVHTTP_REQ_GET)) {
+        api_error(req, 405, "method_not_allowed", NULL);
+        return false;
+    }
+    return true;
+}
+
 static void set_cookie(struct evhttp_request *req, const char *token, uint32_t max_age)
 {
     char v[160];
@@ -509,13 +522,8 @@ static json_t *tamper_json(const keel_bootstate_t *bs)
 
 static void route_device(keel_api_t *api, struct evhttp_request *req)
 {
-    session_t s;
-    if (!require_session(api, req, &s, false))
+    if (!require_session_get(api, req))
         return;
-    if (!method_is(req, EVHTTP_REQ_GET)) {
-        api_error(req, 405, "method_not_allowed", NULL);
-        return;
-    }
     keel_bootstate_t bs;
     if (boot_state(api, &bs) != KEEL_OK) {
         reply_internal(req, "boot state");
@@ -1204,13 +1212,8 @@ static json_t *link_json(keel_link_t *l)
 
 static void route_link(keel_api_t *api, struct evhttp_request *req)
 {
-    session_t s;
-    if (!require_session(api, req, &s, false))
+    if (!require_session_get(api, req))
         return;
-    if (!method_is(req, EVHTTP_REQ_GET)) {
-        api_error(req, 405, "method_not_allowed", NULL);
-        return;
-    }
     api_reply(req, 200, json_pack("{s:b,s:o,s:o}", "configured", api->c.link != NULL, "link", link_json(api->c.link),
                                   "outbox", outbox_stats_json(api->c.outbox)));
 }
