@@ -53,41 +53,49 @@ static keel_status_t broker_check(const char *b)
     return KEEL_OK;
 }
 
+/* A decimal uid or gid below the "none" value (uid_t and gid_t are 32-bit unsigned on Linux). */
+static bool numeric_id(const char *s, unsigned long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long n = strtoul(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || n >= (unsigned long)(uid_t)-1)
+        return false;
+    *out = n;
+    return true;
+}
+
 static keel_status_t resolve_user(const char *name, uid_t *uid)
 {
     *uid = (uid_t)-1;
-    if (name == NULL)
-        return KEEL_OK;
+    unsigned long n;
     struct passwd pw, *res = NULL;
     char buf[4096];
-    char *end = NULL;
-    unsigned long n = strtoul(name, &end, 10);
-    if (name[0] >= '0' && name[0] <= '9' && *end == '\0' && n < (unsigned long)(uid_t)-1) {
-        *uid = (uid_t)n;
+    if (name == NULL)
         return KEEL_OK;
-    }
-    if (getpwnam_r(name, &pw, buf, sizeof buf, &res) != 0 || res == NULL)
+    if (numeric_id(name, &n))
+        *uid = (uid_t)n;
+    else if (getpwnam_r(name, &pw, buf, sizeof buf, &res) == 0 && res != NULL)
+        *uid = pw.pw_uid;
+    else
         return keel_errorf(KEEL_ERR_CONFIG, "ipc.user: no user '%.*s'", NAME_BUF_MAX, name);
-    *uid = pw.pw_uid;
     return KEEL_OK;
 }
 
 static keel_status_t resolve_group(const char *name, gid_t *gid)
 {
     *gid = (gid_t)-1;
-    if (name == NULL)
-        return KEEL_OK;
+    unsigned long n;
     struct group gr, *res = NULL;
     char buf[16384];
-    char *end = NULL;
-    unsigned long n = strtoul(name, &end, 10);
-    if (name[0] >= '0' && name[0] <= '9' && *end == '\0' && n < (unsigned long)(gid_t)-1) {
-        *gid = (gid_t)n;
+    if (name == NULL)
         return KEEL_OK;
-    }
-    if (getgrnam_r(name, &gr, buf, sizeof buf, &res) != 0 || res == NULL)
+    if (numeric_id(name, &n))
+        *gid = (gid_t)n;
+    else if (getgrnam_r(name, &gr, buf, sizeof buf, &res) == 0 && res != NULL)
+        *gid = gr.gr_gid;
+    else
         return keel_errorf(KEEL_ERR_CONFIG, "ipc.group: no group '%.*s'", NAME_BUF_MAX, name);
-    *gid = gr.gr_gid;
     return KEEL_OK;
 }
 

@@ -15,6 +15,13 @@ A=/api/v1
 NEWPW="Correct-Horse-Battery-42"
 
 provision thermo-1 $FAST_ARGON --product "$KEEL_SOURCE_DIR/examples/thermostat/product.json"
+note "the new keys are checked before keeld starts"
+for bad in "link.broker=127.0.0.1" "link.broker=127.0.0.1:0" "link.broker=[::1" "ipc.user=no-such-user-keel" \
+           "ipc.group=no-such-group-keel" "link.backoff_base=10 -o link.backoff_cap=5"; do
+    # shellcheck disable=SC2086
+    expect_rc 2 "$KEELD" --config "$CONF" --check -o $bad
+done
+expect_rc 0 "$KEELD" --config "$CONF" --check -o link.broker=broker.example:8883 -o ipc.user=0 -o ipc.group=root
 broker_pki "$T/f"
 broker_start
 SOCK=$T/app.sock
