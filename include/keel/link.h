@@ -7,7 +7,9 @@
  * = 0): client key from the keystore (it never leaves it), trust = the
  * service root only (never the system store), TLS 1.2 ECDHE+AEAD or 1.3, and
  * the broker's name checked with X509_VERIFY_PARAM_set1_host (libmosquitto
- * checks nothing when given a context). A TLS failure shows up on the first
+ * checks nothing when given a context) and sent as SNI (none for an
+ * address); the policy and identity loading are keel/tls.h's, shared with
+ * the local API. A TLS failure shows up on the first
  * read after connect; it counts as an authentication failure of the broker.
  * There is no plaintext mode.
  *

@@ -16,16 +16,14 @@
 #include "internal.h"
 
 #include "keel/crypto.h"
+#include "keel/tls.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/keyvalq_struct.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,13 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* TLS 1.2: ECDHE key exchange and AEAD ciphers only (5.5-1). The identity
- * key is ECDSA P-256; the RSA names serve a product that brings an RSA key. */
-#define TLS12_CIPHERS                                                                                    \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"         \
-    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305"
-#define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-#define CHAIN_MAX (64u * 1024u)
 /* Hash attempts waiting for a worker beyond the running ones. */
 #define HASH_QUEUE_MAX 4
 
@@ -446,34 +437,6 @@ static keel_status_t tls_error(const char *what)
     return keel_crypto_error(KEEL_ERR_CRYPTO, what);
 }
 
-static keel_status_t load_chain(SSL_CTX *ctx, const char *path)
-{
-    keel_buf_t b;
-    keel_buf_init(&b, CHAIN_MAX);
-    keel_status_t st = keel_file_read(path, CHAIN_MAX, &b);
-    BIO *bio = st == KEEL_OK ? BIO_new_mem_buf(b.data, (int)b.len) : NULL;
-    if (st == KEEL_OK && bio == NULL)
-        st = tls_error("BIO_new_mem_buf");
-    X509 *x;
-    unsigned n = 0;
-    while (st == KEEL_OK && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
-        /* The root stays out: a client that trusts it has it already. */
-        if (X509_check_issued(x, x) == X509_V_OK)
-            X509_free(x);
-        else if (SSL_CTX_add0_chain_cert(ctx, x) != 1) {
-            X509_free(x);
-            st = tls_error("SSL_CTX_add0_chain_cert");
-        } else
-            n++;
-    }
-    ERR_clear_error(); /* the end of the PEM stream */
-    BIO_free(bio);
-    keel_buf_free(&b);
-    if (st == KEEL_OK && n == 0)
-        st = keel_errorf(KEEL_ERR_CONFIG, "%s holds no intermediate certificate", path);
-    return st;
-}
-
 static keel_status_t tls_context(keel_api_t *api)
 {
     const keel_config_t *cfg = api->c.cfg;
@@ -487,26 +450,13 @@ static keel_status_t tls_context(keel_api_t *api)
     if (ctx == NULL)
         return tls_error("SSL_CTX_new");
     api->ssl = ctx;
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-        SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 || SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1 ||
-        SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1)
-        return tls_error("TLS settings");
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_NO_TICKET | SSL_OP_CLEANSE_PLAINTEXT);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_use_certificate_file(ctx, cert_path, SSL_FILETYPE_PEM) != 1)
-        return keel_crypto_error(KEEL_ERR_CONFIG, "the identity certificate");
-    if ((st = load_chain(ctx, chain_path)) != KEEL_OK)
+    if ((st = keel_tls_policy(ctx)) != KEEL_OK)
         return st;
-    EVP_PKEY *key = NULL;
-    st = keel_keystore_private_key(api->c.ks, keel_config_str(cfg, "keystore", "key_label"), &key);
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_CLEANSE_PLAINTEXT);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    st = keel_tls_use_identity(ctx, api->c.ks, keel_config_str(cfg, "keystore", "key_label"), cert_path, chain_path);
     if (st != KEEL_OK)
         return st;
-    int ok = SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
-    EVP_PKEY_free(key);
-    if (!ok)
-        return keel_crypto_error(KEEL_ERR_KEYSTORE, "the identity key does not match the certificate");
     X509 *cert = SSL_CTX_get0_certificate(ctx);
     return keel_identity_fingerprint(cert, api->fingerprint);
 }

@@ -14,6 +14,7 @@
 
 #include "keel/crypto.h"
 #include "keel/identity.h"
+#include "keel/tls.h"
 #include "link_internal.h"
 
 #include <arpa/inet.h>
@@ -25,7 +26,6 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -34,18 +34,17 @@
 #include <string.h>
 #include <sys/socket.h>
 
-/* TLS 1.2: ECDHE key exchange and AEAD ciphers only (5.5-1), as the local
- * API offers them (src/api/server.c). */
-#define TLS12_CIPHERS                                                                                    \
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"         \
-    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305"
-#define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-#define PEM_FILE_MAX (64u * 1024u)
 #define VERIFY_DEPTH 4
 
 #define TOPIC_MAX 128
-/* Largest command payload handed to the product (a broker may send more). */
+/* Largest command payload handed to the product. */
 #define CMD_MAX (64u * 1024u)
+/* The largest MQTT packet we accept, announced in CONNECT (Maximum Packet
+ * Size): a command of CMD_MAX with its topic and properties. libmosquitto
+ * 2.0 has no client-side limit (it allocates whatever length a packet
+ * announces, up to 256 MiB), so this is what stops a conforming broker from
+ * making us allocate more. */
+#define PACKET_MAX (CMD_MAX + 1024u)
 /* The product state is a JSON object of the same size as an outbox body. */
 #define STATE_MAX KEEL_OUTBOX_BODY_MAX
 #define INFLIGHT_LIMIT 1000u
@@ -70,10 +69,11 @@ struct keel_link {
     char cmd_prefix[TOPIC_MAX];   /* .../cmd/ */
     char *topic_override;         /* test hook */
     SSL_CTX *ssl;
+    const char *sni;              /* server_name or the broker host; NULL for an address */
 
     struct mosquitto *mosq;       /* the current attempt's client, or NULL */
     int fd;
-    struct event *ev_read, *ev_write, *ev_tick, *ev_retry;
+    struct event *ev_read, *ev_write, *ev_tick, *ev_retry, *ev_hold;
     bool write_armed;
     int in_mosq;                  /* depth of calls into libmosquitto */
 
@@ -90,6 +90,10 @@ struct keel_link {
     int tls_alert_in;             /* fatal alert from the broker (description + 1) */
     bool auth_logged;             /* the current streak of auth failures was logged */
     uint64_t wakeups_attempt;
+
+    /* a transient PUBACK refusal: sending pauses, then resumes from the oldest */
+    bool hold_requested, held;
+    unsigned refusal_streak;
 
     inflight_t inflight[INFLIGHT_LIMIT];
     unsigned n_inflight;
@@ -148,6 +152,28 @@ static int host_char_ok(char ch)
 {
     return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
            ch == '.';
+}
+
+static bool name_is_ip(const char *name)
+{
+    unsigned char addr[16];
+    return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+}
+
+/* A name the broker's certificate can be checked against: an address, or a
+ * DNS name. An empty name would make X509_VERIFY_PARAM_set1_host clear the
+ * check instead of setting it (any certificate of the service CA would do). */
+static bool server_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > KEEL_LINK_HOST_MAX)
+        return false;
+    if (name_is_ip(name))
+        return true;
+    for (size_t i = 0; i < n; i++)
+        if (!host_char_ok(name[i]))
+            return false;
+    return name[0] != '-' && name[0] != '.';
 }
 
 keel_status_t keel_link_split_broker(const char *broker, char *host, size_t cap, int *port)
@@ -220,13 +246,27 @@ static int on_verify(int ok, X509_STORE_CTX *x)
     return ok;
 }
 
-/* Records a fatal alert from the broker: it refused our certificate. */
+/* Sets the SNI before the ClientHello is built, and records a fatal alert
+ * from the broker (it refused our certificate). libmosquitto sets the SNI to
+ * the host it connects to, so a broker given by address with a configured
+ * server_name would be asked for the address (or for an IP literal, which
+ * RFC 6066 forbids): a broker or load balancer that picks its certificate by
+ * SNI then presents the wrong one. The handshake-start callback is the only
+ * hook between libmosquitto's SSL_new and the ClientHello, and it gets the
+ * SSL as const; setting the host name there is what the API allows. */
 static void on_tls_info(const SSL *ssl, int where, int ret)
 {
+    keel_link_t *l = link_of_ssl(ssl);
+    if (l == NULL)
+        return;
+    if ((where & SSL_CB_HANDSHAKE_START) != 0) {
+        if (SSL_set_tlsext_host_name((SSL *)ssl, l->sni) != 1)
+            ERR_clear_error(); /* the name was checked at start; the handshake still checks the certificate */
+        return;
+    }
     if ((where & SSL_CB_READ_ALERT) != SSL_CB_READ_ALERT || (ret >> 8) != 2 /* fatal */)
         return;
-    keel_link_t *l = link_of_ssl(ssl);
-    if (l != NULL && l->tls_alert_in == 0)
+    if (l->tls_alert_in == 0)
         l->tls_alert_in = (ret & 0xff) + 1;
 }
 
@@ -235,44 +275,11 @@ static keel_status_t tls_error(const char *what)
     return keel_crypto_error(KEEL_ERR_CRYPTO, what);
 }
 
-/* Reads the PEM certificates of a file (bounded) into a stack. */
-static keel_status_t pem_certs(const char *path, STACK_OF(X509) **out)
-{
-    keel_buf_t b;
-    keel_buf_init(&b, PEM_FILE_MAX);
-    keel_status_t st = keel_file_read(path, PEM_FILE_MAX, &b);
-    if (st != KEEL_OK) {
-        keel_buf_free(&b);
-        return keel_errorf(st, "%s: %s", path, keel_error_message());
-    }
-    BIO *bio = BIO_new_mem_buf(b.data, (int)b.len);
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    if (bio == NULL || sk == NULL)
-        st = tls_error("BIO_new_mem_buf");
-    X509 *x;
-    while (st == KEEL_OK && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
-        if (sk_X509_push(sk, x) <= 0) {
-            X509_free(x);
-            st = tls_error("sk_X509_push");
-        }
-    ERR_clear_error(); /* the end of the PEM stream */
-    BIO_free(bio);
-    keel_buf_free(&b);
-    if (st == KEEL_OK && sk_X509_num(sk) == 0)
-        st = keel_errorf(KEEL_ERR_CONFIG, "%s holds no certificate", path);
-    if (st != KEEL_OK) {
-        sk_X509_pop_free(sk, X509_free);
-        return st;
-    }
-    *out = sk;
-    return KEEL_OK;
-}
-
 /* The trust store: the service root and nothing else (never the default paths). */
 static keel_status_t tls_trust(SSL_CTX *ctx, const char *ca_path)
 {
     STACK_OF(X509) *sk = NULL;
-    keel_status_t st = pem_certs(ca_path, &sk);
+    keel_status_t st = keel_tls_read_certs(ca_path, &sk);
     if (st != KEEL_OK)
         return st;
     X509 *root = sk_X509_value(sk, 0);
@@ -292,70 +299,34 @@ static keel_status_t tls_trust(SSL_CTX *ctx, const char *ca_path)
     return st;
 }
 
-/* Our certificate, then its issuing chain without the root (the broker has it). */
-static keel_status_t tls_identity(SSL_CTX *ctx, const keel_link_config_t *c)
-{
-    STACK_OF(X509) *sk = NULL;
-    keel_status_t st = pem_certs(c->cert_path, &sk);
-    if (st != KEEL_OK)
-        return st;
-    if (SSL_CTX_use_certificate(ctx, sk_X509_value(sk, 0)) != 1)
-        st = keel_crypto_error(KEEL_ERR_CONFIG, "the identity certificate");
-    sk_X509_pop_free(sk, X509_free);
-    sk = NULL;
-    if (st == KEEL_OK)
-        st = pem_certs(c->chain_path, &sk);
-    for (int i = 0; st == KEEL_OK && i < sk_X509_num(sk); i++) {
-        X509 *x = sk_X509_value(sk, i);
-        if (X509_check_issued(x, x) == X509_V_OK)
-            continue;
-        if (SSL_CTX_add1_chain_cert(ctx, x) != 1)
-            st = tls_error("SSL_CTX_add1_chain_cert");
-    }
-    sk_X509_pop_free(sk, X509_free);
-    if (st != KEEL_OK)
-        return st;
-    EVP_PKEY *key = NULL;
-    if ((st = keel_keystore_private_key(c->ks, c->key_label, &key)) != KEEL_OK)
-        return st;
-    int ok = SSL_CTX_use_PrivateKey(ctx, key) == 1 && SSL_CTX_check_private_key(ctx) == 1;
-    EVP_PKEY_free(key);
-    if (!ok)
-        return keel_crypto_error(KEEL_ERR_KEYSTORE, "the identity key does not match the certificate");
-    return KEEL_OK;
-}
-
 static keel_status_t tls_context(keel_link_t *l, const keel_link_config_t *c)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (ctx == NULL)
         return tls_error("SSL_CTX_new");
     l->ssl = ctx;
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
-        SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 || SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1 ||
-        SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1)
-        return tls_error("TLS settings");
-    /* libmosquitto keeps no sessions to resume: tickets would only be state. */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    /* libmosquitto resumes no sessions: the policy's "no tickets, no cache" fits */
+    keel_status_t st = keel_tls_policy(ctx);
+    if (st != KEEL_OK)
+        return st;
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, on_verify);
     SSL_CTX_set_verify_depth(ctx, VERIFY_DEPTH);
     SSL_CTX_set_info_callback(ctx, on_tls_info);
     if (SSL_CTX_set_ex_data(ctx, ssl_app_index, l) != 1)
         return tls_error("SSL_CTX_set_ex_data");
-    keel_status_t st = tls_trust(ctx, c->ca_path);
+    st = tls_trust(ctx, c->ca_path);
     if (st != KEEL_OK)
         return st;
     /* libmosquitto checks no name when it is handed a context: we do. */
-    const char *name = c->server_name != NULL ? c->server_name : l->host;
-    unsigned char addr[16];
-    bool is_ip = inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
+    const char *name = l->server_name != NULL ? l->server_name : l->host;
+    bool is_ip = name_is_ip(name);
+    l->sni = is_ip ? NULL : name;
     X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx);
     X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) : X509_VERIFY_PARAM_set1_host(vp, name, 0)) != 1 ||
         X509_VERIFY_PARAM_set_purpose(vp, X509_PURPOSE_SSL_SERVER) != 1)
         return keel_crypto_error(KEEL_ERR_CONFIG, "the broker's server name");
-    return tls_identity(ctx, c);
+    return keel_tls_use_identity(ctx, c->ks, c->key_label, c->cert_path, c->chain_path);
 }
 
 /* ---- events ---------------------------------------------------------------------- */
@@ -363,6 +334,7 @@ static keel_status_t tls_context(keel_link_t *l, const keel_link_config_t *c)
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 static void after_io(keel_link_t *l, int rc);
+static void hold_start(keel_link_t *l);
 static void schedule_retry(keel_link_t *l);
 
 static void set_state(keel_link_t *l, keel_link_state_t s)
@@ -431,6 +403,10 @@ static void client_destroy(keel_link_t *l)
     l->n_inflight = 0;
     l->cursor = 0;
     l->state_mid = 0;
+    /* The next connection starts from the oldest message anyway. */
+    if (l->ev_hold != NULL)
+        event_del(l->ev_hold);
+    l->hold_requested = l->held = false;
 }
 
 /* ---- callbacks: record only ------------------------------------------------------- */
@@ -451,13 +427,44 @@ static void cb_disconnect(struct mosquitto *m, void *arg, int rc, const mosquitt
     l->drop_rc = rc;
 }
 
+bool keel_link_refusal_is_final(int reason)
+{
+    switch (reason) {
+    case MQTT_RC_NOT_AUTHORIZED:         /* 135: the ACL does not let us write there */
+    case MQTT_RC_TOPIC_NAME_INVALID:     /* 144 */
+    case MQTT_RC_PACKET_TOO_LARGE:       /* 149: mosquitto's message_size_limit */
+    case MQTT_RC_PAYLOAD_FORMAT_INVALID: /* 153 */
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* A transient refusal (quota exceeded, busy, unspecified, ...): the message
+ * stays in the outbox; sending pauses for a backoff window (the broker asked
+ * us to slow down) and resumes from the oldest unacknowledged message. */
+static void refused_transient(keel_link_t *l, int reason, const char *what, uint64_t seq)
+{
+    l->st.deferred++;
+    l->st.last_reason = reason;
+    l->hold_requested = true;
+    if (l->refusal_streak < UINT_MAX)
+        l->refusal_streak++;
+    keel_log(l->refusal_streak == 1 ? KEEL_LOG_WARN : KEEL_LOG_DEBUG,
+             "link: the broker refused %s %llu for now: %s (%d); kept, sent again later", what,
+             (unsigned long long)seq, mosquitto_reason_string(reason), reason);
+}
+
 static void cb_publish(struct mosquitto *m, void *arg, int mid, int reason, const mosquitto_property *p)
 {
     (void)m, (void)p;
     keel_link_t *l = arg;
     if (mid == l->state_mid && mid != 0) {
         l->state_mid = 0;
-        if (reason >= 128) {
+        if (reason >= 128 && !keel_link_refusal_is_final(reason)) {
+            l->state_pending = true;
+            refused_transient(l, reason, "the product state", 0);
+        } else if (reason >= 128) {
             l->st.refused++;
             l->st.last_reason = reason;
             keel_log(KEEL_LOG_WARN, "link: the broker refused the product state: %s (%d)",
@@ -470,14 +477,20 @@ static void cb_publish(struct mosquitto *m, void *arg, int mid, int reason, cons
             continue;
         uint64_t seq = l->inflight[i].seq;
         l->inflight[i] = l->inflight[--l->n_inflight];
+        if (reason >= 128 && !keel_link_refusal_is_final(reason)) {
+            refused_transient(l, reason, "message", seq);
+            return;
+        }
         if (reason >= 128) {
-            /* Sending it again would be refused again: drop it, loudly. */
+            /* This message can never be accepted: drop it, loudly. */
             l->st.refused++;
             l->st.last_reason = reason;
             keel_log(KEEL_LOG_WARN, "link: the broker refused message %llu: %s (%d); dropped",
                      (unsigned long long)seq, mosquitto_reason_string(reason), reason);
         } else {
             l->st.published++;
+            l->refusal_streak = 0;
+            keel_log(KEEL_LOG_DEBUG, "link: message %llu acknowledged (mid %d)", (unsigned long long)seq, mid);
         }
         if (keel_outbox_ack(l->c.outbox, seq) != KEEL_OK) {
             keel_log(KEEL_LOG_ERROR, "link: outbox ack %llu: %s", (unsigned long long)seq, keel_error_message());
@@ -498,18 +511,51 @@ static void cb_subscribe(struct mosquitto *m, void *arg, int mid, int n, const i
                      mosquitto_reason_string(granted[i]), granted[i]);
 }
 
+bool keel_link_command_name_ok(const char *name)
+{
+    size_t n = name != NULL ? strlen(name) : 0;
+    if (n == 0 || n > KEEL_LINK_CMD_NAME_MAX)
+        return false;
+    const char *level = name;
+    for (const char *q = name;; q++) {
+        if (*q == '/' || *q == '\0') {
+            size_t len = (size_t)(q - level);
+            if (len == 0 || (len == 1 && level[0] == '.') || (len == 2 && level[0] == '.' && level[1] == '.'))
+                return false;
+            if (*q == '\0')
+                return true;
+            level = q + 1;
+        } else if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+                     *q == '-' || *q == '_' || *q == '.')) {
+            return false;
+        }
+    }
+}
+
 static void cb_message(struct mosquitto *m, void *arg, const struct mosquitto_message *msg,
                        const mosquitto_property *p)
 {
     (void)m, (void)p;
     keel_link_t *l = arg;
     size_t plen = strlen(l->cmd_prefix);
-    if (msg->topic == NULL || strncmp(msg->topic, l->cmd_prefix, plen) != 0 || msg->topic[plen] == '\0') {
+    if (msg->topic == NULL || strncmp(msg->topic, l->cmd_prefix, plen) != 0) {
         keel_log(KEEL_LOG_WARN, "link: message on an unexpected topic ignored");
         return;
     }
+    /* A retained command would run again after every reconnect (the
+     * subscription asks for none; this holds if a broker sends one anyway). */
+    if (msg->retain) {
+        keel_log(KEEL_LOG_WARN, "link: retained command ignored");
+        return;
+    }
+    /* The name goes to the product (a dispatch key, maybe a path) and into
+     * logs: nothing but plain levels, never shown when refused. */
+    if (!keel_link_command_name_ok(msg->topic + plen)) {
+        keel_log(KEEL_LOG_WARN, "link: command with an invalid name (%zu bytes) ignored", strlen(msg->topic + plen));
+        return;
+    }
     if (msg->payloadlen < 0 || (size_t)msg->payloadlen > CMD_MAX) {
-        keel_log(KEEL_LOG_WARN, "link: command %.64s over %u bytes ignored", msg->topic + plen, CMD_MAX);
+        keel_log(KEEL_LOG_WARN, "link: command %s over %u bytes ignored", msg->topic + plen, CMD_MAX);
         return;
     }
     if (l->c.on_command != NULL)
@@ -550,6 +596,11 @@ static void link_down(keel_link_t *l, int rc, const char *why)
     else if (l->dropped && l->drop_rc >= 128)
         snprintf(msg, sizeof msg, "the broker disconnected us: %s (%d)",
                             mosquitto_reason_string(l->drop_rc), l->drop_rc);
+    else if (rc == MOSQ_ERR_KEEPALIVE || l->drop_rc == MOSQ_ERR_KEEPALIVE)
+        /* libmosquitto 2.0.11's strerror calls this "Unknown error"; before
+         * CONNACK it races our own connect timeout (same limit) */
+        snprintf(msg, sizeof msg, was_online ? "the broker stopped answering (keepalive %u s)" : "no CONNACK within %u s",
+                 l->c.keepalive_s);
     else
         snprintf(msg, sizeof msg, "connection %s: %s", was_online ? "lost" : "failed",
                             mosquitto_strerror(rc != MOSQ_ERR_SUCCESS ? rc : l->drop_rc));
@@ -603,6 +654,30 @@ static void attempt_reset(keel_link_t *l)
     l->wakeups_attempt = 0;
 }
 
+/*
+ * CONNECT carries Maximum Packet Size = PACKET_MAX. libmosquitto 2.0 takes
+ * CONNECT properties only from mosquitto_connect_bind_v5, which connects
+ * blocking; it stores them before it checks its arguments, and
+ * mosquitto_connect_bind_async sends what is stored. So: store them with a
+ * call that stops at the argument check (port -1), then connect async.
+ * link_broker.sh proves the broker honours it (an oversized command is
+ * dropped by the broker, our memory does not grow).
+ */
+#if LIBMOSQUITTO_VERSION_NUMBER < 2000000 || LIBMOSQUITTO_VERSION_NUMBER >= 3000000
+#error "connect_properties relies on libmosquitto 2.0's connect_bind_v5; re-check it"
+#endif
+static int connect_properties(struct mosquitto *m)
+{
+    mosquitto_property *props = NULL;
+    int rc = mosquitto_property_add_int32(&props, MQTT_PROP_MAXIMUM_PACKET_SIZE, PACKET_MAX);
+    if (rc == MOSQ_ERR_SUCCESS) {
+        rc = mosquitto_connect_bind_v5(m, "127.0.0.1", -1, 60, NULL, props);
+        rc = rc == MOSQ_ERR_INVAL ? MOSQ_ERR_SUCCESS : MOSQ_ERR_UNKNOWN;
+    }
+    mosquitto_property_free_all(&props);
+    return rc;
+}
+
 static void attempt_connect(keel_link_t *l)
 {
     attempt_reset(l);
@@ -628,6 +703,8 @@ static void attempt_connect(keel_link_t *l)
         rc = mosquitto_void_option(l->mosq, MOSQ_OPT_SSL_CTX, l->ssl);
     if (rc == MOSQ_ERR_SUCCESS)
         rc = mosquitto_int_option(l->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    if (rc == MOSQ_ERR_SUCCESS)
+        rc = connect_properties(l->mosq);
     if (rc != MOSQ_ERR_SUCCESS) {
         link_down(l, rc, "cannot set up the MQTT client");
         return;
@@ -679,11 +756,19 @@ static int publish_state(keel_link_t *l)
     return rc;
 }
 
+static bool in_flight(const keel_link_t *l, uint64_t seq)
+{
+    for (unsigned i = 0; i < l->n_inflight; i++)
+        if (l->inflight[i].seq == seq)
+            return true;
+    return false;
+}
+
 /* Hands the oldest unsent messages to libmosquitto, up to inflight_max. */
 static int pump(keel_link_t *l)
 {
     l->pump_requested = false;
-    while (l->st.state == KEEL_LINK_ONLINE && l->n_inflight < l->c.inflight_max) {
+    while (l->st.state == KEEL_LINK_ONLINE && !l->held && l->n_inflight < l->c.inflight_max) {
         keel_status_t st = keel_outbox_next(l->c.outbox, l->cursor, &l->msg);
         if (st == KEEL_ERR_NOT_FOUND) {
             keel_error_clear();
@@ -693,6 +778,11 @@ static int pump(keel_link_t *l)
             keel_log(KEEL_LOG_ERROR, "link: outbox: %s", keel_error_message());
             keel_error_clear();
             break;
+        }
+        if (in_flight(l, l->msg.seq)) {
+            /* after a hold the cursor restarts from the oldest: skip what is still out */
+            l->cursor = l->msg.seq;
+            continue;
         }
         const char *topic = l->topic_override != NULL ? l->topic_override
                             : l->msg.kind == KEEL_OUTBOX_TELEMETRY ? l->topic_telemetry
@@ -733,7 +823,7 @@ static int went_online(keel_link_t *l, bool send)
     if (!send || l->mosq == NULL || l->stopped)
         return MOSQ_ERR_SUCCESS;
     l->in_mosq++;
-    int rc = mosquitto_subscribe_v5(l->mosq, NULL, l->topic_cmd, 1, 0, NULL);
+    int rc = mosquitto_subscribe_v5(l->mosq, NULL, l->topic_cmd, 1, MQTT_SUB_OPT_SEND_RETAIN_NEVER, NULL);
     l->in_mosq--;
     if (rc == MOSQ_ERR_SUCCESS)
         rc = publish_state(l);
@@ -785,7 +875,11 @@ static void after_io(keel_link_t *l, int rc)
         link_down(l, rc, NULL);
         return;
     }
-    if (l->st.state == KEEL_LINK_ONLINE) {
+    if (l->hold_requested) {
+        l->hold_requested = false;
+        hold_start(l);
+    }
+    if (l->st.state == KEEL_LINK_ONLINE && !l->held) {
         if (l->state_pending)
             rc = publish_state(l);
         if (rc == MOSQ_ERR_SUCCESS && l->pump_requested)
@@ -800,6 +894,35 @@ static void after_io(keel_link_t *l, int rc)
         return;
     }
     update_write(l);
+}
+
+/* Pauses sending for a backoff window after a transient refusal; the window
+ * grows with the refusals in a row, as the reconnect delay does. */
+static void hold_start(keel_link_t *l)
+{
+    if (l->held)
+        return;
+    unsigned n = l->refusal_streak > 0 ? l->refusal_streak - 1 : 0;
+    double delay = keel_backoff_delay(&l->c.backoff, n, keel_link_random_unit());
+    struct timeval tv = {.tv_sec = (time_t)delay, .tv_usec = (suseconds_t)((delay - floor(delay)) * 1e6)};
+    if (event_add(l->ev_hold, &tv) != 0) {
+        keel_log(KEEL_LOG_ERROR, "link: cannot arm the hold timer; sending goes on");
+        return;
+    }
+    l->held = true;
+    keel_log(KEEL_LOG_DEBUG, "link: sending paused for %.1f s", delay);
+}
+
+static void on_hold(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    keel_link_t *l = arg;
+    l->held = false;
+    if (l->mosq == NULL || l->st.state != KEEL_LINK_ONLINE)
+        return;
+    l->cursor = 0; /* from the oldest: what was refused is sent again */
+    l->pump_requested = true;
+    after_io(l, MOSQ_ERR_SUCCESS);
 }
 
 /* Before CONNACK, a socket that failed or was closed under the handshake is
@@ -917,6 +1040,9 @@ static keel_status_t config_check(const keel_link_config_t *c)
         return keel_errorf(KEEL_ERR_ARG, "link: incomplete configuration");
     if (!keel_identity_id_ok(c->device_id))
         return keel_errorf(KEEL_ERR_ARG, "link: \"%s\" is not a device id", c->device_id);
+    if (c->server_name != NULL && !server_name_ok(c->server_name))
+        return keel_errorf(KEEL_ERR_CONFIG, "link.server_name: \"%.64s\" is not a host name or address",
+                           c->server_name);
     const keel_backoff_t *b = &c->backoff;
     if (!(b->base_s > 0) || !(b->cap_s >= b->base_s) || !(b->first_s >= 0) || !(b->stable_s > 0) ||
         !isfinite(b->cap_s) || !isfinite(b->first_s) || !isfinite(b->stable_s))
@@ -981,7 +1107,8 @@ keel_status_t keel_link_start(const keel_link_config_t *c, keel_link_t **out)
     if (st == KEEL_OK) {
         l->ev_tick = event_new(c->base, -1, EV_PERSIST, on_tick, l);
         l->ev_retry = evtimer_new(c->base, on_retry, l);
-        if (l->ev_tick == NULL || l->ev_retry == NULL)
+        l->ev_hold = evtimer_new(c->base, on_hold, l);
+        if (l->ev_tick == NULL || l->ev_retry == NULL || l->ev_hold == NULL)
             st = keel_errorf(KEEL_ERR_NOMEM, "link: cannot create timers");
     }
     if (st != KEEL_OK) {
@@ -1075,6 +1202,8 @@ void keel_link_free(keel_link_t *l)
         event_free(l->ev_tick);
     if (l->ev_retry != NULL)
         event_free(l->ev_retry);
+    if (l->ev_hold != NULL)
+        event_free(l->ev_hold);
     SSL_CTX_free(l->ssl);
     free(l->device_id);
     free(l->broker);

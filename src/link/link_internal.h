@@ -14,6 +14,18 @@
  * Host names are letters, digits, '-' and '.'; KEEL_ERR_CONFIG otherwise. */
 keel_status_t keel_link_split_broker(const char *broker, char *host, size_t cap, int *port) KEEL_MUST_CHECK;
 
+/* Longest command name (the topic after keel/v1/<id>/cmd/). */
+#define KEEL_LINK_CMD_NAME_MAX 64
+
+/* A command name handed to on_command: 1..KEEL_LINK_CMD_NAME_MAX bytes of
+ * levels separated by '/', each of [A-Za-z0-9_.-], none empty, "." or "..". */
+bool keel_link_command_name_ok(const char *name);
+
+/* A PUBACK reason code >= 128 after which the message is dropped (the same
+ * message can never be accepted: 135, 144, 149, 153); any other is
+ * transient and the message is kept. */
+bool keel_link_refusal_is_final(int reason);
+
 /* A uniform double in [0, 1) from the CSPRNG (53 random bits). */
 double keel_link_random_unit(void);
 

@@ -37,6 +37,9 @@
 #                         BROKER_SUB_INSECURE=1 it skips the broker's name check
 #                         (for a broker running the wrongname/ certificate).
 #   broker_sub_stop       Stops the last subscriber.
+#   broker_pub TOPIC FILE [ARGS...]
+#                         Publishes FILE's bytes to TOPIC (MQTT v5, QoS 1, as
+#                         "fleet"); extra mosquitto_pub ARGS (e.g. -r: retained).
 #   broker_mark           Remembers the log's current length (for broker_count).
 #   broker_count PATTERN  Lines matching the grep -E PATTERN in the log since the
 #                         last broker_mark.
@@ -256,6 +259,15 @@ broker_sub() {
         [ $_i -lt 100 ] || broker_die "mosquitto_sub did not subscribe within 10 s"
         sleep 0.1
     done
+}
+
+broker_pub() {
+    _topic=$1 _file=$2
+    shift 2
+    mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -q 1 -i "keel-test-pub-$$" -t "$_topic" \
+        --cafile "$BROKER_FACTORY/service-ca/root.crt" \
+        --cert "$BROKER_DIR/clients/fleet.crt" --key "$BROKER_DIR/clients/fleet.key" \
+        -f "$_file" "$@" 2>"$T/pub.err" || fail "mosquitto_pub $_topic: $(cat "$T/pub.err")"
 }
 
 broker_sub_stop() {

@@ -90,6 +90,9 @@ broker_mark
 probe 1 --config "$CONF_A" --count 3 --timeout 3 --base 0.5 --cap 1
 ptrue "d['published'] == 0 and d['auth_failures'] >= 1 and 'mismatch' in d['last_error']" "the wrong name was not refused"
 [ "$(broker_connects "$A")" -eq 0 ] || broker_die "the device sent CONNECT to a broker with the wrong name"
+# An empty name would clear OpenSSL's host check: refused at start.
+probe 2 --config "$CONF_A" --count 0 --timeout 3 --server-name ""
+grep -q "server_name" "$T/err" || fail "an empty server name was not refused: $(cat "$T/err")"
 probe 0 --config "$CONF_A" --count 3 --timeout 10 --server-name broker.invalid
 # 3 queued now + 3 + 3 kept from the two refused brokers
 ptrue "d['published'] == 9 and d['auth_failures'] == 0" "the configured server name was not accepted"
@@ -124,6 +127,49 @@ sleep 0.5
 broker_sub_stop
 ! grep -q "keel/v1/$B/" "$T/sub3.txt" || fail "a message reached another device's topic"
 grep -q "keel/v1/$A/telemetry" "$T/sub3.txt" || fail "the subscriber saw nothing at all (test broken?)"
+
+note "commands from the fleet: live ones only, any payload up to 64 KiB, bigger ones never sent"
+P=keel/v1/$A/cmd
+printf '{"old":true}' >"$T/c.stale"
+printf '{"delay":0}' >"$T/c.reboot"
+printf '21.5 C' >"$T/c.temp"
+printf '{}' >"$T/c.after"
+head -c 65536 /dev/zero | tr '\0' 'a' >"$T/c.cap"
+head -c $((32 * 1024 * 1024)) /dev/zero >"$T/c.big"
+# A retained command would run again after every reconnect.
+broker_pub "$P/stale" "$T/c.stale" -r
+broker_mark
+"$PROBE" --config "$CONF_A" --broker "127.0.0.1:$BROKER_PORT" --first 0 --count 0 --until-online --hold 6 \
+    --timeout 20 --print-commands >"$T/cmd.out" 2>"$T/cmd.err" &
+CMD_PID=$!
+BROKER_SUB_PIDS="$BROKER_SUB_PIDS $CMD_PID"
+i=0
+until [ "$(broker_count "Received SUBSCRIBE from $A")" -ge 1 ]; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || broker_die "the device did not subscribe within 10 s"
+    sleep 0.1
+done
+broker_pub "$P/reboot" "$T/c.reboot"
+broker_pub "$P/set/temp" "$T/c.temp"
+broker_pub "$P/cap" "$T/c.cap"
+broker_pub "$P/big" "$T/c.big"
+broker_pub "$P/x/../y" "$T/c.reboot"
+broker_pub "$P/after" "$T/c.after"
+wait "$CMD_PID" || fail "link_probe failed: $(tail -n 5 "$T/cmd.err")"
+cp "$T/cmd.out" "$T/out"
+python3 - "$T/cmd.out" "$(sha256sum <"$T/c.cap" | cut -d' ' -f1)" <<'EOF' ||
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+cmds = {c["command"]: c for c in lines if "command" in c}
+ok = list(cmds) == ["reboot", "set/temp", "cap", "after"]
+ok = ok and cmds["reboot"]["json"] and not cmds["set/temp"]["json"] and cmds["set/temp"]["len"] == 6
+ok = ok and cmds["cap"]["len"] == 65536 and cmds["cap"]["sha256"] == sys.argv[2]
+# the 32 MiB command never reached the device's memory
+ok = ok and cmds["after"]["maxrss_kb"] - cmds["reboot"]["maxrss_kb"] < 16 * 1024
+sys.exit(0 if ok else 1)
+EOF
+    { cat "$T/cmd.err" >&2; fail "wrong commands handed to the product: $(cat "$T/cmd.out")"; }
+[ "$(broker_count "too large")" -ge 1 ] || broker_die "the broker did not drop the oversized command"
 
 note "kicked right after CONNACK: backoff grows, no tight loop"
 # Two clients with the same id take the session from each other: every

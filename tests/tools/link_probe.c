@@ -10,7 +10,7 @@
  * usage: link_probe (--config keeld.conf | --dir BATCH --clients N) [-o section.key=value ...]
  *                   [--count N] [--timeout S] [--hold S] [--broker HOST:PORT] [--server-name NAME]
  *                   [--topic TOPIC] [--twins] [--first S] [--base S] [--cap S] [--stable S]
- *                   [--inflight N] [--keepalive S] [--state JSON] [--verbose]
+ *                   [--inflight N] [--keepalive S] [--state JSON] [--print-commands] [--verbose]
  *   --dir BATCH --clients N  N links, one per device of a `keel factory provision` batch
  *   --topic TOPIC            publish to TOPIC instead of the device's own topics (ACL test)
  *   --twins                  two links with the same identity (they kick each other)
@@ -18,6 +18,12 @@
  *   --until-online           stop once every link is online (with --hold: then hold)
  *   --min-connects K         ... and has connected K times (a reconnect check)
  *   --state JSON             the product state, published retained after CONNACK
+ *   --print-commands         one JSON line per command received, before the report:
+ *                            {"command": name, "len": bytes, "json": parses as JSON,
+ *                             "sha256": hex, "maxrss_kb": the process's peak RSS then}
+ * The report (the last line) also carries "fds_before" (open descriptors before
+ * the links started) and "fds_after" (after they were stopped and freed), and
+ * "maxrss_kb".
  * Exit: 0 when every message was acknowledged (or --count 0), 1 otherwise,
  * 2 usage or configuration error.
  */
@@ -36,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #define MAX_CLIENTS 1000
 #define MAX_OVERRIDES 32
@@ -56,7 +63,7 @@ static struct {
     unsigned count;
     double timeout, hold;
     const char *broker, *server_name, *topic, *state;
-    bool twins, until_online;
+    bool twins, until_online, print_commands;
     unsigned min_connects;
     double first, base, cap, stable;
     bool have_first, have_base, have_cap, have_stable;
@@ -72,7 +79,7 @@ static void usage(void)
     fprintf(stderr, "usage: link_probe (--config keeld.conf | --dir BATCH --clients N) [-o s.k=v] [--count N]\n"
                     "       [--timeout S] [--hold S] [--broker H:P] [--server-name N] [--topic T] [--twins]\n"
                     "       [--until-online] [--first S] [--base S] [--cap S] [--stable S] [--inflight N]\n"
-                    "       [--keepalive S] [--min-connects K] [--state JSON] [--verbose]\n");
+                    "       [--keepalive S] [--min-connects K] [--state JSON] [--print-commands] [--verbose]\n");
     exit(2);
 }
 
@@ -89,10 +96,48 @@ static void on_state(void *arg, keel_link_state_t s)
     d->state_changes++;
 }
 
+static long maxrss_kb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1;
+}
+
+/* Open descriptors of this process (a leak across reconnects shows here). */
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
 static void on_command(void *arg, const char *name, const void *payload, size_t len)
 {
-    (void)arg, (void)payload;
+    (void)arg;
     fprintf(stderr, "link_probe: command %s (%zu bytes)\n", name, len);
+    if (!P.print_commands)
+        return;
+    uint8_t h[KEEL_SHA256_LEN];
+    char hex[2 * KEEL_SHA256_LEN + 1];
+    keel_sha256(payload, len, h);
+    if (keel_hex_encode(h, sizeof h, hex, sizeof hex) != KEEL_OK)
+        die("hex");
+    json_t *parsed = json_loadb(payload, len, 0, NULL);
+    json_t *j = json_pack("{s:s, s:I, s:b, s:s, s:I}", "command", name, "len", (json_int_t)len, "json",
+                          parsed != NULL, "sha256", hex, "maxrss_kb", (json_int_t)maxrss_kb());
+    json_decref(parsed);
+    char *txt = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (txt == NULL)
+        die("memory");
+    printf("%s\n", txt);
+    fflush(stdout);
+    free(txt);
+    json_decref(j);
 }
 
 static void dev_open(probe_dev_t *d, probe_dev_t *twin_of)
@@ -209,7 +254,7 @@ static void on_signal(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(P.evb);
 }
 
-static void report(void)
+static json_t *report(void)
 {
     keel_link_status_t sum = {0};
     uint64_t attempts = 0, wakeups = 0, pending = 0;
@@ -226,6 +271,7 @@ static void report(void)
         sum.auth_failures += st.auth_failures;
         sum.published += st.published;
         sum.refused += st.refused;
+        sum.deferred += st.deferred;
         if (st.last_reason != 0)
             sum.last_reason = st.last_reason;
         if (st.attempt > max_attempt)
@@ -241,23 +287,20 @@ static void report(void)
         if (P.devs[i].cfg != NULL && keel_outbox_stats(P.devs[i].outbox, &os) == KEEL_OK)
             pending += os.pending;
     }
-    json_t *j = json_pack("{s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I, s:I, s:s, s:f}",
+    json_t *j = json_pack("{s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:I, s:I, s:s, s:f, s:I, s:I}",
                           "clients", (json_int_t)P.n, "connected", online == P.n, "online", (json_int_t)online,
                           "connects", (json_int_t)sum.connects, "disconnects", (json_int_t)sum.disconnects,
                           "auth_failures", (json_int_t)sum.auth_failures, "published", (json_int_t)sum.published,
                           "refused", (json_int_t)sum.refused, "attempts", (json_int_t)attempts, "last_reason",
                           sum.last_reason, "max_attempt", (json_int_t)max_attempt, "pending", (json_int_t)pending,
                           "wakeups", (json_int_t)wakeups, "last_error", last_error, "elapsed",
-                          keel_now() - P.started);
-    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
-    if (s == NULL) {
+                          keel_now() - P.started, "deferred", (json_int_t)sum.deferred, "maxrss_kb",
+                          (json_int_t)maxrss_kb());
+    if (j == NULL) {
         fprintf(stderr, "link_probe: out of memory\n");
         exit(2);
     }
-    printf("%s\n", s);
-    fflush(stdout);
-    free(s);
-    json_decref(j);
+    return j;
 }
 
 static double num(const char *s)
@@ -306,6 +349,7 @@ int main(int argc, char **argv)
         {"stable", required_argument, NULL, 'S'},   {"inflight", required_argument, NULL, 'i'},
         {"keepalive", required_argument, NULL, 'k'}, {"verbose", no_argument, NULL, 'v'},
         {"state", required_argument, NULL, 'j'}, {"min-connects", required_argument, NULL, 'm'},
+        {"print-commands", no_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *config = NULL, *dir = NULL;
@@ -334,6 +378,7 @@ int main(int argc, char **argv)
         case 'k': P.keepalive = (unsigned)num(optarg); break;
         case 'v': keel_log_set_level(KEEL_LOG_DEBUG); break;
         case 'j': P.state = optarg; break;
+        case 'p': P.print_commands = true; break;
         case 'm': P.min_connects = (unsigned)num(optarg); break;
         case 'o':
             if (P.n_overrides == MAX_OVERRIDES)
@@ -374,6 +419,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < P.n; i++)
         dev_open(&P.devs[i], P.twins && i == 1 ? &P.devs[0] : NULL);
     P.started = keel_now();
+    int fds_before = open_fds();
     for (unsigned i = 0; i < P.n; i++)
         dev_link(&P.devs[i], P.twins ? &P.devs[0] : &P.devs[i]);
     struct event *tick = event_new(P.evb, -1, EV_PERSIST, on_tick, NULL);
@@ -382,12 +428,21 @@ int main(int argc, char **argv)
     if (tick == NULL || sig == NULL || event_add(tick, &tv) != 0 || event_add(sig, NULL) != 0)
         die("events");
     event_base_dispatch(P.evb);
-    report();
+    json_t *rep = report();
     bool ok = P.count == 0 || all_done();
     for (unsigned i = 0; i < P.n; i++)
         keel_link_stop(P.devs[i].link);
     for (unsigned i = 0; i < P.n; i++)
         keel_link_free(P.devs[i].link);
+    char *txt = NULL;
+    if (json_object_set_new(rep, "fds_before", json_integer(fds_before)) != 0 ||
+        json_object_set_new(rep, "fds_after", json_integer(open_fds())) != 0 ||
+        (txt = json_dumps(rep, JSON_COMPACT)) == NULL)
+        die("memory");
+    printf("%s\n", txt);
+    fflush(stdout);
+    free(txt);
+    json_decref(rep);
     for (unsigned i = 0; i < P.n; i++) {
         if (P.devs[i].cfg == NULL)
             continue;

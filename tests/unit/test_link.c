@@ -132,6 +132,39 @@ static void test_split_broker(void **state)
     assert_int_equal(keel_link_split_broker(NULL, host, sizeof host, &port), KEEL_ERR_ARG);
 }
 
+/* ---- what the broker sends: command names, PUBACK reason codes -------------------- */
+
+static void test_command_names(void **state)
+{
+    (void)state;
+    const char *good[] = {"reboot", "set/temp", "a.b", "x-y_z", "A/B/C", "v1.2", "..a", "a..",
+                          "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        assert_true(keel_link_command_name_ok(good[i]));
+    /* wildcards, empty or relative levels, separators at the ends, control
+     * and non-ASCII bytes, and one byte over the cap */
+    const char *bad[] = {"", "+", "#", "a/+", "a/#", "a+b", "x//y", "/x", "x/", ".", "..", "a/../b", "a/./b",
+                         "a b", "a\nb", "a\tb", "a\x7f", "caf\xc3\xa9", "a:b", "a\\b", "a%2fb",
+                         "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(keel_link_command_name_ok(bad[i]));
+    assert_false(keel_link_command_name_ok(NULL));
+}
+
+static void test_refusal_codes(void **state)
+{
+    (void)state;
+    /* final: the same message can never be accepted */
+    int final[] = {135, 144, 149, 153};
+    for (size_t i = 0; i < sizeof final / sizeof final[0]; i++)
+        assert_true(keel_link_refusal_is_final(final[i]));
+    /* transient: quota, busy, unspecified, implementation specific, packet
+     * id in use, and any code we do not know */
+    int transient[] = {128, 131, 137, 145, 151, 159, 200, 255};
+    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
+        assert_false(keel_link_refusal_is_final(transient[i]));
+}
+
 /* ---- a provisioned device to start links with --------------------------------------- */
 
 typedef struct {
@@ -266,6 +299,20 @@ static void test_start_checks(void **state)
     bad = c;
     bad.outbox = NULL;
     assert_int_equal(keel_link_start(&bad, &l), KEEL_ERR_ARG);
+    /* the server name: an empty one would switch OpenSSL's host check off */
+    const char *bad_names[] = {"", "bad name", "-lead", ".lead", "a/b", "*.example.com", "x\n"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        bad = c;
+        bad.server_name = bad_names[i];
+        assert_int_equal(keel_link_start(&bad, &l), KEEL_ERR_CONFIG);
+    }
+    const char *good_names[] = {"broker.example.com", "127.0.0.1", "::1", "mqtt"};
+    for (size_t i = 0; i < sizeof good_names / sizeof good_names[0]; i++) {
+        bad = c;
+        bad.server_name = good_names[i];
+        assert_int_equal(keel_link_start(&bad, &l), KEEL_OK);
+        keel_link_free(l);
+    }
 }
 
 static void test_start_tls_material(void **state)
@@ -428,6 +475,52 @@ static void test_closing_broker(void **state)
     close(s);
 }
 
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1;
+}
+
+/* 100 forced reconnects leave no descriptor behind: each attempt's socket,
+ * libmosquitto's socket pair and our events go with it. */
+static void test_reconnect_fds(void **state)
+{
+    fixture_t *f = *state;
+    int port;
+    int s = listener(&port);
+    unsigned accepted = 0;
+    struct event *ev = event_new(f->base, s, EV_READ | EV_PERSIST, on_accept_close, &accepted);
+    assert_non_null(ev);
+    assert_int_equal(event_add(ev, NULL), 0);
+    char broker[64];
+    snprintf(broker, sizeof broker, "127.0.0.1:%d", port);
+    keel_link_config_t c = link_config(f, broker);
+    c.backoff.base_s = 0.001;
+    c.backoff.cap_s = 0.002;
+    int before = open_fds();
+    keel_link_t *l = NULL;
+    assert_int_equal(keel_link_start(&c, &l), KEEL_OK);
+    keel_link_counters_t k = {0};
+    for (int i = 0; i < 200 && k.attempts < 101; i++) {
+        run_for(f->base, 0.05);
+        keel_link_test_counters(l, &k);
+        /* at most one attempt's socket, socket pair and accepted peer at a time */
+        assert_true(open_fds() <= before + 4);
+    }
+    assert_true(k.attempts >= 101);
+    assert_true(accepted >= 95);
+    keel_link_free(l);
+    assert_int_equal(open_fds(), before);
+    event_free(ev);
+    close(s);
+}
+
 /* The first connect waits a random time in [0, first_s]. */
 static void test_first_jitter(void **state)
 {
@@ -462,11 +555,14 @@ int main(void)
         cmocka_unit_test(test_backoff_edges),
         cmocka_unit_test(test_random_unit),
         cmocka_unit_test(test_split_broker),
+        cmocka_unit_test(test_command_names),
+        cmocka_unit_test(test_refusal_codes),
         cmocka_unit_test_setup_teardown(test_start_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_start_tls_material, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_backoff, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_broker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_closing_broker, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect_fds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_first_jitter, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
