@@ -1202,11 +1202,12 @@ static json_t *link_json(keel_link_t *l)
         return json_null();
     keel_link_status_t st;
     keel_link_status(l, &st);
-    return json_pack("{s:s,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:i,s:o}", "state", keel_link_state_name(st.state), "attempt",
-                     (json_int_t)st.attempt, "next_attempt_in", st.next_attempt_in, "connects",
+    return json_pack("{s:s,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:o}", "state", keel_link_state_name(st.state),
+                     "attempt", (json_int_t)st.attempt, "next_attempt_in", st.next_attempt_in, "connects",
                      (json_int_t)st.connects, "disconnects", (json_int_t)st.disconnects, "auth_failures",
                      (json_int_t)st.auth_failures, "published", (json_int_t)st.published, "refused",
-                     (json_int_t)st.refused, "last_reason", st.last_reason, "last_error",
+                     (json_int_t)st.refused, "deferred", (json_int_t)st.deferred, "last_reason", st.last_reason,
+                     "last_error",
                      st.last_error[0] ? json_string(st.last_error) : json_null());
 }
 
