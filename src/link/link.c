@@ -969,9 +969,19 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         link_down(l, MOSQ_ERR_CONN_LOST, why);
         return;
     }
+    /* The PUBACKs of one read are acked in one transaction: one fsync for a
+     * burst instead of one per message, which is what bounds the drain
+     * after an outage. A lost ack only means a resend the receiver drops. */
+    bool batch = keel_outbox_begin(l->c.outbox) == KEEL_OK;
+    if (!batch)
+        keel_error_clear();
     l->in_mosq++;
     int rc = mosquitto_loop_read(l->mosq, 1);
     l->in_mosq--;
+    if (batch && keel_outbox_commit(l->c.outbox) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "link: outbox acks not stored (they are resent): %s", keel_error_message());
+        keel_error_clear();
+    }
     after_io(l, rc);
 }
 

@@ -3,7 +3,10 @@
 through keeld's app socket (docs/ipc.md), pipelined, each with its own id
 ("m<i>") so a resend after keeld died is recognised as the same message.
 
-  app_flood.py SOCKET N DONE_FILE
+  app_flood.py SOCKET N DONE_FILE [RATE]
+
+RATE (messages a second, default unpaced) spreads the flood over time, so
+that a test's kills land while the app is still publishing.
 
 Keeps going while keeld is killed and restarted: on a lost connection it
 reconnects and resends everything not yet acknowledged. Writes DONE_FILE
@@ -39,7 +42,9 @@ def line(i):
 
 def main():
     path, n, done_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    deadline = time.time() + 600
+    rate = float(sys.argv[4]) if len(sys.argv) > 4 else 0
+    started = time.time()
+    deadline = started + 600
     seqs = {}
     resent = duplicates = 0
     next_i = 0  # next message never sent
@@ -55,6 +60,8 @@ def main():
             while q < len(queue) or inflight:
                 burst = b""
                 while q < len(queue) and len(inflight) < WINDOW:
+                    if rate and queue[q] >= next_i and queue[q] > (time.time() - started) * rate:
+                        break  # a new message, not yet due
                     i = queue[q]
                     q += 1
                     inflight.append(i)
@@ -62,6 +69,9 @@ def main():
                     next_i = max(next_i, i + 1)
                 if burst:
                     s.sendall(burst)
+                if not inflight:
+                    time.sleep(0.005)
+                    continue
                 r = f.readline()
                 if not r:
                     raise ConnectionError("keeld went away")

@@ -74,13 +74,16 @@ broker_stop
 "$THERMOSTAT" --socket "$SOCK" --interval 0.2 --status "$T/thermo.json" >"$T/thermo.log" 2>&1 &
 THERMO_PID=$!
 EXTRA_PIDS="$EXTRA_PIDS $THERMO_PID"
-python3 "$HERE/app_flood.py" "$SOCK" "$N" "$T/flood.json" >"$T/flood.log" 2>&1 &
+# Paced over about 4 s, so the kills land while the app is publishing.
+python3 "$HERE/app_flood.py" "$SOCK" "$N" "$T/flood.json" $((N / 4)) >"$T/flood.log" 2>&1 &
 FLOOD_PID=$!
 EXTRA_PIDS="$EXTRA_PIDS $FLOOD_PID"
 k=0
+during=0
 while [ $k -lt "$KILLS" ]; do
     # a random moment 0.1-0.5 s into this keeld's life (the flood takes a few of them)
     sleep "$(python3 -c 'import random; print(round(random.uniform(0.1, 0.5), 2))')"
+    [ -f "$T/flood.json" ] || during=$((during + 1))
     kill -KILL "$KEELD_PID"
     wait "$KEELD_PID" 2>/dev/null || true
     KEELD_PID=
@@ -92,6 +95,7 @@ except Exception: print("flood running")' "$T/flood.json"))"
     start_keeld $LINK
 done
 
+[ "$during" -ge 3 ] || fail "only $during of $KILLS kills came while the app was publishing"
 note "offline, the local API answers and the thermostat keeps regulating"
 http GET /api/v1/status -
 [ "$CODE" = 200 ] || die_log "GET /api/v1/status answered $CODE while offline"
