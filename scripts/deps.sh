@@ -9,6 +9,7 @@ libssl-dev openssl libsodium-dev libsqlite3-dev sqlite3 libjansson-dev libcmocka
 softhsm2 opensc libengine-pkcs11-openssl libp11-dev libp11-kit-dev argon2 python3
 john-data libclang-rt-14-dev time
 libevent-dev curl chromium libmosquitto-dev mosquitto mosquitto-clients
+nmap testssl.sh libarchive-dev
 "
 # The UI tests drive Chromium with playwright-core (npm): Node.js from Debian
 # when the machine has none of its own.

@@ -61,5 +61,12 @@ int cmd_bundle(int argc, char **argv);
 int cmd_update(int argc, char **argv);
 int cmd_boot(int argc, char **argv);
 int cmd_app(int argc, char **argv);
+int cmd_assess(int argc, char **argv);
+
+/* keel assess subcommands, each in its own file (assess_*_cmd.c). */
+int assess_init_main(int argc, char **argv);
+int assess_probe_main(int argc, char **argv);
+int assess_firmware_main(int argc, char **argv);
+int assess_passwords_main(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const char usage[] =
     "  update     on a device: install a bundle into the inactive slot, confirm, status\n"
     "  boot       on a device: the emulated bootloader (pick a slot, verify it, fall back)\n"
     "  app        on a device: telemetry, events, product state and commands through keeld\n"
+    "  assess     for labs: ICS/IXIT, functional probes and static scans of any device\n"
     "  version    print the version\n"
     "\n"
     "Run 'keel <command> --help' for the options of a command.\n"
@@ -48,6 +49,8 @@ int main(int argc, char **argv)
         return cmd_boot(argc - 1, argv + 1);
     if (strcmp(argv[1], "app") == 0)
         return cmd_app(argc - 1, argv + 1);
+    if (strcmp(argv[1], "assess") == 0)
+        return cmd_assess(argc - 1, argv + 1);
     fprintf(stderr, "keel: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }
