@@ -132,4 +132,20 @@ typedef struct {
 keel_status_t keel_factory_audit(const keel_audit_opts_t *opts, json_t **report,
                                  unsigned *findings) KEEL_MUST_CHECK;
 
+/* One label of any vendor's batch; NULL or "" for a field it does not have. */
+typedef struct {
+    const char *id, *serial, *mac, *model, *password;
+} keel_label_t;
+
+/*
+ * The label checks of keel_factory_audit (labels-format, unique-passwords,
+ * unique-ids, entropy, not-common, no-relation, no-pattern) over labels held
+ * by the caller, without a batch directory: `keel assess passwords`. Same
+ * report shape without "devices" and "hashes_verified"; a label with a field
+ * of 128 characters or more is a labels-format finding and is left out.
+ * The caller keeps and wipes the passwords; none reaches the report.
+ */
+keel_status_t keel_factory_audit_labels(const keel_label_t *labels, size_t n, const char *common_list,
+                                        json_t **report, unsigned *findings) KEEL_MUST_CHECK;
+
 #endif

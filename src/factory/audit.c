@@ -30,7 +30,7 @@
 #define CHI_Z_LIMIT 5.5       /* about 2e-8 false alarms per position */
 
 typedef struct {
-    char id[FIELD_MAX], serial[FIELD_MAX], model[FIELD_MAX], pw[FIELD_MAX], fp[FIELD_MAX];
+    char id[FIELD_MAX], serial[FIELD_MAX], mac[FIELD_MAX], model[FIELD_MAX], pw[FIELD_MAX], fp[FIELD_MAX];
     int has_device;
 } label_t;
 
@@ -47,7 +47,7 @@ static const char *const check_titles[C_COUNT] = {
     "no two devices share an id or a serial number",
     "every password has at least 80 bits of estimated entropy",
     "no password is in the common-password list",
-    "no password contains or reverses the serial, id or model",
+    "no password contains or reverses the serial, id, MAC address or model",
     "passwords show no sequence or per-position bias across the batch",
     "no two devices share a key",
     "every device id is derived from its certificate's key",
@@ -313,15 +313,23 @@ static void check_passwords(audit_t *a, label_t *l, label_t **by, size_t n, cons
             min_bits = bits;
         if (bits < MIN_ENTROPY_BITS)
             finding(a, C_ENTROPY, l[i].id, "estimated %.1f bits, below %.0f", bits, MIN_ENTROPY_BITS);
-        const char *pw = l[i].pw;
+        /* Compared as typed: a Keel label is already in this form, another
+         * vendor's password keeps its case for the entropy estimate above. */
+        char typed[FIELD_MAX];
+        if (keel_identity_password_normalize(l[i].pw, typed, sizeof typed) != KEEL_OK)
+            typed[0] = '\0'; /* cannot happen: pw is shorter than FIELD_MAX */
+        const char *pw = typed;
         if (bsearch(&pw, common->words, common->n, sizeof *common->words, cmp_cstr) != NULL)
             finding(a, C_COMMON, l[i].id, "password is in the common-password list");
         if (related(pw, l[i].serial, win, short_min))
             finding(a, C_RELATION, l[i].id, "password contains part of the serial number");
         if (related(pw, l[i].id, win, short_min))
             finding(a, C_RELATION, l[i].id, "password contains part of the device id");
+        if (related(pw, l[i].mac, win, short_min))
+            finding(a, C_RELATION, l[i].id, "password contains part of the MAC address");
         if (related(pw, l[i].model, win, short_min))
             finding(a, C_RELATION, l[i].id, "password contains the model designation");
+        keel_wipe(typed, sizeof typed);
     }
     json_object_set_new(report, "entropy_bits",
                         json_pack("{s:f, s:f}", "min", n ? min_bits : 0.0, "mean", n ? sum_bits / (double)n : 0.0));
@@ -372,13 +380,16 @@ static void check_passwords(audit_t *a, label_t *l, label_t **by, size_t n, cons
 /* Leaves `by` sorted by id, for check_devices. */
 static void check_ids_unique(audit_t *a, label_t **by, size_t n)
 {
+    /* Another vendor's labels may lack a column: empty fields are not duplicates,
+     * and an id that is only the serial again was checked as the serial. */
     qsort(by, n, sizeof *by, cmp_label_serial);
     for (size_t i = 1; i < n; i++)
-        if (strcmp(by[i]->serial, by[i - 1]->serial) == 0)
+        if (by[i]->serial[0] != '\0' && strcmp(by[i]->serial, by[i - 1]->serial) == 0)
             finding(a, C_UNIQUE_ID, by[i]->id, "serial number also used by device %s", by[i - 1]->id);
     qsort(by, n, sizeof *by, cmp_label_id);
     for (size_t i = 1; i < n; i++)
-        if (strcmp(by[i]->id, by[i - 1]->id) == 0)
+        if (by[i]->id[0] != '\0' && strcmp(by[i]->id, by[i - 1]->id) == 0 &&
+            !(strcmp(by[i]->id, by[i]->serial) == 0 && strcmp(by[i - 1]->id, by[i - 1]->serial) == 0))
             finding(a, C_UNIQUE_ID, by[i]->id, "device id appears on more than one label");
 }
 
@@ -509,6 +520,19 @@ static unsigned check_hashes(audit_t *a, const char *out, label_t *l, size_t n, 
     return checked;
 }
 
+/* Adds the checks in `mask` (bit per check) and the findings to r. */
+static void finish_report(audit_t *a, json_t *r, unsigned mask)
+{
+    for (int c = 0; c < C_COUNT; c++)
+        if (mask & (1u << c))
+            json_array_append_new(a->checks, json_pack("{s:s, s:s, s:s, s:i}", "id", check_ids[c], "title",
+                                                       check_titles[c], "provision", "5.1-2", "findings",
+                                                       (int)a->counts[c]));
+    json_object_set_new(r, "checks", a->checks);
+    json_object_set_new(r, "findings", a->findings);
+    json_object_set_new(r, "pass", json_boolean(a->n == 0));
+}
+
 keel_status_t keel_factory_audit(const keel_audit_opts_t *o, json_t **report, unsigned *findings)
 {
     if (o == NULL || o->out == NULL || o->common_list == NULL)
@@ -549,16 +573,78 @@ keel_status_t keel_factory_audit(const keel_audit_opts_t *o, json_t **report, un
         json_decref(r);
         return st;
     }
-    for (int c = 0; c < C_COUNT; c++)
-        json_array_append_new(a.checks, json_pack("{s:s, s:s, s:s, s:i}", "id", check_ids[c], "title",
-                                                  check_titles[c], "provision", "5.1-2", "findings",
-                                                  (int)a.counts[c]));
     json_object_set_new(r, "labels", json_integer((json_int_t)n));
     json_object_set_new(r, "devices", json_integer((json_int_t)ndev));
     json_object_set_new(r, "hashes_verified", json_integer(hashed));
-    json_object_set_new(r, "checks", a.checks);
-    json_object_set_new(r, "findings", a.findings);
-    json_object_set_new(r, "pass", json_boolean(a.n == 0));
+    finish_report(&a, r, (1u << C_COUNT) - 1);
+    *report = r;
+    *findings = a.n;
+    return KEEL_OK;
+}
+
+/* Copies one field of a caller's label; NULL is an empty field. */
+static int take_field(char *dst, const char *src)
+{
+    if (src == NULL)
+        src = "";
+    size_t n = strlen(src);
+    if (n >= FIELD_MAX)
+        return 0;
+    memcpy(dst, src, n + 1);
+    return 1;
+}
+
+keel_status_t keel_factory_audit_labels(const keel_label_t *in, size_t n, const char *common_list,
+                                        json_t **report, unsigned *findings)
+{
+    if ((in == NULL && n > 0) || common_list == NULL || report == NULL || findings == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "audit: labels and a common-password list are required");
+    wordlist_t common;
+    keel_status_t st = load_common(common_list, &common);
+    if (st != KEEL_OK) {
+        free_common(&common);
+        return st;
+    }
+    audit_t a = {.findings = json_array(), .checks = json_array()};
+    json_t *r = json_object();
+    label_t *l = calloc(n ? n : 1, sizeof *l);
+    label_t **by = malloc((n ? n : 1) * sizeof *by);
+    size_t kept = 0;
+    if (l == NULL || by == NULL || a.findings == NULL || a.checks == NULL || r == NULL) {
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            label_t *t = &l[kept];
+            if (!take_field(t->id, in[i].id) || !take_field(t->serial, in[i].serial) ||
+                !take_field(t->mac, in[i].mac) || !take_field(t->model, in[i].model) ||
+                !take_field(t->pw, in[i].password)) {
+                keel_wipe(t, sizeof *t);
+                finding(&a, C_FORMAT, NULL, "label %zu: a field is %d characters or longer", i + 1, FIELD_MAX);
+                continue;
+            }
+            if (t->id[0] == '\0') /* a label without an id is named by its serial */
+                memcpy(t->id, t->serial, sizeof t->id);
+            by[kept] = t;
+            kept++;
+        }
+        check_passwords(&a, l, by, kept, &common, r);
+        check_ids_unique(&a, by, kept);
+    }
+    for (size_t i = 0; l != NULL && i < kept; i++)
+        keel_wipe(l[i].pw, sizeof l[i].pw);
+    free(by);
+    free(l);
+    free_common(&common);
+    if (st != KEEL_OK) {
+        json_decref(a.findings);
+        json_decref(a.checks);
+        json_decref(r);
+        return st;
+    }
+    json_object_set_new(r, "labels", json_integer((json_int_t)kept));
+    finish_report(&a, r,
+                  1u << C_FORMAT | 1u << C_UNIQUE_PW | 1u << C_UNIQUE_ID | 1u << C_ENTROPY | 1u << C_COMMON |
+                      1u << C_RELATION | 1u << C_PATTERN);
     *report = r;
     *findings = a.n;
     return KEEL_OK;
