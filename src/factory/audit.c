@@ -533,6 +533,25 @@ static void finish_report(audit_t *a, json_t *r, unsigned mask)
     json_object_set_new(r, "pass", json_boolean(a->n == 0));
 }
 
+/* The common tail of both audits: the passwords of the first n labels are
+ * wiped and the working memory freed whatever happened; the report is kept
+ * only when st is KEEL_OK. Returns st. */
+static keel_status_t audit_release(keel_status_t st, audit_t *a, json_t *r, label_t *labels, size_t n,
+                                   label_t **by, wordlist_t *common)
+{
+    for (size_t i = 0; labels != NULL && i < n; i++)
+        keel_wipe(labels[i].pw, sizeof labels[i].pw);
+    free(by);
+    free(labels);
+    free_common(common);
+    if (st != KEEL_OK) {
+        json_decref(a->findings);
+        json_decref(a->checks);
+        json_decref(r);
+    }
+    return st;
+}
+
 keel_status_t keel_factory_audit(const keel_audit_opts_t *o, json_t **report, unsigned *findings)
 {
     if (o == NULL || o->out == NULL || o->common_list == NULL)
@@ -562,17 +581,8 @@ keel_status_t keel_factory_audit(const keel_audit_opts_t *o, json_t **report, un
     }
     if (st == KEEL_OK)
         hashed = check_hashes(&a, o->out, labels, n, o->verify_hashes);
-    for (size_t i = 0; labels != NULL && i < n; i++)
-        keel_wipe(labels[i].pw, sizeof labels[i].pw);
-    free(by);
-    free(labels);
-    free_common(&common);
-    if (st != KEEL_OK) {
-        json_decref(a.findings);
-        json_decref(a.checks);
-        json_decref(r);
+    if ((st = audit_release(st, &a, r, labels, n, by, &common)) != KEEL_OK)
         return st;
-    }
     json_object_set_new(r, "labels", json_integer((json_int_t)n));
     json_object_set_new(r, "devices", json_integer((json_int_t)ndev));
     json_object_set_new(r, "hashes_verified", json_integer(hashed));
@@ -630,17 +640,8 @@ keel_status_t keel_factory_audit_labels(const keel_label_t *in, size_t n, const 
         check_passwords(&a, l, by, kept, &common, r);
         check_ids_unique(&a, by, kept);
     }
-    for (size_t i = 0; l != NULL && i < kept; i++)
-        keel_wipe(l[i].pw, sizeof l[i].pw);
-    free(by);
-    free(l);
-    free_common(&common);
-    if (st != KEEL_OK) {
-        json_decref(a.findings);
-        json_decref(a.checks);
-        json_decref(r);
+    if ((st = audit_release(st, &a, r, l, kept, by, &common)) != KEEL_OK)
         return st;
-    }
     json_object_set_new(r, "labels", json_integer((json_int_t)kept));
     finish_report(&a, r,
                   1u << C_FORMAT | 1u << C_UNIQUE_PW | 1u << C_UNIQUE_ID | 1u << C_ENTROPY | 1u << C_COMMON |

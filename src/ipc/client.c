@@ -269,17 +269,24 @@ static keel_status_t request(keel_ipc_client_t *c, size_t len, ipc_message_t *m)
     return KEEL_OK;
 }
 
+/* Builds one request and exchanges it; *m is the reply when KEEL_OK. */
+static keel_status_t call(keel_ipc_client_t *c, ipc_op_t op, json_t *data, const char *msgid, bool alert,
+                          ipc_message_t *m)
+{
+    size_t len = 0;
+    keel_status_t st = ipc_request_dump(op, data, msgid, alert, c->out, &len);
+    if (st != KEEL_OK)
+        return st;
+    return request(c, len, m);
+}
+
 static keel_status_t publish(keel_ipc_client_t *c, ipc_op_t op, json_t *data, bool alert, const char *msgid,
                              uint64_t *seq)
 {
     if (c == NULL || data == NULL)
         return keel_errorf(KEEL_ERR_ARG, "no client or no data");
-    size_t len = 0;
-    keel_status_t st = ipc_request_dump(op, data, msgid, alert, c->out, &len);
-    if (st != KEEL_OK)
-        return st;
     ipc_message_t m;
-    st = request(c, len, &m);
+    keel_status_t st = call(c, op, data, msgid, alert, &m);
     if (st != KEEL_OK)
         return st;
     /* no seq: accepted, nothing queued (every field withheld for lack of consent) */
@@ -305,12 +312,8 @@ static keel_status_t state_op(keel_ipc_client_t *c, json_t *patch, json_t **stat
         return keel_errorf(KEEL_ERR_ARG, "no client");
     if (state != NULL)
         *state = NULL;
-    size_t len = 0;
-    keel_status_t st = ipc_request_dump(IPC_OP_STATE, patch, NULL, false, c->out, &len);
-    if (st != KEEL_OK)
-        return st;
     ipc_message_t m;
-    st = request(c, len, &m);
+    keel_status_t st = call(c, IPC_OP_STATE, patch, NULL, false, &m);
     if (st != KEEL_OK)
         return st;
     if (m.state == NULL)
@@ -339,12 +342,8 @@ keel_status_t keel_ipc_listen(keel_ipc_client_t *c)
 {
     if (c == NULL)
         return keel_errorf(KEEL_ERR_ARG, "no client");
-    size_t len = 0;
-    keel_status_t st = ipc_request_dump(IPC_OP_LISTEN, NULL, NULL, false, c->out, &len);
-    if (st != KEEL_OK)
-        return st;
     ipc_message_t m;
-    st = request(c, len, &m);
+    keel_status_t st = call(c, IPC_OP_LISTEN, NULL, NULL, false, &m);
     if (st == KEEL_OK)
         ipc_message_clear(&m);
     return st;

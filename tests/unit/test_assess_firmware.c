@@ -862,18 +862,6 @@ static void test_file_cap(void **state)
 
 /* ---- keel assess passwords: the audit's label checks without a batch ------- */
 
-static unsigned check_findings(json_t *r, const char *check)
-{
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(r, "checks"), i, c) {
-        if (strcmp(json_string_value(json_object_get(c, "id")), check) == 0)
-            return (unsigned)json_integer_value(json_object_get(c, "findings"));
-    }
-    fail_msg("no check %s", check);
-    return 0;
-}
-
 static void test_labels(void **state)
 {
     (void)state;
@@ -913,10 +901,10 @@ static void test_labels(void **state)
     pw[3][o] = '\0';
     snprintf(pw[4], sizeof pw[4], "%s!", serial[4]);
     assert_int_equal(keel_factory_audit_labels(l, N, common, &r, &n), KEEL_OK);
-    assert_true(check_findings(r, "unique-passwords") >= 1);
-    assert_true(check_findings(r, "not-common") >= 1);
-    assert_true(check_findings(r, "entropy") >= 1);
-    assert_true(check_findings(r, "no-relation") >= 2);
+    assert_true(report_check_findings(r, "unique-passwords") >= 1);
+    assert_true(report_check_findings(r, "not-common") >= 1);
+    assert_true(report_check_findings(r, "entropy") >= 1);
+    assert_true(report_check_findings(r, "no-relation") >= 2);
     char *text = json_dumps(r, 0);
     assert_non_null(strstr(text, "MAC address"));
     for (int i = 0; i < N; i++)
@@ -929,7 +917,7 @@ static void test_labels(void **state)
         l[i] = (keel_label_t){.id = serial[i], .password = pw[(i + 5) % N]};
     l[7].id = l[6].id;
     assert_int_equal(keel_factory_audit_labels(l, N, common, &r, &n), KEEL_OK);
-    assert_int_equal(check_findings(r, "unique-ids"), 1);
+    assert_int_equal(report_check_findings(r, "unique-ids"), 1);
     json_decref(r);
 }
 

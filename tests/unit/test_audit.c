@@ -49,18 +49,6 @@ static int restore(void **state)
     return keel_file_write_atomic(labels, pristine.data, pristine.len, 0600) == KEEL_OK ? 0 : -1;
 }
 
-static unsigned findings_of(json_t *r, const char *check)
-{
-    size_t i;
-    json_t *c;
-    json_array_foreach(json_object_get(r, "checks"), i, c) {
-        if (strcmp(json_string_value(json_object_get(c, "id")), check) == 0)
-            return (unsigned)json_integer_value(json_object_get(c, "findings"));
-    }
-    fail_msg("no check %s", check);
-    return 0;
-}
-
 static json_t *run_audit(unsigned verify, unsigned *n)
 {
     keel_audit_opts_t o = {.out = batch, .common_list = common, .verify_hashes = verify};
@@ -140,7 +128,7 @@ static void test_duplicate_password(void **state)
     set_field(1, 3, pw);
     unsigned n = 0;
     json_t *r = run_audit(0, &n);
-    assert_int_equal(findings_of(r, "unique-passwords"), 1);
+    assert_int_equal(report_check_findings(r, "unique-passwords"), 1);
     assert_false(json_is_true(json_object_get(r, "pass")));
     json_decref(r);
 }
@@ -162,7 +150,7 @@ static void test_password_from_serial(void **state)
     set_field(6, 3, derived);
     unsigned n = 0;
     json_t *r = run_audit(0, &n);
-    assert_int_equal(findings_of(r, "no-relation"), 2);
+    assert_int_equal(report_check_findings(r, "no-relation"), 2);
     json_decref(r);
 }
 
@@ -172,8 +160,8 @@ static void test_common_and_weak(void **state)
     set_field(7, 3, "Password123");
     unsigned n = 0;
     json_t *r = run_audit(0, &n);
-    assert_int_equal(findings_of(r, "not-common"), 1);
-    assert_int_equal(findings_of(r, "entropy"), 1);
+    assert_int_equal(report_check_findings(r, "not-common"), 1);
+    assert_int_equal(report_check_findings(r, "entropy"), 1);
     json_decref(r);
 }
 
@@ -187,7 +175,7 @@ static void test_sequential_passwords(void **state)
     }
     unsigned n = 0;
     json_t *r = run_audit(0, &n);
-    assert_true(findings_of(r, "no-pattern") > 0);
+    assert_true(report_check_findings(r, "no-pattern") > 0);
     json_decref(r);
 }
 
@@ -201,9 +189,9 @@ static void test_hash_and_device_mismatch(void **state)
     set_field(10, 0, "aaaaaaaaaaaaaaaaaaaaaaaaaa"); /* a label for a device that does not exist */
     unsigned n = 0;
     json_t *r = run_audit(BATCH, &n);
-    assert_int_equal(findings_of(r, "label-hash"), 1);
+    assert_int_equal(report_check_findings(r, "label-hash"), 1);
     /* The orphan label, and the device that lost its label. */
-    assert_int_equal(findings_of(r, "labels-match-devices"), 2);
+    assert_int_equal(report_check_findings(r, "labels-match-devices"), 2);
     json_decref(r);
 }
 
@@ -221,8 +209,8 @@ static void test_shared_key(void **state)
     assert_int_equal(keel_file_write_atomic(pb, ca.data, ca.len, 0644), KEEL_OK);
     unsigned n = 0;
     json_t *r = run_audit(0, &n);
-    assert_int_equal(findings_of(r, "unique-keys"), 1);
-    assert_true(findings_of(r, "id-binding") >= 1);
+    assert_int_equal(report_check_findings(r, "unique-keys"), 1);
+    assert_true(report_check_findings(r, "id-binding") >= 1);
     json_decref(r);
     assert_int_equal(keel_file_write_atomic(pb, cb.data, cb.len, 0644), KEEL_OK);
     keel_buf_free(&ca);
@@ -236,7 +224,7 @@ static void test_malformed_labels(void **state)
     assert_int_equal(keel_file_append_sync(labels, junk + 44, strlen(junk + 44), 0600), KEEL_OK);
     unsigned n = 0;
     json_t *r = run_audit(0, &n);
-    assert_int_equal(findings_of(r, "labels-format"), 1);
+    assert_int_equal(report_check_findings(r, "labels-format"), 1);
     json_decref(r);
     keel_audit_opts_t o = {.out = batch, .common_list = "/nonexistent/list"};
     json_t *r2 = NULL;

@@ -372,6 +372,18 @@ static void run_for(struct event_base *base, double seconds)
     assert_int_equal(event_base_dispatch(base), 0);
 }
 
+/* Starts a link, runs the loop for `seconds`, and reads its status and counters. */
+static keel_link_t *start_and_run(fixture_t *f, const keel_link_config_t *c, double seconds, keel_link_status_t *st,
+                                  keel_link_counters_t *k)
+{
+    keel_link_t *l = NULL;
+    assert_int_equal(keel_link_start(c, &l), KEEL_OK);
+    run_for(f->base, seconds);
+    keel_link_status(l, st);
+    keel_link_test_counters(l, k);
+    return l;
+}
+
 /* Nothing listens: every attempt is refused, the delays grow up to the cap,
  * and the loop sleeps in between (no busy polling). */
 static void test_refused_backoff(void **state)
@@ -383,13 +395,9 @@ static void test_refused_backoff(void **state)
     char broker[64];
     snprintf(broker, sizeof broker, "127.0.0.1:%d", port);
     keel_link_config_t c = link_config(f, broker);
-    keel_link_t *l = NULL;
-    assert_int_equal(keel_link_start(&c, &l), KEEL_OK);
-    run_for(f->base, 2.0);
     keel_link_status_t st;
     keel_link_counters_t k;
-    keel_link_status(l, &st);
-    keel_link_test_counters(l, &k);
+    keel_link_t *l = start_and_run(f, &c, 2.0, &st, &k);
     /* base 0.05 s, cap 0.4 s: mean delays 0.025, 0.05, 0.1, 0.2, 0.2, ... so
      * about 10 attempts in 2 s; a retry without backoff would make thousands */
     assert_true(k.attempts >= 3 && k.attempts <= 40);
@@ -414,13 +422,9 @@ static void test_silent_broker(void **state)
     char broker[64];
     snprintf(broker, sizeof broker, "127.0.0.1:%d", port);
     keel_link_config_t c = link_config(f, broker);
-    keel_link_t *l = NULL;
-    assert_int_equal(keel_link_start(&c, &l), KEEL_OK);
-    run_for(f->base, 2.5);
     keel_link_status_t st;
     keel_link_counters_t k;
-    keel_link_status(l, &st);
-    keel_link_test_counters(l, &k);
+    keel_link_t *l = start_and_run(f, &c, 2.5, &st, &k);
     assert_int_equal(st.state, KEEL_LINK_CONNECTING);
     assert_int_equal(k.attempts, 1);
     assert_true(k.wakeups <= 5);
@@ -447,25 +451,30 @@ static void on_accept_close(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* A listener on 127.0.0.1 (*s, its address in broker) that closes each
+ * connection at once and counts it in *accepted; returns its event. */
+static struct event *closing_listener(fixture_t *f, int *s, unsigned *accepted, char broker[64])
+{
+    int port;
+    *s = listener(&port);
+    struct event *ev = event_new(f->base, *s, EV_READ | EV_PERSIST, on_accept_close, accepted);
+    assert_non_null(ev);
+    assert_int_equal(event_add(ev, NULL), 0);
+    snprintf(broker, 64, "127.0.0.1:%d", port);
+    return ev;
+}
+
 static void test_closing_broker(void **state)
 {
     fixture_t *f = *state;
-    int port;
-    int s = listener(&port);
+    int s;
     unsigned accepted = 0;
-    struct event *ev = event_new(f->base, s, EV_READ | EV_PERSIST, on_accept_close, &accepted);
-    assert_non_null(ev);
-    assert_int_equal(event_add(ev, NULL), 0);
     char broker[64];
-    snprintf(broker, sizeof broker, "127.0.0.1:%d", port);
+    struct event *ev = closing_listener(f, &s, &accepted, broker);
     keel_link_config_t c = link_config(f, broker);
-    keel_link_t *l = NULL;
-    assert_int_equal(keel_link_start(&c, &l), KEEL_OK);
-    run_for(f->base, 2.0);
     keel_link_status_t st;
     keel_link_counters_t k;
-    keel_link_status(l, &st);
-    keel_link_test_counters(l, &k);
+    keel_link_t *l = start_and_run(f, &c, 2.0, &st, &k);
     assert_true(accepted >= 3 && accepted <= 40);
     assert_true(k.attempts >= accepted && k.attempts <= accepted + 1);
     assert_true(k.wakeups <= 6 * k.attempts);
@@ -492,14 +501,10 @@ static int open_fds(void)
 static void test_reconnect_fds(void **state)
 {
     fixture_t *f = *state;
-    int port;
-    int s = listener(&port);
+    int s;
     unsigned accepted = 0;
-    struct event *ev = event_new(f->base, s, EV_READ | EV_PERSIST, on_accept_close, &accepted);
-    assert_non_null(ev);
-    assert_int_equal(event_add(ev, NULL), 0);
     char broker[64];
-    snprintf(broker, sizeof broker, "127.0.0.1:%d", port);
+    struct event *ev = closing_listener(f, &s, &accepted, broker);
     keel_link_config_t c = link_config(f, broker);
     c.backoff.base_s = 0.001;
     c.backoff.cap_s = 0.002;

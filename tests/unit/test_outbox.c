@@ -36,16 +36,6 @@ typedef struct {
     keel_outbox_t *o;
 } fx_t;
 
-static keel_status_t ks_open(const char *root, keel_keystore_t **ks)
-{
-    char dir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX];
-    if (keel_path_join(dir, sizeof dir, root, "keystore") != KEEL_OK ||
-        keel_path_join(kek, sizeof kek, dir, "kek") != KEEL_OK)
-        return KEEL_ERR_TOO_LARGE;
-    keel_keystore_config_t cfg = {.driver = "file", .dir = dir, .kek_file = kek, .create = 1};
-    return keel_keystore_open(&cfg, ks);
-}
-
 static keel_outbox_t *ob_open(keel_vault_t *v, keel_outbox_limits_t lim)
 {
     keel_outbox_t *o = NULL;
@@ -76,10 +66,10 @@ static int setup(void **state)
     fx_t *fx = calloc(1, sizeof *fx);
     if (fx == NULL)
         return -1;
-    fx->root = tmpdir_new();
-    path_in(fx->vault_dir, fx->root, "vault");
-    if (ks_open(fx->root, &fx->ks) != KEEL_OK)
+    if (vault_fixture_new(&fx->root, fx->vault_dir, &fx->ks) != 0) {
+        free(fx);
         return -1;
+    }
     fx_open(fx, roomy);
     *state = fx;
     return 0;
@@ -89,8 +79,7 @@ static int teardown(void **state)
 {
     fx_t *fx = *state;
     fx_close(fx);
-    keel_keystore_close(fx->ks);
-    tmpdir_free(fx->root);
+    vault_fixture_free(fx->root, fx->ks);
     free(fx);
     return 0;
 }
@@ -698,7 +687,7 @@ __attribute__((noreturn)) static void crash_child(const fx_t *fx, int fd, keel_o
     keel_keystore_t *ks = NULL;
     keel_vault_t *v = NULL;
     keel_outbox_t *o = NULL;
-    if (ks_open(fx->root, &ks) != KEEL_OK || keel_vault_open(fx->vault_dir, ks, &v) != KEEL_OK ||
+    if (keystore_open_in(fx->root, "keystore", &ks) != KEEL_OK || keel_vault_open(fx->vault_dir, ks, &v) != KEEL_OK ||
         keel_outbox_open(v, DEVICE, lim, &o) != KEEL_OK)
         _exit(2);
     /* Ready: the kill lands among the puts, not during open. */
@@ -767,23 +756,8 @@ static void test_crash_kill9(void **state)
         assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
         /* What the child was told is durable. */
-        size_t cap = 1 << 16, len = 0;
-        uint8_t *buf = malloc(cap);
-        assert_non_null(buf);
-        for (;;) {
-            if (len == cap) {
-                cap *= 2;
-                buf = realloc(buf, cap);
-                assert_non_null(buf);
-            }
-            ssize_t n = read(p[0], buf + len, cap - len);
-            if (n < 0 && errno == EINTR)
-                continue;
-            assert_true(n >= 0);
-            if (n == 0)
-                break;
-            len += (size_t)n;
-        }
+        size_t len = 0;
+        uint8_t *buf = fd_read_all(p[0], &len);
         close(p[0]);
         assert_int_equal(len % sizeof(report_t), 0);
         size_t nrep = len / sizeof(report_t);

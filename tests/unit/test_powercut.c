@@ -125,16 +125,6 @@ static void copy_tree(const char *from, const char *to)
     keel_buf_free(&buf);
 }
 
-static keel_status_t ks_open(const char *dir, keel_keystore_t **ks)
-{
-    char ksdir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX];
-    if (keel_path_join(ksdir, sizeof ksdir, dir, "keystore") != KEEL_OK ||
-        keel_path_join(kek, sizeof kek, ksdir, "kek") != KEEL_OK)
-        return KEEL_ERR_TOO_LARGE;
-    keel_keystore_config_t cfg = {.driver = "file", .dir = ksdir, .kek_file = kek, .create = 1};
-    return keel_keystore_open(&cfg, ks);
-}
-
 static keel_status_t vault_open(const char *dir, keel_keystore_t *ks, keel_vault_t **v)
 {
     char vdir[KEEL_PATH_MAX];
@@ -146,7 +136,7 @@ static keel_status_t vault_open(const char *dir, keel_keystore_t *ks, keel_vault
 /* Parent side: both open, or the test fails with the library's reason. */
 static void open_both(const char *dir, keel_keystore_t **ks, keel_vault_t **v)
 {
-    keel_status_t st = ks_open(dir, ks);
+    keel_status_t st = keystore_open_in(dir, "keystore", ks);
     if (st != KEEL_OK)
         fail_msg("keystore: %s", keel_error_message());
     st = vault_open(dir, *ks, v);
@@ -216,19 +206,11 @@ static void run_child(const fx_t *fx, const scenario_t *sc, uint64_t crash_at, c
     close(p[1]);
     out->n = 0;
     size_t got = 0;
-    for (;;) {
-        uint8_t *at = (uint8_t *)out->r + got;
-        size_t room = sizeof out->r - got;
-        assert_true(room > 0);
-        ssize_t n = read(p[0], at, room);
-        if (n < 0 && errno == EINTR)
-            continue;
-        assert_true(n >= 0);
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
+    uint8_t *buf = fd_read_all(p[0], &got);
     close(p[0]);
+    assert_true(got <= sizeof out->r);
+    memcpy(out->r, buf, got);
+    free(buf);
     assert_int_equal(got % sizeof(report_t), 0);
     out->n = got / sizeof(report_t);
     int status = 0;
@@ -345,7 +327,7 @@ static void outbox_child(const char *dir, int fd)
     keel_keystore_t *ks = NULL;
     keel_vault_t *v = NULL;
     keel_outbox_t *o = NULL;
-    if (ks_open(dir, &ks) != KEEL_OK || vault_open(dir, ks, &v) != KEEL_OK ||
+    if (keystore_open_in(dir, "keystore", &ks) != KEEL_OK || vault_open(dir, ks, &v) != KEEL_OK ||
         keel_outbox_open(v, DEVICE, tight, &o) != KEEL_OK)
         _exit(2);
     /* Batch reports wait for the commit. */
@@ -529,7 +511,7 @@ static void erase_child(const char *dir, int fd)
 {
     keel_keystore_t *ks = NULL;
     keel_vault_t *v = NULL;
-    if (ks_open(dir, &ks) != KEEL_OK || vault_open(dir, ks, &v) != KEEL_OK)
+    if (keystore_open_in(dir, "keystore", &ks) != KEEL_OK || vault_open(dir, ks, &v) != KEEL_OK)
         crashvfs_crash(); /* only a failed key-file operation makes this fail */
     if (keel_vault_erase(v) != KEEL_OK)
         crashvfs_crash();
@@ -678,8 +660,9 @@ static void privacy_child(const char *dir, int fd)
     keel_vault_t *v = NULL;
     keel_privacy_t *p = NULL;
     char decl[KEEL_PATH_MAX];
-    if (keel_path_join(decl, sizeof decl, dir, "declaration.json") != KEEL_OK || ks_open(dir, &ks) != KEEL_OK ||
-        vault_open(dir, ks, &v) != KEEL_OK || keel_privacy_open(v, decl, &p) != KEEL_OK)
+    if (keel_path_join(decl, sizeof decl, dir, "declaration.json") != KEEL_OK ||
+        keystore_open_in(dir, "keystore", &ks) != KEEL_OK || vault_open(dir, ks, &v) != KEEL_OK ||
+        keel_privacy_open(v, decl, &p) != KEEL_OK)
         _exit(2);
     for (unsigned i = 0; i < PRIVACY_STEPS; i++) {
         if (i % 2 == 0) {
@@ -766,7 +749,7 @@ static void test_privacy(void **state)
     keel_vault_t *v = NULL;
     char decl[KEEL_PATH_MAX];
     decl_path(fx->tmpl, decl);
-    assert_int_equal(keel_file_write_atomic(decl, decl_text, strlen(decl_text), 0644), KEEL_OK);
+    text_file_write(decl, decl_text);
     open_both(fx->tmpl, &ks, &v);
     keel_vault_close(v);
     keel_keystore_close(ks);

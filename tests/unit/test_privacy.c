@@ -44,26 +44,18 @@ typedef struct {
     keel_privacy_t *p;
 } fx_t;
 
-static void write_text(const char *path, const char *text)
-{
-    assert_int_equal(keel_file_write_atomic(path, text, strlen(text), 0644), KEEL_OK);
-}
-
 static int setup(void **state)
 {
     fx_t *fx = calloc(1, sizeof *fx);
     if (fx == NULL)
         return -1;
-    fx->root = tmpdir_new();
-    char ksdir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX];
-    path_in(ksdir, fx->root, "keystore");
-    path_in(kek, fx->root, "kek");
-    path_in(fx->vault_dir, fx->root, "vault");
+    if (vault_fixture_new(&fx->root, fx->vault_dir, &fx->ks) != 0) {
+        free(fx);
+        return -1;
+    }
     path_in(fx->decl, fx->root, "declaration.json");
-    keel_keystore_config_t c = {.driver = "file", .dir = ksdir, .kek_file = kek, .create = 1};
-    assert_int_equal(keel_keystore_open(&c, &fx->ks), KEEL_OK);
     assert_int_equal(keel_vault_open(fx->vault_dir, fx->ks, &fx->v), KEEL_OK);
-    write_text(fx->decl, decl_text);
+    text_file_write(fx->decl, decl_text);
     keel_status_t st = keel_privacy_open(fx->v, fx->decl, &fx->p);
     if (st != KEEL_OK)
         fail_msg("keel_privacy_open: %s", keel_error_message());
@@ -76,8 +68,7 @@ static int teardown(void **state)
     fx_t *fx = *state;
     keel_privacy_close(fx->p);
     keel_vault_close(fx->v);
-    keel_keystore_close(fx->ks);
-    tmpdir_free(fx->root);
+    vault_fixture_free(fx->root, fx->ks);
     free(fx);
     return 0;
 }
@@ -100,7 +91,7 @@ static keel_status_t load_edited(fx_t *fx, void (*edit)(json_t *))
     json_decref(d);
     char path[KEEL_PATH_MAX];
     path_in(path, fx->root, "edited.json");
-    write_text(path, t);
+    text_file_write(path, t);
     free(t);
     return keel_privacy_declaration_load(path, NULL);
 }
@@ -164,13 +155,13 @@ static void test_declaration_errors(void **state)
     /* Duplicate keys and oversized files are refused before the checks. */
     char path[KEEL_PATH_MAX];
     path_in(path, fx->root, "dup.json");
-    write_text(path, "{\"format\":\"keel-declaration-1\",\"format\":\"keel-declaration-1\"}");
+    text_file_write(path, "{\"format\":\"keel-declaration-1\",\"format\":\"keel-declaration-1\"}");
     assert_int_equal(keel_privacy_declaration_load(path, NULL), KEEL_ERR_FORMAT);
     char *big = malloc(KEEL_PRIVACY_DECL_MAX + 2);
     assert_non_null(big);
     memset(big, ' ', KEEL_PRIVACY_DECL_MAX + 1);
     big[KEEL_PRIVACY_DECL_MAX + 1] = '\0';
-    write_text(path, big);
+    text_file_write(path, big);
     free(big);
     assert_int_equal(keel_privacy_declaration_load(path, NULL), KEEL_ERR_TOO_LARGE);
     /* The embedded form (a product file) names its own root. */
@@ -274,7 +265,7 @@ static void test_consent_versions(void **state)
     json_object_set_new(d, "consent_version", json_string("3"));
     char *t = json_dumps(d, JSON_COMPACT);
     json_decref(d);
-    write_text(fx->decl, t);
+    text_file_write(fx->decl, t);
     free(t);
     keel_privacy_close(fx->p);
     fx->p = NULL;

@@ -26,31 +26,12 @@ typedef struct {
     keel_keystore_t *ks;
 } fx_t;
 
-/* A file keystore in base/<name>, its KEK beside the keys. */
-static keel_status_t ks_open_named(const char *base, const char *name, keel_keystore_t **ks)
-{
-    char dir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX];
-    if (keel_path_join(dir, sizeof dir, base, name) != KEEL_OK ||
-        keel_path_join(kek, sizeof kek, dir, "kek") != KEEL_OK)
-        return KEEL_ERR_TOO_LARGE;
-    keel_keystore_config_t cfg = {.driver = "file", .dir = dir, .kek_file = kek, .create = 1};
-    return keel_keystore_open(&cfg, ks);
-}
-
-static keel_status_t ks_open(const char *base, keel_keystore_t **ks)
-{
-    return ks_open_named(base, "keystore", ks);
-}
-
 static int setup(void **state)
 {
     fx_t *fx = calloc(1, sizeof *fx);
     if (fx == NULL)
         return -1;
-    fx->root = tmpdir_new();
-    path_in(fx->vault_dir, fx->root, "vault");
-    if (ks_open(fx->root, &fx->ks) != KEEL_OK) {
-        tmpdir_free(fx->root);
+    if (vault_fixture_new(&fx->root, fx->vault_dir, &fx->ks) != 0) {
         free(fx);
         return -1;
     }
@@ -62,8 +43,7 @@ static int teardown(void **state)
 {
     fx_t *fx = *state;
     keel_fault_arm(0);
-    keel_keystore_close(fx->ks);
-    tmpdir_free(fx->root);
+    vault_fixture_free(fx->root, fx->ks);
     free(fx);
     return 0;
 }
@@ -242,7 +222,7 @@ static void test_reopen_keeps_values(void **state)
     keel_keystore_close(fx->ks);
     fx->ks = NULL;
 
-    assert_int_equal(ks_open(fx->root, &fx->ks), KEEL_OK);
+    assert_int_equal(keystore_open_in(fx->root, "keystore", &fx->ks), KEEL_OK);
     v = vault_open_ok(fx->vault_dir, fx->ks);
     get_equals(v, "a", "alpha");
     get_equals(v, "b", "bravo");
@@ -385,7 +365,7 @@ static void test_other_keystore_refused(void **state)
 
     /* Another keystore altogether, and the same keys under another KEK. */
     keel_keystore_t *other = NULL;
-    assert_int_equal(ks_open_named(fx->root, "keystore2", &other), KEEL_OK);
+    assert_int_equal(keystore_open_in(fx->root, "keystore2", &other), KEEL_OK);
     v = NULL;
     assert_int_equal(keel_vault_open(fx->vault_dir, other, &v), KEEL_ERR_VERIFY);
     assert_null(v);
@@ -536,7 +516,7 @@ static void populate(const char *root, unsigned long n, populated_t *p)
     path_in(p->vault_dir, p->base, "vault");
     assert_int_equal(keel_dir_make(p->base, 0700), KEEL_OK);
     keel_keystore_t *ks = NULL;
-    assert_int_equal(ks_open(p->base, &ks), KEEL_OK);
+    assert_int_equal(keystore_open_in(p->base, "keystore", &ks), KEEL_OK);
     keel_vault_t *v = vault_open_ok(p->vault_dir, ks);
     put_ok(v, "a", "alpha");
     put_ok(v, "b", "bravo");
@@ -586,7 +566,7 @@ static void test_fault_put_erase(void **state)
         populated_t p;
         populate(fx->root, n, &p);
         keel_keystore_t *ks = NULL;
-        assert_int_equal(ks_open(p.base, &ks), KEEL_OK);
+        assert_int_equal(keystore_open_in(p.base, "keystore", &ks), KEEL_OK);
         keel_vault_t *v = vault_open_ok(p.vault_dir, ks);
         keel_fault_arm(n);
         keel_status_t st = keel_vault_secret_put(v, "c", "charlie", 7);
@@ -624,7 +604,7 @@ static void test_fault_create(void **state)
         path_in(vdir, base, "vault");
         assert_int_equal(keel_dir_make(base, 0700), KEEL_OK);
         keel_keystore_t *ks = NULL;
-        assert_int_equal(ks_open(base, &ks), KEEL_OK);
+        assert_int_equal(keystore_open_in(base, "keystore", &ks), KEEL_OK);
         keel_vault_t *v = NULL;
         keel_fault_arm(n);
         keel_status_t st = keel_vault_open(vdir, ks, &v);
@@ -663,7 +643,7 @@ static void test_crash_erase(void **state)
         if (pid == 0) {
             keel_keystore_t *ks = NULL;
             keel_vault_t *v = NULL;
-            if (ks_open(p.base, &ks) != KEEL_OK || keel_vault_open(p.vault_dir, ks, &v) != KEEL_OK)
+            if (keystore_open_in(p.base, "keystore", &ks) != KEEL_OK || keel_vault_open(p.vault_dir, ks, &v) != KEEL_OK)
                 _exit(2);
             keel_fault_arm(n);
             if (keel_vault_erase(v) != KEEL_OK)
@@ -679,7 +659,7 @@ static void test_crash_erase(void **state)
         assert_true(WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 1);
         done = WEXITSTATUS(status) == 0;
         keel_keystore_t *ks = NULL;
-        assert_int_equal(ks_open(p.base, &ks), KEEL_OK);
+        assert_int_equal(keystore_open_in(p.base, "keystore", &ks), KEEL_OK);
         check_after_erase(&p, ks);
         keel_keystore_close(ks);
         keel_buf_free(&p.old_key);
