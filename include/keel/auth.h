@@ -87,6 +87,9 @@ void keel_auth_close(keel_auth_t *a);
 
 /* true while the label password is still the account's password. */
 bool keel_auth_must_change(const keel_auth_t *a);
+/* When the owner's own password was set (unix seconds); KEEL_ERR_NOT_FOUND
+ * while the label password is still in force. */
+keel_status_t keel_auth_password_time(keel_auth_t *a, int64_t *when) KEEL_MUST_CHECK;
 
 /*
  * Password policy for a new password: KEEL_AUTH_PASSWORD_MIN..MAX bytes,

@@ -74,6 +74,10 @@ keel_status_t keel_privacy_telemetry_check(keel_privacy_t *p, json_t *t, json_t 
  * KEEL_ERR_NOT_FOUND: the category is not declared; KEEL_ERR_TOO_LARGE: data
  * over KEEL_PRIVACY_RECORD_MAX. Past KEEL_PRIVACY_RECORDS_MAX the oldest records go. */
 keel_status_t keel_privacy_record(keel_privacy_t *p, const char *category, const json_t *data) KEEL_MUST_CHECK;
+/* Keeps a checked telemetry object (keel_privacy_telemetry_check): one
+ * record per category of its fields, so each part ages out on its own
+ * retention. Fields the declaration does not name are not kept. */
+keel_status_t keel_privacy_record_telemetry(keel_privacy_t *p, const json_t *t) KEEL_MUST_CHECK;
 
 /* Consent: purpose = a category id whose legal basis is consent
  * (KEEL_ERR_NOT_FOUND otherwise). `version` must be the declaration's

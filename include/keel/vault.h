@@ -57,6 +57,8 @@ keel_status_t keel_vault_secret_put(keel_vault_t *v, const char *name, const voi
 keel_status_t keel_vault_secret_get(keel_vault_t *v, const char *name, uint8_t *out, size_t cap,
                                     size_t *outlen) KEEL_MUST_CHECK;
 keel_status_t keel_vault_secret_delete(keel_vault_t *v, const char *name) KEEL_MUST_CHECK;
+/* When the secret was last stored (unix seconds); KEEL_ERR_NOT_FOUND when absent. */
+keel_status_t keel_vault_secret_time(keel_vault_t *v, const char *name, int64_t *updated) KEEL_MUST_CHECK;
 
 /*
  * Crypto-erase: destroys the data key (the wrapped key file is shredded and

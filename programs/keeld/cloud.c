@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #define APP_STATE_SECRET "app.state"
-#define COMMAND_NAME_MAX 128
 #define RECEIPT_MAX (4u * 1024u)
 #define NAME_BUF_MAX 256 /* user and group names */
 
@@ -211,52 +210,6 @@ static keel_status_t on_state_set(void *arg, json_t *patch, json_t **state)
 
 /* ---- what the app publishes ----------------------------------------------------- */
 
-/* The category the declaration gives telemetry field `field` (NULL if none). */
-static const char *field_category(const keeld_cloud_t *c, const char *field)
-{
-    const json_t *d = keel_privacy_declaration(c->privacy);
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(d, "telemetry"), i, f) {
-        const char *name = json_string_value(json_object_get(f, "field"));
-        if (name != NULL && strcmp(name, field) == 0)
-            return json_string_value(json_object_get(f, "category"));
-    }
-    return NULL;
-}
-
-/* What the device keeps of a telemetry message: one record per category, so
- * each part is deleted when its own retention runs out (6-6). */
-static keel_status_t record_telemetry(keeld_cloud_t *c, json_t *t)
-{
-    json_t *by_cat = json_object();
-    if (by_cat == NULL)
-        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-    keel_status_t st = KEEL_OK;
-    const char *k;
-    json_t *v;
-    json_object_foreach(t, k, v) {
-        const char *cat = field_category(c, k);
-        if (cat == NULL)
-            continue;
-        json_t *part = json_object_get(by_cat, cat);
-        if (part == NULL && (json_object_set_new(by_cat, cat, part = json_object()) != 0 || part == NULL)) {
-            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-            break;
-        }
-        if (json_object_set(part, k, v) != 0) {
-            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-            break;
-        }
-    }
-    json_object_foreach(by_cat, k, v) {
-        if (st == KEEL_OK)
-            st = keel_privacy_record(c->privacy, k, v);
-    }
-    json_decref(by_cat);
-    return st;
-}
-
 static keel_outbox_kind_t outbox_kind(keel_ipc_kind_t k)
 {
     return k == KEEL_IPC_TELEMETRY ? KEEL_OUTBOX_TELEMETRY : k == KEEL_IPC_ALERT ? KEEL_OUTBOX_ALERT : KEEL_OUTBOX_EVENT;
@@ -304,7 +257,8 @@ static keel_status_t on_publish(void *arg, keel_ipc_kind_t kind, json_t *data, c
     /* Kept locally once, when it was queued: a resend of a known msgid or a
      * refusal must not add another copy of the user's data. The local copy
      * is for the owner; failing it does not fail the app's publish. */
-    if (st == KEEL_OK && !*dup && kind == KEEL_IPC_TELEMETRY && record_telemetry(c, data) != KEEL_OK) {
+    if (st == KEEL_OK && !*dup && kind == KEEL_IPC_TELEMETRY &&
+        keel_privacy_record_telemetry(c->privacy, data) != KEEL_OK) {
         keel_log(KEEL_LOG_WARN, "privacy: telemetry not kept locally: %s", keel_error_message());
         keel_error_clear();
     }
@@ -337,22 +291,9 @@ static keel_status_t on_batch_end(void *arg, bool commit)
 
 /* ---- what the cloud sends ----------------------------------------------------------- */
 
-/* The names the app socket passes on (docs/ipc.md): no wildcard, no space. */
-static bool command_name_ok(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > COMMAND_NAME_MAX)
-        return false;
-    return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/-") == n;
-}
-
 static void on_command(void *arg, const char *name, const void *payload, size_t len)
 {
-    keeld_cloud_t *c = arg;
-    if (!command_name_ok(name)) {
-        keel_log(KEEL_LOG_WARN, "link: command with a bad name ignored");
-        return;
-    }
+    keeld_cloud_t *c = arg; /* the link passes only well-formed names (keel_link_command_name_ok) */
     size_t cap = strncmp(name, "keel/", 5) == 0 ? RECEIPT_MAX : KEEL_IPC_LINE_MAX / 2;
     if (len > cap) {
         keel_log(KEEL_LOG_WARN, "link: command %s: payload of %zu bytes refused (cap %zu)", name, len, cap);

@@ -29,9 +29,6 @@
 /* The export lists at most this many pending outbox messages (each up to
  * KEEL_OUTBOX_ENVELOPE_MAX): the answer stays bounded. */
 #define EXPORT_OUTBOX_MAX 256
-/* The auth module's sealed password hash (src/auth/auth_internal.h); the
- * export shows when it was set, never the hash. */
-#define AUTH_HASH_SECRET "auth-password-hash"
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -1254,20 +1251,15 @@ static json_t *outbox_pending_json(keel_outbox_t *o, bool *truncated)
     return arr;
 }
 
-/* When the set password was stored: the secrets table's own column. */
+/* When the owner's password was set (null while the label password is in force). */
 static json_t *password_changed(keel_api_t *api)
 {
-    sqlite3_stmt *stmt = NULL;
-    json_t *t = json_null();
-    sqlite3 *db = keel_vault_db(api->c.vault);
-    if (sqlite3_prepare_v2(db, "SELECT updated FROM secrets WHERE name = '" AUTH_HASH_SECRET "'", -1, &stmt, NULL) ==
-            SQLITE_OK &&
-        sqlite3_step(stmt) == SQLITE_ROW) {
-        json_decref(t);
-        t = json_integer(sqlite3_column_int64(stmt, 0));
+    int64_t t = 0;
+    if (keel_auth_password_time(api->c.auth, &t) != KEEL_OK) {
+        keel_error_clear();
+        return json_null();
     }
-    sqlite3_finalize(stmt);
-    return t;
+    return json_integer(t);
 }
 
 static void route_privacy_export(keel_api_t *api, struct evhttp_request *req)

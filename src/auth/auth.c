@@ -181,6 +181,13 @@ void keel_auth_close(keel_auth_t *a)
     free(a);
 }
 
+keel_status_t keel_auth_password_time(keel_auth_t *a, int64_t *when)
+{
+    if (a == NULL || when == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "auth password time: missing argument");
+    return keel_vault_secret_time(a->v, AUTH_SECRET_HASH, when);
+}
+
 bool keel_auth_must_change(const keel_auth_t *a)
 {
     return a != NULL && !a->has_set;

@@ -764,6 +764,27 @@ keel_status_t keel_privacy_record(keel_privacy_t *p, const char *category, const
     return st;
 }
 
+keel_status_t keel_privacy_record_telemetry(keel_privacy_t *p, const json_t *t)
+{
+    if (p == NULL || !json_is_object(t))
+        return keel_errorf(KEEL_ERR_ARG, "privacy record telemetry: missing argument");
+    keel_status_t st = KEEL_OK;
+    for (size_t c = 0; st == KEEL_OK && c < p->n_cats; c++) {
+        json_t *part = json_object();
+        if (part == NULL)
+            return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; st == KEEL_OK && i < p->n_fields; i++) {
+            json_t *v = p->fields[i].category == c ? json_object_get(t, p->fields[i].name) : NULL;
+            if (v != NULL && json_object_set(part, p->fields[i].name, v) != 0)
+                st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        }
+        if (st == KEEL_OK && json_object_size(part) > 0)
+            st = keel_privacy_record(p, p->cats[c].id, part);
+        json_decref(part);
+    }
+    return st;
+}
+
 static keel_status_t delete_older(keel_privacy_t *p, const char *category, int64_t before, uint64_t *removed)
 {
     sqlite3_stmt *s;

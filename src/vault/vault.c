@@ -643,6 +643,25 @@ keel_status_t keel_vault_secret_put(keel_vault_t *v, const char *name, const voi
     return st;
 }
 
+keel_status_t keel_vault_secret_time(keel_vault_t *v, const char *name, int64_t *updated)
+{
+    if (v == NULL || updated == NULL || !row_ok(name))
+        return keel_errorf(KEEL_ERR_ARG, "vault secret time: bad argument");
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(v->db, "SELECT updated FROM secrets WHERE name = ?1", -1, &s, NULL) != SQLITE_OK)
+        return db_error(v->db, "prepare secret time");
+    keel_status_t st = KEEL_OK;
+    int rc = sqlite3_bind_text(s, 1, name, -1, SQLITE_TRANSIENT) == SQLITE_OK ? sqlite3_step(s) : SQLITE_ERROR;
+    if (rc == SQLITE_ROW)
+        *updated = sqlite3_column_int64(s, 0);
+    else if (rc == SQLITE_DONE)
+        st = keel_errorf(KEEL_ERR_NOT_FOUND, "vault secret '%s' does not exist", name);
+    else
+        st = db_error(v->db, "read secret time");
+    sqlite3_finalize(s);
+    return st;
+}
+
 keel_status_t keel_vault_secret_get(keel_vault_t *v, const char *name, uint8_t *out, size_t cap,
                                     size_t *outlen)
 {
