@@ -10,6 +10,7 @@ softhsm2 opensc libengine-pkcs11-openssl libp11-dev libp11-kit-dev argon2 python
 john-data libclang-rt-14-dev time
 libevent-dev curl chromium libmosquitto-dev mosquitto mosquitto-clients
 nmap testssl.sh libarchive-dev
+libcurl4-openssl-dev libssh-dev lighttpd busybox dropbear-bin vsftpd inetutils-telnetd socat telnet
 "
 # The UI tests drive Chromium with playwright-core (npm): Node.js from Debian
 # when the machine has none of its own.

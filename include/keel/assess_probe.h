@@ -99,7 +99,43 @@ typedef struct {
  */
 keel_status_t keel_assess_probe_tls(const keel_tls_probe_opts_t *o, json_t **out) KEEL_MUST_CHECK;
 
-/* Appends {"provision", "severity", "what"} to the document's "findings". */
+/*
+ * ---- the test-unit contract of every observation document ------------------
+ *
+ * A probe that serves catalogue test units (keel/assess.h) says for each unit
+ * it is responsible for what became of it, in "units": {"<unit>": {"state",
+ * "reason"}}: "ran" (the unit was carried out; it PASSes for a provision unless
+ * a "fail" finding of that unit names the provision), "not_applicable" (there
+ * was nothing of its kind to test: no login form, no MQTT port; reason says
+ * what was looked for) or "inconclusive" (it should have run and could not:
+ * reason says why). A unit a probe does not mention is not its business.
+ * Findings carry the unit; "evidence" lists what was sent and seen.
+ */
+#define KEEL_PROBE_EVIDENCE_MAX 256u  /* evidence entries kept per document */
+#define KEEL_PROBE_EVIDENCE_TEXT 512u /* bytes of "sent"/"observed" kept (before escaping) */
+
+typedef enum { KEEL_UNIT_RAN, KEEL_UNIT_NOT_APPLICABLE, KEEL_UNIT_INCONCLUSIVE } keel_unit_state_t;
+
+/* Sets units.<unit> = {"state", "reason"} (reason may be NULL for "ran"); a later
+ * call replaces an earlier one, except that "inconclusive" is never replaced by
+ * "ran" (one part of the unit could not run). */
+keel_status_t keel_assess_unit_mark(json_t *doc, const char *unit, keel_unit_state_t state, const char *reason)
+    KEEL_MUST_CHECK;
+/* Appends {"unit", "provision", "severity", "what"} to "findings"; severity is
+ * "fail", "warn" or "info". */
+keel_status_t keel_assess_unit_finding(json_t *doc, const char *unit, const char *provision, const char *severity,
+                                       const char *what) KEEL_MUST_CHECK;
+/* Appends {"unit", "sent", "observed", "duration_us"} to "evidence": `sent` and
+ * `observed` are escaped with keel_assess_escape and capped at
+ * KEEL_PROBE_EVIDENCE_TEXT bytes (a "truncated": true is added); past
+ * KEEL_PROBE_EVIDENCE_MAX entries only "evidence_dropped" is counted.
+ * duration_us < 0 leaves the time out. */
+keel_status_t keel_assess_evidence(json_t *doc, const char *unit, const char *sent, size_t sent_len,
+                                   const char *observed, size_t observed_len, long long duration_us)
+    KEEL_MUST_CHECK;
+
+/* Appends {"provision", "severity", "what"} to the document's "findings"
+ * (the probes of the first slice: the engine knows their units by format). */
 keel_status_t keel_assess_finding(json_t *doc, const char *provision, const char *severity, const char *what)
     KEEL_MUST_CHECK;
 

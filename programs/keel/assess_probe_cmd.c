@@ -19,6 +19,12 @@ static const char probe_usage[] =
     "subcommands:\n"
     "  ports   TCP connect scan with banners; UDP probes of SSDP, mDNS, CoAP, SNMP\n"
     "  tls     TLS versions, cipher suites, groups, certificate, plaintext answer\n"
+    "  http    HTTP(S): unauthenticated sweep, disclosure, debug endpoints, default\n"
+    "          credentials, brute-force rate, password change, malformed input\n"
+    "  mqtt    MQTT broker: anonymous access, clear text, reading others' topics\n"
+    "  service telnet, SSH or FTP: clear-text login, banners, default credentials\n"
+    "  update  tampered, downgraded and wrongly signed bundles must be refused\n"
+    "  publication  security.txt, disclosure policy and support period\n"
     "\n"
     "Run 'keel assess probe <subcommand> --help' for its options.\n";
 
@@ -335,6 +341,11 @@ int assess_probe_main(int argc, char **argv)
     static const cli_sub_t subs[] = {
         {"ports", ports_usage, cmd_ports},
         {"tls", tls_usage, cmd_tls},
+        {"http", NULL, assess_probe_http_main},
+        {"mqtt", NULL, assess_probe_mqtt_main},
+        {"service", NULL, assess_probe_service_main},
+        {"update", NULL, assess_probe_update_main},
+        {"publication", NULL, assess_probe_publication_main},
     };
     return cli_dispatch("assess probe", probe_usage, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

@@ -68,5 +68,12 @@ int assess_init_main(int argc, char **argv);
 int assess_probe_main(int argc, char **argv);
 int assess_firmware_main(int argc, char **argv);
 int assess_passwords_main(int argc, char **argv);
+int assess_run_main(int argc, char **argv);
+/* keel assess probe subcommands in their own files. */
+int assess_probe_http_main(int argc, char **argv);        /* assess_probe_http_cmd.c */
+int assess_probe_mqtt_main(int argc, char **argv);        /* assess_probe_svc_cmd.c */
+int assess_probe_service_main(int argc, char **argv);     /* assess_probe_svc_cmd.c */
+int assess_probe_update_main(int argc, char **argv);      /* assess_probe_update_cmd.c */
+int assess_probe_publication_main(int argc, char **argv); /* assess_probe_update_cmd.c */
 
 #endif

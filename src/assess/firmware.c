@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE /* memmem */
 #include "keel/assess_firmware.h"
+#include "keel/assess_services.h"
 
 #include "keel/crypto.h"
 
@@ -42,30 +43,8 @@
 #define LINE_MAX_SCAN 4096 /* longer lines are not parsed as config */
 #define CHUNK (64u * 1024u)
 
-/* Common factory defaults of IoT devices (public lists of botnet and vendor
- * defaults). An empty password is reported by the account check itself. */
-static const struct {
-    const char *user, *password;
-} default_pairs[] = {
-    {"root", "root"},        {"root", "admin"},       {"root", "password"},   {"root", "toor"},
-    {"root", "default"},     {"root", "12345"},       {"root", "123456"},     {"root", "1234"},
-    {"root", "54321"},       {"root", "888888"},      {"root", "666666"},     {"root", "1111"},
-    {"root", "00000000"},    {"root", "xc3511"},      {"root", "vizxv"},      {"root", "xmhdipc"},
-    {"root", "juantech"},    {"root", "hi3518"},      {"root", "jvbzd"},      {"root", "anko"},
-    {"root", "zlxx."},       {"root", "klv123"},      {"root", "klv1234"},    {"root", "Zte521"},
-    {"root", "ikwb"},        {"root", "dreambox"},    {"root", "realtek"},    {"root", "system"},
-    {"root", "user"},        {"root", "pass"},        {"root", "7ujMko0vizxv"}, {"root", "7ujMko0admin"},
-    {"root", "changeme"},    {"root", "calvin"},      {"root", "ubnt"},       {"root", "openwrt"},
-    {"admin", "admin"},      {"admin", "password"},   {"admin", "1234"},      {"admin", "12345"},
-    {"admin", "123456"},     {"admin", "54321"},      {"admin", "1111"},      {"admin", "1111111"},
-    {"admin", "admin1234"},  {"admin", "smcadmin"},   {"admin", "pass"},      {"admin", "meinsm"},
-    {"admin", "changeme"},   {"admin", "default"},    {"admin", "7ujMko0admin"}, {"admin", "epicrouter"},
-    {"administrator", "1234"}, {"Administrator", "admin"}, {"user", "user"}, {"support", "support"},
-    {"service", "service"},  {"supervisor", "supervisor"}, {"guest", "guest"}, {"guest", "12345"},
-    {"tech", "tech"},        {"ubnt", "ubnt"},        {"pi", "raspberry"},    {"cisco", "cisco"},
-    {"default", "default"},  {"666666", "666666"},    {"888888", "888888"},   {"admin1", "password"},
-};
-#define NPAIRS (sizeof default_pairs / sizeof default_pairs[0])
+/* The default pairs are the built-in list of creds.c; an empty password is
+ * reported by the account check itself, so those pairs are skipped here. */
 
 typedef enum { E_FILE, E_DIR, E_LINK, E_OTHER } etype_t;
 
@@ -713,11 +692,14 @@ static void check_defaults(fw_t *fw)
                  type ? type : "unknown", h->user);
             continue;
         }
+        size_t NPAIRS;
+        const keel_cred_pair_t *default_pairs = keel_assess_default_creds(&NPAIRS);
         int hit = -1, timed_out = 0;
         /* Pairs naming this user first, then every other listed password. */
         for (int pass = 0; pass < 2 && hit < 0 && !timed_out; pass++)
             for (size_t p = 0; p < NPAIRS && hit < 0; p++) {
-                if ((strcmp(default_pairs[p].user, h->user) == 0) != (pass == 0))
+                if ((strcmp(default_pairs[p].user, h->user) == 0) != (pass == 0) ||
+                    default_pairs[p].password[0] == '\0')
                     continue;
                 int dup = 0;
                 for (size_t q = 0; q < p && !dup; q++)
@@ -754,6 +736,8 @@ static void check_defaults(fw_t *fw)
 
 static int listed_password(const char *v)
 {
+    size_t NPAIRS;
+    const keel_cred_pair_t *default_pairs = keel_assess_default_creds(&NPAIRS);
     for (size_t p = 0; p < NPAIRS; p++)
         if (strcmp(default_pairs[p].password, v) == 0)
             return 1;

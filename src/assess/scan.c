@@ -137,6 +137,92 @@ keel_status_t keel_assess_finding(json_t *doc, const char *provision, const char
     return KEEL_OK;
 }
 
+static json_t *doc_array(json_t *doc, const char *key)
+{
+    json_t *arr = json_object_get(doc, key);
+    if (json_is_array(arr))
+        return arr;
+    arr = json_array();
+    if (arr == NULL || json_object_set_new(doc, key, arr) != 0)
+        return NULL;
+    return arr;
+}
+
+keel_status_t keel_assess_unit_mark(json_t *doc, const char *unit, keel_unit_state_t state, const char *reason)
+{
+    static const char *const names[] = {"ran", "not_applicable", "inconclusive"};
+    if (doc == NULL || unit == NULL || (unsigned)state > KEEL_UNIT_INCONCLUSIVE ||
+        (state != KEEL_UNIT_RAN && reason == NULL))
+        return keel_errorf(KEEL_ERR_ARG, "unit mark without unit, state or reason");
+    json_t *units = json_object_get(doc, "units");
+    if (!json_is_object(units)) {
+        units = json_object();
+        if (units == NULL || json_object_set_new(doc, "units", units) != 0)
+            return keel_errorf(KEEL_ERR_NOMEM, "out of memory for a unit");
+    }
+    const char *was = json_string_value(json_object_get(json_object_get(units, unit), "state"));
+    if (was != NULL && strcmp(was, "inconclusive") == 0 && state == KEEL_UNIT_RAN)
+        return KEEL_OK;
+    json_t *u = reason != NULL ? json_pack("{s:s, s:s}", "state", names[state], "reason", reason)
+                               : json_pack("{s:s}", "state", names[state]);
+    if (u == NULL || json_object_set_new(units, unit, u) != 0)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory for a unit");
+    return KEEL_OK;
+}
+
+keel_status_t keel_assess_unit_finding(json_t *doc, const char *unit, const char *provision, const char *severity,
+                                       const char *what)
+{
+    if (doc == NULL || unit == NULL || provision == NULL || severity == NULL || what == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "finding without unit, provision, severity or text");
+    json_t *arr = doc_array(doc, "findings");
+    json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "unit", unit, "provision", provision, "severity", severity, "what",
+                          what);
+    if (arr == NULL || f == NULL || json_array_append_new(arr, f) != 0)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory for a finding");
+    return KEEL_OK;
+}
+
+static int evidence_text(json_t *e, const char *key, const char *p, size_t n)
+{
+    if (p == NULL)
+        return 0;
+    int cut = n > KEEL_PROBE_EVIDENCE_TEXT;
+    json_t *t = keel_assess_escape((const uint8_t *)p, cut ? KEEL_PROBE_EVIDENCE_TEXT : n);
+    if (t == NULL || json_object_set_new(e, key, t) != 0)
+        return -1;
+    if (cut && json_object_set_new(e, "truncated", json_true()) != 0)
+        return -1;
+    return 0;
+}
+
+keel_status_t keel_assess_evidence(json_t *doc, const char *unit, const char *sent, size_t sent_len,
+                                   const char *observed, size_t observed_len, long long duration_us)
+{
+    if (doc == NULL || unit == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "evidence without unit");
+    json_t *arr = doc_array(doc, "evidence");
+    if (arr == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory for evidence");
+    if (json_array_size(arr) >= KEEL_PROBE_EVIDENCE_MAX) {
+        json_int_t dropped = json_integer_value(json_object_get(doc, "evidence_dropped"));
+        if (json_object_set_new(doc, "evidence_dropped", json_integer(dropped + 1)) != 0)
+            return keel_errorf(KEEL_ERR_NOMEM, "out of memory for evidence");
+        return KEEL_OK;
+    }
+    json_t *e = json_pack("{s:s}", "unit", unit);
+    if (e == NULL || evidence_text(e, "sent", sent, sent_len) != 0 ||
+        evidence_text(e, "observed", observed, observed_len) != 0 ||
+        (duration_us >= 0 && json_object_set_new(e, "duration_us", json_integer(duration_us)) != 0)) {
+        json_decref(e);
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory for evidence");
+    }
+    /* the _new call owns e from here, on failure too */
+    if (json_array_append_new(arr, e) != 0)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory for evidence");
+    return KEEL_OK;
+}
+
 keel_status_t keel_assess_resolve(const char *host, unsigned port, struct sockaddr_storage *sa, socklen_t *salen,
                                   char *text, size_t text_cap)
 {
