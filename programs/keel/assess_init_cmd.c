@@ -67,7 +67,7 @@ static const keel_answer_t answers[] = {
                    "constant-time comparisons."},
     {"5.1-4", 'Y', "The API and the UI change the password; every session ends and the old password stops working."},
     {"5.1-5", 'Y', NULL}, /* from [auth] */
-    {"5.2-1", 'F', "whether the disclosure policy and security.txt (keel disclose writes both) are published"},
+    {"5.2-1", 'F', "whether the disclosure policy and security.txt are published"},
     {"5.2-2", 'F', "how reported vulnerabilities are handled, and in what time"},
     {"5.2-3", 'F', "how the product's components (SBOM) are monitored for vulnerabilities"},
     {"5.3-1", 'Y', "The whole software image is updated as one signed A/B bundle."},
@@ -355,6 +355,35 @@ static json_t *draft_ics(const src_t *s)
                      provisions);
 }
 
+
+/* How a lab speaks keeld's API (docs/api.md): the same for every Keel device. */
+static json_t *keeld_http(void)
+{
+    static const char text[] =
+        "{\"login\": {\"kind\": \"json\", \"path\": \"/api/v1/session\", \"user_field\": \"username\","
+        " \"password_field\": \"password\"},"
+        " \"password_change\": {\"kind\": \"json\", \"path\": \"/api/v1/password\","
+        " \"current_field\": \"current\", \"new_field\": \"new\"},"
+        " \"routes\": ["
+        "{\"method\": \"GET\", \"path\": \"/api/v1/status\", \"authentication\": false},"
+        "{\"method\": \"GET\", \"path\": \"/api/v1/device\", \"authentication\": true},"
+        "{\"method\": \"GET\", \"path\": \"/api/v1/settings\", \"authentication\": true,"
+        " \"security_relevant\": true},"
+        "{\"method\": \"PUT\", \"path\": \"/api/v1/settings\", \"authentication\": true,"
+        " \"security_relevant\": true},"
+        "{\"method\": \"GET\", \"path\": \"/api/v1/update\", \"authentication\": true,"
+        " \"security_relevant\": true},"
+        "{\"method\": \"POST\", \"path\": \"/api/v1/update/stage\", \"authentication\": true,"
+        " \"security_relevant\": true},"
+        "{\"method\": \"GET\", \"path\": \"/api/v1/link\", \"authentication\": true},"
+        "{\"method\": \"GET\", \"path\": \"/api/v1/privacy\", \"authentication\": true},"
+        "{\"method\": \"GET\", \"path\": \"/api/v1/privacy/export\", \"authentication\": true},"
+        "{\"method\": \"POST\", \"path\": \"/api/v1/factory-reset\", \"authentication\": true,"
+        " \"security_relevant\": true}"
+        "]}";
+    return json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+}
+
 static json_t *draft_ixit(const src_t *s)
 {
     const keel_config_t *c = s->cfg;
@@ -381,12 +410,12 @@ static json_t *draft_ixit(const src_t *s)
         "name", "peer-credentials", "kind", "peer_credentials", "description",
         "The kernel's peer credentials on the app socket: keeld's user and the [ipc] user and group only.");
     json_t *ifaces = json_pack(
-        "[{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:[s,s], s:b, s:s}, {s:s, s:s, s:s, s:s, s:s, s:b, s:[s], s:b, s:s}]",
+        "[{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:[s,s], s:b, s:s, s:o}, {s:s, s:s, s:s, s:s, s:s, s:b, s:[s], s:b, s:s}]",
         "name", "local-api", "protocol", "https", "transport", "tcp", "role", "server", "address",
         keel_config_str(c, "api", "listen"), "port", s->api_port, "tls", 1, "authentication", "admin-password",
         "session-token", "enabled_by_default", 1, "purpose",
-        "Local HTTPS API and setup UI: device information, password, updates, privacy, factory reset.", "name",
-        "app-socket", "protocol", "keel-ipc", "transport", "unix", "role", "server", "address", sock, "tls", 0,
+        "Local HTTPS API and setup UI: device information, password, updates, privacy, factory reset.", "http",
+        keeld_http(), "name", "app-socket", "protocol", "keel-ipc", "transport", "unix", "role", "server", "address", sock, "tls", 0,
         "authentication", "peer-credentials", "enabled_by_default", 1, "purpose",
         "Local socket of the product's own app: telemetry, events and commands.");
     json_t *params = json_pack(
@@ -427,7 +456,7 @@ static json_t *draft_ixit(const src_t *s)
     if (!ok)
         goto fail;
     return json_pack(
-        "{s:s, s:s, s:{s:o, s:s, s:o, s:{s:o, s:o}}, s:o, s:o, s:{s:s, s:s, s:{s:o, s:o, s:o, s:o}}, s:o,"
+        "{s:s, s:s, s:{s:o, s:s, s:o, s:{s:o, s:o}}, s:o, s:o, s:{s:s, s:s, s:{s:s}, s:{s:o, s:o, s:o, s:o}}, s:o,"
         " s:{s:o, s:o}, s:o, s:[{s:s, s:i}], s:o, s:{s:s, s:s, s:s}}",
         "format", "keel-ixit-1", "status", "draft", "product", "manufacturer",
         s->manufacturer ? json_string(s->manufacturer) : placeholder("the manufacturer's name"), "model",
@@ -437,11 +466,11 @@ static json_t *draft_ixit(const src_t *s)
         "authentication", auth, "update", "interface", "local-api", "authentication",
         "Bundles must be signed by an update signer of the release CA (ECDSA P-256 / SHA-256) and match the "
         "model and security version; uploading one needs an administrator session.",
-        "test_bundles", "good", placeholder("path of a correctly signed bundle for this model (keel bundle create)"),
+        "upload", "kind", "keel-api-v1", "test_bundles", "good", placeholder("path of a correctly signed bundle for this model (keel bundle create)"),
         "tampered", placeholder("path of that bundle with a byte changed"), "downgraded",
         placeholder("path of a correctly signed bundle with a lower security version"), "wrong_signer",
         placeholder("path of a bundle signed by a key outside the release CA"), "security_parameters", params,
-        "disclosure", "security_txt", placeholder("the URL or file of security.txt (keel disclose writes one)"),
+        "disclosure", "security_txt", placeholder("the URL or file of security.txt"),
         "policy", placeholder("the URL or file of the vulnerability disclosure policy"), "personal_data",
         s->decl != NULL ? json_pack("{s:O}", "declaration", s->decl) : json_null(), "expected_open_ports",
         "transport", "tcp", "port", s->api_port, "debug_interfaces",

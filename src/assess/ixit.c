@@ -568,11 +568,70 @@ static int is_socket(const char *transport)
     return strcmp(transport, "tcp") == 0 || strcmp(transport, "udp") == 0 || strcmp(transport, "unix") == 0;
 }
 
+/* An HTTP path as a lab sends it: from "/", printable, no spaces. */
+static keel_status_t get_http_path(vctx_t *c, const json_t *obj, const char *path, const char *key, int mode,
+                                   const char **out)
+{
+    char p[PATH_CAP];
+    keel_status_t st = get_text(c, obj, path, key, mode, KEEL_PATH_MAX - 1, out);
+    if (st != KEEL_OK || *out == NULL)
+        return st;
+    sub_key(p, path, key);
+    if ((*out)[0] != '/' || strpbrk(*out, " \t") != NULL)
+        return bad(p, "must be an HTTP path from \"/\" without spaces");
+    return KEEL_OK;
+}
+
+static const char *const http_methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", NULL};
+
+/* interfaces[].http: how the lab logs in, changes the password, and which routes exist. */
+static keel_status_t ixit_http(vctx_t *c, const json_t *e, const char *path)
+{
+    static const char *const keys[] = {"login", "password_change", "routes", NULL};
+    static const char *const login_keys[] = {"kind", "path", "user_field", "password_field", NULL};
+    static const char *const login_kinds[] = {"basic", "json", "form", NULL};
+    static const char *const change_keys[] = {"kind", "path", "current_field", "new_field", NULL};
+    static const char *const change_kinds[] = {"json", "form", NULL};
+    static const char *const route_keys[] = {"method", "path", "authentication", "security_relevant", NULL};
+    char p[PATH_CAP], q[PATH_CAP], r[PATH_CAP];
+    json_t *h, *o, *arr, *rt;
+    const char *s;
+    int b;
+    keel_status_t st = get_object(c, e, path, "http", OPT, keys, &h, p);
+    if (st != KEEL_OK || h == NULL)
+        return st;
+    if ((st = get_object(c, h, p, "login", OPT, login_keys, &o, q)) != KEEL_OK)
+        return st;
+    if (o != NULL && ((st = get_enum(c, o, q, "kind", REQ, login_kinds, &s)) != KEEL_OK ||
+                      (st = get_http_path(c, o, q, "path", REQ, &s)) != KEEL_OK ||
+                      (st = get_name(c, o, q, "user_field", OPT, &s)) != KEEL_OK ||
+                      (st = get_name(c, o, q, "password_field", OPT, &s)) != KEEL_OK))
+        return st;
+    if ((st = get_object(c, h, p, "password_change", OPT, change_keys, &o, q)) != KEEL_OK)
+        return st;
+    if (o != NULL && ((st = get_enum(c, o, q, "kind", REQ, change_kinds, &s)) != KEEL_OK ||
+                      (st = get_http_path(c, o, q, "path", REQ, &s)) != KEEL_OK ||
+                      (st = get_name(c, o, q, "current_field", OPT, &s)) != KEEL_OK ||
+                      (st = get_name(c, o, q, "new_field", OPT, &s)) != KEEL_OK))
+        return st;
+    if ((st = get_array(c, h, p, "routes", OPT, &arr, q)) != KEEL_OK)
+        return st;
+    for (size_t i = 0; st == KEEL_OK && arr != NULL && i < json_array_size(arr); i++) {
+        if ((st = entry(c, arr, i, q, route_keys, &rt, r)) != KEEL_OK || rt == NULL)
+            continue;
+        if ((st = get_enum(c, rt, r, "method", REQ, http_methods, &s)) == KEEL_OK &&
+            (st = get_http_path(c, rt, r, "path", REQ, &s)) == KEEL_OK &&
+            (st = get_bool(c, rt, r, "authentication", REQ, &b)) == KEEL_OK)
+            st = get_bool(c, rt, r, "security_relevant", OPT, &b);
+    }
+    return st;
+}
+
 static keel_status_t ixit_interfaces(vctx_t *c, const json_t *doc, const json_t *auths, json_t *names,
                                      json_t *servers)
 {
     static const char *const keys[] = {"name", "protocol", "transport", "role", "address", "port", "tls",
-                                       "authentication", "enabled_by_default", "purpose", NULL};
+                                       "authentication", "enabled_by_default", "purpose", "http", NULL};
     static const char *const roles[] = {"server", "client", NULL};
     char p[PATH_CAP], q[PATH_CAP], r[PATH_CAP], a[PATH_CAP];
     json_t *arr, *e, *al;
@@ -601,6 +660,13 @@ static keel_status_t ixit_interfaces(vctx_t *c, const json_t *doc, const json_t 
         }
         if ((st = get_port(c, e, q, "port", net ? REQ : OPT, &port)) != KEEL_OK)
             continue;
+        sub_key(r, q, "http");
+        if (json_object_get(e, "http") != NULL && (transport == NULL || strcmp(transport, "tcp") != 0)) {
+            st = bad(r, "only tcp interfaces speak HTTP");
+            continue;
+        }
+        if ((st = ixit_http(c, e, q)) != KEEL_OK)
+            continue;
         if (port != 0 && transport != NULL && role != NULL && strcmp(role, "server") == 0) {
             char key[16];
             snprintf(key, sizeof key, "%s/%ld", transport, port);
@@ -624,10 +690,13 @@ static keel_status_t ixit_interfaces(vctx_t *c, const json_t *doc, const json_t 
 
 static keel_status_t ixit_update(vctx_t *c, const json_t *doc, const json_t *ifaces)
 {
-    static const char *const keys[] = {"interface", "authentication", "test_bundles", NULL};
+    static const char *const keys[] = {"interface", "authentication", "upload", "test_bundles", NULL};
     static const char *const bundle_keys[] = {"good", "tampered", "downgraded", "wrong_signer", NULL};
+    static const char *const upload_keys[] = {"kind", "method", "path", NULL};
+    static const char *const upload_kinds[] = {"keel-api-v1", "http", NULL};
+    static const char *const upload_methods[] = {"POST", "PUT", NULL};
     char p[PATH_CAP], q[PATH_CAP];
-    json_t *o, *tb;
+    json_t *o, *tb, *up;
     const char *s;
     keel_status_t st = get_object(c, doc, "$", "update", REQ | NULLABLE, keys, &o, p);
     if (st != KEEL_OK || o == NULL)
@@ -639,7 +708,20 @@ static keel_status_t ixit_update(vctx_t *c, const json_t *doc, const json_t *ifa
         return keel_errorf(KEEL_ERR_FORMAT, "%s: \"%s\" is not in $.interfaces", q, s);
     }
     if ((st = get_text(c, o, p, "authentication", REQ, KEEL_ASSESS_TEXT_MAX, &s)) != KEEL_OK ||
-        (st = get_object(c, o, p, "test_bundles", OPT, bundle_keys, &tb, q)) != KEEL_OK || tb == NULL)
+        (st = get_object(c, o, p, "upload", OPT, upload_keys, &up, q)) != KEEL_OK)
+        return st;
+    if (up != NULL) {
+        const char *kind;
+        if ((st = get_enum(c, up, q, "kind", REQ, upload_kinds, &kind)) != KEEL_OK)
+            return st;
+        int http = kind != NULL && strcmp(kind, "http") == 0;
+        if ((st = get_enum(c, up, q, "method", http ? REQ : OPT, upload_methods, &s)) != KEEL_OK ||
+            (st = get_http_path(c, up, q, "path", http ? REQ : OPT, &s)) != KEEL_OK)
+            return st;
+        if (!http && (json_object_get(up, "method") != NULL || json_object_get(up, "path") != NULL))
+            return keel_errorf(KEEL_ERR_FORMAT, "%s: method and path belong to an upload of kind \"http\"", q);
+    }
+    if ((st = get_object(c, o, p, "test_bundles", OPT, bundle_keys, &tb, q)) != KEEL_OK || tb == NULL)
         return st;
     for (size_t i = 0; st == KEEL_OK && bundle_keys[i] != NULL; i++)
         st = get_text(c, tb, q, bundle_keys[i], OPT, KEEL_PATH_MAX - 1, &s);
