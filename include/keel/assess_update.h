@@ -17,6 +17,7 @@
 #include <time.h>
 
 #define KEEL_UPDATE_BUNDLE_MAX (256u * 1024u * 1024u) /* a test bundle the probe reads */
+#define KEEL_UPDATE_HTTP_BODY_MAX (64u * 1024u * 1024u) /* a KEEL_UPLOAD_HTTP bundle: one body, held whole */
 
 typedef enum {
     KEEL_UPLOAD_KEEL_API_V1, /* keeld's API: PUT /api/v1/update/bundle?offset=N in 64 KiB pieces, then
@@ -43,15 +44,26 @@ typedef struct {
  * For each bundle given: uploads it and records accepted/refused with the
  * device's answer. tampered, downgraded and wrong_signer must be refused
  * (each accepted one is a fail: tampered -> 5.3-9 and 5.3-2, downgraded ->
- * 5.3-2, wrong_signer -> 5.3-10 and 5.3-7). Without a `tampered` bundle one is
- * made from `good` by flipping bytes in the middle of its payload and one in
- * its last 64 bytes (a signature, in most formats), each tried. `good` must be
+ * 5.3-2, wrong_signer -> 5.3-10 and 5.3-7). Without a `tampered` bundle
+ * variants are made from `good`, one byte flipped each, each tried: for a
+ * keel-bundle-1 a manifest, a signature and a payload byte; for any other
+ * file the middle byte and one in its last 64 bytes (a signature, in most
+ * formats). Damage in a keel bundle's payload alone that is accepted is only
+ * a 5.3-9 info: such devices check the payload while installing, and the
+ * probe never installs (docs/internals/assess-update.md). `good` must be
  * accepted (otherwise the refusals prove nothing: unit inconclusive); it is
  * never applied: for keel-api-v1 the staged upload is dropped again by starting
  * an empty upload. The device must still answer after each refusal, and
  * `version_path` must read the same before and after. With no bundle at all
- * the unit is inconclusive ("the IXIT names no test bundles").
- * Format "keel-assess-update-1".
+ * the unit is inconclusive ("the IXIT names no test bundles"); so it is without
+ * a good, a downgraded or a wrongly signed bundle, when the login is refused,
+ * or when an upload cannot be completed (no answer, a route that is not there,
+ * the budget). Bundles are read in 64 KiB pieces (KEEL_UPLOAD_HTTP: whole,
+ * at most KEEL_UPDATE_HTTP_BODY_MAX). Format "keel-assess-update-1".
+ * KEEL_ERR_ARG for bad options, KEEL_ERR_NOT_FOUND for a host that does not
+ * resolve or a bundle file that is not there, KEEL_ERR_IO / KEEL_ERR_TOO_LARGE
+ * for a bundle that cannot be read or is over KEEL_UPDATE_BUNDLE_MAX,
+ * KEEL_ERR_NOMEM.
  */
 keel_status_t keel_assess_probe_update(const keel_update_probe_opts_t *o, json_t **out) KEEL_MUST_CHECK;
 
@@ -59,7 +71,8 @@ typedef struct {
     const char *security_txt;   /* URL (http/https) or file path; NULL = not given */
     const char *policy;         /* URL or file path of the disclosure policy; NULL = not given */
     const char *support_end;    /* "YYYY-MM-DD" from the IXIT; NULL = not given */
-    const char *support_at;     /* URL or file where the support period is published */
+    const char *support_at;     /* URL or file where the support period is published; NULL with
+                                   support_end given is a 5.3-13 fail (not published) */
     const char *base_dir;       /* relative file paths are read from here; NULL = cwd */
     const char *ca_file;        /* CA for https URLs; NULL = the system's store */
     unsigned timeout_ms;        /* per fetch; 0 = 5000 */
@@ -80,9 +93,13 @@ typedef struct {
  *    (ISO "2031-12-31", or "31 December 2031", "December 31, 2031", or month and
  *    year) - 5.3-13 fail when unreachable or the date is not found; an end date
  *    in the past is a 5.3-13 warn ("support has ended").
- * Unit "publication": "ran" when something was given; "inconclusive" when the
- * IXIT gives nothing or a URL cannot be fetched (the reason names it). Format
- * "keel-assess-publication-1".
+ * An HTTP error status (404, 500), more than 3 redirects, a redirect to
+ * another scheme or a missing date is a fail: the document is not published
+ * where the IXIT says. Unit "publication": "ran" when something was given;
+ * "inconclusive" when the IXIT gives nothing, or a URL cannot be fetched at
+ * all (DNS, refused, timeout, TLS) or a file cannot be read (the reason names
+ * it). Format "keel-assess-publication-1". KEEL_ERR_ARG for a support_end
+ * that is not a real YYYY-MM-DD date or an empty/overlong source; KEEL_ERR_NOMEM.
  */
 keel_status_t keel_assess_publication(const keel_publication_opts_t *o, json_t **out) KEEL_MUST_CHECK;
 
