@@ -137,7 +137,7 @@ typedef struct {
 
 /*
  * Runs the http.* units against one HTTP(S) port, in an order that keeps the
- * lab's own access: auth_sweep, disclosure, debug, input, password_change,
+ * lab's own access: disclosure, auth_sweep, debug, input, password_change,
  * then default_creds and bruteforce last (they trip the device's throttle).
  * Observation "keel-assess-http-1" following the test-unit contract of
  * keel/assess_probe.h. KEEL_ERR_ARG, KEEL_ERR_NOT_FOUND (host), KEEL_ERR_NOMEM;

@@ -77,8 +77,9 @@ keel_status_t keel_http_open(const keel_http_opts_t *o, keel_http_t **out)
     if (h == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for an HTTP session");
     h->o = *o;
-    keel_buf_init(&h->auth, 256);
-    keel_buf_init(&h->csrf, 128);
+    /* take_token admits tokens and CSRF values of up to 1023 bytes */
+    keel_buf_init(&h->auth, 2048);
+    keel_buf_init(&h->csrf, 2048);
     int v6 = strchr(o->host, ':') != NULL;
     snprintf(h->base, sizeof h->base, "%s://%s%s%s:%u", o->tls ? "https" : "http", v6 ? "[" : "", o->host,
              v6 ? "]" : "", o->port);
@@ -113,8 +114,9 @@ const char *keel_http_base(const keel_http_t *h)
 void keel_http_resp_init(keel_http_resp_t *r)
 {
     memset(r, 0, sizeof *r);
-    keel_buf_init(&r->headers, 1024);
-    keel_buf_init(&r->body, 4096);
+    /* hard caps (keel_buf_t), not initial sizes: keel_http_do raises the body's to the session's body_max */
+    keel_buf_init(&r->headers, KEEL_HTTP_HEADERS_MAX);
+    keel_buf_init(&r->body, KEEL_HTTP_BODY_MAX);
 }
 
 void keel_http_resp_free(keel_http_resp_t *r)
@@ -193,6 +195,8 @@ keel_status_t keel_http_do(keel_http_t *h, const keel_http_req_t *q, keel_http_r
     int truncated = 0, dummy = 0;
     sink_t body = {&r->body, h->o.body_max ? h->o.body_max : KEEL_HTTP_BODY_MAX, &truncated, 0};
     sink_t head = {&r->headers, KEEL_HTTP_HEADERS_MAX, &dummy, 0};
+    r->body.cap = body.cap;
+    r->headers.cap = head.cap;
     const char *method = q->method != NULL ? q->method : "GET";
     /* "Expect: 100-continue" would add a round trip and a 1xx to every upload. */
     int bad = add_header(&hdrs, "Expect:");
@@ -218,14 +222,15 @@ keel_status_t keel_http_do(keel_http_t *h, const keel_http_req_t *q, keel_http_r
           curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_cb) != CURLE_OK ||
           curl_easy_setopt(c, CURLOPT_WRITEDATA, &body) != CURLE_OK ||
           curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb) != CURLE_OK ||
-          curl_easy_setopt(c, CURLOPT_HEADERDATA, &head) != CURLE_OK ||
-          curl_easy_setopt(c, CURLOPT_NOBODY, head_req ? 1L : 0L) != CURLE_OK;
+          curl_easy_setopt(c, CURLOPT_HEADERDATA, &head) != CURLE_OK;
     if (!bad && q->body != NULL)
         bad = curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len) != CURLE_OK ||
               curl_easy_setopt(c, CURLOPT_POSTFIELDS, q->body) != CURLE_OK;
     else if (!bad)
         bad = curl_easy_setopt(c, CURLOPT_HTTPGET, 1L) != CURLE_OK;
-    /* after the POST/GET switch, which resets the method */
+    /* after the POST/GET switch, which resets the method and clears NOBODY */
+    if (!bad)
+        bad = curl_easy_setopt(c, CURLOPT_NOBODY, head_req ? 1L : 0L) != CURLE_OK;
     if (!bad && !head_req)
         bad = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
     if (bad) {
@@ -260,6 +265,8 @@ keel_status_t keel_http_do(keel_http_t *h, const keel_http_req_t *q, keel_http_r
 
 int keel_http_header(const keel_http_resp_t *r, const char *name, char *out, size_t cap)
 {
+    if (r->headers.data == NULL)
+        return 0; /* no answer: nothing was ever kept */
     size_t nlen = strlen(name);
     const char *p = (const char *)r->headers.data;
     const char *end = p + r->headers.len;
@@ -387,8 +394,8 @@ keel_status_t keel_http_login(keel_http_t *h, const keel_http_login_t *l, const 
         rr = &own;
     }
     keel_buf_t body, cred;
-    keel_buf_init(&body, 256);
-    keel_buf_init(&cred, 256);
+    keel_buf_init(&body, 4096);
+    keel_buf_init(&cred, 2048);
     const char *uf = l->user_field ? l->user_field : "username";
     const char *pf = l->password_field ? l->password_field : "password";
     keel_status_t st = KEEL_OK;
@@ -396,7 +403,7 @@ keel_status_t keel_http_login(keel_http_t *h, const keel_http_login_t *l, const 
     const char *hdr[2] = {NULL, NULL};
     if (l->kind == KEEL_HTTP_LOGIN_BASIC) {
         keel_buf_t pair;
-        keel_buf_init(&pair, 128);
+        keel_buf_init(&pair, 1024);
         st = keel_buf_printf(&pair, "%s:%s", user, password);
         if (st == KEEL_OK)
             st = keel_buf_append(&cred, "Authorization: Basic ", 21);
