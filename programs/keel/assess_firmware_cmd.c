@@ -384,26 +384,15 @@ static void print_passwords(const char *file, const json_t *r)
     printf("%s: %zu finding(s)\n", total == 0 ? "PASS" : "FAIL", total);
 }
 
-int assess_passwords_main(int argc, char **argv)
+/*
+ * The 5.1-2 analysis of a label file as the document "keel-assess-passwords-1"
+ * (also for keel assess run). *out is NULL when the file could not be used,
+ * and the return value is then the exit status; otherwise CLI_OK.
+ */
+int assess_passwords_doc(const char *cmd, const char *file, const char *common, json_t **out, unsigned *nfindings)
 {
-    static const char *cmd = "assess passwords";
-    static const struct option opts[] = {{"common-list", required_argument, NULL, 'c'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {NULL, 0, NULL, 0}};
-    if (cli_want_help(argc, argv, passwords_usage))
-        return CLI_OK;
-    const char *common = NULL;
-    int json = 0, c;
-    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': common = optarg; break;
-        case 'j': json = 1; break;
-        default: return cli_bad_option(cmd, c, argv);
-        }
-    }
-    if (optind + 1 != argc)
-        return cli_usage(cmd, "exactly one label file is required");
-    const char *file = argv[optind];
+    *out = NULL;
+    *nfindings = 0;
     if (common == NULL)
         common = getenv("KEEL_COMMON_PASSWORDS");
     if (common == NULL)
@@ -444,6 +433,37 @@ int assess_passwords_main(int argc, char **argv)
         json_object_set_new(x, "severity", json_string(severity_of(check)));
         json_object_set(x, "what", json_object_get(x, "detail"));
     }
+    *out = r;
+    *nfindings = findings;
+    return CLI_OK;
+}
+
+int assess_passwords_main(int argc, char **argv)
+{
+    static const char *cmd = "assess passwords";
+    static const struct option opts[] = {{"common-list", required_argument, NULL, 'c'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    if (cli_want_help(argc, argv, passwords_usage))
+        return CLI_OK;
+    const char *common = NULL;
+    int json = 0, c;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': common = optarg; break;
+        case 'j': json = 1; break;
+        default: return cli_bad_option(cmd, c, argv);
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage(cmd, "exactly one label file is required");
+    const char *file = argv[optind];
+    json_t *r = NULL;
+    unsigned findings = 0;
+    int rc = assess_passwords_doc(cmd, file, common, &r, &findings);
+    if (r == NULL)
+        return rc;
+    const char *input = json_string_value(json_object_get(r, "input"));
     rc = findings == 0 ? CLI_OK : CLI_FAILED;
     if (json) {
         if (cli_print_json(r) != CLI_OK)

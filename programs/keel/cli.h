@@ -69,6 +69,9 @@ int assess_probe_main(int argc, char **argv);
 int assess_firmware_main(int argc, char **argv);
 int assess_passwords_main(int argc, char **argv);
 int assess_run_main(int argc, char **argv);
+int assess_catalogue_main(int argc, char **argv);
+/* The 5.1-2 label analysis as a document (assess_firmware_cmd.c). */
+int assess_passwords_doc(const char *cmd, const char *file, const char *common, json_t **out, unsigned *nfindings);
 /* keel assess probe subcommands in their own files. */
 int assess_probe_http_main(int argc, char **argv);        /* assess_probe_http_cmd.c */
 int assess_probe_mqtt_main(int argc, char **argv);        /* assess_probe_svc_cmd.c */

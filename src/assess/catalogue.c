@@ -59,7 +59,7 @@ static const keel_assess_provision_t catalogue[] = {
     {"5.1-1", NULL, 'M', "passwords", "No universal default password",
      "The IXIT shows, for every password outside the factory-default state, that it is unique per device or "
      "chosen by the user, and how it is set.",
-     U("http.default_creds", "telnet_ssh_ftp", "firmware")},
+     U("http.default_creds", "telnet_ssh_ftp", "mqtt", "firmware")},
     {"5.1-2", NULL, 'M', "passwords", "Pre-installed unique passwords resist automated attacks",
      "The IXIT describes how per-device passwords are generated: from a random source, with enough entropy, "
      "and unrelated to serial number, MAC address or other public data.",
@@ -147,7 +147,7 @@ static const keel_assess_provision_t catalogue[] = {
      "The IXIT says how algorithms and trust anchors are replaced.", NO_UNITS},
     {"5.5-4", NULL, 'R', "remote_access", "Network functions are available only after authentication",
      "The IXIT lists which functions answer without authentication and why.",
-     U("http.auth_sweep", "mqtt")},
+     U("http.auth_sweep", "mqtt", "telnet_ssh_ftp")},
     {"5.5-5", NULL, 'M', "remote_access", "Security-relevant settings change only after authentication",
      "The IXIT lists the security-relevant settings reachable over the network and the authentication each "
      "needs.",

@@ -151,4 +151,15 @@ expect_rc 2 "$KEEL" assess init --config "$CONF" --out "$T/x" --strict
 expect_rc 0 "$KEEL" assess init --help
 grep -q -- '--force' "$T/out" || fail "--help does not document --force"
 
+note "docs/provisions.md shows the catalogue as keel assess catalogue --md prints it"
+expect_rc 0 "$KEEL" assess catalogue --md
+sed -n '/^<!-- keel assess catalogue --md -->$/,/^<!-- end -->$/p' "$KEEL_SOURCE_DIR/docs/provisions.md" |
+    sed '1d;$d' >"$T/doc-table.md"
+cmp -s "$T/out" "$T/doc-table.md" ||
+    { diff "$T/doc-table.md" "$T/out" >&2 || true; fail "docs/provisions.md's table differs from keel assess catalogue --md"; }
+expect_rc 0 "$KEEL" assess catalogue --json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["provisions"]) == 78' "$T/out" ||
+    fail "keel assess catalogue --json does not list 78 provisions"
+expect_rc 2 "$KEEL" assess catalogue --json --md
+
 note "ok"
