@@ -131,7 +131,7 @@ typedef struct {
     keel_http_pwchange_t password_change; /* declared; kind NONE = http.password_change not applicable */
     const char *user;                   /* lab credentials (IXIT lab_credentials); NULL = none */
     const char *password;               /* secret: never stored in the observation; the caller wipes it */
-    unsigned bruteforce_max;            /* wrong guesses at most for http.bruteforce; 0 = 40 */
+    unsigned bruteforce_max;            /* wrong guesses at most for http.bruteforce; 0 = 25 */
     unsigned budget_ms;                 /* for the whole probe; 0 = 45000 */
 } keel_http_probe_opts_t;
 

@@ -51,7 +51,7 @@ static const char http_usage[] =
     "  --user U                    the lab's user\n"
     "  --password-env VAR          the lab's password, from this environment variable\n"
     "  --password-file F           ... or from the first line of this file (mode 0600)\n"
-    "  --bruteforce-max N          wrong guesses at most (default 40)\n"
+    "  --bruteforce-max N          wrong guesses at most (default 25)\n"
     "  --budget-ms N               for the whole probe (default 45000)\n"
     "  --timeout-ms N              per request (default 5000)\n"
     "  --json                      print the observation document\n"

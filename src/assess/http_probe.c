@@ -41,7 +41,7 @@
 #define HTTP_BUDGET_MAX_MS 3600000u
 #define HTTP_TIMEOUT_DEFAULT_MS 5000u
 #define HTTP_TIMEOUT_MAX_MS 60000u
-#define BRUTE_DEFAULT 40u
+#define BRUTE_DEFAULT 25u
 #define BRUTE_MAX 10000u
 #define ROUTES_MAX 64u          /* declared routes taken */
 #define PATH_MAX_LEN 512u       /* a path the probe builds or takes */
@@ -93,6 +93,9 @@ typedef struct {
     char found_user[64];
     int lab_session; /* the session carries the lab's login */
     json_t *units_info;
+    /* the lab password and, during http.password_change, the fresh one: an
+     * answer that holds either is never quoted in evidence */
+    const char *secret[2];
 } probe_t;
 
 static const char *const unit_order[] = {"http.disclosure", "http.auth_sweep", "http.debug", "http.input",
@@ -188,6 +191,24 @@ static void quote(char *out, size_t cap, const char *p, size_t n)
         out[o] = '\0';
 }
 
+/* Drops a last UTF-8 character that a cut of vsnprintf left incomplete:
+ * declared paths may be any UTF-8, and half a character would make a string
+ * jansson refuses (the whole document lost). */
+static void utf8_cut_tail(char *s)
+{
+    size_t start = strlen(s), cont = 0;
+    while (start > 0 && cont < 4 && ((unsigned char)s[start - 1] & 0xC0) == 0x80) {
+        start--;
+        cont++;
+    }
+    if (start == 0)
+        return;
+    unsigned char lead = (unsigned char)s[start - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (lead >= 0xC0 && cont + 1 < need)
+        s[start - 1] = '\0';
+}
+
 /* "digit.digit" somewhere in s: a version number. */
 static int has_version(const char *s, size_t n)
 {
@@ -271,11 +292,30 @@ static keel_status_t observed(const keel_http_resp_t *r, int redact, keel_buf_t 
     return st;
 }
 
+/* Does the answer (headers or body) hold a secret of the lab's? A device may
+ * echo the password a change set, or a setting page may show it. */
+static int holds_secret(const probe_t *p, const keel_http_resp_t *r)
+{
+    for (size_t i = 0; i < sizeof p->secret / sizeof p->secret[0]; i++) {
+        const char *sec = p->secret[i];
+        size_t n = sec != NULL ? strlen(sec) : 0;
+        if (n == 0)
+            continue;
+        if ((r->headers.data != NULL && memmem(r->headers.data, r->headers.len, sec, n) != NULL) ||
+            (r->body.data != NULL && memmem(r->body.data, r->body.len, sec, n) != NULL))
+            return 1;
+    }
+    return 0;
+}
+
 static keel_status_t evidence(probe_t *p, const char *unit, const char *sent, const keel_http_resp_t *r, int redact)
 {
     keel_buf_t o;
     keel_buf_init(&o, 2048);
-    keel_status_t st = observed(r, redact, &o);
+    keel_status_t st = holds_secret(p, r)
+                           ? keel_buf_printf(&o, "HTTP %ld; the answer holds a password of the lab's: not kept",
+                                             r->status)
+                           : observed(r, redact, &o);
     if (st == KEEL_OK)
         st = keel_assess_evidence(p->doc, unit, sent, strlen(sent), (const char *)o.data, o.len, r->duration_us);
     else if (st == KEEL_ERR_TOO_LARGE)
@@ -321,6 +361,7 @@ static keel_status_t finding(probe_t *p, const char *unit, const char *prov, con
     va_start(ap, fmt);
     (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    utf8_cut_tail(what);
     return keel_assess_unit_finding(p->doc, unit, prov, sev, what);
 }
 
@@ -335,6 +376,7 @@ static keel_status_t mark(probe_t *p, const char *unit, keel_unit_state_t s, con
     va_start(ap, fmt);
     (void)vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
+    utf8_cut_tail(why);
     return keel_assess_unit_mark(p->doc, unit, s, why);
 }
 
@@ -589,6 +631,24 @@ static int product_version(const char *s, size_t n, char *out, size_t cap)
     return 0;
 }
 
+/* A version in a Via header beyond the protocol each hop names ("1.1 gw" is
+ * HTTP/1.1, not software): in the received-by or the comment of an entry. */
+static int via_version(const char *v)
+{
+    while (*v != '\0') {
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        while (*v != '\0' && *v != ' ' && *v != '\t' && *v != ',')
+            v++; /* the received-protocol */
+        const char *e = strchr(v, ',');
+        size_t n = e != NULL ? (size_t)(e - v) : strlen(v);
+        if (has_version(v, n))
+            return 1;
+        v += n;
+    }
+    return 0;
+}
+
 static keel_status_t judge_headers(probe_t *p, const char *u, const char *path, const keel_http_resp_t *r,
                                    unsigned *named)
 {
@@ -603,7 +663,7 @@ static keel_status_t judge_headers(probe_t *p, const char *u, const char *path, 
         if (*named & bit)
             continue;
         *named |= bit;
-        if (has_version(v, strlen(v)))
+        if (strcmp(banner_headers[i], "Via") == 0 ? via_version(v) : has_version(v, strlen(v)))
             st = finding(p, u, "5.6-2", "fail", "the %s header gives a software version: \"%s\" (answer to %s)",
                          banner_headers[i], q, path);
         else
@@ -1091,6 +1151,7 @@ static keel_status_t input_finding(probe_t *p, const char *sev, const char *fmt,
     va_start(ap, fmt);
     (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    utf8_cut_tail(what);
     keel_status_t st = keel_assess_unit_finding(p->doc, "http.input", "5.13-1B", sev, what);
     if (st == KEEL_OK && p->ui)
         st = keel_assess_unit_finding(p->doc, "http.input", "5.13-1A", sev, what);
@@ -1645,6 +1706,7 @@ static keel_status_t unit_password_change(probe_t *p)
         fresh[NEW_PASSWORD_LEN - 1] = '-';
         fresh[NEW_PASSWORD_LEN] = '\0';
         keel_wipe(tail, sizeof tail);
+        p->secret[1] = fresh;
     }
     const char *lab = o->password;
     int ok = 0, old_ok = 0, new_ok = 0;
@@ -1717,6 +1779,7 @@ static keel_status_t unit_password_change(probe_t *p)
         }
     }
     keel_wipe(fresh, sizeof fresh);
+    p->secret[1] = NULL;
     keel_http_forget(p->h);
     p->lab_session = 0;
     if (st == KEEL_OK)
@@ -1825,8 +1888,9 @@ static int find_form(probe_t *p, const char *page_path, const keel_buf_t *b)
         snprintf(path, sizeof path, "%.*s%s", dl, page_path, action);
     } else
         return 0;
+    /* printable ASCII only: the path goes into the document as it is */
     for (const char *c = path; *c; c++)
-        if ((unsigned char)*c <= ' ' || *c == '"' || *c == '<' || *c == '>')
+        if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f || *c == '"' || *c == '<' || *c == '>')
             return 0;
     snprintf(p->found_path, sizeof p->found_path, "%s", path);
     snprintf(p->found_user_field, sizeof p->found_user_field, "%s", ufield);
@@ -2061,8 +2125,10 @@ static keel_status_t unit_bruteforce(probe_t *p)
         st = rand_text(guess, GUESS_LEN, pw_alphabet);
         if (st != KEEL_OK)
             break;
-        if (o->password != NULL && strcmp(guess, o->password) == 0)
+        if (o->password != NULL && strcmp(guess, o->password) == 0) {
+            keel_wipe(guess, sizeof guess);
             continue; /* never the real password, however unlikely */
+        }
         int acc = 0;
         keel_http_forget(p->h);
         double g0 = keel_now();
@@ -2299,6 +2365,7 @@ keel_status_t keel_assess_probe_http(const keel_http_probe_opts_t *o, json_t **o
     probe_t p;
     memset(&p, 0, sizeof p);
     p.o = o;
+    p.secret[0] = o->password;
     keel_status_t st = keel_assess_resolve(o->http.host, o->http.port, &p.sa, &p.salen, p.addr, sizeof p.addr);
     if (st != KEEL_OK)
         return st;

@@ -70,7 +70,7 @@ auth.backend.plain.userfile = "$LT/users"
 auth.require = ("/admin" => ("method" => "basic", "realm" => "lab", "require" => "valid-user"))
 status.status-url = "/server-status"
 # lighttpd delays every refused login by a fixed 1 s by default: still no
-# throttle (parallel guesses go through), but 40 guesses would take 40 s here.
+# throttle (parallel guesses go through), but 25 guesses would take 25 s here.
 server.feature-flags += ("auth.delay-invalid-creds" => "disable")
 EOF
 "$LIGHTTPD" -tt -f "$LT/lighttpd.conf" >/dev/null 2>&1 || { "$LIGHTTPD" -tt -f "$LT/lighttpd.conf"; fail "lighttpd refuses the test's configuration"; }
@@ -86,8 +86,8 @@ check "$T/lighttpd.json" 'any("/server-status" in f for f in fails(d))' "lighttp
 check "$T/lighttpd.json" 'all(state(d, u) == "ran" for u in ("http.disclosure", "http.auth_sweep", "http.debug", "http.input", "http.default_creds", "http.bruteforce"))' \
     "lighttpd: a unit did not run"
 check "$T/lighttpd.json" 'state(d, "http.password_change") == "not_applicable"' "lighttpd: password_change is not n/a"
-check "$T/lighttpd.json" 'd["unit_details"]["http.bruteforce"]["guesses"] == 40 and d["login"]["kind"] == "basic"' \
-    "lighttpd: bruteforce did not use the Basic login for 40 guesses"
+check "$T/lighttpd.json" 'd["unit_details"]["http.bruteforce"]["guesses"] == 25 and d["login"]["kind"] == "basic"' \
+    "lighttpd: bruteforce did not use the Basic login for 25 guesses"
 # the human form: same exit status, a table
 expect_rc 1 "$KEEL" assess probe http --target 127.0.0.1 --port "$LPORT" --bruteforce-max 5
 grep -q '^  http.default_creds *ran' "$T/out" || fail "human output lacks the unit table: $(cat "$T/out")"

@@ -12,7 +12,8 @@
 #      1.0 and a CBC/RSA suite; telnetd; a firmware tree with a private key and
 #      a shadow file with a default password: each flaw a FAIL of its
 #      provision, exit 1, and no FAIL outside the expected set;
-#  (c) the open ports of (b) cross-checked with nmap.
+#  (c) the open ports of (b) cross-checked with nmap, (d) the TLS versions with
+#      testssl.sh.
 if [ -z "${KEEL_ASSESS_NETNS:-}" ]; then
     command -v unshare >/dev/null 2>&1 || { echo "SKIP: unshare is missing" >&2; exit 77; }
     unshare --net true 2>/dev/null || { echo "SKIP: cannot create a network namespace" >&2; exit 77; }
@@ -217,6 +218,7 @@ set -e
 cat "$T/run.out"
 [ "$rc" -eq 1 ] || { cat "$T/run.err" >&2; fail "discovery run on the broken targets exited $rc (expected 1)"; }
 must 'd["mode"] == "discovery"' 'd["mode"]' "not in discovery mode"
+note "discovery run on the broken targets: $(rq '"%.1f s; " % (d["duration_us"] / 1e6) + ", ".join("%s %.1f s" % (p["probe"] + ("@" + p["interface"] if p["interface"] else ""), p["duration_us"] / 1e6) for p in d["probes"])')"
 # every flaw is a FAIL of its provision, on the right interface
 fails() { rq "sorted(set(t['id'] for p in d['provisions'] for t in p['tests'] if t['verdict'] == 'FAIL'))"; }
 has_fail() { # PREFIX WHAT
@@ -254,4 +256,24 @@ ke = {o["port"] for o in ports["tcp"]["open"]}
 print("-- open ports: keel %s, nmap %s" % (sorted(ke), sorted(nm)))
 sys.exit(0 if ke == nm else 1)
 EOF
+# ---- (d) the TLS versions of the report against testssl.sh -------------------------
+TESTSSL=$(command -v testssl || command -v testssl.sh || true)
+if [ -n "$TESTSSL" ]; then
+    note "(d) accepted TLS versions against testssl.sh"
+    "$TESTSSL" --protocols --quiet --color 0 --warnings off --jsonfile "$T/testssl.json" "127.0.0.1:$WEAK" \
+        >"$T/testssl.log" 2>&1 || { cat "$T/testssl.log" >&2; fail "testssl failed"; }
+    python3 - "$T/testssl.json" "$R/report.json" "$WEAK" <<'EOF' || fail "keel and testssl.sh disagree on TLS versions"
+import json, sys
+names = {"SSLv3": "SSLv3", "TLS1": "TLSv1", "TLS1_1": "TLSv1.1", "TLS1_2": "TLSv1.2", "TLS1_3": "TLSv1.3"}
+theirs = sorted(names[e["id"]] for e in json.load(open(sys.argv[1]))
+                if e.get("id") in names and e["finding"].lower().startswith("offered"))
+d = json.load(open(sys.argv[2]))
+tls = next(o for o in d["observations"] if o.get("format") == "keel-assess-tls-1" and o["port"] == int(sys.argv[3]))
+ours = sorted(v["version"] for v in tls["versions"] if v["accepted"])
+print("-- TLS versions on tcp:%s: keel %s, testssl %s" % (sys.argv[3], ours, theirs))
+sys.exit(0 if ours == theirs and ours else 1)
+EOF
+else
+    note "testssl.sh is missing: the TLS cross-check is left to assess_probe"
+fi
 note "assess_run: all checks passed"
