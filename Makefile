@@ -41,7 +41,8 @@ FUZZ ?= build-fuzz
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@CC=clang cmake -S . -B $(FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_LIBFUZZER=ON >/dev/null
-	@cmake --build $(FUZZ) -j $(JOBS) --target fuzz_labels fuzz_sealed fuzz_api fuzz_ipc
+	@cmake --build $(FUZZ) -j $(JOBS) --target fuzz_labels fuzz_sealed fuzz_api fuzz_ipc \
+	    fuzz_mqtt fuzz_securitytxt fuzz_report fuzz_ixit
 	@sh tests/fuzz/run.sh $(FUZZ) $(FUZZ_SECONDS)
 
 clean:

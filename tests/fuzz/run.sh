@@ -13,6 +13,7 @@ for bin in "$build"/tests/fuzz/fuzz_*; do
     work="$build/fuzz-work/$name"
     mkdir -p "$work/corpus" "$work/artifacts"
     cp -n "$src/corpus/$name"/* "$work/corpus/" 2>/dev/null || true
+    cp -n "$build/tests/fuzz/corpus/$name"/* "$work/corpus/" 2>/dev/null || true # seeds made by cmake
     if "$bin" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 \
         -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")
