@@ -12,6 +12,7 @@
 
 #include <getopt.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,9 @@ int assess_run_main(int argc, char **argv)
     o.extra = extra;
     o.extra_len = nextra;
     raise_nofile();
+    /* A target that resets a TLS connection must not end the run: OpenSSL
+     * writes with write(2), which raises SIGPIPE (the probes block it too). */
+    (void)signal(SIGPIPE, SIG_IGN);
     json_t *report = NULL;
     unsigned mfail = 0;
     st = keel_assess_run(&o, &report, &mfail);

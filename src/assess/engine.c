@@ -71,7 +71,12 @@ static keel_status_t record(run_t *r, const char *probe, const char *iface, doub
         json_decref(doc);
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for the report");
     }
-    if (json_array_append_new(r->probes, p) != 0 || (doc != NULL && json_array_append_new(r->observations, doc) != 0))
+    /* each _new call owns its value from here, on failure too */
+    if (json_array_append_new(r->probes, p) != 0) {
+        json_decref(doc);
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory for the report");
+    }
+    if (doc != NULL && json_array_append_new(r->observations, doc) != 0)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for the report");
     return KEEL_OK;
 }
@@ -125,19 +130,21 @@ static const json_t *lab_credentials(const json_t *ixit, const json_t *iface)
     return NULL;
 }
 
-/* Reads the lab password the IXIT points at into buf (wiped by the caller). */
+/* Reads the lab password the IXIT points at into buf (wiped by the caller),
+ * NUL-terminated (keel_buf_t keeps its content so). */
 static keel_status_t lab_password(const run_t *r, const json_t *cred, keel_buf_t *buf)
 {
     const char *env = json_string_value(json_object_get(cred, "password_env"));
     const char *file = json_string_value(json_object_get(cred, "password_file"));
-    keel_buf_reset(buf);
+    keel_buf_free(buf);
+    keel_buf_init(buf, LAB_SECRET_MAX);
     if (env != NULL) {
         const char *v = getenv(env);
         if (v == NULL || v[0] == '\0')
             return keel_errorf(KEEL_ERR_CONFIG, "the IXIT's lab password is in $%s, which is not set", env);
         if (strlen(v) >= LAB_SECRET_MAX)
-            return keel_errorf(KEEL_ERR_CONFIG, "$%s is longer than %u bytes", env, LAB_SECRET_MAX);
-        return keel_buf_append(buf, v, strlen(v) + 1);
+            return keel_errorf(KEEL_ERR_CONFIG, "$%s is longer than %u bytes", env, LAB_SECRET_MAX - 1);
+        return keel_buf_append(buf, v, strlen(v));
     }
     if (file == NULL)
         return keel_errorf(KEEL_ERR_CONFIG, "the IXIT's lab credentials name no password");
@@ -153,7 +160,7 @@ static keel_status_t lab_password(const run_t *r, const json_t *cred, keel_buf_t
         buf->data[--buf->len] = '\0';
     if (buf->len == 0 || memchr(buf->data, '\0', buf->len) != NULL)
         return keel_errorf(KEEL_ERR_CONFIG, "the lab password file %s is empty or binary", path);
-    return keel_buf_append(buf, "", 1);
+    return KEEL_OK;
 }
 
 static keel_http_login_t login_of(const json_t *iface)
@@ -249,7 +256,7 @@ static keel_status_t run_http(run_t *r, const json_t *iface, long port, int tls,
         ho.password_change.new_field = json_string_value(json_object_get(pc, "new_field"));
     }
     keel_buf_t pw;
-    keel_buf_init(&pw, 64);
+    keel_buf_init(&pw, LAB_SECRET_MAX);
     const json_t *cred = iface != NULL ? lab_credentials(r->o->ixit, iface) : NULL;
     keel_status_t st = KEEL_OK;
     if (cred != NULL) {
@@ -409,7 +416,7 @@ static keel_status_t run_update(run_t *r)
         .budget_ms = left_ms(r, 60000),
     };
     keel_buf_t pw;
-    keel_buf_init(&pw, 64);
+    keel_buf_init(&pw, LAB_SECRET_MAX);
     const json_t *cred = lab_credentials(r->o->ixit, iface);
     keel_status_t st;
     if (cred != NULL) {

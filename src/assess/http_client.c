@@ -3,9 +3,10 @@
  * session (cookies, a bearer token or Basic credentials) and an anonymous
  * twin for requests that must go without them. See keel/assess_http.h.
  *
- * libcurl keeps its own copies of header lines and Basic credentials and
- * frees them without wiping; our buffers are wiped. That is the limit of what
- * a lab tool can do with libcurl, and docs/internals/assess-http.md says so.
+ * Our buffers are wiped, and so are libcurl's copies of the header lines we
+ * give it (credentials among them); libcurl's own request buffer is not.
+ * That is the limit of what a lab tool can do with libcurl, and
+ * docs/internals/assess-http.md says so.
  */
 #include "keel/assess_http.h"
 
@@ -77,8 +78,9 @@ keel_status_t keel_http_open(const keel_http_opts_t *o, keel_http_t **out)
     if (h == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for an HTTP session");
     h->o = *o;
-    /* take_token admits tokens and CSRF values of up to 1023 bytes */
-    keel_buf_init(&h->auth, 2048);
+    /* take_token admits tokens and CSRF values of up to 1023 bytes; Basic
+     * credentials take up to 4 KiB (keel_http_login) */
+    keel_buf_init(&h->auth, 4096);
     keel_buf_init(&h->csrf, 2048);
     int v6 = strchr(o->host, ':') != NULL;
     snprintf(h->base, sizeof h->base, "%s://%s%s%s:%u", o->tls ? "https" : "http", v6 ? "[" : "", o->host,
@@ -162,6 +164,16 @@ static size_t header_cb(char *p, size_t size, size_t n, void *arg)
     return s->failed ? 0 : len;
 }
 
+/* libcurl's copies of our header lines, one of which may hold a credential
+ * (Basic, a bearer token, a CSRF token): wiped before they are freed. */
+static void headers_free(struct curl_slist *list)
+{
+    for (struct curl_slist *n = list; n != NULL; n = n->next)
+        if (n->data != NULL)
+            keel_wipe(n->data, strlen(n->data));
+    curl_slist_free_all(list);
+}
+
 /* Appends one header line; -1 when out of memory (the list stays valid). */
 static int add_header(struct curl_slist **list, const char *line)
 {
@@ -212,7 +224,7 @@ keel_status_t keel_http_do(keel_http_t *h, const keel_http_req_t *q, keel_http_r
     for (size_t i = 0; !bad && q->headers != NULL && q->headers[i] != NULL; i++)
         bad = add_header(&hdrs, q->headers[i]);
     if (st != KEEL_OK || bad) {
-        curl_slist_free_all(hdrs);
+        headers_free(hdrs);
         keel_buf_free(&url);
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for an HTTP request");
     }
@@ -234,7 +246,7 @@ keel_status_t keel_http_do(keel_http_t *h, const keel_http_req_t *q, keel_http_r
     if (!bad && !head_req)
         bad = curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
     if (bad) {
-        curl_slist_free_all(hdrs);
+        headers_free(hdrs);
         keel_buf_free(&url);
         return keel_errorf(KEEL_ERR_ARG, "http: libcurl refused the request options");
     }
@@ -249,14 +261,20 @@ keel_status_t keel_http_do(keel_http_t *h, const keel_http_req_t *q, keel_http_r
         (void)curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     } else {
         r->status = 0;
-        snprintf(r->err, sizeof r->err, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        /* libcurl may quote the peer (a certificate's name) and cuts at its
+         * buffer's end: printable ASCII only, for sentences and terminals */
+        const char *why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+        size_t k = 0;
+        for (; why[k] != '\0' && k + 1 < sizeof r->err; k++)
+            r->err[k] = (unsigned char)why[k] >= 0x20 && (unsigned char)why[k] < 0x7f ? why[k] : '?';
+        r->err[k] = '\0';
     }
     /* The next request must not inherit this one's body or error buffer. */
     (void)curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
     (void)curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
     (void)curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     (void)curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
-    curl_slist_free_all(hdrs);
+    headers_free(hdrs);
     keel_buf_free(&url);
     if (body.failed || head.failed)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for an HTTP answer");
@@ -394,8 +412,8 @@ keel_status_t keel_http_login(keel_http_t *h, const keel_http_login_t *l, const 
         rr = &own;
     }
     keel_buf_t body, cred;
-    keel_buf_init(&body, 4096);
-    keel_buf_init(&cred, 2048);
+    keel_buf_init(&body, 16384);
+    keel_buf_init(&cred, 4096);
     const char *uf = l->user_field ? l->user_field : "username";
     const char *pf = l->password_field ? l->password_field : "password";
     keel_status_t st = KEEL_OK;
@@ -403,7 +421,8 @@ keel_status_t keel_http_login(keel_http_t *h, const keel_http_login_t *l, const 
     const char *hdr[2] = {NULL, NULL};
     if (l->kind == KEEL_HTTP_LOGIN_BASIC) {
         keel_buf_t pair;
-        keel_buf_init(&pair, 1024);
+        /* a user and a password of up to 1 KiB each (keeld's cap) */
+        keel_buf_init(&pair, 2048 + 1);
         st = keel_buf_printf(&pair, "%s:%s", user, password);
         if (st == KEEL_OK)
             st = keel_buf_append(&cred, "Authorization: Basic ", 21);

@@ -806,9 +806,9 @@ static keel_status_t unit_auth_sweep(probe_t *p)
     }
     if (st == KEEL_OK)
         st = unit_info(p, u,
-                       json_pack("{s:i, s:i, s:i, s:i, s:i}", "declared_routes_sent", (json_int_t)routes,
-                                 "common_paths_sent", (json_int_t)paths, "skipped_for_budget", (json_int_t)skipped,
-                                 "declared_open", (json_int_t)open_declared, "common_open", (json_int_t)open_admin));
+                       json_pack("{s:i, s:i, s:i, s:i, s:i}", "declared_routes_sent", (int)routes,
+                                 "common_paths_sent", (int)paths, "skipped_for_budget", (int)skipped,
+                                 "declared_open", (int)open_declared, "common_open", (int)open_admin));
     if (st == KEEL_OK) {
         if (routes == 0 && paths == 0)
             st = mark(p, u, KEEL_UNIT_INCONCLUSIVE, "the time budget ran out before any request");
@@ -915,8 +915,8 @@ static keel_status_t unit_debug(probe_t *p)
                      r.status, q);
     }
     if (st == KEEL_OK)
-        st = unit_info(p, u, json_pack("{s:i, s:i, s:i}", "paths_sent", (json_int_t)sent, "skipped_for_budget",
-                                        (json_int_t)skipped, "open", (json_int_t)open));
+        st = unit_info(p, u, json_pack("{s:i, s:i, s:i}", "paths_sent", (int)sent, "skipped_for_budget",
+                                        (int)skipped, "open", (int)open));
     if (st == KEEL_OK) {
         if (sent == 0)
             st = mark(p, u, KEEL_UNIT_INCONCLUSIVE, "the time budget ran out before any request");
@@ -1554,9 +1554,9 @@ static keel_status_t unit_input(probe_t *p)
         st = alive_after(p, &in, "injection strings");
     if (st == KEEL_OK)
         st = unit_info(p, u,
-                       json_pack("{s:i, s:i, s:i, s:i, s:b}", "requests", (json_int_t)in.requests, "server_errors",
-                                 (json_int_t)in.warn5xx, "unresponsive_after_bursts", (json_int_t)in.dead,
-                                 "skipped_for_budget", (json_int_t)skipped, "ui", p->ui));
+                       json_pack("{s:i, s:i, s:i, s:i, s:b}", "requests", (int)in.requests, "server_errors",
+                                 (int)in.warn5xx, "unresponsive_after_bursts", (int)in.dead,
+                                 "skipped_for_budget", (int)skipped, "ui", p->ui));
     if (st == KEEL_OK) {
         if (in.stop)
             st = mark(p, u, KEEL_UNIT_RAN, "the port stopped answering; the remaining bursts were not sent");
@@ -2060,7 +2060,7 @@ static keel_status_t unit_default_creds(probe_t *p)
     }
     if (st == KEEL_OK)
         st = unit_info(p, u,
-                       json_pack("{s:i, s:i, s:b, s:s?}", "pairs_tried", (json_int_t)tried, "pairs", (json_int_t)total,
+                       json_pack("{s:i, s:i, s:b, s:s?}", "pairs_tried", (int)tried, "pairs", (int)total,
                                  "throttled", throttle, "accepted",
                                  accepted_at >= 0 ? pairs[accepted_at].user : NULL));
     if (st == KEEL_OK) {
@@ -2201,8 +2201,8 @@ static keel_status_t unit_bruteforce(probe_t *p)
     keel_buf_free(&all);
     if (st == KEEL_OK)
         st = unit_info(p, u,
-                       json_pack("{s:i, s:i, s:f, s:f, s:i, s:s?}", "guesses", (json_int_t)n, "max", (json_int_t)max,
-                                 "seconds", secs, "guesses_per_s", rate, "throttled_after", (json_int_t)throttle_at,
+                       json_pack("{s:i, s:i, s:f, s:f, s:i, s:s?}", "guesses", (int)n, "max", (int)max,
+                                 "seconds", secs, "guesses_per_s", rate, "throttled_after", (int)throttle_at,
                                  "throttle", how[0] ? how : NULL));
     if (st == KEEL_OK) {
         if (accepted)
@@ -2270,7 +2270,7 @@ static keel_status_t restore_access(probe_t *p)
     keel_http_forget(p->h);
     if (st == KEEL_OK &&
         json_object_set_new(p->doc, "lab_access",
-                            json_pack("{s:b, s:i, s:f}", "login_accepted", ok, "status", (json_int_t)r.status,
+                            json_pack("{s:b, s:i, s:f}", "login_accepted", ok, "status", (int)r.status,
                                       "waited_s", keel_now() - t0)) != 0)
         st = nomem();
     keel_http_resp_free(&r);
@@ -2397,7 +2397,7 @@ keel_status_t keel_assess_probe_http(const keel_http_probe_opts_t *o, json_t **o
     if (st == KEEL_OK) {
         p.units_info = json_object();
         p.doc = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:s, s:[], s:{}, s:[]}", "format", "keel-assess-http-1",
-                          "probe", "http", "target", o->http.host, "address", p.addr, "port", (json_int_t)o->http.port,
+                          "probe", "http", "target", o->http.host, "address", p.addr, "port", (int)o->http.port,
                           "tls", o->http.tls, "base", keel_http_base(p.h), "findings", "units", "evidence");
         if (p.doc == NULL || p.units_info == NULL)
             st = nomem();

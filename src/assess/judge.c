@@ -10,6 +10,7 @@
 #include "keel/assess_report.h"
 #include "keel/assess_run.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +20,38 @@ static const char *sget(const json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s != NULL ? s : "";
+}
+
+/* snprintf for the texts of the report: a cut never splits a UTF-8
+ * character (the inputs are UTF-8, from jansson; half a character would make
+ * a string jansson refuses, and the whole judgement fail). */
+static void fit(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fit(char *out, size_t cap, const char *fmt, ...)
+{
+    if (cap == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        out[0] = '\0';
+        return;
+    }
+    if ((size_t)n < cap)
+        return;
+    /* cut: drop a last character whose bytes did not all fit */
+    size_t len = strlen(out), start = len, cont = 0;
+    while (start > 0 && cont < 4 && ((unsigned char)out[start - 1] & 0xC0) == 0x80) {
+        start--;
+        cont++;
+    }
+    if (start == 0)
+        return;
+    unsigned char lead = (unsigned char)out[start - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (lead >= 0xC0 && cont + 1 < need)
+        out[start - 1] = '\0';
 }
 
 /* ---- unit results ------------------------------------------------------------ */
@@ -103,16 +136,16 @@ static int ports_results(json_t *results, const json_t *doc, const json_t *ixit)
         json_array_foreach(json_object_get(tcp, "open"), i, o) {
             size_t n = strlen(list);
             if (n < sizeof list - 16)
-                snprintf(list + n, sizeof list - n, "%stcp/%lld", n ? ", " : "",
+                fit(list + n, sizeof list - n, "%stcp/%lld", n ? ", " : "",
                          (long long)json_integer_value(json_object_get(o, "port")));
         }
         char reason[REASON_MAX];
-        snprintf(reason, sizeof reason, "no IXIT to compare the open ports with (open: %s)", list[0] ? list : "none");
+        fit(reason, sizeof reason, "no IXIT to compare the open ports with (open: %s)", list[0] ? list : "none");
         json_t *r = result_new(results, "portscan", "tcp", ixit != NULL ? "ran" : "inconclusive",
                                ixit != NULL ? NULL : reason);
         if (r == NULL)
             return -1;
-        snprintf(what, sizeof what, "%lld TCP ports scanned", (long long)json_integer_value(json_object_get(tcp, "ports_scanned")));
+        fit(what, sizeof what, "%lld TCP ports scanned", (long long)json_integer_value(json_object_get(tcp, "ports_scanned")));
         if (evidence_line(r, what, list[0] ? list : "no open port") != 0)
             return -1;
         json_array_foreach(json_object_get(tcp, "open"), i, o) {
@@ -120,7 +153,7 @@ static int ports_results(json_t *results, const json_t *doc, const json_t *ixit)
             if (ixit == NULL || expected(ixit, "tcp", port))
                 continue;
             const char *banner = sget(o, "banner");
-            snprintf(what, sizeof what, "tcp/%ld is open but the IXIT does not declare it%s%.200s%s", port,
+            fit(what, sizeof what, "tcp/%ld is open but the IXIT does not declare it%s%.200s%s", port,
                      banner[0] ? " (it says \"" : "", banner, banner[0] ? "\")" : "");
             if (add_finding(r, "5.6-1", "fail", what) != 0 || add_finding(r, "5.6-5", "fail", what) != 0)
                 return -1;
@@ -137,7 +170,7 @@ static int ports_results(json_t *results, const json_t *doc, const json_t *ixit)
         json_array_foreach(udp, i, u) {
             long port = (long)json_integer_value(json_object_get(u, "port"));
             int answered = json_is_true(json_object_get(u, "answered"));
-            snprintf(what, sizeof what, "%s request to udp/%ld", sget(u, "service"), port);
+            fit(what, sizeof what, "%s request to udp/%ld", sget(u, "service"), port);
             if (evidence_line(r, what, answered ? "answered" : sget(u, "state")) != 0)
                 return -1;
             if (!answered)
@@ -148,7 +181,7 @@ static int ports_results(json_t *results, const json_t *doc, const json_t *ixit)
             }
             if (expected(ixit, "udp", port))
                 continue;
-            snprintf(what, sizeof what, "%s answers on udp/%ld but the IXIT does not declare it", sget(u, "service"),
+            fit(what, sizeof what, "%s answers on udp/%ld but the IXIT does not declare it", sget(u, "service"),
                      port);
             if (add_finding(r, "5.6-1", "fail", what) != 0 || add_finding(r, "5.6-5", "fail", what) != 0)
                 return -1;
@@ -162,7 +195,7 @@ static int ports_results(json_t *results, const json_t *doc, const json_t *ixit)
 static int tls_results(json_t *results, const json_t *doc)
 {
     char iface[32];
-    snprintf(iface, sizeof iface, "tcp:%lld", (long long)json_integer_value(json_object_get(doc, "port")));
+    fit(iface, sizeof iface, "tcp:%lld", (long long)json_integer_value(json_object_get(doc, "port")));
     int spoke = json_is_true(json_object_get(doc, "tls"));
     size_t i;
     json_t *p;
@@ -177,12 +210,12 @@ static int tls_results(json_t *results, const json_t *doc)
     json_array_foreach(json_object_get(doc, "versions"), i, p) if (json_is_true(json_object_get(p, "accepted")))
     {
         size_t n = strlen(what);
-        snprintf(what + n, sizeof what - n, "%s%s", n ? ", " : "", sget(p, "version"));
+        fit(what + n, sizeof what - n, "%s%s", n ? ", " : "", sget(p, "version"));
     }
     char sent[64];
-    snprintf(sent, sizeof sent, "%lld TLS handshakes", (long long)json_integer_value(json_object_get(doc, "handshakes")));
+    fit(sent, sizeof sent, "%lld TLS handshakes", (long long)json_integer_value(json_object_get(doc, "handshakes")));
     char seen[REASON_MAX + 64];
-    snprintf(seen, sizeof seen, "versions accepted: %s; %zu suites accepted", what[0] ? what : "none",
+    fit(seen, sizeof seen, "versions accepted: %s; %zu suites accepted", what[0] ? what : "none",
              json_array_size(json_object_get(doc, "ciphers")));
     return evidence_line(r, sent, seen);
 }
@@ -203,11 +236,11 @@ static int contract_results(json_t *results, const json_t *doc)
     json_int_t port = json_integer_value(json_object_get(doc, "port"));
     const char *probe = sget(doc, "probe");
     if (json_is_string(json_object_get(doc, "interface")))
-        snprintf(iface, sizeof iface, "%s", sget(doc, "interface"));
+        fit(iface, sizeof iface, "%s", sget(doc, "interface"));
     else if (port > 0)
-        snprintf(iface, sizeof iface, "%stcp:%lld", strcmp(probe, "update") == 0 ? "update@" : "", (long long)port);
+        fit(iface, sizeof iface, "%stcp:%lld", strcmp(probe, "update") == 0 ? "update@" : "", (long long)port);
     else
-        snprintf(iface, sizeof iface, "%s", probe[0] ? probe : "target");
+        fit(iface, sizeof iface, "%s", probe[0] ? probe : "target");
     const char *unit;
     json_t *u;
     json_object_foreach(json_object_get(doc, "units"), unit, u) {
@@ -256,7 +289,7 @@ static const char *ixit_contradiction(const char *id, const json_t *ixit, char *
     if (strcmp(id, "5.1-1") == 0) {
         json_array_foreach(json_object_get(ixit, "authentication"), i, e)
             if (strcmp(sget(e, "password_setting"), "universal_default") == 0) {
-                snprintf(buf, cap, "the IXIT gives mechanism \"%s\" a universal default password", sget(e, "name"));
+                fit(buf, cap, "the IXIT gives mechanism \"%s\" a universal default password", sget(e, "name"));
                 return buf;
             }
     }
@@ -264,7 +297,7 @@ static const char *ixit_contradiction(const char *id, const json_t *ixit, char *
         json_array_foreach(json_object_get(ixit, "interfaces"), i, e) {
             const char *t = sget(e, "transport");
             if ((strcmp(t, "tcp") == 0 || strcmp(t, "udp") == 0) && json_is_false(json_object_get(e, "tls"))) {
-                snprintf(buf, cap, "the IXIT declares network interface \"%s\" (%s/%lld) without TLS", sget(e, "name"),
+                fit(buf, cap, "the IXIT declares network interface \"%s\" (%s/%lld) without TLS", sget(e, "name"),
                          t, (long long)json_integer_value(json_object_get(e, "port")));
                 return buf;
             }
@@ -273,7 +306,7 @@ static const char *ixit_contradiction(const char *id, const json_t *ixit, char *
     if (strcmp(id, "5.6-4A") == 0) {
         json_array_foreach(json_object_get(ixit, "debug_interfaces"), i, e)
             if (strcmp(sget(e, "kind"), "software") == 0 && strcmp(sget(e, "state"), "enabled") == 0) {
-                snprintf(buf, cap, "the IXIT declares software debug interface \"%s\" enabled", sget(e, "name"));
+                fit(buf, cap, "the IXIT declares software debug interface \"%s\" enabled", sget(e, "name"));
                 return buf;
             }
     }
@@ -318,7 +351,7 @@ static json_t *functional_case(const char *id, const json_t *r)
         if (strcmp(sget(f, "provision"), id) != 0)
             continue;
         if (strcmp(sget(f, "severity"), "fail") == 0 && fails++ == 0)
-            snprintf(first, sizeof first, "%s", sget(f, "what"));
+            fit(first, sizeof first, "%s", sget(f, "what"));
         if (findings != NULL)
             json_array_append_new(findings, json_pack("{s:s, s:s}", "severity", sget(f, "severity"), "what",
                                                       sget(f, "what")));
@@ -327,19 +360,19 @@ static json_t *functional_case(const char *id, const json_t *r)
     char reason[REASON_MAX + 64];
     if (fails > 0) {
         verdict = KEEL_VERDICT_FAIL;
-        snprintf(reason, sizeof reason, fails > 1 ? "%s (and %d more)" : "%s", first, fails - 1);
+        fit(reason, sizeof reason, fails > 1 ? "%s (and %d more)" : "%s", first, fails - 1);
     } else if (strcmp(state, "inconclusive") == 0) {
         verdict = KEEL_VERDICT_INCONCLUSIVE;
-        snprintf(reason, sizeof reason, "%s", sget(r, "reason"));
+        fit(reason, sizeof reason, "%s", sget(r, "reason"));
     } else if (strcmp(state, "not_applicable") == 0) {
         verdict = KEEL_VERDICT_NA;
-        snprintf(reason, sizeof reason, "%s", sget(r, "reason"));
+        fit(reason, sizeof reason, "%s", sget(r, "reason"));
     } else {
         verdict = KEEL_VERDICT_PASS;
-        snprintf(reason, sizeof reason, "%s ran on %s: no failure", unit, iface);
+        fit(reason, sizeof reason, "%s ran on %s: no failure", unit, iface);
     }
     char tid[160];
-    snprintf(tid, sizeof tid, "%s/%s/%s", id, unit, iface);
+    fit(tid, sizeof tid, "%s/%s/%s", id, unit, iface);
     json_t *t = test_case(tid, "functional", unit, iface, verdict, reason);
     if (t == NULL || findings == NULL) {
         json_decref(t);
@@ -377,21 +410,21 @@ static json_t *judge_provision(const keel_assess_provision_t *pr, const json_t *
     if (tests == NULL)
         return NULL;
     char cid[64], reason[REASON_MAX + 128], buf[REASON_MAX];
-    snprintf(cid, sizeof cid, "%s/conceptual", pr->id);
+    fit(cid, sizeof cid, "%s/conceptual", pr->id);
     const char *cverdict;
     int skip_functional = 0;
     if (ics == NULL) {
         cverdict = KEEL_VERDICT_INCONCLUSIVE;
-        snprintf(reason, sizeof reason, "no ICS and IXIT (discovery mode): the design cannot be judged");
+        fit(reason, sizeof reason, "no ICS and IXIT (discovery mode): the design cannot be judged");
     } else if (strcmp(support, "not_applicable") == 0) {
         cverdict = KEEL_VERDICT_NA;
         const char *feat = json_string_value(json_object_get(entry, "missing_feature"));
-        snprintf(reason, sizeof reason, "the ICS says it does not apply%s%s%s: %s", feat ? " (no " : "",
+        fit(reason, sizeof reason, "the ICS says it does not apply%s%s%s: %s", feat ? " (no " : "",
                  feat ? feat : "", feat ? ")" : "", just ? just : "no justification given");
         skip_functional = 1;
     } else if (strcmp(support, "no") == 0) {
         cverdict = pr->status == 'M' ? KEEL_VERDICT_FAIL : KEEL_VERDICT_NA;
-        snprintf(reason, sizeof reason, "%s: %s",
+        fit(reason, sizeof reason, "%s: %s",
                  pr->status == 'M' ? "the ICS says the product does not meet this mandatory provision"
                                    : "the ICS says this recommendation is not implemented, justified",
                  just ? just : "no justification given");
@@ -400,9 +433,9 @@ static json_t *judge_provision(const keel_assess_provision_t *pr, const json_t *
         const char *why = ixit_contradiction(pr->id, ixit, buf, sizeof buf);
         cverdict = why != NULL ? KEEL_VERDICT_FAIL : KEEL_VERDICT_PASS;
         if (why != NULL)
-            snprintf(reason, sizeof reason, "the ICS claims support, but %s", why);
+            fit(reason, sizeof reason, "the ICS claims support, but %s", why);
         else
-            snprintf(reason, sizeof reason, "the ICS states support (%s) and the IXIT describes it: %s",
+            fit(reason, sizeof reason, "the ICS states support (%s) and the IXIT describes it: %s",
                      just ? just : "no justification given", pr->check);
     }
     json_t *c = test_case(cid, "conceptual", NULL, NULL, cverdict, reason);
@@ -449,7 +482,7 @@ static json_t *judge_provision(const keel_assess_provision_t *pr, const json_t *
         const char *v = a != NULL ? sget(a, "verdict") : KEEL_VERDICT_INCONCLUSIVE;
         const char *why = a != NULL ? sget(a, "reason") : "this test unit did not run";
         char tid[96];
-        snprintf(tid, sizeof tid, "%s/%s", pr->id, pr->units[k]);
+        fit(tid, sizeof tid, "%s/%s", pr->id, pr->units[k]);
         json_t *t = test_case(tid, "functional", pr->units[k], NULL, v, why);
         if (t == NULL || json_array_append_new(tests, t) != 0) {
             json_decref(tests);
@@ -468,11 +501,11 @@ static json_t *judge_provision(const keel_assess_provision_t *pr, const json_t *
         }
     }
     char pverdict_reason[REASON_MAX + 160];
-    snprintf(pverdict_reason, sizeof pverdict_reason, "%s", vreason);
+    fit(pverdict_reason, sizeof pverdict_reason, "%s", vreason);
     if (strcmp(verdict, KEEL_VERDICT_PASS) == 0 && json_array_size(tests) > 1) {
         /* A PASS with functional evidence says which tests carry it. */
         size_t n = 0, len;
-        snprintf(pverdict_reason, sizeof pverdict_reason, "%s and ",
+        fit(pverdict_reason, sizeof pverdict_reason, "%s and ",
                  strcmp(sget(json_array_get(tests, 0), "verdict"), KEEL_VERDICT_PASS) == 0 ? "the ICS and IXIT"
                                                                                            : "nothing in the ICS");
         json_array_foreach(tests, i, t) {
@@ -480,11 +513,11 @@ static json_t *judge_provision(const keel_assess_provision_t *pr, const json_t *
                 continue;
             len = strlen(pverdict_reason);
             const char *iface = json_string_value(json_object_get(t, "interface"));
-            snprintf(pverdict_reason + len, sizeof pverdict_reason - len, "%s%s%s%s", n++ ? ", " : "",
+            fit(pverdict_reason + len, sizeof pverdict_reason - len, "%s%s%s%s", n++ ? ", " : "",
                      sget(t, "unit"), iface ? " on " : "", iface ? iface : "");
         }
         len = strlen(pverdict_reason);
-        snprintf(pverdict_reason + len, sizeof pverdict_reason - len, " pass");
+        fit(pverdict_reason + len, sizeof pverdict_reason - len, " pass");
     }
     json_t *p = json_pack("{s:s, s:s, s:s%, s:s?, s:s?, s:s?, s:s, s:s, s:o}", "id", pr->id, "title", pr->title,
                           "status", &pr->status, (size_t)1, "feature", pr->feature, "support", support,

@@ -19,10 +19,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define UNIT "mqtt"
@@ -743,7 +746,7 @@ static keel_status_t topics_json(probe_t *p, const topics_t *ts)
     for (size_t i = 0; i < ts->n && st == KEEL_OK; i++) {
         const topic_t *t = &ts->t[i];
         json_t *e = json_pack("{s:o, s:i, s:i, s:o, s:b}", "topic", keel_assess_escape(t->topic, t->topic_len),
-                              "messages", (json_int_t)t->messages, "bytes", (json_int_t)t->bytes, "payload",
+                              "messages", (int)t->messages, "bytes", (int)t->bytes, "payload",
                               keel_assess_escape(t->payload, t->payload_len), "retained", t->retained);
         if (e == NULL || json_array_append_new(arr, e) != 0)
             st = nomem();
@@ -793,7 +796,7 @@ static keel_status_t listen_topics(probe_t *p, conn_t *c, const char *who)
                     off += snprintf(observed + off, sizeof observed - (size_t)off, " 0x%02x", codes[i]);
                     if (i < 2) {
                         json_t *e = json_pack("{s:s, s:b, s:i}", "filter", filters[i], "granted", codes[i] < 0x80,
-                                              "code", (json_int_t)codes[i]);
+                                              "code", (int)codes[i]);
                         if (e == NULL || json_array_append_new(subs, e) != 0)
                             st = nomem();
                     }
@@ -927,6 +930,30 @@ static keel_status_t probe_malformed(probe_t *p, const keel_cred_pair_t *pair)
 }
 
 /* ---- entry point -------------------------------------------------------------------- */
+
+/* OpenSSL writes to the socket with write(2): a TLS broker that resets the
+ * connection would raise SIGPIPE and end the whole program (a hostile
+ * target must not). Blocked for this thread while the probe runs; one that
+ * arrived meanwhile is consumed. */
+static void sigpipe_block(sigset_t *old)
+{
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGPIPE);
+    (void)pthread_sigmask(SIG_BLOCK, &s, old);
+}
+
+static void sigpipe_restore(const sigset_t *old)
+{
+    sigset_t s, pend;
+    sigemptyset(&s);
+    sigaddset(&s, SIGPIPE);
+    if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1 && sigismember(old, SIGPIPE) != 1) {
+        struct timespec zero = {0, 0};
+        (void)sigtimedwait(&s, NULL, &zero);
+    }
+    (void)pthread_sigmask(SIG_SETMASK, old, NULL);
+}
 
 static keel_status_t probe_run(probe_t *p)
 {
@@ -1077,13 +1104,17 @@ keel_status_t keel_assess_probe_mqtt(const keel_mqtt_probe_opts_t *o, json_t **o
     }
     if (st == KEEL_OK) {
         p->doc = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:n, s:n, s:[], s:[], s:{}}", "format", "keel-assess-mqtt-1",
-                           "probe", "mqtt", "target", o->host, "address", p->addr, "port", (json_int_t)o->port, "tls",
+                           "probe", "mqtt", "target", o->host, "address", p->addr, "port", (int)o->port, "tls",
                            o->tls != 0, "protocol", "anonymous", "findings", "evidence", "units");
         if (p->doc == NULL)
             st = nomem();
     }
-    if (st == KEEL_OK)
+    if (st == KEEL_OK) {
+        sigset_t old;
+        sigpipe_block(&old);
         st = probe_run(p);
+        sigpipe_restore(&old);
+    }
     if (st == KEEL_OK)
         st = set(p, "duration_us", json_integer(us_since(t0)));
     SSL_CTX_free(p->ctx);

@@ -37,6 +37,46 @@ typedef struct {
     char why[PUB_URL_MAX + 400]; /* the first reason the unit is inconclusive */
 } pub_t;
 
+/* Drops a last UTF-8 character a cut left incomplete (texts from the IXIT
+ * may be any UTF-8; half a character is a string jansson refuses). */
+static void utf8_cut_tail(char *s)
+{
+    size_t start = strlen(s), cont = 0;
+    while (start > 0 && cont < 4 && ((unsigned char)s[start - 1] & 0xC0) == 0x80) {
+        start--;
+        cont++;
+    }
+    if (start == 0)
+        return;
+    unsigned char lead = (unsigned char)s[start - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (lead >= 0xC0 && cont + 1 < need)
+        s[start - 1] = '\0';
+}
+
+/* A URL libcurl gives back, as printable ASCII: libcurl keeps the raw bytes of
+ * an absolute Location (a host, a path, a fragment), which need not be
+ * UTF-8; each byte outside 0x21..0x7e becomes %XX. Cut to fit `cap`. */
+static void shown_url(char *out, size_t cap, const char *url)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *c = (const unsigned char *)url; *c != '\0'; c++) {
+        int plain = *c > 0x20 && *c < 0x7f;
+        if (o + (plain ? 1 : 3) >= cap)
+            break;
+        if (plain) {
+            out[o++] = (char)*c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hexd[*c >> 4];
+            out[o++] = hexd[*c & 15];
+        }
+    }
+    if (cap > 0)
+        out[o] = '\0';
+}
+
 static void inconclusive(pub_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void inconclusive(pub_t *p, const char *fmt, ...)
 {
@@ -46,6 +86,7 @@ static void inconclusive(pub_t *p, const char *fmt, ...)
     va_start(ap, fmt);
     (void)vsnprintf(p->why, sizeof p->why, fmt, ap);
     va_end(ap);
+    utf8_cut_tail(p->why);
 }
 
 static keel_status_t finding(pub_t *p, const char *prov, const char *sev, const char *fmt, ...)
@@ -57,6 +98,7 @@ static keel_status_t finding(pub_t *p, const char *prov, const char *sev, const 
     va_start(ap, fmt);
     (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    utf8_cut_tail(what);
     return keel_assess_unit_finding(p->doc, UNIT, prov, sev, what);
 }
 
@@ -219,7 +261,7 @@ static keel_status_t get_once(pub_t *p, fetched_t *f, CURLU *u, keel_http_resp_t
     if (!ok) {
         snprintf(f->failure, sizeof f->failure, "%s is not a URL the probe can fetch", f->final_url);
     } else {
-        snprintf(f->final_url, sizeof f->final_url, "%s", url);
+        shown_url(f->final_url, sizeof f->final_url, url);
         https = strcasecmp(scheme, "https") == 0;
     }
     char hostbuf[KEEL_PROBE_HOST_MAX + 1];
@@ -352,9 +394,15 @@ static keel_status_t read_doc_file(pub_t *p, fetched_t *f)
         }
         src = path;
     }
+    /* the path in sentences: its first 1 KiB, cut between characters */
+    char shown[1025];
+    size_t sl = strlen(src) < sizeof shown - 1 ? strlen(src) : sizeof shown - 1;
+    memcpy(shown, src, sl);
+    shown[sl] = '\0';
+    utf8_cut_tail(shown);
     int fd = open(src, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        snprintf(f->transport, sizeof f->transport, "%.1024s cannot be read: %s", src, strerror(errno));
+        snprintf(f->transport, sizeof f->transport, "%s cannot be read: %s", shown, strerror(errno));
         return KEEL_OK;
     }
     uint8_t buf[8192];
@@ -364,7 +412,7 @@ static keel_status_t read_doc_file(pub_t *p, fetched_t *f)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            snprintf(f->transport, sizeof f->transport, "%.1024s cannot be read: %s", src, strerror(errno));
+            snprintf(f->transport, sizeof f->transport, "%s cannot be read: %s", shown, strerror(errno));
             break;
         }
         if (n == 0)
@@ -631,7 +679,9 @@ static keel_status_t field(stxt_t *s, unsigned line, const char *name, size_t nl
             return problem(s, line, "%s \"%s\" is a web URI that does not begin with https://", fname, shown);
         if (strcmp(scheme, "https") == 0 && !web_uri_has_host(v, vl, strlen(scheme)))
             return problem(s, line, "%s \"%s\" is an https: URI without a host", fname, shown);
-        if (IS("Canonical")) {
+        /* A value that is not UTF-8 (already a problem of the file) cannot be
+         * a JSON string, nor the URL the file was fetched from. */
+        if (IS("Canonical") && valid_utf8((const uint8_t *)v, vl)) {
             json_t *c = json_stringn(v, vl);
             if (c == NULL || json_array_append_new(s->canonical, c) != 0)
                 return keel_errorf(KEEL_ERR_NOMEM, "out of memory for a canonical URI");
@@ -814,7 +864,7 @@ static keel_status_t judge_security_txt(pub_t *p, fetched_t *f)
     if (f->truncated)
         st = problem(&s, 0, "over %u KiB", PUB_DOC_MAX / 1024u);
     else
-        st = stxt_parse(&s, f->body.data, f->body.len, &is_signed);
+        st = stxt_parse(&s, f->body.len > 0 ? f->body.data : (const uint8_t *)"", f->body.len, &is_signed);
     if (st == KEEL_OK && !f->truncated) {
         if (json_array_size(s.contacts) == 0 && s.problems < STXT_PROBLEMS_MAX)
             st = problem(&s, 0, "no valid Contact field (at least one is required)");

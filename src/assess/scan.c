@@ -609,15 +609,16 @@ static keel_status_t scan_tcp(scan_t *s)
 
 static keel_status_t tcp_json(scan_t *s, unsigned nports, double ms, json_t *doc)
 {
-    qsort(s->open, s->open_len, sizeof *s->open, cmp_open);
+    if (s->open_len > 1) /* no open port: s->open is NULL, which qsort must not get */
+        qsort(s->open, s->open_len, sizeof *s->open, cmp_open);
     json_t *open = json_array(), *filt = json_array();
     json_t *tcp = json_object();
     int bad = open == NULL || filt == NULL || tcp == NULL;
     for (size_t i = 0; i < s->open_len && !bad; i++) {
         open_port_t *o = &s->open[i];
-        json_t *e = json_pack("{s:i, s:o, s:o, s:i, s:b, s:b}", "port", (json_int_t)o->port, "connect_us",
+        json_t *e = json_pack("{s:i, s:o, s:o, s:i, s:b, s:b}", "port", (int)o->port, "connect_us",
                               json_us(o->connect_ms), "banner", keel_assess_escape(o->banner, o->blen),
-                              "banner_bytes", (json_int_t)o->blen, "banner_truncated", o->truncated,
+                              "banner_bytes", (int)o->blen, "banner_truncated", o->truncated,
                               "closed_after_banner", o->bclosed);
         bad = e == NULL || json_array_append_new(open, e) != 0;
     }
@@ -820,7 +821,7 @@ static int snmp_parse(const uint8_t *p, size_t n, json_t *e)
     }
     json_t *o = json_pack("{s:s, s:o*, s:s, s:i, s:o*}", "version", version == 0 ? "v1" : version == 1 ? "v2c" : "other",
                           "community", community, "pdu", ok ? "get-response" : "other", "error_status",
-                          (json_int_t)err, "sys_descr", descr);
+                          (int)err, "sys_descr", descr);
     if (o != NULL)
         (void)json_object_set_new(e, "snmp", o);
     return ok;
@@ -839,12 +840,12 @@ static void udp_parse(keel_udp_service_t svc, const uint8_t *p, size_t n, json_t
         } else if (svc == KEEL_UDP_COAP && n >= 4) {
             char code[8];
             snprintf(code, sizeof code, "%u.%02u", (unsigned)(p[1] >> 5), (unsigned)(p[1] & 31));
-            o = json_pack("{s:i, s:i, s:s, s:b}", "version", (json_int_t)(p[0] >> 6), "type",
-                          (json_int_t)((p[0] >> 4) & 3), "code", code, "message_id_matches",
+            o = json_pack("{s:i, s:i, s:s, s:b}", "version", (int)(p[0] >> 6), "type",
+                          (int)((p[0] >> 4) & 3), "code", code, "message_id_matches",
                           p[2] == coap_get_core[2] && p[3] == coap_get_core[3]);
         } else if (svc == KEEL_UDP_MDNS && n >= 12) {
             o = json_pack("{s:b, s:i}", "is_response", (p[2] & 0x80) != 0, "answers",
-                          (json_int_t)((p[6] << 8) | p[7]));
+                          (int)((p[6] << 8) | p[7]));
         }
         if (o != NULL)
             (void)json_object_set_new(e, svc == KEEL_UDP_SSDP ? "ssdp" : svc == KEEL_UDP_COAP ? "coap" : "mdns", o);
@@ -919,8 +920,8 @@ static keel_status_t udp_one(const struct sockaddr_storage *base, socklen_t sale
     }
     close(fd);
     json_t *e = json_pack("{s:s, s:i, s:i, s:s, s:b, s:i}", "service", keel_udp_service_name(pr->service), "port",
-                          (json_int_t)pr->port, "request_bytes", (json_int_t)(reqlen[0] + reqlen[1]), "state", state,
-                          "answered", got >= 0, "attempts", (json_int_t)attempts);
+                          (int)pr->port, "request_bytes", (int)(reqlen[0] + reqlen[1]), "state", state,
+                          "answered", got >= 0, "attempts", (int)attempts);
     if (e == NULL || json_array_append_new(arr, e) != 0)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for a UDP observation");
     json_t *reqtxt = keel_assess_escape(req[0], reqlen[0]);

@@ -492,8 +492,8 @@ static keel_status_t probe_telnet(probe_t *p)
         st = set(p, "banner", keel_assess_escape(t->win, t->wlen < KEEL_PROBE_BANNER_MAX ? t->wlen
                                                                                           : KEEL_PROBE_BANNER_MAX));
     if (st == KEEL_OK)
-        st = set(p, "telnet", json_pack("{s:i, s:i, s:b, s:b}", "option_requests", (json_int_t)t->requests,
-                                        "refused", (json_int_t)t->refused, "login_prompt", m > 0 && (m & M_LOGIN),
+        st = set(p, "telnet", json_pack("{s:i, s:i, s:b, s:b}", "option_requests", (int)t->requests,
+                                        "refused", (int)t->refused, "login_prompt", m > 0 && (m & M_LOGIN),
                                         "shell_without_login", m > 0 && (m & M_SHELL)));
     if (st == KEEL_OK && t->total == 0 && m != M_NONE) {
         char reason[160];
@@ -991,7 +991,11 @@ static ssh_session ssh_open(probe_t *p, const char *user, char *why, size_t wcap
                           "ecdh-sha2-nistp521,diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,"
                           "diffie-hellman-group14-sha256,diffie-hellman-group14-sha1,diffie-hellman-group1-sha1");
     if (ssh_connect(s) != SSH_OK) {
-        snprintf(why, wcap, "libssh connect: %s", ssh_get_error(s));
+        /* libssh quotes the server (its banner, its DISCONNECT text): any bytes */
+        const char *e = ssh_get_error(s);
+        char shown[200];
+        printable(shown, sizeof shown, (const uint8_t *)e, strlen(e));
+        snprintf(why, wcap, "libssh connect: %s", shown);
         ssh_free(s);
         return NULL;
     }
@@ -1233,7 +1237,7 @@ keel_status_t keel_assess_probe_service(const keel_svc_probe_opts_t *o, json_t *
     p.budget_end = p.t0 + (o->budget_ms ? o->budget_ms : SVC_BUDGET_DEFAULT_MS) / 1000.0;
     p.doc = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:n, s:[], s:[], s:[], s:{}}", "format",
                       "keel-assess-service-1", "probe", "service", "target", o->host, "address", p.addr, "port",
-                      (json_int_t)o->port, "kind", "unknown", "banner", "accepted", "findings", "evidence", "units");
+                      (int)o->port, "kind", "unknown", "banner", "accepted", "findings", "evidence", "units");
     if (p.doc == NULL)
         return nomem();
     keel_svc_kind_t kind = o->kind;

@@ -271,7 +271,7 @@ static json_t *hs_json(const hs_result_t *r)
     if (r->ok)
         return json_pack("{s:b, s:s, s:s, s:s?, s:s?, s:i, s:o}", "accepted", 1, "version", r->version, "cipher",
                          r->cipher, "group", r->group[0] ? r->group : NULL, "temp_key",
-                         r->tmp_key[0] ? r->tmp_key : NULL, "temp_key_bits", (json_int_t)r->tmp_bits, "handshake_us",
+                         r->tmp_key[0] ? r->tmp_key : NULL, "temp_key_bits", (int)r->tmp_bits, "handshake_us",
                          json_us(r->ms));
     return json_pack("{s:b, s:s, s:o}", "accepted", 0, "reason", r->reason, "handshake_us", json_us(r->ms));
 }
@@ -372,7 +372,7 @@ static keel_status_t cipher_accepted(json_t *arr, weak_t *w, const SSL_CIPHER *c
     const char *name = SSL_CIPHER_get_name(c);
     json_t *e = json_pack("{s:s, s:s, s:s, s:b, s:b, s:i, s:s?, s:o}", "name", name, "standard_name",
                           SSL_CIPHER_standard_name(c) ? SSL_CIPHER_standard_name(c) : name, "version", r->version,
-                          "aead", aead, "forward_secret", fs, "bits", (json_int_t)SSL_CIPHER_get_bits(c, NULL),
+                          "aead", aead, "forward_secret", fs, "bits", (int)SSL_CIPHER_get_bits(c, NULL),
                           "group", r->group[0] ? r->group : NULL, "handshake_us", json_us(r->ms));
     if (e == NULL || json_array_append_new(arr, e) != 0)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for the TLS document");
@@ -576,12 +576,12 @@ static keel_status_t probe_cert(probe_t *p, json_t *doc)
     ERR_clear_error();
     json_t *c = json_pack("{s:o, s:o, s:s?, s:i, s:s?, s:s, s:s, s:i, s:o, s:o, s:b, s:b, s:b, s:i}", "subject",
                           name_json(X509_get_subject_name(x)), "issuer", name_json(X509_get_issuer_name(x)),
-                          "key_type", ktype, "key_bits", (json_int_t)kbits, "curve", curve[0] ? curve : NULL,
+                          "key_type", ktype, "key_bits", (int)kbits, "curve", curve[0] ? curve : NULL,
                           "signature_algorithm", OBJ_nid2sn(signid), "signature_digest",
                           mdnid != NID_undef ? OBJ_nid2sn(mdnid) : "none", "signature_security_bits",
-                          (json_int_t)secbits, "not_before", time_json(X509_get0_notBefore(x)), "not_after",
+                          (int)secbits, "not_before", time_json(X509_get0_notBefore(x)), "not_after",
                           time_json(X509_get0_notAfter(x)), "expired", expired, "not_yet_valid", not_yet,
-                          "self_signed", self, "chain_length", (json_int_t)(p->chain ? sk_X509_num(p->chain) : 1));
+                          "self_signed", self, "chain_length", (int)(p->chain ? sk_X509_num(p->chain) : 1));
     if (c == NULL || json_object_set_new(doc, "certificate", c) != 0)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for the TLS document");
     char what[160];
@@ -661,7 +661,7 @@ static keel_status_t plain_one(probe_t *p, const char *proto, const uint8_t *req
     }
     json_t *e = json_pack("{s:s, s:o, s:b, s:s, s:o, s:i, s:o}", "protocol", proto, "request",
                           keel_assess_escape(req, reqlen), "answered", *answered, "reply_kind", kind, "reply",
-                          keel_assess_escape(buf, n), "reply_bytes", (json_int_t)n, "duration_us", json_us(ms_since(t0)));
+                          keel_assess_escape(buf, n), "reply_bytes", (int)n, "duration_us", json_us(ms_since(t0)));
     if (e == NULL || json_array_append_new(arr, e) != 0)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for the TLS document");
     if (*answered && buf[0] == 0x20 && json_object_set_new(e, "connack_code", json_integer(buf[3])) != 0)
@@ -758,7 +758,7 @@ keel_status_t keel_assess_probe_tls(const keel_tls_probe_opts_t *o, json_t **out
     p.untested_list = json_array();
     json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:i, s:[]}", "format", "keel-assess-tls-1", "probe", "tls",
                             "target", o->host, "address", p.addr,
-                            "port", (json_int_t)o->port, "findings");
+                            "port", (int)o->port, "findings");
     if (doc == NULL || p.untested_list == NULL)
         st = keel_errorf(KEEL_ERR_NOMEM, "out of memory for the TLS document");
     if (st == KEEL_OK)

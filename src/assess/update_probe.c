@@ -69,6 +69,23 @@ typedef struct {
     char why[512]; /* the first reason the unit is inconclusive */
 } probe_t;
 
+/* Drops a last UTF-8 character a cut left incomplete (file names may be any
+ * UTF-8; half a character is a string jansson refuses). */
+static void utf8_cut_tail(char *s)
+{
+    size_t start = strlen(s), cont = 0;
+    while (start > 0 && cont < 4 && ((unsigned char)s[start - 1] & 0xC0) == 0x80) {
+        start--;
+        cont++;
+    }
+    if (start == 0)
+        return;
+    unsigned char lead = (unsigned char)s[start - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (lead >= 0xC0 && cont + 1 < need)
+        s[start - 1] = '\0';
+}
+
 static void inconclusive(probe_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void inconclusive(probe_t *p, const char *fmt, ...)
 {
@@ -78,6 +95,7 @@ static void inconclusive(probe_t *p, const char *fmt, ...)
     va_start(ap, fmt);
     (void)vsnprintf(p->why, sizeof p->why, fmt, ap);
     va_end(ap);
+    utf8_cut_tail(p->why);
 }
 
 static keel_status_t finding(probe_t *p, const char *prov, const char *sev, const char *fmt, ...)
@@ -89,6 +107,7 @@ static keel_status_t finding(probe_t *p, const char *prov, const char *sev, cons
     va_start(ap, fmt);
     (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    utf8_cut_tail(what);
     return keel_assess_unit_finding(p->doc, UNIT, prov, sev, what);
 }
 
@@ -270,6 +289,18 @@ typedef struct {
     long long duration_us;
 } upload_t;
 
+/* n bytes of the device's text as printable ASCII (anything else a space):
+ * it goes into sentences, the document and the terminal, and a cut never
+ * leaves half a UTF-8 character or a control sequence behind. */
+static void printable_copy(char *out, size_t cap, const void *in, size_t n)
+{
+    const unsigned char *p = in;
+    size_t k = n < cap - 1 ? n : cap - 1;
+    for (size_t i = 0; i < k; i++)
+        out[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : ' ';
+    out[k] = '\0';
+}
+
 /* What the device said: "error" and "message" of a JSON answer, or the body. */
 static void take_answer(upload_t *u, const keel_http_resp_t *r)
 {
@@ -280,22 +311,15 @@ static void take_answer(upload_t *u, const keel_http_resp_t *r)
         return;
     }
     json_t *j = json_loadb((const char *)r->body.data, r->body.len, JSON_REJECT_DUPLICATES, NULL);
-    const char *e = json_string_value(json_object_get(j, "error"));
-    const char *m = json_string_value(json_object_get(j, "message"));
-    if (e != NULL)
-        snprintf(u->error, sizeof u->error, "%s", e);
-    if (m != NULL)
-        snprintf(u->message, sizeof u->message, "%s", m);
+    json_t *e = json_object_get(j, "error"), *m = json_object_get(j, "message");
+    if (json_is_string(e))
+        printable_copy(u->error, sizeof u->error, json_string_value(e), json_string_length(e));
+    if (json_is_string(m))
+        printable_copy(u->message, sizeof u->message, json_string_value(m), json_string_length(m));
+    if (!json_is_string(e) && !json_is_string(m))
+        printable_copy(u->message, sizeof u->message, r->body.len > 0 ? r->body.data : (const uint8_t *)"",
+                       r->body.len);
     json_decref(j);
-    if (e == NULL && m == NULL) {
-        size_t n = r->body.len < sizeof u->message - 1 ? r->body.len : sizeof u->message - 1;
-        /* printable only: the message goes into a finding's sentence */
-        for (size_t i = 0; i < n; i++) {
-            unsigned char ch = r->body.data[i];
-            u->message[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : ' ';
-        }
-        u->message[n] = '\0';
-    }
 }
 
 /* The verdict on a final answer. 401/403 are refusals only once the good

@@ -10,6 +10,8 @@
 #include "keel/assess_probe.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -29,6 +31,8 @@ typedef enum {
     SRV_FRAGILE,      /* sound until a request it cannot parse: then it is gone */
     SRV_HOSTILE,      /* "/" answers; every other path: silence, endless headers, endless body */
     SRV_SILENT,       /* accepts and never answers */
+    SRV_ECHO,         /* sound, but its answers repeat the passwords it holds, and a gateway adds Via */
+    SRV_FORM8,        /* a login form whose action is not UTF-8; nothing else */
 } srv_mode_t;
 
 typedef struct {
@@ -80,7 +84,9 @@ static void reply(srv_t *s, int c, int status, const char *headers, const char *
 {
     char head[1024];
     size_t blen = body ? strlen(body) : 0;
-    const char *server = s->mode == SRV_BAD ? "Server: Boa/0.94.14rc21\r\nX-Powered-By: PHP/5.2.17\r\n" : "";
+    const char *server = s->mode == SRV_BAD    ? "Server: Boa/0.94.14rc21\r\nX-Powered-By: PHP/5.2.17\r\n"
+                         : s->mode == SRV_ECHO ? "Via: 1.1 gateway, HTTP/1.0 edge\r\n"
+                                               : "";
     int n = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\n%s%s%s%s%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
                      status, server, ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "",
                      headers ? headers : "", blen);
@@ -206,13 +212,23 @@ static void serve_good(srv_t *s, int c, const req_t *rq)
             if (s->mode != SRV_PW_NOOP)
                 snprintf(s->password, sizeof s->password, "%s", nw);
             s->token[0] = '\0';
-            reply(s, c, 204, NULL, NULL, NULL);
+            if (s->mode == SRV_ECHO) {
+                char body[256];
+                snprintf(body, sizeof body, "{\"changed\":true,\"password\":\"%s\"}", nw);
+                reply(s, c, 200, NULL, json, body);
+            } else {
+                reply(s, c, 204, NULL, NULL, NULL);
+            }
         }
         json_decref(j);
         return;
     }
     if (strncmp(rq->path, "/api/", 5) == 0) {
-        if (strncmp(rq->path, "/api/settings", 13) == 0 && bearer_ok(s, rq))
+        if (strncmp(rq->path, "/api/settings", 13) == 0 && bearer_ok(s, rq) && s->mode == SRV_ECHO) {
+            char body[256];
+            snprintf(body, sizeof body, "{\"admin_password\":\"%s\"}", s->password);
+            reply(s, c, 200, NULL, json, body);
+        } else if (strncmp(rq->path, "/api/settings", 13) == 0 && bearer_ok(s, rq))
             reply(s, c, 200, NULL, json, "{\"automatic_updates\":true}");
         else if (strncmp(rq->path, "/api/settings", 13) == 0 || strncmp(rq->path, "/api/device", 11) == 0)
             reply(s, c, 401, NULL, json, unauthorized);
@@ -315,6 +331,12 @@ static void *srv_main(void *arg)
         } else if (r == 0) {
             if (s->mode == SRV_BAD)
                 serve_bad(s, c, rq);
+            else if (s->mode == SRV_FORM8 && strcmp(rq->path, "/login") == 0)
+                reply(s, c, 200, NULL, "text/html",
+                      "<html><body><form method=\"post\" action=\"/l\xffgin\"><input type=\"text\" name=\"user\">"
+                      "<input type=\"password\" name=\"pw\"></form></body></html>");
+            else if (s->mode == SRV_FORM8)
+                reply(s, c, 404, NULL, "text/plain", "not found");
             else if (s->mode == SRV_HOSTILE && strcmp(rq->path, "/") != 0)
                 serve_hostile(s, c);
             else
@@ -597,6 +619,115 @@ static void test_hostile_servers_stay_bounded(void **state)
     }
 }
 
+
+/* A device that repeats the passwords it holds (the answer to the change,
+ * a settings page read with the lab's session) must not get them into the
+ * document; "Via: 1.1 gateway" names a protocol, not a software version. */
+static void test_echoed_passwords_stay_out(void **state)
+{
+    (void)state;
+    srv_t s;
+    srv_start(&s, SRV_ECHO);
+    keel_http_probe_opts_t o = good_opts(&s);
+    json_t *doc = NULL;
+    assert_int_equal(keel_assess_probe_http(&o, &doc), KEEL_OK);
+    srv_stop(&s);
+    dump_findings(doc);
+    assert_int_equal(s.changes, 2);
+    assert_true(strlen(s.last_new) > 0);
+    assert_false(doc_has(doc, s.last_new));
+    assert_false(doc_has(doc, LAB_PW));
+    assert_true(doc_has(doc, "holds a password of the lab's"));
+    assert_int_equal(count(doc, "5.6-2", "fail"), 0);
+    assert_int_equal(count(doc, NULL, "fail"), 0);
+    json_decref(doc);
+}
+
+/* A login form whose action is not UTF-8 must not cost the document. */
+static void test_form_action_not_utf8(void **state)
+{
+    (void)state;
+    srv_t s;
+    srv_start(&s, SRV_FORM8);
+    keel_http_probe_opts_t o = {.http = {.host = "127.0.0.1", .port = s.port, .timeout_ms = 1000},
+                                .bruteforce_max = 3,
+                                .budget_ms = 6000};
+    json_t *doc = NULL;
+    keel_status_t st = keel_assess_probe_http(&o, &doc);
+    srv_stop(&s);
+    if (st != KEEL_OK)
+        fail_msg("probe: %s", keel_error_message());
+    char *text = json_dumps(doc, 0);
+    assert_non_null(text);
+    free(text);
+    json_decref(doc);
+}
+
+
+/* libcurl's memory, watched from main(): a header line that still says
+ * "Authorization: " when libcurl frees it was not wiped. */
+static atomic_int unwiped_auth;
+
+static void t_free(void *p)
+{
+    if (p != NULL && malloc_usable_size(p) >= 15 && memcmp(p, "Authorization: ", 15) == 0)
+        atomic_fetch_add(&unwiped_auth, 1);
+    free(p);
+}
+
+static void *t_malloc(size_t n)
+{
+    return malloc(n);
+}
+
+static void *t_realloc(void *p, size_t n)
+{
+    return realloc(p, n);
+}
+
+static char *t_strdup(const char *s)
+{
+    return strdup(s);
+}
+
+static void *t_calloc(size_t n, size_t k)
+{
+    return calloc(n, k);
+}
+
+/* The Basic credential of a session goes out in a header line libcurl
+ * copies: the copy is wiped before libcurl frees it. */
+static void test_client_wipes_header_copies(void **state)
+{
+    (void)state;
+    srv_t s;
+    srv_start(&s, SRV_BAD);
+    keel_http_t *h = NULL;
+    keel_http_opts_t ho = {.host = "127.0.0.1", .port = s.port, .timeout_ms = 2000};
+    assert_int_equal(keel_http_open(&ho, &h), KEEL_OK);
+    keel_http_resp_t r;
+    keel_http_resp_init(&r);
+    keel_http_login_t l = {KEEL_HTTP_LOGIN_BASIC, "/admin/", NULL, NULL};
+    int ok = 0;
+    int before = atomic_load(&unwiped_auth);
+    assert_int_equal(keel_http_login(h, &l, "admin", "admin", &ok, &r), KEEL_OK);
+    assert_true(ok);
+    keel_http_req_t q = {.path = "/admin/"};
+    assert_int_equal(keel_http_do(h, &q, &r), KEEL_OK);
+    assert_int_equal(r.status, 200);
+    /* a lab password of 1023 bytes (the most keeld takes) is sent (and refused here), not an error */
+    char longpw[1024];
+    memset(longpw, 'w', sizeof longpw - 1);
+    longpw[sizeof longpw - 1] = '\0';
+    assert_int_equal(keel_http_login(h, &l, "admin", longpw, &ok, &r), KEEL_OK);
+    assert_false(ok);
+    assert_int_equal(r.status, 401);
+    keel_http_resp_free(&r);
+    keel_http_close(h);
+    srv_stop(&s);
+    assert_int_equal(atomic_load(&unwiped_auth), before);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -649,9 +780,13 @@ static void test_client_head(void **state)
 
 int main(void)
 {
+    /* before the first use of libcurl: keel_http_open's own init is then a no-op */
+    if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, t_malloc, t_free, t_realloc, t_strdup, t_calloc) != CURLE_OK)
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_client_head),
+        cmocka_unit_test(test_client_wipes_header_copies),
         cmocka_unit_test(test_bad_server_fails),
         cmocka_unit_test(test_good_server_passes),
         cmocka_unit_test(test_password_change_noop_fails),
@@ -659,6 +794,8 @@ int main(void)
         cmocka_unit_test(test_password_change_without_credentials),
         cmocka_unit_test(test_fragile_server_is_unresponsive),
         cmocka_unit_test(test_hostile_servers_stay_bounded),
+        cmocka_unit_test(test_echoed_passwords_stay_out),
+        cmocka_unit_test(test_form_action_not_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,9 +14,13 @@
 #include "keel/assess_report.h"
 #include "keel/assess_run.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static json_t *example(const char *name)
 {
@@ -260,6 +264,83 @@ static void na_contradicted_by_the_device(void **state)
     json_decref(ixit);
 }
 
+/* Long texts of several-byte characters (a German ICS, a device's answer)
+ * are cut at a character boundary: a cut through one would make a string
+ * jansson refuses, and the whole judgement fail. Both parities are tried. */
+static void long_multibyte_texts(void **state)
+{
+    (void)state;
+    for (int shift = 0; shift < 2; shift++) {
+        char just[1800], what[1800];
+        size_t n = 0;
+        if (shift)
+            just[n++] = 'x';
+        while (n + 2 < 1600) {
+            memcpy(just + n, "\xc3\xa4", 2); /* a-umlaut */
+            n += 2;
+        }
+        just[n] = '\0';
+        memcpy(what, just, n + 1);
+        json_t *ics = example("ics.json"), *ixit = example("ixit.json");
+        json_t *entry = json_object_get(json_object_get(ics, "provisions"), "5.10-1");
+        assert_int_equal(json_object_set_new(entry, "justification", json_string(just)), 0);
+        json_t *d = contract_doc("update", 8443, "update", KEEL_UNIT_INCONCLUSIVE, just);
+        assert_int_equal(keel_assess_unit_finding(d, "update", "5.3-2", "fail", what), KEEL_OK);
+        json_t *r = report_with(json_pack("[o]", d));
+        assert_int_equal(keel_assess_judge(r, ics, ixit, NULL), KEEL_OK);
+        assert_string_equal(verdict(r, "5.10-1"), KEEL_VERDICT_NA);
+        assert_string_equal(verdict(r, "5.3-2"), KEEL_VERDICT_FAIL);
+        assert_non_null(strstr(json_string_value(json_object_get(provision(r, "5.10-1"), "reason")), "\xc3\xa4"));
+        json_decref(r);
+        json_decref(ics);
+        json_decref(ixit);
+    }
+}
+
+
+/* keel_assess_run reads the lab password the IXIT names: one of 100 bytes
+ * (keeld takes up to 1023) must do. The run meets one closed port of
+ * 127.0.0.1 only: the IXIT's publications (URLs elsewhere) are taken out. */
+static void run_with_a_long_lab_password(void **state)
+{
+    (void)state;
+    const char *src = getenv("KEEL_SOURCE_DIR");
+    assert_non_null(src);
+    char dir[KEEL_PATH_MAX], pw[101];
+    snprintf(dir, sizeof dir, "%s/examples/keel-device", src);
+    memset(pw, 'p', sizeof pw - 1);
+    pw[sizeof pw - 1] = '\0';
+    assert_int_equal(setenv("KEEL_ASSESS_PASSWORD", pw, 1), 0);
+    json_t *ics = example("ics.json"), *ixit = example("ixit.json");
+    assert_int_equal(json_object_del(ixit, "disclosure"), 0);
+    assert_int_equal(json_object_del(json_object_get(json_object_get(ixit, "product"), "support_period"),
+                                     "published_at"),
+                     0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    close(fd);
+    char ports[16];
+    snprintf(ports, sizeof ports, "%u", (unsigned)ntohs(a.sin_port));
+    keel_assess_run_opts_t o = {.host = "127.0.0.1", .ics = ics, .ixit = ixit, .ixit_dir = dir, .ports = ports,
+                                .budget_s = 60};
+    json_t *report = NULL;
+    keel_status_t st = keel_assess_run(&o, &report, NULL);
+    if (st != KEEL_OK)
+        fail_msg("run: %s", keel_error_message());
+    char *text = json_dumps(report, 0);
+    assert_non_null(text);
+    assert_null(strstr(text, pw));
+    free(text);
+    json_decref(report);
+    assert_int_equal(unsetenv("KEEL_ASSESS_PASSWORD"), 0);
+    json_decref(ics);
+    json_decref(ixit);
+}
+
 static void bad_arguments(void **state)
 {
     (void)state;
@@ -284,6 +365,8 @@ int main(void)
         cmocka_unit_test(finding_outside_the_catalogue_mapping),
         cmocka_unit_test(inconclusive_and_not_applicable_units),
         cmocka_unit_test(na_contradicted_by_the_device),
+        cmocka_unit_test(long_multibyte_texts),
+        cmocka_unit_test(run_with_a_long_lab_password),
         cmocka_unit_test(bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -431,6 +433,68 @@ static void test_mqtt_hostile(void **state)
     json_decref(doc);
 }
 
+/* ---- a TLS port that resets the connection ------------------------------------------ */
+
+static SSL_CTX *tls_ctx; /* a self-signed P-256 certificate, made in the test */
+
+static SSL_CTX *tls_server_ctx(void)
+{
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *x = X509_new();
+    assert_non_null(k);
+    assert_non_null(x);
+    X509_NAME *n = X509_get_subject_name(x);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), 1), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 3600));
+    assert_int_equal(X509_set_pubkey(x, k), 1);
+    assert_int_equal(X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"broker", -1, -1, 0), 1);
+    assert_int_equal(X509_set_issuer_name(x, n), 1);
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    SSL_CTX *c = SSL_CTX_new(TLS_server_method());
+    assert_non_null(c);
+    assert_int_equal(SSL_CTX_use_certificate(c, x), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(c, k), 1);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    return c;
+}
+
+/* Completes the handshake, then resets the connection: the probe's next
+ * write goes to a dead socket. */
+static void h_tls_reset(server_t *s, int fd, unsigned conn)
+{
+    (void)s;
+    (void)conn;
+    struct timeval tv = {.tv_sec = 2};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    SSL *ssl = SSL_new(tls_ctx);
+    if (ssl != NULL && SSL_set_fd(ssl, fd) == 1)
+        (void)SSL_accept(ssl);
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+    SSL_free(ssl);
+}
+
+/* SIGPIPE from OpenSSL's write to the reset socket must not end the program. */
+static void test_mqtt_tls_reset(void **state)
+{
+    (void)state;
+    tls_ctx = tls_server_ctx();
+    server_t *s = server_start(h_tls_reset);
+    keel_mqtt_probe_opts_t o = {.host = "127.0.0.1", .port = s->port, .tls = 1, .timeout_ms = 500, .listen_ms = 300};
+    for (int round = 0; round < 3; round++) {
+        json_t *doc = NULL;
+        assert_int_equal(keel_assess_probe_mqtt(&o, &doc), KEEL_OK);
+        assert_string_not_equal(unit_state(doc, "mqtt"), "ran");
+        json_decref(doc);
+    }
+    server_stop(s);
+    SSL_CTX_free(tls_ctx);
+    tls_ctx = NULL;
+}
+
 /* A broker for anyone: CONNACK 0, SUBACK, then PUBLISH after PUBLISH on ever
  * new topics (some with lengths that lie) until the client leaves. After the
  * first connection, `h_once` no longer answers. */
@@ -731,6 +795,51 @@ static void h_ssh_silent_after_banner(server_t *s, int fd, unsigned conn)
         hold(s, fd);
 }
 
+static size_t ssh_string(uint8_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    b[0] = (uint8_t)(n >> 24);
+    b[1] = (uint8_t)(n >> 16);
+    b[2] = (uint8_t)(n >> 8);
+    b[3] = (uint8_t)n;
+    memcpy(b + 4, s, n);
+    return 4 + n;
+}
+
+/* Two faces: the first connection sees a plain SSH server (identification
+ * and KEXINIT); the next ones, libssh's, an identification of raw bytes
+ * (an escape sequence, bytes that are not UTF-8) that libssh quotes. */
+static void h_ssh_two_faces(server_t *s, int fd, unsigned conn)
+{
+    if (conn > 0) {
+        if (peer_write(s, fd, "SSH-1.5-\x1b[2J\xff\xfe\r\n", 16) == 0)
+            hold(s, fd);
+        return;
+    }
+    static const char *const lists[] = {"curve25519-sha256", "ssh-ed25519", "aes128-ctr", "aes128-ctr",
+                                        "hmac-sha2-256", "hmac-sha2-256", "none", "none", "", ""};
+    uint8_t b[1024];
+    size_t n = 6;
+    b[5] = 20; /* SSH_MSG_KEXINIT */
+    memset(b + n, 0x11, 16);
+    n += 16;
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        n += ssh_string(b + n, lists[i]);
+    memset(b + n, 0, 5); /* first_kex_packet_follows, reserved */
+    n += 5;
+    size_t pad = 8 - n % 8 < 4 ? 16 - n % 8 : 8 - n % 8;
+    memset(b + n, 0, pad);
+    n += pad;
+    size_t plen = n - 4;
+    b[0] = (uint8_t)(plen >> 24);
+    b[1] = (uint8_t)(plen >> 16);
+    b[2] = (uint8_t)(plen >> 8);
+    b[3] = (uint8_t)plen;
+    b[4] = (uint8_t)pad;
+    if (peer_write(s, fd, "SSH-2.0-Two\r\n", 13) == 0 && peer_write(s, fd, b, n) == 0)
+        hold(s, fd);
+}
+
 static void test_ssh_hostile(void **state)
 {
     (void)state;
@@ -756,6 +865,17 @@ static void test_ssh_hostile(void **state)
     doc = probe_svc(s->port, KEEL_SVC_SSH, 300, 1000, &secs);
     assert_string_equal(unit_state(doc, "telnet_ssh_ftp"), "not_applicable");
     assert_true(secs < 1.5);
+    json_decref(doc);
+    server_stop(s);
+
+    /* what libssh quotes of the server goes into the reason escaped, never raw */
+    s = server_start(h_ssh_two_faces);
+    doc = probe_svc(s->port, KEEL_SVC_SSH, 500, 3000, &secs);
+    assert_string_equal(unit_state(doc, "telnet_ssh_ftp"), "inconclusive");
+    const char *why = json_string_value(
+        json_object_get(json_object_get(json_object_get(doc, "units"), "telnet_ssh_ftp"), "reason"));
+    assert_non_null(why);
+    assert_non_null(strstr(why, "\\x1b[2J\\xff"));
     json_decref(doc);
     server_stop(s);
 
@@ -793,6 +913,7 @@ int main(void)
         cmocka_unit_test(test_decoders),
         cmocka_unit_test(test_decoders_random),
         cmocka_unit_test(test_mqtt_hostile),
+        cmocka_unit_test(test_mqtt_tls_reset),
         cmocka_unit_test(test_mqtt_flooding_broker),
         cmocka_unit_test(test_telnet),
         cmocka_unit_test(test_ftp),

@@ -19,7 +19,7 @@
 
 /* ---- the test server ------------------------------------------------------------ */
 
-typedef enum { SRV_ACCEPT_ALL, SRV_REFUSE_ALL } srv_mode_t;
+typedef enum { SRV_ACCEPT_ALL, SRV_REFUSE_ALL, SRV_HOSTILE_ANSWER } srv_mode_t;
 
 typedef struct {
     int fd;
@@ -86,7 +86,11 @@ static void serve(srv_t *s, int c)
         reply(c, 404, "", "text/plain", "no");
     else if (strcmp(path, "/broken") == 0)
         reply(c, 500, "", "text/plain", "oops");
-    else if (strcmp(path, "/loop") == 0)
+    else if (strcmp(path, "/badbytes") == 0) {
+        char loc[96];
+        snprintf(loc, sizeof loc, "Location: http://127.0.0.1:%u/sec\xff.txt\r\n", s->port);
+        reply(c, 302, loc, "text/plain", "");
+    } else if (strcmp(path, "/loop") == 0)
         reply(c, 302, "Location: /loop\r\n", "text/plain", "");
     else if (strncmp(path, "/hop", 4) == 0 && path[4] >= '1' && path[4] <= '9' && path[5] == '\0') {
         char loc[64];
@@ -120,7 +124,16 @@ static void serve(srv_t *s, int c)
         reply(c, 200, "", "application/json", "{}");
     } else if (strcmp(path, "/api/v1/update/stage") == 0) {
         atomic_fetch_add(&s->stages, 1);
-        if (s->mode == SRV_ACCEPT_ALL && s->received > 0)
+        if (s->mode == SRV_HOSTILE_ANSWER) {
+            /* a long error of two-byte characters (cut through one at 128 bytes), a message
+             * that clears the lab's terminal */
+            char ans[2048];
+            size_t n = (size_t)snprintf(ans, sizeof ans, "{\"error\": \"");
+            for (int i = 0; i < 300; i++)
+                n += (size_t)snprintf(ans + n, sizeof ans - n, "\xc3\xa9");
+            snprintf(ans + n, sizeof ans - n, "\", \"message\": \"\\u001b[2J\\u001b]0;owned\\u0007 x\\u00e9y\"}");
+            reply(c, 500, "", "application/json", ans);
+        } else if (s->mode == SRV_ACCEPT_ALL && s->received > 0)
             reply(c, 201, "", "application/json", "{\"staged\": {}}");
         else
             reply(c, 422, "", "application/json", "{\"error\": \"bundle_rejected\", \"message\": \"no\"}");
@@ -334,6 +347,12 @@ static void test_security_txt(void **state)
     expect_fails(stxt_s(dir, "Contact: mailto:a@example.com\rExpires: 2026-12-31T23:59:59Z\n"), 3, "CR that does not");
     expect_fails(stxt_s(dir, "Contact: mailto:a@example.com\nExpires: 2026-12-31T23:59:59Z\nX: \xC3\x28\n"), 1,
                  "not UTF-8");
+    /* found by fuzz_securitytxt: a Canonical that is not UTF-8 made the whole check fail with "out of
+     * memory" (no JSON string of it); an empty file was parsed from a NULL pointer (UBSan) */
+    expect_fails(stxt_s(dir, "Contact: mailto:a@example.com\nExpires: 2026-12-31T23:59:59Z\n"
+                             "Canonical: https://example.com/\xFF/security.txt\n"),
+                 1, "not UTF-8");
+    expect_fails(stxt(dir, "", 0), 2, "no valid Contact");
 
     /* an oversized line, an oversized file */
     char *big = malloc(70 * 1024);
@@ -674,6 +693,44 @@ static void test_upload(void **state)
     tmpdir_free(dir);
 }
 
+
+/* What a hostile device answers never costs the document nor carries control
+ * characters: a long UTF-8 "error", a "message" of terminal escapes; a
+ * redirect to a URL of raw bytes that are not UTF-8. */
+static void test_hostile_answers(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    char good[KEEL_PATH_MAX], down[KEEL_PATH_MAX];
+    path_in(good, dir, "good.bin");
+    path_in(down, dir, "down.bin");
+    random_file(good, 1000);
+    random_file(down, 1000);
+    srv_t *s = srv_start(SRV_HOSTILE_ANSWER, 0);
+    keel_update_probe_opts_t o = {.http = {.host = "127.0.0.1", .port = s->port, .timeout_ms = 3000},
+                                  .kind = KEEL_UPLOAD_KEEL_API_V1, .good = good, .downgraded = down};
+    json_t *doc = NULL;
+    keel_status_t st = keel_assess_probe_update(&o, &doc);
+    if (st != KEEL_OK)
+        fail_msg("update probe: %s", keel_error_message());
+    char *text = json_dumps(doc, 0);
+    assert_non_null(text);
+    assert_null(strstr(text, "\\u001b"));
+    assert_null(strstr(text, "\\u0007"));
+    free(text);
+    assert_string_equal(unit_state(doc, "update"), "inconclusive");
+    assert_int_equal(count_findings(doc, NULL, "fail", NULL), 0);
+    json_decref(doc);
+
+    char u[128];
+    snprintf(u, sizeof u, "http://127.0.0.1:%u/badbytes", s->port);
+    doc = pub_url(u, NULL);
+    assert_int_equal(count_findings(doc, "5.2-1", "fail", "%FF"), 1);
+    json_decref(doc);
+    srv_stop(s);
+    tmpdir_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -681,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_policy_and_support),
         cmocka_unit_test(test_fetch),
         cmocka_unit_test(test_upload),
+        cmocka_unit_test(test_hostile_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
