@@ -137,6 +137,13 @@ KEEL=$abs_build/programs/keel/keel KEEL_SOURCE_DIR=$(cd "$here/.." && pwd) KEEL_
     HOSTILE_REPORT=1 HOSTILE_SECONDS=${HOSTILE_SECONDS:-18} sh "$here/../tests/integration/keeld_hostile.sh" ||
     die "the hostile-client run failed"
 
+# keel assess: a full assessment and the port scan against nmap (issue 6);
+# adds "assess". bench_smoke skips it: integration.assess_run is the same run.
+if [ -z "${BENCH_ASSESS_SKIP:-}" ]; then
+    echo
+    sh "$here/assess.sh" "$build" || die "bench/assess.sh failed"
+fi
+
 # Reconnect storms of a simulated fleet on the real backoff code (5.9-3);
 # adds "link_storm" to BENCH_JSON. LINK_STORM_SMOKE=1: 100,000 devices.
 # Its exit 1 with "pass": false is the MISS verdict, reported like the other goals.

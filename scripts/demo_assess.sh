@@ -78,9 +78,9 @@ cp "$KEEL" "$W/fw/usr/bin/keel"
 printf '$ keel assess run --target 127.0.0.1 --ics lab/ics.json --ixit lab/ixit.json --firmware fw --labels batch/labels.csv --out %s\n' "$OUT"
 # shellcheck disable=SC2086
 "$KEEL" assess run --target 127.0.0.1 --ics "$L/ics.json" --ixit "$L/ixit.json" --firmware "$W/fw" \
-    --labels "$W/batch/labels.csv" --out "$OUT" $PORTS_ARG >"$W/assess.out" 2>"$W/assess.log" && rc=0 || rc=$?
+    --labels "$W/batch/labels.csv" --out "$OUT" $PORTS_ARG >"$W/assess-run.out" 2>"$W/assess.log" && rc=0 || rc=$?
 sed 's/^/  /' "$W/assess.log"
-cat "$W/assess.out"
+cat "$W/assess-run.out"
 echo "exit status $rc (0: no mandatory provision fails)"
 python3 - "$OUT/report.json" <<'EOF'
 import json, sys

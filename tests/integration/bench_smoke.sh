@@ -19,7 +19,7 @@ fail() {
 run_bench() {
     TMPDIR=$work/tmp BENCH_DEVICES=5 BENCH_CLI_DEVICES=2 UPDATE_BENCH_MIB=4 UPDATE_BENCH_COMPARE='' \
         KEELD_BENCH_SECONDS=4 KEELD_BENCH_IDLE_SECONDS=1 KEELD_BENCH_LOGINS=3 HOSTILE_SECONDS=8 HOSTILE_SLOW=100 \
-        LINK_STORM_SMOKE=1 sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
+        LINK_STORM_SMOKE=1 BENCH_ASSESS_SKIP=1 sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
 }
 # RAUC and SWUpdate are for make bench: make check stays hermetic and quick.
 run_update() {
