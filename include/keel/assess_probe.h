@@ -118,11 +118,12 @@ typedef enum { KEEL_UNIT_RAN, KEEL_UNIT_NOT_APPLICABLE, KEEL_UNIT_INCONCLUSIVE }
 
 /* Sets units.<unit> = {"state", "reason"} (reason may be NULL for "ran"); a later
  * call replaces an earlier one, except that "inconclusive" is never replaced by
- * "ran" (one part of the unit could not run). */
+ * "ran" (one part of the unit could not run). A last character of the reason
+ * that a bounded snprintf cut short is left out (keel_assess_utf8_cut_tail). */
 keel_status_t keel_assess_unit_mark(json_t *doc, const char *unit, keel_unit_state_t state, const char *reason)
     KEEL_MUST_CHECK;
 /* Appends {"unit", "provision", "severity", "what"} to "findings"; severity is
- * "fail", "warn" or "info". */
+ * "fail", "warn" or "info"; a last character of `what` cut short is left out. */
 keel_status_t keel_assess_unit_finding(json_t *doc, const char *unit, const char *provision, const char *severity,
                                        const char *what) KEEL_MUST_CHECK;
 /* Appends {"unit", "sent", "observed", "duration_us"} to "evidence": `sent` and
@@ -153,5 +154,12 @@ keel_status_t keel_assess_resolve(const char *host, unsigned port, struct sockad
  * Returns a new JSON string or NULL on allocation failure.
  */
 json_t *keel_assess_escape(const uint8_t *p, size_t n);
+
+/*
+ * Drops from the end of s a last UTF-8 character that a bounded snprintf cut
+ * short: text from an IXIT, a path or a device may be any UTF-8, and half a
+ * character is a string jansson refuses (the whole document lost with it).
+ */
+void keel_assess_utf8_cut_tail(char *s);
 
 #endif

@@ -65,47 +65,64 @@ static const char tls_usage[] =
     "  --budget-ms N      for the whole probe (default 25000); what does not fit is listed\n"
     "  --json             print the observation document\n";
 
-static const char *jstr(json_t *o, const char *k)
+const char *assess_jstr(json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "";
 }
 
-static int has_fail(json_t *doc)
+void assess_put_clean(const char *s)
 {
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(doc, "findings"), i, f)
-        if (strcmp(jstr(f, "severity"), "fail") == 0)
-            return 1;
-    return 0;
+    for (; *s != '\0'; s++)
+        putchar((unsigned char)*s >= 0x20 && (unsigned char)*s < 0x7f ? *s : '?');
+    putchar('\n');
 }
 
-static void print_findings(json_t *doc)
+void assess_print_units(json_t *doc)
+{
+    const char *k;
+    json_t *u;
+    json_object_foreach(json_object_get(doc, "units"), k, u) {
+        printf("unit %s: %s%s", k, assess_jstr(u, "state"), *assess_jstr(u, "reason") ? ": " : "");
+        assess_put_clean(assess_jstr(u, "reason"));
+    }
+}
+
+int assess_probe_finish(json_t *doc, int json, void (*print)(json_t *doc))
 {
     json_t *arr = json_object_get(doc, "findings");
-    if (json_array_size(arr) == 0) {
-        printf("findings: none\n");
-        return;
-    }
-    printf("findings:\n");
+    int rc = CLI_OK, failed = 0;
     size_t i;
     json_t *f;
     json_array_foreach(arr, i, f)
-        printf("  %-6s %-5s %s\n", jstr(f, "provision"), jstr(f, "severity"), jstr(f, "what"));
-}
-
-static int finish(json_t *doc, int json)
-{
-    int rc = CLI_OK;
-    if (json)
+        if (strcmp(assess_jstr(f, "severity"), "fail") == 0)
+            failed = 1;
+    if (json) {
         rc = cli_print_json(doc);
-    else
-        print_findings(doc);
-    if (rc == CLI_OK && has_fail(doc))
+    } else {
+        if (print != NULL)
+            print(doc);
+        printf(json_array_size(arr) ? "findings:\n" : "findings: none\n");
+        /* "what" may quote the device: cli_print_text shows it printable only */
+        json_array_foreach(arr, i, f) {
+            char label[32];
+            snprintf(label, sizeof label, "%-7s %-5s", assess_jstr(f, "provision"), assess_jstr(f, "severity"));
+            cli_print_text(label, assess_jstr(f, "what"));
+        }
+    }
+    if (rc == CLI_OK && failed)
         rc = CLI_FAILED;
     json_decref(doc);
     return rc;
+}
+
+keel_status_t assess_lab_password(const char *pfile, const char *penv, char *pw, size_t cap)
+{
+    size_t len = 0;
+    keel_status_t st = cli_read_secret(pfile, penv, pw, cap, &len);
+    if (st != KEEL_OK)
+        keel_wipe(pw, cap);
+    return st;
 }
 
 /* A window of thousands of sockets needs the soft descriptor limit raised
@@ -127,7 +144,7 @@ static void raise_nofile(void)
 static void print_ports(json_t *doc)
 {
     json_t *tcp = json_object_get(doc, "tcp");
-    printf("target %s (%s)\n", jstr(doc, "target"), jstr(doc, "address"));
+    printf("target %s (%s)\n", assess_jstr(doc, "target"), assess_jstr(doc, "address"));
     if (tcp != NULL) {
         printf("TCP: %lld ports in %.2f s (window %lld, timeout %lld ms): %zu open, %lld closed, %lld filtered\n",
                json_integer_value(json_object_get(tcp, "ports_scanned")),
@@ -144,7 +161,7 @@ static void print_ports(json_t *doc)
             char port[16];
             snprintf(port, sizeof port, "%lld/tcp", json_integer_value(json_object_get(o, "port")));
             printf("  %-11s %8.2f ms %.60s%s\n", port, json_integer_value(json_object_get(o, "connect_us")) / 1000.0,
-                   jstr(o, "banner"), strlen(jstr(o, "banner")) > 60 ? "..." : "");
+                   assess_jstr(o, "banner"), strlen(assess_jstr(o, "banner")) > 60 ? "..." : "");
         }
     }
     json_t *udp = json_object_get(doc, "udp");
@@ -153,8 +170,8 @@ static void print_ports(json_t *doc)
         size_t i;
         json_t *u;
         json_array_foreach(udp, i, u)
-            printf("  %-8s %-6lld %-10s %.60s\n", jstr(u, "service"), json_integer_value(json_object_get(u, "port")),
-                   jstr(u, "state"), jstr(u, "response"));
+            printf("  %-8s %-6lld %-10s %.60s\n", assess_jstr(u, "service"),
+                   json_integer_value(json_object_get(u, "port")), assess_jstr(u, "state"), assess_jstr(u, "response"));
     }
 }
 
@@ -237,48 +254,46 @@ static int cmd_ports(int argc, char **argv)
     keel_status_t st = keel_assess_scan(&o, &doc);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
-    if (!json)
-        print_ports(doc);
-    return finish(doc, json);
+    return assess_probe_finish(doc, json, print_ports);
 }
 
 static void print_tls(json_t *doc)
 {
-    printf("target %s port %lld (%s): %lld handshakes in %.2f s\n", jstr(doc, "target"),
-           json_integer_value(json_object_get(doc, "port")), jstr(doc, "address"),
+    printf("target %s port %lld (%s): %lld handshakes in %.2f s\n", assess_jstr(doc, "target"),
+           json_integer_value(json_object_get(doc, "port")), assess_jstr(doc, "address"),
            json_integer_value(json_object_get(doc, "handshakes")),
            json_integer_value(json_object_get(doc, "duration_us")) / 1e6);
     json_t *pref = json_object_get(doc, "preferred");
     if (json_is_true(json_object_get(pref, "accepted")))
-        printf("preferred:    %s %s%s%s\n", jstr(pref, "version"), jstr(pref, "cipher"),
-               *jstr(pref, "group") ? " group " : "", jstr(pref, "group"));
+        printf("preferred:    %s %s%s%s\n", assess_jstr(pref, "version"), assess_jstr(pref, "cipher"),
+               *assess_jstr(pref, "group") ? " group " : "", assess_jstr(pref, "group"));
     else
-        printf("preferred:    no handshake (%s)\n", jstr(pref, "reason"));
+        printf("preferred:    no handshake (%s)\n", assess_jstr(pref, "reason"));
     size_t i;
     json_t *e;
     printf("versions:    ");
     json_array_foreach(json_object_get(doc, "versions"), i, e)
-        printf(" %s %s", jstr(e, "version"),
+        printf(" %s %s", assess_jstr(e, "version"),
                json_is_true(json_object_get(e, "accepted")) ? "yes" : json_is_null(json_object_get(e, "accepted")) ? "n/a" : "no");
     printf("\nciphers:      %zu accepted of %lld tried\n", json_array_size(json_object_get(doc, "ciphers")),
            json_integer_value(json_object_get(doc, "ciphers_tried")));
     json_array_foreach(json_object_get(doc, "ciphers"), i, e)
-        printf("  %-8s %-42s%s%s\n", jstr(e, "version"), jstr(e, "name"),
+        printf("  %-8s %-42s%s%s\n", assess_jstr(e, "version"), assess_jstr(e, "name"),
                json_is_true(json_object_get(e, "aead")) ? " AEAD" : " no-AEAD",
                json_is_true(json_object_get(e, "forward_secret")) ? " FS" : " no-FS");
     printf("groups:      ");
     json_array_foreach(json_object_get(doc, "groups"), i, e)
         if (json_is_true(json_object_get(e, "accepted")))
-            printf(" %s", jstr(e, "name"));
+            printf(" %s", assess_jstr(e, "name"));
     json_t *c = json_object_get(doc, "certificate");
     if (json_is_object(c)) {
-        printf("\ncertificate:  %s\n", jstr(c, "subject"));
-        printf("  issuer      %s%s\n", jstr(c, "issuer"),
+        printf("\ncertificate:  %s\n", assess_jstr(c, "subject"));
+        printf("  issuer      %s%s\n", assess_jstr(c, "issuer"),
                json_is_true(json_object_get(c, "self_signed")) ? " (self-signed)" : "");
-        printf("  key         %s %lld bits%s%s, signature %s\n", jstr(c, "key_type"),
-               json_integer_value(json_object_get(c, "key_bits")), *jstr(c, "curve") ? " " : "", jstr(c, "curve"),
-               jstr(c, "signature_algorithm"));
-        printf("  valid       %s to %s%s%s, chain of %lld\n", jstr(c, "not_before"), jstr(c, "not_after"),
+        printf("  key         %s %lld bits%s%s, signature %s\n", assess_jstr(c, "key_type"),
+               json_integer_value(json_object_get(c, "key_bits")), *assess_jstr(c, "curve") ? " " : "",
+               assess_jstr(c, "curve"), assess_jstr(c, "signature_algorithm"));
+        printf("  valid       %s to %s%s%s, chain of %lld\n", assess_jstr(c, "not_before"), assess_jstr(c, "not_after"),
                json_is_true(json_object_get(c, "expired")) ? " EXPIRED" : "",
                json_is_true(json_object_get(c, "not_yet_valid")) ? " NOT YET VALID" : "",
                json_integer_value(json_object_get(c, "chain_length")));
@@ -287,7 +302,7 @@ static void print_tls(json_t *doc)
     }
     printf("plaintext:   ");
     json_array_foreach(json_object_get(doc, "plaintext"), i, e)
-        printf(" %s: %s", jstr(e, "protocol"), jstr(e, "reply_kind"));
+        printf(" %s: %s", assess_jstr(e, "protocol"), assess_jstr(e, "reply_kind"));
     printf("\n");
 }
 
@@ -331,9 +346,7 @@ static int cmd_tls(int argc, char **argv)
     keel_status_t st = keel_assess_probe_tls(&o, &doc);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
-    if (!json)
-        print_tls(doc);
-    return finish(doc, json);
+    return assess_probe_finish(doc, json, print_tls);
 }
 
 int assess_probe_main(int argc, char **argv)

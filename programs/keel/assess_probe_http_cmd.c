@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HTTP_CMD_PASSWORD_MAX 1024u /* the lab password, as keeld caps it */
 #define HTTP_CMD_FIELD_MAX 64u
 
 static const char http_usage[] =
@@ -59,10 +58,15 @@ static const char http_usage[] =
     "The password is never taken from the command line. Exit 0 when no finding is\n"
     "a fail, 1 when one is or the probe could not run, 2 for usage errors.\n";
 
-static const char *jstr(json_t *o, const char *k)
+/* A path from /, printable ASCII without spaces, 512 bytes at most. */
+static int path_ok(const char *p)
 {
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
+    if (p == NULL || p[0] != '/' || strlen(p) > 512)
+        return 0;
+    for (; *p; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+            return 0;
+    return 1;
 }
 
 /* METHOD:PATH[:auth][:security]; the flags are taken from the end. */
@@ -91,30 +95,17 @@ static int parse_route(char *spec, keel_http_route_t *rt)
     int known = 0;
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         known |= strcmp(spec, methods[i]) == 0;
-    if (!known || path[0] != '/' || strlen(path) > 512)
+    if (!known || !path_ok(path))
         return 0;
-    for (const char *c = path; *c; c++)
-        if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f)
-            return 0;
     rt->method = spec;
     rt->path = path;
     return 1;
 }
 
-static int path_ok(const char *p)
-{
-    if (p == NULL || p[0] != '/' || strlen(p) > 512)
-        return 0;
-    for (; *p; p++)
-        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
-            return 0;
-    return 1;
-}
-
 static void print_doc(json_t *doc)
 {
-    printf("target %s port %lld (%s, %s) in %.2f s\n", jstr(doc, "target"),
-           json_integer_value(json_object_get(doc, "port")), jstr(doc, "address"), jstr(doc, "base"),
+    printf("target %s port %lld (%s, %s) in %.2f s\n", assess_jstr(doc, "target"),
+           json_integer_value(json_object_get(doc, "port")), assess_jstr(doc, "address"), assess_jstr(doc, "base"),
            json_integer_value(json_object_get(doc, "duration_us")) / 1e6);
     printf("  %-22s %-15s %s\n", "UNIT", "STATE", "REASON");
     json_t *units = json_object_get(doc, "units");
@@ -122,28 +113,8 @@ static void print_doc(json_t *doc)
                                         "http.password_change", "http.default_creds", "http.bruteforce"};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         json_t *u = json_object_get(units, order[i]);
-        printf("  %-22s %-15s %s\n", order[i], u ? jstr(u, "state") : "-", u ? jstr(u, "reason") : "");
+        printf("  %-22s %-15s %s\n", order[i], u ? assess_jstr(u, "state") : "-", u ? assess_jstr(u, "reason") : "");
     }
-    json_t *arr = json_object_get(doc, "findings");
-    if (json_array_size(arr) == 0) {
-        printf("findings: none\n");
-        return;
-    }
-    printf("findings:\n");
-    size_t i;
-    json_t *f;
-    json_array_foreach(arr, i, f)
-        printf("  %-7s %-5s %s\n", jstr(f, "provision"), jstr(f, "severity"), jstr(f, "what"));
-}
-
-static int has_fail(json_t *doc)
-{
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(doc, "findings"), i, f)
-        if (strcmp(jstr(f, "severity"), "fail") == 0)
-            return 1;
-    return 0;
 }
 
 /* A port that gives no HTTP answer leaves every unit inconclusive: the probe could not run. */
@@ -152,7 +123,7 @@ static int any_ran(json_t *doc)
     const char *k;
     json_t *u;
     json_object_foreach(json_object_get(doc, "units"), k, u)
-        if (strcmp(jstr(u, "state"), "inconclusive") != 0)
+        if (strcmp(assess_jstr(u, "state"), "inconclusive") != 0)
             return 1;
     return 0;
 }
@@ -274,14 +245,11 @@ int assess_probe_http_main(int argc, char **argv)
         return cli_usage(cmd, "a lab password needs --user");
     if (o.user != NULL && penv == NULL && pfile == NULL)
         return cli_usage(cmd, "--user needs --password-env or --password-file");
-    char pw[HTTP_CMD_PASSWORD_MAX + 1];
-    size_t pwlen = 0;
+    char pw[ASSESS_LAB_PASSWORD_MAX + 1];
     if (penv != NULL || pfile != NULL) {
-        keel_status_t st = cli_read_secret(pfile, penv, pw, sizeof pw, &pwlen);
-        if (st != KEEL_OK) {
-            keel_wipe(pw, sizeof pw);
+        keel_status_t st = assess_lab_password(pfile, penv, pw, sizeof pw);
+        if (st != KEEL_OK)
             return cli_fail(cmd, st);
-        }
         o.password = pw;
     }
     json_t *doc = NULL;
@@ -289,17 +257,11 @@ int assess_probe_http_main(int argc, char **argv)
     keel_wipe(pw, sizeof pw);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
-    int rc = CLI_OK;
-    if (json)
-        rc = cli_print_json(doc);
-    else
-        print_doc(doc);
-    if (rc == CLI_OK && has_fail(doc))
-        rc = CLI_FAILED;
-    if (rc == CLI_OK && !any_ran(doc)) {
+    int ran = any_ran(doc);
+    int rc = assess_probe_finish(doc, json, print_doc);
+    if (rc == CLI_OK && !ran) {
         fprintf(stderr, "keel: %s: no unit could run (no HTTP answer on the port)\n", cmd);
         rc = CLI_FAILED;
     }
-    json_decref(doc);
     return rc;
 }

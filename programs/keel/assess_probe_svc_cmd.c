@@ -48,73 +48,47 @@ static const char service_usage[] =
     "  --budget-ms N      for the whole probe (default 20000)\n"
     "  --json             print the observation document\n";
 
-static const char *jstr(json_t *o, const char *k)
+/* The unit's state and the evidence: the part both probes share. */
+static void print_unit_evidence(json_t *doc)
 {
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
-}
-
-static int has_fail(json_t *doc)
-{
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(doc, "findings"), i, f)
-        if (strcmp(jstr(f, "severity"), "fail") == 0)
-            return 1;
-    return 0;
-}
-
-/* The unit's state, its evidence and the findings: the part both probes share. */
-static void print_common(json_t *doc, const char *unit)
-{
-    json_t *u = json_object_get(json_object_get(doc, "units"), unit);
-    printf("unit %s: %s%s%s\n", unit, jstr(u, "state"), *jstr(u, "reason") ? ": " : "", jstr(u, "reason"));
+    assess_print_units(doc);
     size_t i;
     json_t *e;
     if (json_array_size(json_object_get(doc, "evidence")) > 0)
         printf("evidence:\n");
     json_array_foreach(json_object_get(doc, "evidence"), i, e)
-        printf("  > %.100s\n    < %.200s%s\n", jstr(e, "sent"), jstr(e, "observed"),
-               strlen(jstr(e, "observed")) > 200 ? "..." : "");
-    json_t *arr = json_object_get(doc, "findings");
-    if (json_array_size(arr) == 0) {
-        printf("findings: none\n");
-        return;
-    }
-    printf("findings:\n");
-    json_array_foreach(arr, i, e)
-        printf("  %-7s %-5s %s\n", jstr(e, "provision"), jstr(e, "severity"), jstr(e, "what"));
+        printf("  > %.100s\n    < %.200s%s\n", assess_jstr(e, "sent"), assess_jstr(e, "observed"),
+               strlen(assess_jstr(e, "observed")) > 200 ? "..." : "");
 }
 
-static int finish(json_t *doc, int json, const char *unit)
+/* assess_probe_finish, and exit 1 when the unit is inconclusive: a port that
+ * could not be probed is a failed run, not a clean one. */
+static int finish_unit(json_t *doc, int json, void (*print)(json_t *doc), const char *unit)
 {
-    int rc = CLI_OK;
-    if (json)
-        rc = cli_print_json(doc);
-    else
-        print_common(doc, unit);
-    if (rc == CLI_OK && has_fail(doc))
-        rc = CLI_FAILED;
-    json_decref(doc);
-    return rc;
+    int inconclusive = strcmp(assess_jstr(json_object_get(json_object_get(doc, "units"), unit), "state"),
+                              "inconclusive") == 0;
+    int rc = assess_probe_finish(doc, json, print);
+    return rc == CLI_OK && inconclusive ? CLI_FAILED : rc;
 }
 
 static void print_mqtt(json_t *doc)
 {
-    printf("target %s port %lld (%s)%s: %.2f s\n", jstr(doc, "target"), json_integer_value(json_object_get(doc, "port")),
-           jstr(doc, "address"), json_is_true(json_object_get(doc, "tls")) ? " over TLS" : " in clear",
+    printf("target %s port %lld (%s)%s: %.2f s\n", assess_jstr(doc, "target"),
+           json_integer_value(json_object_get(doc, "port")), assess_jstr(doc, "address"),
+           json_is_true(json_object_get(doc, "tls")) ? " over TLS" : " in clear",
            json_integer_value(json_object_get(doc, "duration_us")) / 1e6);
-    if (*jstr(doc, "protocol"))
-        printf("protocol:   MQTT %s, anonymous %s\n", jstr(doc, "protocol"), jstr(doc, "anonymous"));
+    if (*assess_jstr(doc, "protocol"))
+        printf("protocol:   MQTT %s, anonymous %s\n", assess_jstr(doc, "protocol"), assess_jstr(doc, "anonymous"));
     json_t *t = json_object_get(doc, "topics");
     if (json_array_size(t) > 0) {
         printf("topics:     %lld message(s)\n", json_integer_value(json_object_get(doc, "messages")));
         size_t i;
         json_t *e;
         json_array_foreach(t, i, e)
-            printf("  %-40.40s %5lld msg %8lld bytes\n", jstr(e, "topic"),
+            printf("  %-40.40s %5lld msg %8lld bytes\n", assess_jstr(e, "topic"),
                    json_integer_value(json_object_get(e, "messages")), json_integer_value(json_object_get(e, "bytes")));
     }
+    print_unit_evidence(doc);
 }
 
 int assess_probe_mqtt_main(int argc, char **argv)
@@ -161,23 +135,18 @@ int assess_probe_mqtt_main(int argc, char **argv)
     keel_status_t st = keel_assess_probe_mqtt(&o, &doc);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
-    /* a port that could not be probed is a failed run, not a clean one */
-    int inconclusive = strcmp(jstr(json_object_get(json_object_get(doc, "units"), "mqtt"), "state"), "inconclusive") == 0;
-    if (!json)
-        print_mqtt(doc);
-    int rc = finish(doc, json, "mqtt");
-    return rc == CLI_OK && inconclusive ? CLI_FAILED : rc;
+    return finish_unit(doc, json, print_mqtt, "mqtt");
 }
 
 static void print_service(json_t *doc)
 {
-    printf("target %s port %lld (%s): %s, %.2f s, %lld pair(s) tried, %lld untried\n", jstr(doc, "target"),
-           json_integer_value(json_object_get(doc, "port")), jstr(doc, "address"), jstr(doc, "kind"),
+    printf("target %s port %lld (%s): %s, %.2f s, %lld pair(s) tried, %lld untried\n", assess_jstr(doc, "target"),
+           json_integer_value(json_object_get(doc, "port")), assess_jstr(doc, "address"), assess_jstr(doc, "kind"),
            json_integer_value(json_object_get(doc, "duration_us")) / 1e6,
            json_integer_value(json_object_get(doc, "pairs_tried")),
            json_integer_value(json_object_get(doc, "pairs_untried")));
-    if (*jstr(doc, "banner"))
-        printf("banner:     %.100s\n", jstr(doc, "banner"));
+    if (*assess_jstr(doc, "banner"))
+        printf("banner:     %.100s\n", assess_jstr(doc, "banner"));
     json_t *ssh = json_object_get(doc, "ssh");
     if (json_object_get(ssh, "methods") != NULL) {
         printf("methods:   ");
@@ -187,6 +156,7 @@ static void print_service(json_t *doc)
             printf(" %s", json_string_value(m));
         printf("\n");
     }
+    print_unit_evidence(doc);
 }
 
 int assess_probe_service_main(int argc, char **argv)
@@ -250,10 +220,5 @@ int assess_probe_service_main(int argc, char **argv)
     keel_status_t st = keel_assess_probe_service(&o, &doc);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
-    /* a port that could not be probed is a failed run, not a clean one */
-    int inconclusive = strcmp(jstr(json_object_get(json_object_get(doc, "units"), "telnet_ssh_ftp"), "state"), "inconclusive") == 0;
-    if (!json)
-        print_service(doc);
-    int rc = finish(doc, json, "telnet_ssh_ftp");
-    return rc == CLI_OK && inconclusive ? CLI_FAILED : rc;
+    return finish_unit(doc, json, print_service, "telnet_ssh_ftp");
 }

@@ -9,8 +9,6 @@
 #include <string.h>
 #include <time.h>
 
-#define LAB_PASSWORD_MAX 1024u
-
 static const char update_usage[] =
     "usage: keel assess probe update --target HOST --port P [options]\n"
     "\n"
@@ -63,59 +61,14 @@ static const char publication_usage[] =
     "  --timeout-ms N           per fetch (default 5000)\n"
     "  --json                   print the observation document\n";
 
-static const char *jstr(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "";
-}
-
-/* Text from a device or a web page, printable characters only, and a newline. */
-static void put_clean(const char *s)
-{
-    for (; *s != '\0'; s++)
-        putchar((unsigned char)*s >= 0x20 && (unsigned char)*s < 0x7f ? *s : '?');
-    putchar('\n');
-}
-
-/* Prints the units, the findings, and returns the exit code. */
-static int finish(json_t *doc, int json)
-{
-    int rc = CLI_OK, failed = 0;
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(doc, "findings"), i, f)
-        if (strcmp(jstr(f, "severity"), "fail") == 0)
-            failed = 1;
-    if (json) {
-        rc = cli_print_json(doc);
-    } else {
-        const char *k;
-        json_t *u;
-        json_object_foreach(json_object_get(doc, "units"), k, u) {
-            printf("unit %s: %s%s", k, jstr(u, "state"), *jstr(u, "reason") ? ": " : "");
-            put_clean(jstr(u, "reason"));
-        }
-        json_t *arr = json_object_get(doc, "findings");
-        printf(json_array_size(arr) ? "findings:\n" : "findings: none\n");
-        json_array_foreach(arr, i, f) {
-            char label[32];
-            snprintf(label, sizeof label, "%-6s %-5s", jstr(f, "provision"), jstr(f, "severity"));
-            cli_print_text(label, jstr(f, "what"));
-        }
-    }
-    if (rc == CLI_OK && failed)
-        rc = CLI_FAILED;
-    json_decref(doc);
-    return rc;
-}
-
 static void print_update(json_t *doc)
 {
-    printf("target %s (%s), upload %s\n", jstr(doc, "url"), jstr(doc, "address"), jstr(doc, "kind"));
+    printf("target %s (%s), upload %s\n", assess_jstr(doc, "url"), assess_jstr(doc, "address"),
+           assess_jstr(doc, "kind"));
     json_t *login = json_object_get(doc, "login");
     if (login != NULL)
-        printf("login: %s at %s as %s: %s (HTTP %lld)\n", jstr(login, "kind"), jstr(login, "path"),
-               jstr(login, "user"), json_is_true(json_object_get(login, "accepted")) ? "accepted" : "refused",
+        printf("login: %s at %s as %s: %s (HTTP %lld)\n", assess_jstr(login, "kind"), assess_jstr(login, "path"),
+               assess_jstr(login, "user"), json_is_true(json_object_get(login, "accepted")) ? "accepted" : "refused",
                json_integer_value(json_object_get(login, "status")));
     json_t *arr = json_object_get(doc, "bundles");
     if (json_array_size(arr) > 0)
@@ -125,20 +78,21 @@ static void print_update(json_t *doc)
     json_array_foreach(arr, i, b) {
         json_t *a = json_object_get(b, "answer");
         char answer[160];
-        snprintf(answer, sizeof answer, "%s%s%s", jstr(a, "error"),
-                 *jstr(a, "error") && *jstr(a, "message") ? ": " : "",
-                 *jstr(a, "message") ? jstr(a, "message") : jstr(a, "transport"));
+        snprintf(answer, sizeof answer, "%s%s%s", assess_jstr(a, "error"),
+                 *assess_jstr(a, "error") && *assess_jstr(a, "message") ? ": " : "",
+                 *assess_jstr(a, "message") ? assess_jstr(a, "message") : assess_jstr(a, "transport"));
         for (char *c = answer; *c; c++)
             if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
                 *c = '?';
-        printf("  %-13s %-24.24s %-12s %-7lld %.70s\n", jstr(b, "role"), jstr(b, "file"), jstr(b, "result"),
-               json_integer_value(json_object_get(a, "status")), answer);
-        if (strcmp(jstr(b, "variant"), "as given") != 0)
-            printf("  %-13s %s\n", "", jstr(b, "variant"));
+        printf("  %-13s %-24.24s %-12s %-7lld %.70s\n", assess_jstr(b, "role"), assess_jstr(b, "file"),
+               assess_jstr(b, "result"), json_integer_value(json_object_get(a, "status")), answer);
+        if (strcmp(assess_jstr(b, "variant"), "as given") != 0)
+            printf("  %-13s %s\n", "", assess_jstr(b, "variant"));
     }
     json_t *same = json_object_get(doc, "version_same");
     if (same != NULL)
         printf("version answer: %s\n", json_is_true(same) ? "unchanged" : "CHANGED");
+    assess_print_units(doc);
 }
 
 int assess_probe_update_main(int argc, char **argv)
@@ -228,15 +182,12 @@ int assess_probe_update_main(int argc, char **argv)
         return cli_usage(cmd, "a login needs --login-path, --user and --password-env or --password-file");
     if (o.login.kind == KEEL_HTTP_LOGIN_NONE && (o.user != NULL || penv != NULL || pfile != NULL))
         return cli_usage(cmd, "--user and a password need a --login-kind other than none");
-    char pw[LAB_PASSWORD_MAX];
-    size_t pwlen = 0;
+    char pw[ASSESS_LAB_PASSWORD_MAX + 1];
     keel_status_t st = KEEL_OK;
     if (o.login.kind != KEEL_HTTP_LOGIN_NONE) {
-        st = cli_read_secret(pfile, penv, pw, sizeof pw, &pwlen);
-        if (st != KEEL_OK) {
-            keel_wipe(pw, sizeof pw);
+        st = assess_lab_password(pfile, penv, pw, sizeof pw);
+        if (st != KEEL_OK)
             return cli_fail(cmd, st);
-        }
         o.password = pw;
     }
     json_t *doc = NULL;
@@ -244,9 +195,7 @@ int assess_probe_update_main(int argc, char **argv)
     keel_wipe(pw, sizeof pw);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
-    if (!json)
-        print_update(doc);
-    return finish(doc, json);
+    return assess_probe_finish(doc, json, print_update);
 }
 
 /* "YYYY-MM-DD" as midnight UTC; -1 when it is not a real date. */
@@ -274,19 +223,21 @@ static void print_publication(json_t *doc)
         if (d == NULL)
             continue;
         printf("%-13s ", keys[i]);
-        fputs(jstr(d, "source"), stdout);
+        fputs(assess_jstr(d, "source"), stdout);
         fputs(": ", stdout);
-        if (*jstr(d, "transport"))
-            put_clean(jstr(d, "transport"));
-        else if (*jstr(d, "failure"))
-            put_clean(jstr(d, "failure"));
+        if (*assess_jstr(d, "transport"))
+            assess_put_clean(assess_jstr(d, "transport"));
+        else if (*assess_jstr(d, "failure"))
+            assess_put_clean(assess_jstr(d, "failure"));
         else
             printf("%lld bytes%s\n", json_integer_value(json_object_get(d, "bytes")),
                    json_is_true(json_object_get(d, "truncated")) ? " (cut at 64 KiB)" : "");
     }
     json_t *s = json_object_get(doc, "support");
-    if (s != NULL && *jstr(s, "end"))
-        printf("support ends  %s%s\n", jstr(s, "end"), json_is_true(json_object_get(s, "ended")) ? " (ended)" : "");
+    if (s != NULL && *assess_jstr(s, "end"))
+        printf("support ends  %s%s\n", assess_jstr(s, "end"),
+               json_is_true(json_object_get(s, "ended")) ? " (ended)" : "");
+    assess_print_units(doc);
 }
 
 int assess_probe_publication_main(int argc, char **argv)
@@ -337,7 +288,5 @@ int assess_probe_publication_main(int argc, char **argv)
     keel_status_t st = keel_assess_publication(&o, &doc);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
-    if (!json)
-        print_publication(doc);
-    return finish(doc, json);
+    return assess_probe_finish(doc, json, print_publication);
 }

@@ -79,4 +79,21 @@ int assess_probe_service_main(int argc, char **argv);     /* assess_probe_svc_cm
 int assess_probe_update_main(int argc, char **argv);      /* assess_probe_update_cmd.c */
 int assess_probe_publication_main(int argc, char **argv); /* assess_probe_update_cmd.c */
 
+/* Shared by the keel assess probe subcommands (assess_probe_cmd.c). */
+#define ASSESS_LAB_PASSWORD_MAX 1024u /* the lab's password, as keeld caps it */
+/* The string member k of object o; "" when there is none. */
+const char *assess_jstr(json_t *o, const char *k);
+/* Text from a device or a web page on one line: printable ASCII only ('?' for
+ * anything else), then a newline. */
+void assess_put_clean(const char *s);
+/* "unit NAME: STATE[: REASON]" for every unit of an observation document. */
+void assess_print_units(json_t *doc);
+/* Ends a probe command and frees doc: with json, prints doc as JSON; else
+ * calls print (when not NULL) and lists the findings. Returns 1 when a finding
+ * has severity "fail" or doc could not be printed, else 0. */
+int assess_probe_finish(json_t *doc, int json, void (*print)(json_t *doc));
+/* Reads the lab's password (first line of pfile, or the variable penv) into
+ * pw of cap bytes; wipes pw when it fails. */
+keel_status_t assess_lab_password(const char *pfile, const char *penv, char *pw, size_t cap);
+
 #endif

@@ -19,6 +19,8 @@
 #include "keel/assess_probe.h"
 #include "keel/assess_services.h"
 
+#include "net.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -26,8 +28,6 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +89,7 @@ typedef struct {
     int basic_pref; /* the challenged path ends in '/' */
     /* the login http.default_creds found (kind NONE: none) */
     keel_http_login_t found;
+    int login_unjudgeable; /* a declared form login that takes a random pair: its answers mean nothing */
     char found_path[PATH_MAX_LEN], found_user_field[64], found_password_field[64];
     char found_user[64];
     int lab_session; /* the session carries the lab's login */
@@ -189,24 +190,6 @@ static void quote(char *out, size_t cap, const char *p, size_t n)
         out[o++] = (p[i] >= 0x20 && p[i] < 0x7f) ? p[i] : '?';
     if (cap > 0)
         out[o] = '\0';
-}
-
-/* Drops a last UTF-8 character that a cut of vsnprintf left incomplete:
- * declared paths may be any UTF-8, and half a character would make a string
- * jansson refuses (the whole document lost). */
-static void utf8_cut_tail(char *s)
-{
-    size_t start = strlen(s), cont = 0;
-    while (start > 0 && cont < 4 && ((unsigned char)s[start - 1] & 0xC0) == 0x80) {
-        start--;
-        cont++;
-    }
-    if (start == 0)
-        return;
-    unsigned char lead = (unsigned char)s[start - 1];
-    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-    if (lead >= 0xC0 && cont + 1 < need)
-        s[start - 1] = '\0';
 }
 
 /* "digit.digit" somewhere in s: a version number. */
@@ -361,7 +344,6 @@ static keel_status_t finding(probe_t *p, const char *unit, const char *prov, con
     va_start(ap, fmt);
     (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    utf8_cut_tail(what);
     return keel_assess_unit_finding(p->doc, unit, prov, sev, what);
 }
 
@@ -376,7 +358,6 @@ static keel_status_t mark(probe_t *p, const char *unit, keel_unit_state_t s, con
     va_start(ap, fmt);
     (void)vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    utf8_cut_tail(why);
     return keel_assess_unit_mark(p->doc, unit, s, why);
 }
 
@@ -936,20 +917,6 @@ typedef struct {
     SSL *ssl;
 } raw_t;
 
-static int wait_fd(int fd, short ev, double deadline)
-{
-    for (;;) {
-        double left = deadline - keel_now();
-        if (left <= 0)
-            return 0;
-        struct pollfd pf = {.fd = fd, .events = ev};
-        int r = poll(&pf, 1, (int)(left * 1000.0) + 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        return r > 0;
-    }
-}
-
 static void raw_close(raw_t *c)
 {
     if (c->ssl != NULL) {
@@ -970,49 +937,24 @@ static void raw_close(raw_t *c)
 static int raw_open(probe_t *p, raw_t *c, double deadline, char *why, size_t cap)
 {
     c->ssl = NULL;
-    c->fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
-        snprintf(why, cap, "socket: %s", strerror(errno));
+    c->fd = keel_assess_tcp_connect(&p->sa, p->salen, deadline, why, cap);
+    if (c->fd < 0)
         return -1;
-    }
-    int err = 0;
-    if (connect(c->fd, (struct sockaddr *)&p->sa, p->salen) != 0) {
-        err = errno;
-        if (err == EINPROGRESS) {
-            socklen_t el = sizeof err;
-            if (!wait_fd(c->fd, POLLOUT, deadline))
-                err = ETIMEDOUT;
-            else if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
-                err = errno;
-        }
-    }
-    if (err != 0) {
-        snprintf(why, cap, "connect: %s", strerror(err));
-        raw_close(c);
-        return -1;
-    }
     if (p->raw_ctx == NULL)
         return 0;
-    c->ssl = SSL_new(p->raw_ctx);
-    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
-        (p->sni && SSL_set_tlsext_host_name(c->ssl, p->o->http.host) != 1)) {
+    c->ssl = keel_assess_tls_new(p->raw_ctx, c->fd, p->sni ? p->o->http.host : NULL);
+    if (c->ssl == NULL) {
         snprintf(why, cap, "TLS setup failed");
         raw_close(c);
         return -1;
     }
     SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    for (;;) {
-        int rc = SSL_connect(c->ssl);
-        if (rc == 1)
-            return 0;
-        int e = SSL_get_error(c->ssl, rc);
-        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) &&
-            wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline))
-            continue;
-        snprintf(why, cap, "TLS handshake failed");
-        raw_close(c);
-        return -1;
-    }
+    int e = 0;
+    if (keel_assess_tls_handshake(c->ssl, c->fd, deadline, &e) == 1)
+        return 0;
+    snprintf(why, cap, "TLS handshake failed");
+    raw_close(c);
+    return -1;
 }
 
 /* Sends all of d; 0, or -1 when the peer closed, reset or the deadline passed. */
@@ -1030,7 +972,7 @@ static int raw_send(raw_t *c, const void *d, size_t n, double deadline)
             }
             int e = SSL_get_error(c->ssl, w);
             if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) &&
-                wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline))
+                keel_assess_wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline))
                 continue;
             return -1;
         }
@@ -1039,7 +981,8 @@ static int raw_send(raw_t *c, const void *d, size_t n, double deadline)
             off += (size_t)w;
             continue;
         }
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && wait_fd(c->fd, POLLOUT, deadline))
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) &&
+            keel_assess_wait_fd(c->fd, POLLOUT, deadline))
             continue;
         return -1;
     }
@@ -1054,7 +997,7 @@ static size_t raw_recv(raw_t *c, uint8_t *buf, size_t cap, double deadline, cons
     *how = "timeout";
     while (n < cap) {
         if (c->ssl == NULL || SSL_pending(c->ssl) == 0) {
-            if (!wait_fd(c->fd, POLLIN, deadline))
+            if (!keel_assess_wait_fd(c->fd, POLLIN, deadline))
                 break;
         }
         ssize_t k;
@@ -1109,28 +1052,6 @@ typedef struct {
     const char *suffix;
 } raw_req_t;
 
-/* SIGPIPE from a TLS write to a closed peer must not end the program:
- * blocked for this thread while raw requests run, any pending one consumed. */
-static void sigpipe_block(sigset_t *old)
-{
-    sigset_t s;
-    sigemptyset(&s);
-    sigaddset(&s, SIGPIPE);
-    (void)pthread_sigmask(SIG_BLOCK, &s, old);
-}
-
-static void sigpipe_restore(const sigset_t *old)
-{
-    sigset_t s, pend;
-    sigemptyset(&s);
-    sigaddset(&s, SIGPIPE);
-    if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1 && sigismember(old, SIGPIPE) != 1) {
-        struct timespec zero = {0, 0};
-        (void)sigtimedwait(&s, NULL, &zero);
-    }
-    (void)pthread_sigmask(SIG_SETMASK, old, NULL);
-}
-
 typedef struct {
     unsigned requests, warn5xx, dead;
     int stop; /* the port stopped answering for good */
@@ -1151,7 +1072,6 @@ static keel_status_t input_finding(probe_t *p, const char *sev, const char *fmt,
     va_start(ap, fmt);
     (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    utf8_cut_tail(what);
     keel_status_t st = keel_assess_unit_finding(p->doc, "http.input", "5.13-1B", sev, what);
     if (st == KEEL_OK && p->ui)
         st = keel_assess_unit_finding(p->doc, "http.input", "5.13-1A", sev, what);
@@ -1375,8 +1295,8 @@ static keel_status_t unit_input(probe_t *p)
     keel_http_resp_t r;
     keel_http_resp_init(&r);
     keel_status_t st = KEEL_OK;
-    sigset_t old;
-    sigpipe_block(&old);
+    sigset_t old; /* a TLS write to a closed peer must not end the program */
+    keel_assess_sigpipe_block(&old);
 
     /* burst 1: broken request lines and headers */
     static const char nul_line[] = "GET /\0\0\0 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -1422,7 +1342,7 @@ static keel_status_t unit_input(probe_t *p)
         if (st == KEEL_OK)
             st = alive_after(p, &in, bursts[b].name);
     }
-    sigpipe_restore(&old);
+    keel_assess_sigpipe_restore(&old);
 
     /* burst 3: path traversal */
     static const char *const traversal[] = {
@@ -1986,6 +1906,12 @@ static int throttled(const keel_http_resp_t *r, int answered_before)
     return r->status == 429 || retry_after(r) > 0 || (r->status == 0 && answered_before) || r->status == 503;
 }
 
+/* A tried password as evidence shows it: the public default pairs only. */
+static const char *or_empty(const char *s)
+{
+    return s[0] != '\0' ? s : "(empty)";
+}
+
 static keel_status_t unit_default_creds(probe_t *p)
 {
     const char *u = "http.default_creds";
@@ -1993,6 +1919,20 @@ static keel_status_t unit_default_creds(probe_t *p)
     keel_status_t st = KEEL_OK;
     const keel_http_login_t *l = NULL;
     int declared = o->login.kind != KEEL_HTTP_LOGIN_NONE && o->login.path != NULL;
+    if (declared && o->login.kind == KEEL_HTTP_LOGIN_FORM) {
+        /* A form "accepts" with 2xx/3xx and a new cookie: a server that sets a
+         * cookie on every answer would pass any pair. Check it first. */
+        int refuses = 0;
+        if ((st = login_refuses_random(p, u, &o->login, &refuses)) != KEEL_OK)
+            return st;
+        if (!refuses) {
+            p->login_unjudgeable = 1;
+            return mark(p, u, KEEL_UNIT_INCONCLUSIVE,
+                        "the declared form login at %s does not plainly refuse a random pair: its answers cannot be "
+                        "judged",
+                        o->login.path);
+        }
+    }
     if (declared)
         l = &o->login;
     else {
@@ -2035,7 +1975,7 @@ static keel_status_t unit_default_creds(probe_t *p)
             break;
         char sent[PATH_MAX_LEN];
         snprintf(sent, sizeof sent, "%s login at %s with the default pair %s/%s", keel_http_login_kind_name(l->kind),
-                 l->path, pairs[i].user, pairs[i].password[0] ? pairs[i].password : "(empty)");
+                 l->path, pairs[i].user, or_empty(pairs[i].password));
         st = evidence(p, u, sent, &r, 1);
         if (st != KEEL_OK)
             break;
@@ -2056,7 +1996,7 @@ static keel_status_t unit_default_creds(probe_t *p)
         const keel_cred_pair_t *c = &pairs[accepted_at];
         snprintf(p->found_user, sizeof p->found_user, "%s", c->user);
         st = finding(p, u, "5.1-1", "fail", "the %s login at %s accepts the default pair %s/%s",
-                     keel_http_login_kind_name(l->kind), l->path, c->user, c->password[0] ? c->password : "(empty)");
+                     keel_http_login_kind_name(l->kind), l->path, c->user, or_empty(c->password));
     }
     if (st == KEEL_OK)
         st = unit_info(p, u,
@@ -2102,6 +2042,9 @@ static keel_status_t unit_bruteforce(probe_t *p)
         l = &p->found;
     if (l == NULL)
         return mark(p, u, KEEL_UNIT_NOT_APPLICABLE, "no login declared or found to guess at");
+    if (p->login_unjudgeable)
+        return mark(p, u, KEEL_UNIT_INCONCLUSIVE,
+                    "the declared form login does not plainly refuse a random pair: guesses cannot be judged");
     const char *user = o->user ? o->user : p->found_user[0] ? p->found_user : "admin";
     unsigned max = o->bruteforce_max ? o->bruteforce_max : BRUTE_DEFAULT;
     long long *dur = calloc(max, sizeof *dur);
@@ -2369,10 +2312,7 @@ keel_status_t keel_assess_probe_http(const keel_http_probe_opts_t *o, json_t **o
     keel_status_t st = keel_assess_resolve(o->http.host, o->http.port, &p.sa, &p.salen, p.addr, sizeof p.addr);
     if (st != KEEL_OK)
         return st;
-    struct in6_addr t6;
-    struct in_addr t4;
-    p.sni = inet_pton(AF_INET, o->http.host, &t4) != 1 && inet_pton(AF_INET6, o->http.host, &t6) != 1 &&
-            o->http.host[0] != '[';
+    p.sni = keel_assess_sni_ok(o->http.host);
     p.timeout_ms = o->http.timeout_ms ? o->http.timeout_ms : HTTP_TIMEOUT_DEFAULT_MS;
     p.t0 = keel_now();
     p.end = p.t0 + (o->budget_ms ? o->budget_ms : HTTP_BUDGET_DEFAULT_MS) / 1000.0;

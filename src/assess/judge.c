@@ -7,6 +7,7 @@
  * combine them. Pure: no network, no files.
  */
 #include "keel/assess.h"
+#include "keel/assess_probe.h"
 #include "keel/assess_report.h"
 #include "keel/assess_run.h"
 
@@ -41,17 +42,7 @@ static void fit(char *out, size_t cap, const char *fmt, ...)
     if ((size_t)n < cap)
         return;
     /* cut: drop a last character whose bytes did not all fit */
-    size_t len = strlen(out), start = len, cont = 0;
-    while (start > 0 && cont < 4 && ((unsigned char)out[start - 1] & 0xC0) == 0x80) {
-        start--;
-        cont++;
-    }
-    if (start == 0)
-        return;
-    unsigned char lead = (unsigned char)out[start - 1];
-    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-    if (lead >= 0xC0 && cont + 1 < need)
-        out[start - 1] = '\0';
+    keel_assess_utf8_cut_tail(out);
 }
 
 /* ---- unit results ------------------------------------------------------------ */

@@ -13,14 +13,14 @@
 #include "keel/assess_probe.h"
 #include "keel/assess_services.h"
 
+#include "net.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,20 +318,6 @@ static long long us_since(double t0)
     return (long long)((keel_now() - t0) * 1e6 + 0.5);
 }
 
-static int wait_fd(int fd, short events, double deadline)
-{
-    for (;;) {
-        double left = deadline - keel_now();
-        if (left <= 0)
-            return 0;
-        struct pollfd pf = {.fd = fd, .events = events};
-        int r = poll(&pf, 1, (int)(left * 1000.0) + 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        return r > 0;
-    }
-}
-
 static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len, SSL *ssl, void *arg)
 {
     (void)version;
@@ -346,15 +332,6 @@ static void msg_cb(int write_p, int version, int content_type, const void *buf, 
         s->cert_requested = 1;
     if (content_type == SSL3_RT_ALERT && len >= 2)
         s->alert = b[1];
-}
-
-static void ssl_reason(char *out, size_t cap, const char *fallback)
-{
-    unsigned long e, last = 0;
-    while ((e = ERR_get_error()) != 0)
-        last = e;
-    const char *r = last ? ERR_reason_error_string(last) : NULL;
-    snprintf(out, cap, "%s", r ? r : fallback);
 }
 
 static void conn_close(conn_t *c)
@@ -379,59 +356,31 @@ static int conn_open(probe_t *p, conn_t *c, double deadline, char *why, size_t c
     c->seen.alert = -1;
     c->in = p->in;
     *tcp_failed = 1;
-    c->fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) {
-        snprintf(why, cap, "socket: %s", strerror(errno));
+    c->fd = keel_assess_tcp_connect(&p->sa, p->salen, deadline, why, cap);
+    if (c->fd < 0)
         return -1;
-    }
-    int err = 0;
-    if (connect(c->fd, (struct sockaddr *)&p->sa, p->salen) != 0) {
-        err = errno;
-        if (err == EINPROGRESS) {
-            socklen_t el = sizeof err;
-            if (!wait_fd(c->fd, POLLOUT, deadline))
-                err = ETIMEDOUT;
-            else if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
-                err = errno;
-        }
-    }
-    if (err != 0) {
-        snprintf(why, cap, "tcp connect: %s", strerror(err));
-        conn_close(c);
-        return -1;
-    }
     *tcp_failed = 0;
     if (p->ctx == NULL)
         return 0;
     ERR_clear_error();
-    c->ssl = SSL_new(p->ctx);
-    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
-        (p->sni && SSL_set_tlsext_host_name(c->ssl, p->o->host) != 1)) {
-        ssl_reason(why, cap, "TLS setup failed");
+    c->ssl = keel_assess_tls_new(p->ctx, c->fd, p->sni ? p->o->host : NULL);
+    if (c->ssl == NULL) {
+        keel_assess_ssl_reason(why, cap, "TLS setup failed");
         conn_close(c);
         return -1;
     }
     SSL_set_msg_callback_arg(c->ssl, &c->seen);
-    for (;;) {
-        int rc = SSL_connect(c->ssl);
-        if (rc == 1)
-            return 0;
-        int e = SSL_get_error(c->ssl, rc);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            if (!wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline)) {
-                snprintf(why, cap, "TLS handshake: no answer in time");
-                break;
-            }
-            continue;
-        }
-        if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
-            snprintf(why, cap, "TLS handshake: %s", errno ? strerror(errno) : "connection closed");
-        else {
-            char r[128];
-            ssl_reason(r, sizeof r, "failed");
-            snprintf(why, cap, "TLS handshake: %s", r);
-        }
-        break;
+    int e = 0, hs = keel_assess_tls_handshake(c->ssl, c->fd, deadline, &e);
+    if (hs == 1)
+        return 0;
+    if (hs == 0) {
+        snprintf(why, cap, "TLS handshake: no answer in time");
+    } else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+        snprintf(why, cap, "TLS handshake: %s", errno ? strerror(errno) : "connection closed");
+    } else {
+        char r[128];
+        keel_assess_ssl_reason(r, sizeof r, "failed");
+        snprintf(why, cap, "TLS handshake: %s", r);
     }
     /* keep what the handshake showed for the caller; drop the connection */
     tls_seen_t seen = c->seen;
@@ -453,7 +402,7 @@ static int conn_send(conn_t *c, const uint8_t *b, size_t n, double deadline)
             }
             int e = SSL_get_error(c->ssl, r);
             if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) ||
-                !wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline))
+                !keel_assess_wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline))
                 return -1;
             continue;
         }
@@ -463,7 +412,7 @@ static int conn_send(conn_t *c, const uint8_t *b, size_t n, double deadline)
             continue;
         }
         if (r < 0 && (errno == EINTR || errno == EAGAIN)) {
-            if (!wait_fd(c->fd, POLLOUT, deadline))
+            if (!keel_assess_wait_fd(c->fd, POLLOUT, deadline))
                 return -1;
             continue;
         }
@@ -484,18 +433,18 @@ static int conn_recv(conn_t *c, uint8_t *b, size_t cap, double deadline, char *w
                 return r;
             int e = SSL_get_error(c->ssl, r);
             if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-                if (!wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline))
+                if (!keel_assess_wait_fd(c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline))
                     return RECV_TIMEOUT;
                 continue;
             }
             if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0))
                 return RECV_CLOSED;
             char r2[128];
-            ssl_reason(r2, sizeof r2, errno ? strerror(errno) : "TLS error");
+            keel_assess_ssl_reason(r2, sizeof r2, errno ? strerror(errno) : "TLS error");
             snprintf(why, wcap, "TLS: %s", r2);
             return RECV_ERROR;
         }
-        if (!wait_fd(c->fd, POLLIN, deadline))
+        if (!keel_assess_wait_fd(c->fd, POLLIN, deadline))
             return RECV_TIMEOUT;
         ssize_t r = recv(c->fd, b, cap, 0);
         if (r > 0)
@@ -931,30 +880,6 @@ static keel_status_t probe_malformed(probe_t *p, const keel_cred_pair_t *pair)
 
 /* ---- entry point -------------------------------------------------------------------- */
 
-/* OpenSSL writes to the socket with write(2): a TLS broker that resets the
- * connection would raise SIGPIPE and end the whole program (a hostile
- * target must not). Blocked for this thread while the probe runs; one that
- * arrived meanwhile is consumed. */
-static void sigpipe_block(sigset_t *old)
-{
-    sigset_t s;
-    sigemptyset(&s);
-    sigaddset(&s, SIGPIPE);
-    (void)pthread_sigmask(SIG_BLOCK, &s, old);
-}
-
-static void sigpipe_restore(const sigset_t *old)
-{
-    sigset_t s, pend;
-    sigemptyset(&s);
-    sigaddset(&s, SIGPIPE);
-    if (sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1 && sigismember(old, SIGPIPE) != 1) {
-        struct timespec zero = {0, 0};
-        (void)sigtimedwait(&s, NULL, &zero);
-    }
-    (void)pthread_sigmask(SIG_SETMASK, old, NULL);
-}
-
 static keel_status_t probe_run(probe_t *p)
 {
     const int clear = p->ctx == NULL;
@@ -1080,10 +1005,7 @@ keel_status_t keel_assess_probe_mqtt(const keel_mqtt_probe_opts_t *o, json_t **o
         free(p);
         return st;
     }
-    struct in6_addr tmp6;
-    struct in_addr tmp4;
-    p->sni = inet_pton(AF_INET, o->host, &tmp4) != 1 && inet_pton(AF_INET6, o->host, &tmp6) != 1 &&
-             o->host[0] != '[';
+    p->sni = keel_assess_sni_ok(o->host);
     p->timeout_ms = o->timeout_ms ? o->timeout_ms : MQTT_TIMEOUT_DEFAULT_MS;
     p->listen_ms = o->listen_ms ? o->listen_ms : MQTT_LISTEN_DEFAULT_MS;
     snprintf(p->where, sizeof p->where, "port %u %s", o->port, o->tls ? "over TLS" : "in clear");
@@ -1110,10 +1032,10 @@ keel_status_t keel_assess_probe_mqtt(const keel_mqtt_probe_opts_t *o, json_t **o
             st = nomem();
     }
     if (st == KEEL_OK) {
-        sigset_t old;
-        sigpipe_block(&old);
+        sigset_t old; /* a TLS broker that resets the connection must not end the program */
+        keel_assess_sigpipe_block(&old);
         st = probe_run(p);
-        sigpipe_restore(&old);
+        keel_assess_sigpipe_restore(&old);
     }
     if (st == KEEL_OK)
         st = set(p, "duration_us", json_integer(us_since(t0)));

@@ -9,6 +9,7 @@
 #include "keel/assess_update.h"
 
 #include "keel/assess_probe.h"
+#include "net.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -36,23 +37,6 @@ typedef struct {
     time_t now;
     char why[PUB_URL_MAX + 400]; /* the first reason the unit is inconclusive */
 } pub_t;
-
-/* Drops a last UTF-8 character a cut left incomplete (texts from the IXIT
- * may be any UTF-8; half a character is a string jansson refuses). */
-static void utf8_cut_tail(char *s)
-{
-    size_t start = strlen(s), cont = 0;
-    while (start > 0 && cont < 4 && ((unsigned char)s[start - 1] & 0xC0) == 0x80) {
-        start--;
-        cont++;
-    }
-    if (start == 0)
-        return;
-    unsigned char lead = (unsigned char)s[start - 1];
-    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-    if (lead >= 0xC0 && cont + 1 < need)
-        s[start - 1] = '\0';
-}
 
 /* A URL libcurl gives back, as printable ASCII: libcurl keeps the raw bytes of
  * an absolute Location (a host, a path, a fragment), which need not be
@@ -86,7 +70,6 @@ static void inconclusive(pub_t *p, const char *fmt, ...)
     va_start(ap, fmt);
     (void)vsnprintf(p->why, sizeof p->why, fmt, ap);
     va_end(ap);
-    utf8_cut_tail(p->why);
 }
 
 static keel_status_t finding(pub_t *p, const char *prov, const char *sev, const char *fmt, ...)
@@ -98,7 +81,6 @@ static keel_status_t finding(pub_t *p, const char *prov, const char *sev, const 
     va_start(ap, fmt);
     (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    utf8_cut_tail(what);
     return keel_assess_unit_finding(p->doc, UNIT, prov, sev, what);
 }
 
@@ -321,6 +303,17 @@ static keel_status_t get_once(pub_t *p, fetched_t *f, CURLU *u, keel_http_resp_t
     return st;
 }
 
+/* internal_host() of the host a CURLU points at (0 when it has none). */
+static int redirect_internal(CURLU *u)
+{
+    char *host = NULL;
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host == NULL)
+        return 0;
+    int in = keel_assess_host_internal(host);
+    curl_free(host);
+    return in;
+}
+
 static keel_status_t fetch_url(pub_t *p, fetched_t *f)
 {
     CURLU *u = curl_url();
@@ -332,6 +325,8 @@ static keel_status_t fetch_url(pub_t *p, fetched_t *f)
     snprintf(f->final_url, sizeof f->final_url, "%s", f->source);
     if (curl_url_set(u, CURLUPART_URL, f->source, 0) != CURLUE_OK)
         snprintf(f->failure, sizeof f->failure, "%s is not a valid URL", f->source);
+    /* A lab may publish on its own network; only a public source is kept off it. */
+    int source_internal = f->failure[0] == '\0' && redirect_internal(u);
     while (st == KEEL_OK && f->failure[0] == '\0') {
         st = get_once(p, f, u, &r);
         if (st != KEEL_OK || f->failure[0] != '\0')
@@ -362,6 +357,9 @@ static keel_status_t fetch_url(pub_t *p, fetched_t *f)
             } else if (curl_url_set(u, CURLUPART_URL, loc, 0) != CURLUE_OK) {
                 snprintf(f->failure, sizeof f->failure, "%s redirects to something that is not a URL",
                          f->final_url);
+            } else if (!source_internal && redirect_internal(u)) {
+                snprintf(f->failure, sizeof f->failure,
+                         "%s redirects to this machine or a private network: not followed", f->final_url);
             } else {
                 f->redirects++;
                 continue;
@@ -399,7 +397,7 @@ static keel_status_t read_doc_file(pub_t *p, fetched_t *f)
     size_t sl = strlen(src) < sizeof shown - 1 ? strlen(src) : sizeof shown - 1;
     memcpy(shown, src, sl);
     shown[sl] = '\0';
-    utf8_cut_tail(shown);
+    keel_assess_utf8_cut_tail(shown);
     int fd = open(src, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(f->transport, sizeof f->transport, "%s cannot be read: %s", shown, strerror(errno));

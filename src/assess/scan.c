@@ -148,6 +148,26 @@ static json_t *doc_array(json_t *doc, const char *key)
     return arr;
 }
 
+/* The length of s without a last UTF-8 character cut short. */
+static size_t utf8_whole_len(const char *s)
+{
+    size_t len = strlen(s), start = len, cont = 0;
+    while (start > 0 && cont < 4 && ((unsigned char)s[start - 1] & 0xC0) == 0x80) {
+        start--;
+        cont++;
+    }
+    if (start == 0)
+        return len;
+    unsigned char lead = (unsigned char)s[start - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    return lead >= 0xC0 && cont + 1 < need ? start - 1 : len;
+}
+
+void keel_assess_utf8_cut_tail(char *s)
+{
+    s[utf8_whole_len(s)] = '\0';
+}
+
 keel_status_t keel_assess_unit_mark(json_t *doc, const char *unit, keel_unit_state_t state, const char *reason)
 {
     static const char *const names[] = {"ran", "not_applicable", "inconclusive"};
@@ -163,7 +183,8 @@ keel_status_t keel_assess_unit_mark(json_t *doc, const char *unit, keel_unit_sta
     const char *was = json_string_value(json_object_get(json_object_get(units, unit), "state"));
     if (was != NULL && strcmp(was, "inconclusive") == 0 && state == KEEL_UNIT_RAN)
         return KEEL_OK;
-    json_t *u = reason != NULL ? json_pack("{s:s, s:s}", "state", names[state], "reason", reason)
+    json_t *u = reason != NULL ? json_pack("{s:s, s:s%}", "state", names[state], "reason", reason,
+                                           utf8_whole_len(reason))
                                : json_pack("{s:s}", "state", names[state]);
     if (u == NULL || json_object_set_new(units, unit, u) != 0)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for a unit");
@@ -176,8 +197,8 @@ keel_status_t keel_assess_unit_finding(json_t *doc, const char *unit, const char
     if (doc == NULL || unit == NULL || provision == NULL || severity == NULL || what == NULL)
         return keel_errorf(KEEL_ERR_ARG, "finding without unit, provision, severity or text");
     json_t *arr = doc_array(doc, "findings");
-    json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "unit", unit, "provision", provision, "severity", severity, "what",
-                          what);
+    json_t *f = json_pack("{s:s, s:s, s:s, s:s%}", "unit", unit, "provision", provision, "severity", severity, "what",
+                          what, utf8_whole_len(what));
     if (arr == NULL || f == NULL || json_array_append_new(arr, f) != 0)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for a finding");
     return KEEL_OK;

@@ -14,6 +14,8 @@
 #include "keel/assess_probe.h"
 #include "keel/assess_services.h"
 
+#include "net.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -113,52 +115,12 @@ static void printable(char *out, size_t cap, const uint8_t *s, size_t n)
     json_decref(j);
 }
 
-static int wait_fd(int fd, short events, double deadline)
-{
-    for (;;) {
-        double left = deadline - keel_now();
-        if (left <= 0)
-            return 0;
-        struct pollfd pf = {.fd = fd, .events = events};
-        int r = poll(&pf, 1, (int)(left * 1000.0) + 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        return r > 0;
-    }
-}
-
-static int tcp_connect(probe_t *p, double deadline, char *why, size_t cap)
-{
-    int fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(why, cap, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int err = 0;
-    if (connect(fd, (struct sockaddr *)&p->sa, p->salen) != 0) {
-        err = errno;
-        if (err == EINPROGRESS) {
-            socklen_t el = sizeof err;
-            if (!wait_fd(fd, POLLOUT, deadline))
-                err = ETIMEDOUT;
-            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
-                err = errno;
-        }
-    }
-    if (err != 0) {
-        snprintf(why, cap, "tcp connect: %s", strerror(err));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 enum { RD_TIMEOUT = -2, RD_ERROR = -1, RD_CLOSED = 0 };
 
 static int recv_some(int fd, uint8_t *b, size_t cap, double deadline)
 {
     for (;;) {
-        if (!wait_fd(fd, POLLIN, deadline))
+        if (!keel_assess_wait_fd(fd, POLLIN, deadline))
             return RD_TIMEOUT;
         ssize_t r = recv(fd, b, cap, 0);
         if (r > 0)
@@ -179,7 +141,7 @@ static int send_all(int fd, const void *b, size_t n, double deadline)
             q += r;
             n -= (size_t)r;
         } else if (r < 0 && (errno == EINTR || errno == EAGAIN)) {
-            if (!wait_fd(fd, POLLOUT, deadline))
+            if (!keel_assess_wait_fd(fd, POLLOUT, deadline))
                 return -1;
         } else {
             return -1;
@@ -405,7 +367,7 @@ static void tn_close(tn_t *t)
 static int tn_open(probe_t *p, tn_t *t, char *why, size_t cap)
 {
     tn_close(t);
-    t->fd = tcp_connect(p, step_deadline(p), why, cap);
+    t->fd = keel_assess_tcp_connect(&p->sa, p->salen, step_deadline(p), why, cap);
     return t->fd >= 0 ? 0 : -1;
 }
 
@@ -641,7 +603,7 @@ static keel_status_t ftp_cmd(probe_t *p, ftp_t *f, const char *cmd, const char *
 static int ftp_open(probe_t *p, ftp_t *f, char *why, size_t cap)
 {
     memset(f, 0, sizeof *f);
-    f->fd = tcp_connect(p, step_deadline(p), why, cap);
+    f->fd = keel_assess_tcp_connect(&p->sa, p->salen, step_deadline(p), why, cap);
     return f->fd >= 0 ? 0 : -1;
 }
 
@@ -832,7 +794,7 @@ static json_t *name_list(const uint8_t *s, size_t n)
  * success, 0 when the port is not SSH or fell silent (why says), -1 no TCP. */
 static int ssh_read_offer(probe_t *p, ssh_offer_t *o, char *why, size_t wcap)
 {
-    int fd = tcp_connect(p, step_deadline(p), why, wcap);
+    int fd = keel_assess_tcp_connect(&p->sa, p->salen, step_deadline(p), why, wcap);
     if (fd < 0)
         return -1;
     uint8_t *buf = malloc(SSH_PACKET_MAX + 8);
@@ -1141,7 +1103,7 @@ static keel_status_t probe_ssh(probe_t *p)
     for (; i < n && st == KEEL_OK && !p->accepted && budget_left(p); i++) {
         double t2 = keel_now();
         char sent[192], res[300];
-        snprintf(sent, sizeof sent, "%s \"%s\" / \"%s\"", pw ? "password" : "keyboard-interactive", plan[i]->user,
+        snprintf(sent, sizeof sent, "%s \"%s\" / \"%s\"", !pw ? "keyboard-interactive" : "password", plan[i]->user,
                  plan[i]->password);
         s = ssh_open(p, plan[i]->user, why, sizeof why);
         int rc = SSH_AUTH_ERROR;
@@ -1185,7 +1147,7 @@ static keel_status_t detect(probe_t *p, keel_svc_kind_t *kind)
     uint8_t b[KEEL_PROBE_BANNER_MAX];
     int r = RD_ERROR;
     *kind = KEEL_SVC_AUTO;
-    int fd = tcp_connect(p, step_deadline(p), why, sizeof why);
+    int fd = keel_assess_tcp_connect(&p->sa, p->salen, step_deadline(p), why, sizeof why);
     if (fd >= 0) {
         r = recv_some(fd, b, sizeof b, step_deadline(p));
         close(fd);

@@ -11,6 +11,8 @@
 #define _GNU_SOURCE
 #include "keel/assess_probe.h"
 
+#include "net.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -92,56 +94,6 @@ static json_t *json_us(double ms)
     return json_integer((json_int_t)(ms * 1000.0 + 0.5));
 }
 
-static int wait_fd(int fd, short events, double deadline)
-{
-    for (;;) {
-        double left = deadline - keel_now();
-        if (left <= 0)
-            return 0;
-        struct pollfd pf = {.fd = fd, .events = events};
-        int r = poll(&pf, 1, (int)(left * 1000.0) + 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        return r > 0;
-    }
-}
-
-/* A connected, non-blocking socket, or -1 with the reason in `why`. */
-static int tcp_connect(probe_t *p, double deadline, char *why, size_t cap)
-{
-    int fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(why, cap, "socket: %s", strerror(errno));
-        return -1;
-    }
-    int err = 0;
-    if (connect(fd, (struct sockaddr *)&p->sa, p->salen) != 0) {
-        err = errno;
-        if (err == EINPROGRESS) {
-            socklen_t el = sizeof err;
-            if (!wait_fd(fd, POLLOUT, deadline))
-                err = ETIMEDOUT;
-            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
-                err = errno;
-        }
-    }
-    if (err != 0) {
-        snprintf(why, cap, "tcp connect: %s", strerror(err));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static void last_ssl_error(char *out, size_t cap, const char *fallback)
-{
-    unsigned long e, last = 0;
-    while ((e = ERR_get_error()) != 0)
-        last = e;
-    const char *r = last ? ERR_reason_error_string(last) : NULL;
-    snprintf(out, cap, "%s", r ? r : fallback);
-}
-
 static void close_ssl(SSL *ssl, int fd, int done)
 {
     if (ssl != NULL) {
@@ -195,40 +147,28 @@ static int handshake(probe_t *p, const hs_params_t *hp, hs_result_t *r, int keep
         snprintf(r->reason, sizeof r->reason, "not offered by the local OpenSSL");
         return 1;
     }
-    int fd = tcp_connect(p, deadline, r->reason, sizeof r->reason);
+    int fd = keel_assess_tcp_connect(&p->sa, p->salen, deadline, r->reason, sizeof r->reason);
     if (fd < 0) {
         r->tcp_failed = 1;
         SSL_CTX_free(ctx);
         return 1;
     }
-    SSL *ssl = SSL_new(ctx);
+    SSL *ssl = keel_assess_tls_new(ctx, fd, p->sni ? p->o->host : NULL);
     SSL_CTX_free(ctx); /* the SSL holds its own reference */
-    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 ||
-        (p->sni && SSL_set_tlsext_host_name(ssl, p->o->host) != 1)) {
-        last_ssl_error(r->reason, sizeof r->reason, "SSL setup failed");
+    if (ssl == NULL) {
+        keel_assess_ssl_reason(r->reason, sizeof r->reason, "SSL setup failed");
         close_ssl(ssl, fd, 0);
         return 1;
     }
-    for (;;) {
-        int rc = SSL_connect(ssl);
-        if (rc == 1) {
-            r->ok = 1;
-            break;
-        }
-        int e = SSL_get_error(ssl, rc);
-        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            if (!wait_fd(fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, deadline)) {
-                snprintf(r->reason, sizeof r->reason, "timeout");
-                break;
-            }
-            continue;
-        }
-        if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
-            snprintf(r->reason, sizeof r->reason, "%s", errno ? strerror(errno) : "connection closed");
-        else
-            last_ssl_error(r->reason, sizeof r->reason, "handshake failed");
-        break;
-    }
+    int e = 0, hs = keel_assess_tls_handshake(ssl, fd, deadline, &e);
+    if (hs == 1)
+        r->ok = 1;
+    else if (hs == 0)
+        snprintf(r->reason, sizeof r->reason, "timeout");
+    else if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
+        snprintf(r->reason, sizeof r->reason, "%s", errno ? strerror(errno) : "connection closed");
+    else
+        keel_assess_ssl_reason(r->reason, sizeof r->reason, "handshake failed");
     r->ms = (keel_now() - now) * 1000.0;
     if (r->ok) {
         snprintf(r->version, sizeof r->version, "%s", SSL_get_version(ssl));
@@ -618,7 +558,7 @@ static keel_status_t plain_one(probe_t *p, const char *proto, const uint8_t *req
     uint8_t buf[PLAIN_REPLY_MAX];
     size_t n = 0;
     const char *kind = "closed";
-    int fd = tcp_connect(p, deadline, why, sizeof why);
+    int fd = keel_assess_tcp_connect(&p->sa, p->salen, deadline, why, sizeof why);
     if (fd < 0) {
         kind = "no_connection";
     } else {
@@ -626,7 +566,7 @@ static keel_status_t plain_one(probe_t *p, const char *proto, const uint8_t *req
         if (w < 0 || (size_t)w != reqlen)
             kind = "send_failed";
         while (w >= 0 && n < sizeof buf) {
-            if (!wait_fd(fd, POLLIN, deadline)) {
+            if (!keel_assess_wait_fd(fd, POLLIN, deadline)) {
                 if (n == 0)
                     kind = "timeout";
                 break;
@@ -748,10 +688,7 @@ keel_status_t keel_assess_probe_tls(const keel_tls_probe_opts_t *o, json_t **out
     keel_status_t st = keel_assess_resolve(o->host, o->port, &p.sa, &p.salen, p.addr, sizeof p.addr);
     if (st != KEEL_OK)
         return st;
-    /* SNI carries names only, never address literals (RFC 6066) */
-    struct in6_addr tmp6;
-    struct in_addr tmp4;
-    p.sni = inet_pton(AF_INET, o->host, &tmp4) != 1 && inet_pton(AF_INET6, o->host, &tmp6) != 1 && o->host[0] != '[';
+    p.sni = keel_assess_sni_ok(o->host);
     p.timeout_ms = o->timeout_ms ? o->timeout_ms : TLS_TIMEOUT_DEFAULT_MS;
     p.t0 = keel_now();
     p.budget_end = p.t0 + (o->budget_ms ? o->budget_ms : TLS_BUDGET_DEFAULT_MS) / 1000.0;

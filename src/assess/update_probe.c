@@ -69,23 +69,6 @@ typedef struct {
     char why[512]; /* the first reason the unit is inconclusive */
 } probe_t;
 
-/* Drops a last UTF-8 character a cut left incomplete (file names may be any
- * UTF-8; half a character is a string jansson refuses). */
-static void utf8_cut_tail(char *s)
-{
-    size_t start = strlen(s), cont = 0;
-    while (start > 0 && cont < 4 && ((unsigned char)s[start - 1] & 0xC0) == 0x80) {
-        start--;
-        cont++;
-    }
-    if (start == 0)
-        return;
-    unsigned char lead = (unsigned char)s[start - 1];
-    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
-    if (lead >= 0xC0 && cont + 1 < need)
-        s[start - 1] = '\0';
-}
-
 static void inconclusive(probe_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void inconclusive(probe_t *p, const char *fmt, ...)
 {
@@ -95,7 +78,6 @@ static void inconclusive(probe_t *p, const char *fmt, ...)
     va_start(ap, fmt);
     (void)vsnprintf(p->why, sizeof p->why, fmt, ap);
     va_end(ap);
-    utf8_cut_tail(p->why);
 }
 
 static keel_status_t finding(probe_t *p, const char *prov, const char *sev, const char *fmt, ...)
@@ -107,7 +89,6 @@ static keel_status_t finding(probe_t *p, const char *prov, const char *sev, cons
     va_start(ap, fmt);
     (void)vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    utf8_cut_tail(what);
     return keel_assess_unit_finding(p->doc, UNIT, prov, sev, what);
 }
 

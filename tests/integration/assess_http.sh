@@ -11,43 +11,10 @@
 #      have been made and undone (the lab password still logs in), and the lab
 #      password must appear nowhere in the output.
 # Exit 77 only when lighttpd is not installed.
-. "$(dirname "$0")/keeld_lib.sh"
+. "$(dirname "$0")/assess_lib.sh"
 
 LIGHTTPD=$(command -v lighttpd 2>/dev/null || true)
 [ -n "$LIGHTTPD" ] || { echo "SKIP: lighttpd is not installed"; exit 77; }
-
-# bg CMD...: a helper in the background, ended on every exit path.
-bg() {
-    "$@" >>"$T/bg.log" 2>&1 &
-    EXTRA_PIDS="$EXTRA_PIDS $!"
-}
-
-wait_port() {
-    i=0
-    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$T/bg.log" >&2; fail "nothing listens on port $1 after 10 s"; }
-        sleep 0.1
-    done
-}
-
-# check JSONFILE EXPR WHAT: the Python expression over the document (as d)
-# must hold; fails(d) lists "provision: what" of the fail findings.
-check() {
-    python3 - "$1" "$2" <<'EOF' || fail "$3 (document: $1)"
-import json, sys
-d = json.load(open(sys.argv[1]))
-def fails(d): return sorted(f["provision"] + ": " + f["what"] for f in d["findings"] if f["severity"] == "fail")
-def failprov(d): return sorted(set(f["provision"] for f in d["findings"] if f["severity"] == "fail"))
-def state(d, u): return d["units"][u]["state"]
-ok = eval(sys.argv[2])
-if not ok:
-    print("check failed:", sys.argv[2], file=sys.stderr)
-    print("units:", json.dumps(d.get("units"), indent=1), file=sys.stderr)
-    print("findings:", json.dumps(d.get("findings"), indent=1), file=sys.stderr)
-    sys.exit(1)
-EOF
-}
 
 # ---- (a) lighttpd ---------------------------------------------------------------
 note "(a) lighttpd: admin:admin on /admin, mod_status, version banner, no login throttle"
@@ -83,9 +50,9 @@ check "$T/lighttpd.json" 'failprov(d) == ["5.1-1", "5.1-5", "5.6-2", "5.6-4A"]' 
 check "$T/lighttpd.json" 'any("admin/admin" in f for f in fails(d))' "lighttpd: admin/admin not named"
 check "$T/lighttpd.json" 'any("lighttpd/1." in f for f in fails(d))' "lighttpd: the version banner not named"
 check "$T/lighttpd.json" 'any("/server-status" in f for f in fails(d))' "lighttpd: /server-status not named"
-check "$T/lighttpd.json" 'all(state(d, u) == "ran" for u in ("http.disclosure", "http.auth_sweep", "http.debug", "http.input", "http.default_creds", "http.bruteforce"))' \
+check "$T/lighttpd.json" 'all(unit(d, u) == "ran" for u in ("http.disclosure", "http.auth_sweep", "http.debug", "http.input", "http.default_creds", "http.bruteforce"))' \
     "lighttpd: a unit did not run"
-check "$T/lighttpd.json" 'state(d, "http.password_change") == "not_applicable"' "lighttpd: password_change is not n/a"
+check "$T/lighttpd.json" 'unit(d, "http.password_change") == "not_applicable"' "lighttpd: password_change is not n/a"
 check "$T/lighttpd.json" 'd["unit_details"]["http.bruteforce"]["guesses"] == 25 and d["login"]["kind"] == "basic"' \
     "lighttpd: bruteforce did not use the Basic login for 25 guesses"
 # the human form: same exit status, a table
@@ -112,7 +79,7 @@ cp "$T/out" "$T/keeld.json"
 cp "$T/err" "$T/keeld.err"
 alive || die_log "keeld died under the probe"
 check "$T/keeld.json" 'fails(d) == []' "keeld: a fail finding"
-check "$T/keeld.json" 'all(state(d, u) == "ran" for u in d["units"]) and len(d["units"]) == 7' \
+check "$T/keeld.json" 'all(unit(d, u) == "ran" for u in d["units"]) and len(d["units"]) == 7' \
     "keeld: not every http unit ran"
 check "$T/keeld.json" 'd["unit_details"]["http.password_change"] == {"changed": True, "old_refused": True, "new_accepted": True, "restored": True}' \
     "keeld: the password change was not made, checked and undone"

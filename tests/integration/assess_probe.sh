@@ -9,45 +9,12 @@
 #      the same accepted protocol versions on (a) and (b). A disagreement
 #      fails the test. Missing nmap or testssl: everything else runs, then 77.
 # Also prints the time of a full 65535-port loopback scan, ours and nmap's.
-. "$(dirname "$0")/keeld_lib.sh"
+. "$(dirname "$0")/assess_lib.sh"
 
 command -v openssl >/dev/null 2>&1 || fail "openssl is needed"
 TESTSSL=$(command -v testssl.sh 2>/dev/null || command -v testssl 2>/dev/null || true)
 NMAP=$(command -v nmap 2>/dev/null || true)
 SKIPPED=
-
-# bg CMD...: starts a helper in the background, ended on every exit path.
-bg() {
-    "$@" >>"$T/bg.log" 2>&1 &
-    EXTRA_PIDS="$EXTRA_PIDS $!"
-}
-
-# wait_port PORT: until something accepts TCP connections there (10 s).
-wait_port() {
-    i=0
-    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$T/bg.log" >&2; fail "nothing listens on port $1 after 10 s"; }
-        sleep 0.1
-    done
-}
-
-# check JSONFILE EXPR WHAT: fails with WHAT unless the Python expression over
-# the document (as d) holds; `accepted(d)` lists the accepted versions,
-# `fails(d)` the findings of severity fail as "provision: what".
-check() {
-    python3 - "$1" "$2" <<'EOF' || fail "$3 (document: $1)"
-import json, sys
-d = json.load(open(sys.argv[1]))
-def accepted(d): return sorted(v["version"] for v in d["versions"] if v["accepted"])
-def fails(d): return [f["provision"] + ": " + f["what"] for f in d["findings"] if f["severity"] == "fail"]
-ok = eval(sys.argv[2])
-if not ok:
-    print("check failed:", sys.argv[2], file=sys.stderr)
-    print("findings:", json.dumps(d.get("findings"), indent=1), file=sys.stderr)
-    sys.exit(1)
-EOF
-}
 
 # ---- (a) keeld --------------------------------------------------------------
 note "(a) keeld as the conforming target"

@@ -23,7 +23,7 @@ if [ -z "$CHROMIUM" ] || [ ! -x "$CHROMIUM" ] || ! command -v node >/dev/null 2>
     exit 77
 fi
 
-. "$(dirname "$0")/keeld_lib.sh"
+. "$(dirname "$0")/assess_lib.sh"
 : "${KEEL_SOURCE_DIR:?KEEL_SOURCE_DIR must point to the source tree}"
 RENDER=${ASSESS_RENDER:-$KEEL_BUILD_DIR/tests/assess_render}
 [ -x "$RENDER" ] || fail "assess_render not built: $RENDER"
@@ -31,29 +31,11 @@ ART=${KEEL_UI_ARTIFACTS:-$KEEL_BUILD_DIR/ui-artifacts}/assess_report
 
 ui_node_setup
 
-# bg LOG CMD...: a helper in the background, its output in LOG, ended on
-# every exit path (EXTRA_PIDS of keeld_lib.sh).
-bg() {
-    _log=$1
-    shift
-    "$@" >>"$_log" 2>&1 &
-    EXTRA_PIDS="$EXTRA_PIDS $!"
-}
-
-wait_port() {
-    i=0
-    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$T"/*.log >&2; fail "nothing listens on port $1 after 10 s"; }
-        sleep 0.1
-    done
-}
-
 # A server the hostile banners point at: anything it is asked for is a leak.
 LEAK_PORT=$(free_port)
 mkdir -p "$T/leak"
 LEAK_LOG=$T/leak.log
-bg "$LEAK_LOG" python3 -m http.server --bind 127.0.0.1 --directory "$T/leak" "$LEAK_PORT"
+BG_LOG=$LEAK_LOG bg python3 -m http.server --bind 127.0.0.1 --directory "$T/leak" "$LEAK_PORT"
 
 note "a report.json of the 78 provisions, with hostile banners"
 expect_rc 0 "$RENDER" --catalogue
@@ -226,7 +208,7 @@ grep -q 'its parent must exist' "$T/err" || fail "a missing parent is not explai
 note "report.html in Chromium ($("$CHROMIUM" --version 2>/dev/null | head -n 1))"
 PAGE_PORT=$(free_port)
 PAGE_LOG=$T/page.log
-bg "$PAGE_LOG" python3 -m http.server --bind 127.0.0.1 --directory "$T/site" "$PAGE_PORT"
+BG_LOG=$PAGE_LOG bg python3 -m http.server --bind 127.0.0.1 --directory "$T/site" "$PAGE_PORT"
 wait_port "$PAGE_PORT"
 wait_port "$LEAK_PORT"
 mkdir -p "$ART"

@@ -21,24 +21,12 @@ if [ -z "${KEEL_ASSESS_NETNS:-}" ]; then
 fi
 ip link set lo up || { echo "FAIL: cannot bring up lo in the namespace" >&2; exit 1; }
 
-. "$(dirname "$0")/keeld_lib.sh"
+. "$(dirname "$0")/assess_lib.sh"
 for tool in lighttpd mosquitto openssl socat nmap; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || { echo "SKIP: $tool is missing" >&2; exit 77; }
 done
 [ -x /usr/sbin/telnetd ] || { echo "SKIP: telnetd is missing" >&2; exit 77; }
 
-bg() {
-    "$@" >>"$T/bg.log" 2>&1 &
-    EXTRA_PIDS="$EXTRA_PIDS $!"
-}
-wait_port() {
-    i=0
-    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$T/bg.log" >&2; fail "nothing listens on $1"; }
-        sleep 0.1
-    done
-}
 # rq EXPR: a Python expression over report.json of directory $R (as d, with
 # v = {id: verdict}).
 rq() {
@@ -243,7 +231,9 @@ must 'all(p["verdict"] == "INCONCLUSIVE" for p in d["provisions"] if not p["test
 
 # ---- (c) the open ports against nmap ----------------------------------------------
 note "(c) open ports against nmap"
+n0=$(date +%s.%N)
 nmap -n -Pn -sT -p- --min-rate 5000 -oG "$T/nmap.txt" 127.0.0.1 >/dev/null 2>&1 || fail "nmap failed"
+n1=$(date +%s.%N)
 python3 - "$T/nmap.txt" "$R/report.json" <<'EOF' || fail "keel and nmap disagree on the open ports"
 import json, re, sys
 nm = set()
@@ -275,5 +265,16 @@ sys.exit(0 if ours == theirs and ours else 1)
 EOF
 else
     note "testssl.sh is missing: the TLS cross-check is left to assess_probe"
+fi
+# Figures for make bench (bench/assess.sh): the Keel device's full run, the
+# port scan inside the discovery run against nmap over the same namespace.
+if [ -n "${ASSESS_FIGURES:-}" ]; then
+    python3 - "$R/report.json" "$secs" "$n0" "$n1" "$ASSESS_FIGURES" <<'EOF' || fail "cannot write the figures"
+import json, sys
+d = json.load(open(sys.argv[1]))
+scan = next(p for p in d["probes"] if p["probe"] == "ports")["duration_us"] / 1e6
+json.dump({"keel_device_s": float(sys.argv[2]), "scan_s": scan, "nmap_s": float(sys.argv[4]) - float(sys.argv[3]),
+           "discovery_s": d["duration_us"] / 1e6}, open(sys.argv[5], "w"))
+EOF
 fi
 note "assess_run: all checks passed"

@@ -14,60 +14,20 @@
 #  (e) vsftpd with anonymous login: 5.5-1 and 5.5-4 fail, cross-checked with
 #      curl's anonymous listing.
 # A missing server: the others run, then 77.
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/assess_lib.sh"
 
-PIDS=
 SKIPPED=
+# socat forks a child per connection: those children first, by parent id, and
+# every server a moment to stop on SIGTERM before keeld_cleanup kills it.
 svc_cleanup() {
-    for p in $PIDS; do
-        # socat forks a child per connection: its children first, by parent id
+    for p in $EXTRA_PIDS; do
         pkill -TERM -P "$p" 2>/dev/null || true
         kill -TERM "$p" 2>/dev/null || true
     done
     sleep 0.2
-    for p in $PIDS; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$T"
+    keeld_cleanup
 }
 trap svc_cleanup EXIT
-trap 'exit 130' INT TERM
-
-# bg CMD...: starts a server in the background, stopped on every exit path.
-bg() {
-    "$@" >>"$T/bg.log" 2>&1 &
-    PIDS="$PIDS $!"
-}
-
-free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_port PORT: until something accepts TCP connections there (10 s).
-wait_port() {
-    i=0
-    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { cat "$T/bg.log" >&2; fail "nothing listens on port $1 after 10 s"; }
-        sleep 0.1
-    done
-}
-
-# check JSONFILE EXPR WHAT: fails with WHAT unless the Python expression over
-# the document (as d) holds; fails(d) lists "provision: what" of the fail
-# findings, unit(d, name) the state of a unit.
-check() {
-    python3 - "$1" "$2" <<'EOF' || fail "$3 (document: $1)"
-import json, sys
-d = json.load(open(sys.argv[1]))
-def fails(d): return [f["provision"] + ": " + f["what"] for f in d["findings"] if f["severity"] == "fail"]
-def unit(d, name): return d["units"].get(name, {}).get("state")
-ok = eval(sys.argv[2])
-if not ok:
-    print("check failed:", sys.argv[2], file=sys.stderr)
-    print(json.dumps(d, indent=1)[:6000], file=sys.stderr)
-    sys.exit(1)
-EOF
-}
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; }
 

@@ -1,9 +1,10 @@
 /* assess probes: the port scan, the UDP probes and the TLS probe against
  * targets this test runs itself on 127.0.0.1 (threads: TCP banner servers,
  * UDP responders, a TLS server with a deliberately expired certificate). */
-#include "testutil.h"
+#include "assess_testutil.h"
 
 #include "keel/assess_probe.h"
+#include "assess/net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,28 +19,6 @@
 #include <unistd.h>
 
 /* ---- small targets ---------------------------------------------------------- */
-
-static int listen_on(int type, int backlog, unsigned *port)
-{
-    int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    if (type == SOCK_STREAM && backlog >= 0)
-        assert_int_equal(listen(fd, backlog), 0);
-    socklen_t al = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
-/* A port nothing listens on: bound once, then given back. */
-static unsigned free_port(int type)
-{
-    unsigned p = 0;
-    close(listen_on(type, -1, &p));
-    return p;
-}
 
 typedef struct {
     int fd;
@@ -59,10 +38,10 @@ static void *server_main(void *arg)
     socklen_t tl = sizeof type;
     (void)getsockopt(s->fd, SOL_SOCKET, SO_TYPE, &type, &tl);
     while (!atomic_load(&s->stop)) {
-        struct pollfd pf = {.fd = s->fd, .events = POLLIN};
-        if (poll(&pf, 1, 20) <= 0)
-            continue;
         if (type == SOCK_DGRAM) {
+            struct pollfd pf = {.fd = s->fd, .events = POLLIN};
+            if (poll(&pf, 1, 20) <= 0)
+                continue;
             uint8_t buf[2048];
             struct sockaddr_storage from;
             socklen_t fl = sizeof from;
@@ -71,11 +50,9 @@ static void *server_main(void *arg)
                 (void)sendto(s->fd, s->reply, s->reply_len, 0, (struct sockaddr *)&from, fl);
             continue;
         }
-        int c = accept(s->fd, NULL, NULL);
+        int c = loopback_accept(s->fd, 2);
         if (c < 0)
             continue;
-        struct timeval tv = {.tv_sec = 2};
-        (void)setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         if (s->tls != NULL) {
             SSL *ssl = SSL_new(s->tls);
             if (ssl != NULL && SSL_set_fd(ssl, c) == 1 && SSL_accept(ssl) == 1)
@@ -160,6 +137,32 @@ static void test_escape(void **state)
     json_decref(j);
 }
 
+/* A bounded snprintf may cut a UTF-8 character: the cut half is left out of
+ * the text and of the unit's finding and reason, whole characters stay. */
+static void test_utf8_cut(void **state)
+{
+    (void)state;
+    char s[16];
+    snprintf(s, sizeof s, "ab\xc3\xa4");
+    keel_assess_utf8_cut_tail(s);
+    assert_string_equal(s, "ab\xc3\xa4");
+    snprintf(s, sizeof s, "ab\xe2\x82");
+    keel_assess_utf8_cut_tail(s);
+    assert_string_equal(s, "ab");
+    snprintf(s, sizeof s, "\xf0\x9f\x98");
+    keel_assess_utf8_cut_tail(s);
+    assert_string_equal(s, "");
+    json_t *doc = json_object();
+    assert_non_null(doc);
+    assert_int_equal(keel_assess_unit_finding(doc, "u", "5.1-1", "fail", "x \xc3"), KEEL_OK);
+    assert_int_equal(keel_assess_unit_mark(doc, "u", KEEL_UNIT_INCONCLUSIVE, "y \xe2\x82\xac\xe2\x82"), KEEL_OK);
+    json_t *f = json_array_get(json_object_get(doc, "findings"), 0);
+    json_t *u = json_object_get(json_object_get(doc, "units"), "u");
+    assert_string_equal(json_string_value(json_object_get(f, "what")), "x ");
+    assert_string_equal(json_string_value(json_object_get(u, "reason")), "y \xe2\x82\xac");
+    json_decref(doc);
+}
+
 /* ---- TCP scan ---------------------------------------------------------------- */
 
 static void test_scan_tcp(void **state)
@@ -170,12 +173,12 @@ static void test_scan_tcp(void **state)
     memset(big, 'A', sizeof big);
     unsigned p_banner = 0, p_big = 0, p_silent = 0, p_full = 0;
     server_t s1, s2;
-    server_start(&s1, listen_on(SOCK_STREAM, 16, &p_banner), ssh, sizeof ssh - 1, NULL);
-    server_start(&s2, listen_on(SOCK_STREAM, 16, &p_big), big, sizeof big, NULL);
-    int silent = listen_on(SOCK_STREAM, 16, &p_silent);
+    server_start(&s1, loopback_listen(SOCK_STREAM, 16, &p_banner), ssh, sizeof ssh - 1, NULL);
+    server_start(&s2, loopback_listen(SOCK_STREAM, 16, &p_big), big, sizeof big, NULL);
+    int silent = loopback_listen(SOCK_STREAM, 16, &p_silent);
     /* A listener whose accept queue is full drops new SYNs: the connect times
      * out, as behind a filtering firewall. */
-    int full = listen_on(SOCK_STREAM, 0, &p_full);
+    int full = loopback_listen(SOCK_STREAM, 0, &p_full);
     struct sockaddr_in fa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p_full),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fillers[4];
@@ -185,7 +188,7 @@ static void test_scan_tcp(void **state)
         (void)connect(fillers[i], (struct sockaddr *)&fa, sizeof fa);
     }
     usleep(100000);
-    unsigned p_closed = free_port(SOCK_STREAM);
+    unsigned p_closed = loopback_free_port(SOCK_STREAM);
 
     keel_portset_t set;
     memset(&set, 0, sizeof set);
@@ -278,10 +281,10 @@ static void test_udp(void **state)
     (void)state;
     unsigned p_ssdp = 0, p_snmp = 0, p_mute = 0;
     server_t s1, s2;
-    server_start(&s1, listen_on(SOCK_DGRAM, -1, &p_ssdp), ssdp_reply, sizeof ssdp_reply - 1, NULL);
-    server_start(&s2, listen_on(SOCK_DGRAM, -1, &p_snmp), snmp_reply, sizeof snmp_reply, NULL);
-    int mute = listen_on(SOCK_DGRAM, -1, &p_mute);
-    unsigned p_closed = free_port(SOCK_DGRAM);
+    server_start(&s1, loopback_listen(SOCK_DGRAM, -1, &p_ssdp), ssdp_reply, sizeof ssdp_reply - 1, NULL);
+    server_start(&s2, loopback_listen(SOCK_DGRAM, -1, &p_snmp), snmp_reply, sizeof snmp_reply, NULL);
+    int mute = loopback_listen(SOCK_DGRAM, -1, &p_mute);
+    unsigned p_closed = loopback_free_port(SOCK_DGRAM);
     keel_udp_probe_t pr[] = {{KEEL_UDP_SSDP, p_ssdp}, {KEEL_UDP_SNMP, p_snmp}, {KEEL_UDP_COAP, p_closed},
                              {KEEL_UDP_MDNS, p_mute}};
     keel_scan_opts_t o = {.host = "127.0.0.1", .udp = pr, .udp_len = 4, .timeout_ms = 200};
@@ -313,7 +316,7 @@ static void test_udp(void **state)
 
     /* a reply that is not SNMP is recorded but is no finding */
     server_stop(&s2);
-    server_start(&s2, listen_on(SOCK_DGRAM, -1, &p_snmp), "garbage", 7, NULL);
+    server_start(&s2, loopback_listen(SOCK_DGRAM, -1, &p_snmp), "garbage", 7, NULL);
     keel_udp_probe_t one = {KEEL_UDP_SNMP, p_snmp};
     keel_scan_opts_t o2 = {.host = "127.0.0.1", .udp = &one, .udp_len = 1, .timeout_ms = 200};
     assert_int_equal(keel_assess_scan(&o2, &doc), KEEL_OK);
@@ -363,7 +366,7 @@ static void test_tls(void **state)
     assert_int_equal(SSL_CTX_set1_groups_list(ctx, "P-256"), 1);
     server_t s;
     unsigned port = 0;
-    server_start(&s, listen_on(SOCK_STREAM, 16, &port), NULL, 0, ctx);
+    server_start(&s, loopback_listen(SOCK_STREAM, 16, &port), NULL, 0, ctx);
 
     keel_tls_probe_opts_t o = {.host = "127.0.0.1", .port = port, .timeout_ms = 2000};
     json_t *doc = NULL;
@@ -430,7 +433,7 @@ static void test_tls(void **state)
     /* a plaintext HTTP server on the port: no TLS, and the clear answer is found */
     static const char http[] = "HTTP/1.0 200 OK\r\nServer: tiny\r\n\r\nhello";
     server_t h;
-    server_start(&h, listen_on(SOCK_STREAM, 16, &port), http, sizeof http - 1, NULL);
+    server_start(&h, loopback_listen(SOCK_STREAM, 16, &port), http, sizeof http - 1, NULL);
     keel_tls_probe_opts_t o2 = {.host = "127.0.0.1", .port = port, .timeout_ms = 1000};
     assert_int_equal(keel_assess_probe_tls(&o2, &doc), KEEL_OK);
     assert_false(json_is_true(json_object_get(doc, "tls")));
@@ -440,7 +443,7 @@ static void test_tls(void **state)
     server_stop(&h);
 
     /* nothing listening: an error, not an empty observation */
-    o2.port = free_port(SOCK_STREAM);
+    o2.port = loopback_free_port(SOCK_STREAM);
     assert_int_equal(keel_assess_probe_tls(&o2, &doc), KEEL_ERR_IO);
     assert_null(doc);
     o2.port = 0;
@@ -451,10 +454,28 @@ static void test_tls(void **state)
     EVP_PKEY_free(key);
 }
 
+/* Where a published document may not redirect the lab's fetch to. */
+static void test_host_internal(void **state)
+{
+    (void)state;
+    static const char *const inside[] = {"127.0.0.1", "127.8.9.10", "localhost", "10.1.2.3", "172.16.0.1",
+                                         "172.31.255.255", "192.168.1.1", "169.254.0.7", "100.64.0.1", "0.0.0.0",
+                                         "[::1]", "::1", "fe80::1", "fd00::5", "::ffff:10.0.0.1", "[::ffff:127.0.0.1]"};
+    static const char *const outside[] = {"192.0.2.7", "198.51.100.1", "8.8.8.8", "172.32.0.1", "172.15.255.255",
+                                          "100.128.0.1", "169.255.0.1", "2001:db8::1", "[2001:db8::2]", ""};
+    for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++)
+        if (!keel_assess_host_internal(inside[i]))
+            fail_msg("%s should count as internal", inside[i]);
+    for (size_t i = 0; i < sizeof outside / sizeof outside[0]; i++)
+        if (keel_assess_host_internal(outside[i]))
+            fail_msg("%s should not count as internal", outside[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_portset), cmocka_unit_test(test_escape), cmocka_unit_test(test_scan_tcp),
+        cmocka_unit_test(test_portset), cmocka_unit_test(test_escape), cmocka_unit_test(test_utf8_cut), cmocka_unit_test(test_host_internal),
+        cmocka_unit_test(test_scan_tcp),
         cmocka_unit_test(test_scan_args), cmocka_unit_test(test_udp),  cmocka_unit_test(test_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

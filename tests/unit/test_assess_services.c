@@ -4,7 +4,7 @@
  * dies after malformed input; a telnet that floods option requests; FTP and
  * SSH servers that talk forever). The probes must stay bounded in time and
  * memory, and report what they saw. */
-#include "testutil.h"
+#include "assess_testutil.h"
 
 #include "keel/assess_probe.h"
 #include "keel/assess_services.h"
@@ -297,10 +297,7 @@ static void *server_main(void *arg)
 {
     server_t *s = arg;
     while (!stopped(s)) {
-        struct pollfd pf = {.fd = s->fd, .events = POLLIN};
-        if (poll(&pf, 1, 20) <= 0)
-            continue;
-        int c = accept(s->fd, NULL, NULL);
+        int c = loopback_accept(s->fd, 0);
         if (c < 0)
             continue;
         s->handler(s, c, atomic_fetch_add(&s->conns, 1));
@@ -314,14 +311,7 @@ static server_t *server_start(handler_t h)
     server_t *s = calloc(1, sizeof *s);
     assert_non_null(s);
     s->handler = h;
-    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(s->fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(s->fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(s->fd, 16), 0);
-    socklen_t al = sizeof a;
-    assert_int_equal(getsockname(s->fd, (struct sockaddr *)&a, &al), 0);
-    s->port = ntohs(a.sin_port);
+    s->fd = loopback_listen(SOCK_STREAM, 16, &s->port);
     assert_int_equal(pthread_create(&s->th, NULL, server_main, s), 0);
     return s;
 }

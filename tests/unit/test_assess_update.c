@@ -2,7 +2,7 @@
  * 9116), support-date matching and the policy checks on files; URL fetches
  * and uploads against a small HTTP server this test runs on 127.0.0.1 (a
  * thread): one that accepts every bundle, one that refuses every bundle. */
-#include "testutil.h"
+#include "assess_testutil.h"
 
 #include "keel/assess_update.h"
 
@@ -151,31 +151,13 @@ static void *srv_main(void *arg)
 {
     srv_t *s = arg;
     while (!atomic_load(&s->stop)) {
-        struct pollfd pf = {.fd = s->fd, .events = POLLIN};
-        if (poll(&pf, 1, 20) <= 0)
-            continue;
-        int c = accept(s->fd, NULL, NULL);
+        int c = loopback_accept(s->fd, 2);
         if (c < 0)
             continue;
-        struct timeval tv = {.tv_sec = 2};
-        (void)setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         serve(s, c);
         close(c);
     }
     return NULL;
-}
-
-static int listen_tcp(unsigned *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(fd, 16), 0);
-    socklen_t al = sizeof a;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
-    *port = ntohs(a.sin_port);
-    return fd;
 }
 
 static srv_t *srv_start(srv_mode_t mode, int need_token)
@@ -184,7 +166,7 @@ static srv_t *srv_start(srv_mode_t mode, int need_token)
     assert_non_null(s);
     s->mode = mode;
     s->need_token = need_token;
-    s->fd = listen_tcp(&s->port);
+    s->fd = loopback_listen(SOCK_STREAM, 16, &s->port);
     assert_int_equal(pthread_create(&s->th, NULL, srv_main, s), 0);
     return s;
 }
@@ -195,14 +177,6 @@ static void srv_stop(srv_t *s)
     assert_int_equal(pthread_join(s->th, NULL), 0);
     close(s->fd);
     free(s);
-}
-
-/* A port nothing listens on. */
-static unsigned dead_port(void)
-{
-    unsigned p = 0;
-    close(listen_tcp(&p));
-    return p;
 }
 
 /* ---- document helpers ------------------------------------------------------------- */
@@ -531,7 +505,7 @@ static void test_fetch(void **state)
     json_decref(doc);
 
     /* nothing listens: inconclusive, not a fail */
-    snprintf(u1, sizeof u1, "http://127.0.0.1:%u/.well-known/security.txt", dead_port());
+    snprintf(u1, sizeof u1, "http://127.0.0.1:%u/.well-known/security.txt", loopback_free_port(SOCK_STREAM));
     doc = pub_url(u1, NULL);
     assert_int_equal(count_findings(doc, NULL, "fail", NULL), 0);
     assert_string_equal(unit_state(doc, "publication"), "inconclusive");
@@ -683,7 +657,7 @@ static void test_upload(void **state)
     assert_int_equal(keel_assess_probe_update(&o, &doc), KEEL_ERR_NOT_FOUND);
     srv_stop(s);
     o.good = good;
-    o.http.port = dead_port();
+    o.http.port = loopback_free_port(SOCK_STREAM);
     assert_int_equal(keel_assess_probe_update(&o, &doc), KEEL_OK);
     assert_string_equal(unit_state(doc, "update"), "inconclusive");
     assert_int_equal(count_findings(doc, NULL, "fail", NULL), 0);
