@@ -1207,8 +1207,12 @@ keel_status_t keel_assess_probe_service(const keel_svc_probe_opts_t *o, json_t *
         st = detect(&p, &kind);
     if (st == KEEL_OK && kind != KEEL_SVC_AUTO) {
         st = set(&p, "kind", json_string(kind_name(kind)));
-        if (st == KEEL_OK)
+        if (st == KEEL_OK) {
+            sigset_t old; /* libssh writes with write(): a server that hangs up must not end the program */
+            keel_assess_sigpipe_block(&old);
             st = kind == KEEL_SVC_TELNET ? probe_telnet(&p) : kind == KEEL_SVC_SSH ? probe_ssh(&p) : probe_ftp(&p);
+            keel_assess_sigpipe_restore(&old);
+        }
     }
     if (st == KEEL_OK && p.untried > 0)
         st = finding(&p, "5.1-1", "info", "port %u: the time budget ran out: %u default pair(s) not tried", o->port,

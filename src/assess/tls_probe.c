@@ -698,8 +698,12 @@ keel_status_t keel_assess_probe_tls(const keel_tls_probe_opts_t *o, json_t **out
                             "port", (int)o->port, "findings");
     if (doc == NULL || p.untested_list == NULL)
         st = keel_errorf(KEEL_ERR_NOMEM, "out of memory for the TLS document");
-    if (st == KEEL_OK)
+    if (st == KEEL_OK) {
+        sigset_t old; /* a server that resets the connection mid-handshake must not end the program */
+        keel_assess_sigpipe_block(&old);
         st = probe_run(&p, doc);
+        keel_assess_sigpipe_restore(&old);
+    }
     if (st == KEEL_OK && p.untested > 0) {
         char what[128];
         snprintf(what, sizeof what, "the time budget ran out: %u handshake(s) not tried", p.untested);
