@@ -11,7 +11,9 @@
 #   (d) the owner's login latency from a clean source, p50/p99, as a ratio
 #       to a bare Argon2id hash of the same parameters (the `argon2` CLI,
 #       process start included) timed in the same run; and again while the
-#       20-source attack runs.
+#       20-source attack runs;
+#   (e) an API round trip on a kept-alive connection, p50/p99, as a ratio to
+#       a bare TLS server in the same run answering the same bytes.
 # Benchmarks report, they do not gate: exit 0 whatever the figures, non-zero
 # only when something fails to run. Loopback only. See docs/internals/bench.md.
 #
@@ -122,6 +124,7 @@ python3 "$guess" owner --port "$port" --password "$OWNER_PW" --count "$logins" >
 python3 "$guess" denied --port "$port" --password "$OWNER_PW" --count "$logins" >"$tmp/denied.json" ||
     die "wrong-user / wrong-password logins failed"
 python3 "$guess" argon2 --count "$logins" --t 2 --m 19456 >"$tmp/argon2.json" || die "argon2 CLI failed"
+python3 "$guess" rtt --port "$port" --count 200 >"$tmp/rtt.json" || die "the API round trips failed"
 python3 "$guess" attack --port "$port" --sources 127.0.0.2 --conns "$conns" --seconds "$secs" >"$tmp/a1.json" ||
     die "the one-source attack failed"
 hwm1=$(sed -n 's/^VmHWM:[ 	]*\([0-9]*\) kB$/\1/p' "/proc/$pid/status")
@@ -169,6 +172,7 @@ out["argon2_cli"] = strip(arg)
 den = L("denied")
 out["denied"] = {"wrong_user": strip(den["wrong_user"]), "wrong_password": strip(den["wrong_password"]),
                  "errors": den["errors"], "ratio_p50": den["ratio_p50"]}
+out["api_rtt"] = L("rtt")
 out["ratio_p50"] = round(own["p50_ms"] / arg["p50_ms"], 3) if own["p50_ms"] and arg["p50_ms"] else None
 out["ratio_p99"] = round(own["p99_ms"] / arg["p99_ms"], 3) if own["p99_ms"] and arg["p99_ms"] else None
 json.dump(out, sys.stdout, indent=2)
@@ -198,6 +202,9 @@ o, a, u = d["owner_login"], d["argon2_cli"], d["owner_login_under_attack"]
 print("owner login (clean source):   p50 %7.1f ms  p99 %7.1f ms  (%d logins)" % (o["p50_ms"], o["p99_ms"], o["n"]))
 print("argon2 CLI, same parameters:  p50 %7.1f ms  p99 %7.1f ms  (%d runs)" % (a["p50_ms"], a["p99_ms"], a["n"]))
 print("ratio owner login / argon2:   p50 %.2fx  p99 %.2fx" % (d["ratio_p50"], d["ratio_p99"]))
+r = d["api_rtt"]
+print("API round trip, kept-alive GET /api/v1/status: p50 %.3f ms p99 %.3f ms; a bare TLS server %.3f ms: %.2fx"
+      % (r["keeld"]["p50_ms"], r["keeld"]["p99_ms"], r["floor"]["p50_ms"], r["ratio_p50"] or 0))
 w = d["denied"]
 print("denied login: wrong user p50 %.1f ms, wrong password p50 %.1f ms, ratio %.2fx  (%d each%s)"
       % (w["wrong_user"]["p50_ms"] or 0, w["wrong_password"]["p50_ms"] or 0, w["ratio_p50"] or 0,

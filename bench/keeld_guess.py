@@ -296,6 +296,76 @@ def ctxt(a):
                "rss_kib": status("VmRSS"), "hwm_kib": status("VmHWM"), "threads": status("Threads")}, sys.stdout)
 
 
+def rtt(a):
+    """Keep-alive GET /api/v1/status round trips on keeld, and on a bare TLS
+    server in this process answering the same bytes in one write (the floor)."""
+    import subprocess, tempfile, threading
+
+    def measure(port):
+        c = Conn(port, "127.0.0.1")
+        lat = []
+        try:
+            c.request("GET", "/api/v1/status")  # handshake outside the timing
+            for _ in range(a.count):
+                t0 = time.monotonic()
+                code, _, _ = c.request("GET", "/api/v1/status")
+                if code == 200:
+                    lat.append(round((time.monotonic() - t0) * 1000, 3))
+        finally:
+            c.close()
+        return lat
+
+    keeld = measure(a.port)
+    c = Conn(a.port, "127.0.0.1")
+    c.open()
+    c.s.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while True:
+        b = c.s.recv(65536)
+        if not b:
+            break
+        answer += b
+    c.close()
+    answer = answer.replace(b"Connection: close\r\n", b"")
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", d + "/k.pem", "-out", d + "/c.pem", "-days", "1", "-subj", "/CN=floor"],
+                       check=True, capture_output=True)
+        sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        sctx.load_cert_chain(d + "/c.pem", d + "/k.pem")
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(1)
+
+        def serve():
+            raw, _ = ls.accept()
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s = sctx.wrap_socket(raw, server_side=True)
+            buf = b""
+            try:
+                while True:
+                    while b"\r\n\r\n" not in buf:
+                        b = s.recv(65536)
+                        if not b:
+                            return
+                        buf += b
+                    buf = buf.partition(b"\r\n\r\n")[2]
+                    s.sendall(answer)
+            except OSError:
+                return
+
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        floor = measure(ls.getsockname()[1])
+        ls.close()
+    k, f = summary(keeld), summary(floor)
+    def strip(d):
+        return {x: v for x, v in d.items() if x != "all_ms"}
+    json.dump({"keeld": strip(k), "floor": strip(f),
+               "ratio_p50": round(k["p50_ms"] / f["p50_ms"], 2) if k["p50_ms"] and f["p50_ms"] else None},
+              sys.stdout)
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -325,11 +395,16 @@ def main():
     p.add_argument("--base", type=float, default=1)
     p.add_argument("--max", type=float, default=300)
     p.add_argument("--global", dest="glob", type=int, default=20)
+    p = sub.add_parser("rtt")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--count", type=int, default=200)
     p = sub.add_parser("ctxt")
     p.add_argument("--pid", type=int, required=True)
     p.add_argument("--seconds", type=float, default=10)
     a = ap.parse_args()
-    {"attack": attack, "owner": owner, "denied": denied, "argon2": argon2, "theory": theory, "ctxt": ctxt}[a.cmd](a)
+    cmds = {"attack": attack, "owner": owner, "denied": denied, "argon2": argon2, "theory": theory, "ctxt": ctxt,
+            "rtt": rtt}
+    cmds[a.cmd](a)
     return 0
 
 

@@ -28,6 +28,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -593,6 +594,14 @@ keel_status_t keel_api_start(const keel_api_config_t *c, const char *listen, kee
         api->listener = evhttp_bind_socket_with_handle(api->http, host, port);
         if (api->listener == NULL)
             st = keel_errorf(KEEL_ERR_IO, "api: cannot listen on %s: %s", listen, strerror(errno));
+        /* An answer leaves as TLS records of the header and of the body; with
+         * Nagle on, the second waits for the client's delayed ACK (40 ms on
+         * Linux). Accepted sockets inherit TCP_NODELAY from the listener. */
+        int one = 1;
+        if (st == KEEL_OK && setsockopt(evhttp_bound_socket_get_fd(api->listener), IPPROTO_TCP, TCP_NODELAY, &one,
+                                        sizeof one) != 0)
+            keel_log(KEEL_LOG_WARN, "api: cannot set TCP_NODELAY (%s): answers may wait for delayed ACKs",
+                     strerror(errno));
     }
     if (st != KEEL_OK) {
         keel_api_free(api);
