@@ -119,6 +119,17 @@ keel_status_t keel_file_read(const char *path, size_t cap, keel_buf_t *out) KEEL
  * KEEL_ERR_CONFIG when it is not such a file.
  */
 keel_status_t keel_file_open_private(const char *path, int *fd) KEEL_MUST_CHECK;
+
+/*
+ * Reads a secret (a passphrase, a PIN, a lab's password) from a file opened
+ * with keel_file_open_private, or from an environment variable: exactly one of
+ * the two, never argv. Its first line goes to out (NUL-terminated, at most
+ * cap - 1 bytes), its length to *len. KEEL_ERR_CONFIG for a missing source,
+ * an empty, overlong or NUL-holding secret; KEEL_ERR_ARG for both or neither.
+ * The caller wipes out.
+ */
+keel_status_t keel_secret_read(const char *file, const char *env, char *out, size_t cap, size_t *len)
+    KEEL_MUST_CHECK;
 /* The same from an open descriptor (already checked by the caller); `name`
  * is for messages. */
 keel_status_t keel_fd_read(int fd, const char *name, size_t cap, keel_buf_t *out) KEEL_MUST_CHECK;

@@ -119,7 +119,7 @@ int assess_probe_finish(json_t *doc, int json, void (*print)(json_t *doc))
 keel_status_t assess_lab_password(const char *pfile, const char *penv, char *pw, size_t cap)
 {
     size_t len = 0;
-    keel_status_t st = cli_read_secret(pfile, penv, pw, cap, &len);
+    keel_status_t st = keel_secret_read(pfile, penv, pw, cap, &len);
     if (st != KEEL_OK)
         keel_wipe(pw, cap);
     return st;

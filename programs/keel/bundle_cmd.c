@@ -306,7 +306,7 @@ static int cmd_create(int argc, char **argv)
     char pass[KEEL_PASSPHRASE_MAX + 1];
     size_t passlen = 0;
     if (st == KEEL_OK && (pfile != NULL || penv != NULL) &&
-        (st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen)) == KEEL_OK)
+        (st = keel_secret_read(pfile, penv, pass, sizeof pass, &passlen)) == KEEL_OK)
         o.signer_pass = pass;
     double t0 = keel_now();
     if (st == KEEL_OK)

@@ -30,56 +30,6 @@ int cli_usage(const char *cmd, const char *fmt, ...)
     return CLI_USAGE;
 }
 
-keel_status_t cli_read_secret(const char *file, const char *env, char *out, size_t cap, size_t *len)
-{
-    if (file != NULL && env != NULL)
-        return keel_errorf(KEEL_ERR_ARG, "give the secret by file or by environment variable, not both");
-    const char *src = NULL;
-    size_t srclen = 0;
-    keel_buf_t b;
-    keel_buf_init(&b, 0);
-    if (file != NULL) {
-        int fd = -1;
-        if (keel_file_open_private(file, &fd) != KEEL_OK) {
-            char why[KEEL_ERROR_MAX];
-            snprintf(why, sizeof why, "%s", keel_error_message());
-            return keel_errorf(KEEL_ERR_CONFIG, "secret file %s", why);
-        }
-        keel_status_t st = keel_fd_read(fd, file, cap, &b);
-        close(fd);
-        if (st != KEEL_OK)
-            return keel_errorf(st == KEEL_ERR_TOO_LARGE ? KEEL_ERR_CONFIG : st,
-                               "secret file %s is unreadable or longer than %zu bytes", file, cap - 1);
-        src = (const char *)b.data;
-        srclen = b.len;
-    } else if (env != NULL) {
-        src = getenv(env);
-        if (src == NULL)
-            return keel_errorf(KEEL_ERR_CONFIG, "environment variable %s is not set", env);
-        srclen = strlen(src);
-    } else {
-        return keel_errorf(KEEL_ERR_ARG, "no secret source");
-    }
-    /* The first line; a NUL inside it would silently shorten the secret. */
-    size_t n = 0;
-    while (n < srclen && src[n] != '\n' && src[n] != '\r' && src[n] != '\0')
-        n++;
-    keel_status_t st = KEEL_OK;
-    if (n < srclen && src[n] == '\0')
-        st = keel_errorf(KEEL_ERR_CONFIG, "the secret contains a NUL byte");
-    else if (n == 0)
-        st = keel_errorf(KEEL_ERR_CONFIG, "the secret is empty");
-    else if (n >= cap)
-        st = keel_errorf(KEEL_ERR_CONFIG, "the secret is longer than %zu bytes", cap - 1);
-    else {
-        memcpy(out, src, n);
-        out[n] = '\0';
-        *len = n;
-    }
-    keel_buf_free(&b);
-    return st;
-}
-
 void cli_progress(void *arg, unsigned done, unsigned total)
 {
     (void)arg;
@@ -143,7 +93,7 @@ keel_status_t cli_load_factory(const char *dir, unsigned need, const char *pfile
     size_t passlen = 0;
     keel_status_t st = KEEL_OK;
     if (pfile != NULL || penv != NULL)
-        st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen);
+        st = keel_secret_read(pfile, penv, pass, sizeof pass, &passlen);
     if (st == KEEL_OK)
         st = keel_factory_load(dir, need, passlen ? pass : NULL, out);
     keel_wipe(pass, sizeof pass);

@@ -13,8 +13,6 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 /* "keel: <cmd>: <message>" on stderr; returns 2 for argument errors, else 1. */
 int cli_fail(const char *cmd, keel_status_t st);
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Reads a secret from a file (first line) or an environment variable, never argv. */
-keel_status_t cli_read_secret(const char *file, const char *env, char *out, size_t cap, size_t *len);
 /* Progress bar on stderr, only when stderr is a terminal. */
 void cli_progress(void *arg, unsigned done, unsigned total);
 /* Prints one JSON document on stdout. */

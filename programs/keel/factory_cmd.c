@@ -106,7 +106,7 @@ static int cmd_init(int argc, char **argv)
     size_t passlen = 0;
     keel_status_t st = KEEL_OK;
     if (pfile != NULL || penv != NULL)
-        st = cli_read_secret(pfile, penv, pass, sizeof pass, &passlen);
+        st = keel_secret_read(pfile, penv, pass, sizeof pass, &passlen);
     if (st == KEEL_OK)
         st = keel_factory_init(dir, org, passlen ? pass : NULL, passlen);
     keel_wipe(pass, sizeof pass);

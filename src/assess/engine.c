@@ -21,7 +21,7 @@
 #include <time.h>
 
 #define DEEP_PORTS_MAX 32    /* open ports probed in depth; the rest are only listed */
-#define LAB_SECRET_MAX 1024  /* a lab password file */
+#define LAB_SECRET_MAX 1024  /* bytes of a lab password */
 
 typedef struct {
     const keel_assess_run_opts_t *o;
@@ -130,36 +130,25 @@ static const json_t *lab_credentials(const json_t *ixit, const json_t *iface)
     return NULL;
 }
 
-/* Reads the lab password the IXIT points at into buf (wiped by the caller),
- * NUL-terminated (keel_buf_t keeps its content so). */
-static keel_status_t lab_password(const run_t *r, const json_t *cred, keel_buf_t *buf)
+/* Reads the lab password the IXIT points at into pw (LAB_SECRET_MAX + 1
+ * bytes, wiped by the caller): an environment variable, or a private file
+ * relative to the IXIT's directory. */
+static keel_status_t lab_password(const run_t *r, const json_t *cred, char *pw)
 {
     const char *env = json_string_value(json_object_get(cred, "password_env"));
     const char *file = json_string_value(json_object_get(cred, "password_file"));
-    keel_buf_free(buf);
-    keel_buf_init(buf, LAB_SECRET_MAX);
-    if (env != NULL) {
-        const char *v = getenv(env);
-        if (v == NULL || v[0] == '\0')
-            return keel_errorf(KEEL_ERR_CONFIG, "the IXIT's lab password is in $%s, which is not set", env);
-        if (strlen(v) >= LAB_SECRET_MAX)
-            return keel_errorf(KEEL_ERR_CONFIG, "$%s is longer than %u bytes", env, LAB_SECRET_MAX - 1);
-        return keel_buf_append(buf, v, strlen(v));
-    }
-    if (file == NULL)
-        return keel_errorf(KEEL_ERR_CONFIG, "the IXIT's lab credentials name no password");
     char path[KEEL_PATH_MAX];
-    if (file[0] == '/' || r->o->ixit_dir == NULL)
-        snprintf(path, sizeof path, "%s", file);
-    else
+    if (file != NULL && file[0] != '/' && r->o->ixit_dir != NULL) {
         snprintf(path, sizeof path, "%s/%s", r->o->ixit_dir, file);
-    keel_status_t st = keel_file_read(path, LAB_SECRET_MAX, buf);
-    if (st != KEEL_OK)
-        return keel_errorf(KEEL_ERR_CONFIG, "cannot read the lab password file %s: %s", path, keel_error_message());
-    while (buf->len > 0 && (buf->data[buf->len - 1] == '\n' || buf->data[buf->len - 1] == '\r'))
-        buf->data[--buf->len] = '\0';
-    if (buf->len == 0 || memchr(buf->data, '\0', buf->len) != NULL)
-        return keel_errorf(KEEL_ERR_CONFIG, "the lab password file %s is empty or binary", path);
+        file = path;
+    }
+    size_t len;
+    keel_status_t st = keel_secret_read(file, env, pw, LAB_SECRET_MAX + 1, &len);
+    if (st != KEEL_OK) {
+        char why[KEEL_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", keel_error_message());
+        return keel_errorf(KEEL_ERR_CONFIG, "the IXIT's lab password: %s", why);
+    }
     return KEEL_OK;
 }
 
@@ -255,23 +244,22 @@ static keel_status_t run_http(run_t *r, const json_t *iface, long port, int tls,
         ho.password_change.current_field = json_string_value(json_object_get(pc, "current_field"));
         ho.password_change.new_field = json_string_value(json_object_get(pc, "new_field"));
     }
-    keel_buf_t pw;
-    keel_buf_init(&pw, LAB_SECRET_MAX);
+    char pw[LAB_SECRET_MAX + 1] = "";
     const json_t *cred = iface != NULL ? lab_credentials(r->o->ixit, iface) : NULL;
     keel_status_t st = KEEL_OK;
     if (cred != NULL) {
-        if ((st = lab_password(r, cred, &pw)) != KEEL_OK) {
-            keel_buf_free(&pw);
+        if ((st = lab_password(r, cred, pw)) != KEEL_OK) {
+            keel_wipe(pw, sizeof pw);
             return st;
         }
         ho.user = json_string_value(json_object_get(cred, "user"));
-        ho.password = (const char *)pw.data;
+        ho.password = pw;
     }
     progress(r, "http: %s (%s)%s", ifname, tls ? "https" : "http in clear", cred != NULL ? ", with the lab's login" : "");
     json_t *doc = NULL;
     double t = keel_now();
     st = keel_assess_probe_http(&ho, &doc);
-    keel_buf_free(&pw); /* wipes */
+    keel_wipe(pw, sizeof pw);
     r->saw_http = 1;
     return record(r, "http", ifname, t, st, doc);
 }
@@ -415,17 +403,16 @@ static keel_status_t run_update(run_t *r)
         .wrong_signer = ixit_path(r, json_string_value(json_object_get(tb, "wrong_signer")), b[3], sizeof b[3]),
         .budget_ms = left_ms(r, 60000),
     };
-    keel_buf_t pw;
-    keel_buf_init(&pw, LAB_SECRET_MAX);
+    char pw[LAB_SECRET_MAX + 1] = "";
     const json_t *cred = lab_credentials(r->o->ixit, iface);
     keel_status_t st;
     if (cred != NULL) {
-        if ((st = lab_password(r, cred, &pw)) != KEEL_OK) {
-            keel_buf_free(&pw);
+        if ((st = lab_password(r, cred, pw)) != KEEL_OK) {
+            keel_wipe(pw, sizeof pw);
             return st;
         }
         uo.user = json_string_value(json_object_get(cred, "user"));
-        uo.password = (const char *)pw.data;
+        uo.password = pw;
     }
     char ifname[48];
     snprintf(ifname, sizeof ifname, "update@tcp:%ld", port);
@@ -433,7 +420,7 @@ static keel_status_t run_update(run_t *r)
     json_t *doc = NULL;
     double t = keel_now();
     st = keel_assess_probe_update(&uo, &doc);
-    keel_buf_free(&pw);
+    keel_wipe(pw, sizeof pw);
     return record(r, "update", ifname, t, st, doc);
 }
 

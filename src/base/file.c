@@ -355,3 +355,53 @@ int keel_path_exists(const char *path)
     struct stat sb;
     return lstat(path, &sb) == 0;
 }
+
+keel_status_t keel_secret_read(const char *file, const char *env, char *out, size_t cap, size_t *len)
+{
+    if (file != NULL && env != NULL)
+        return keel_errorf(KEEL_ERR_ARG, "give the secret by file or by environment variable, not both");
+    const char *src = NULL;
+    size_t srclen = 0;
+    keel_buf_t b;
+    keel_buf_init(&b, 0);
+    if (file != NULL) {
+        int fd = -1;
+        if (keel_file_open_private(file, &fd) != KEEL_OK) {
+            char why[KEEL_ERROR_MAX];
+            snprintf(why, sizeof why, "%s", keel_error_message());
+            return keel_errorf(KEEL_ERR_CONFIG, "secret file %s", why);
+        }
+        keel_status_t st = keel_fd_read(fd, file, cap, &b);
+        close(fd);
+        if (st != KEEL_OK)
+            return keel_errorf(st == KEEL_ERR_TOO_LARGE ? KEEL_ERR_CONFIG : st,
+                               "secret file %s is unreadable or longer than %zu bytes", file, cap - 1);
+        src = (const char *)b.data;
+        srclen = b.len;
+    } else if (env != NULL) {
+        src = getenv(env);
+        if (src == NULL)
+            return keel_errorf(KEEL_ERR_CONFIG, "environment variable %s is not set", env);
+        srclen = strlen(src);
+    } else {
+        return keel_errorf(KEEL_ERR_ARG, "no secret source");
+    }
+    /* The first line; a NUL inside it would silently shorten the secret. */
+    size_t n = 0;
+    while (n < srclen && src[n] != '\n' && src[n] != '\r' && src[n] != '\0')
+        n++;
+    keel_status_t st = KEEL_OK;
+    if (n < srclen && src[n] == '\0')
+        st = keel_errorf(KEEL_ERR_CONFIG, "the secret contains a NUL byte");
+    else if (n == 0)
+        st = keel_errorf(KEEL_ERR_CONFIG, "the secret is empty");
+    else if (n >= cap)
+        st = keel_errorf(KEEL_ERR_CONFIG, "the secret is longer than %zu bytes", cap - 1);
+    else {
+        memcpy(out, src, n);
+        out[n] = '\0';
+        *len = n;
+    }
+    keel_buf_free(&b);
+    return st;
+}
