@@ -79,8 +79,14 @@ note "a command from the fleet reaches the app; the new state comes back retaine
 fleet_pub "keel/v1/$DEV_ID/cmd/set" '{"setpoint":23.5}'
 wait_for "$T/sub.txt" "any(t.endswith('/state') and e.get('setpoint') == 23.5 for t, r, e in m)" \
     "the setpoint command did not come back as state"
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(d["setpoint"] != 23.5)' "$T/thermo.json" ||
-    fail "the thermostat did not take the setpoint: $(cat "$T/thermo.json")"
+# The app publishes its new state before it rewrites its status file (every
+# --interval): give the file a few intervals to catch up.
+i=0
+until python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(d["setpoint"] != 23.5)' "$T/thermo.json" 2>/dev/null; do
+    i=$((i + 1))
+    [ "$i" -lt 50 ] || fail "the thermostat did not take the setpoint: $(cat "$T/thermo.json")"
+    sleep 0.1
+done
 wait_for "$T/sub.txt" "any(t.endswith('/telemetry') and e['data']['setpoint'] == 23.5 for t, r, e in m)" \
     "telemetry does not show the new setpoint"
 # Commands that are not JSON or are too big never reach the app.
