@@ -29,6 +29,7 @@ typedef enum {
     KEEL_ERR_DB,          /* the database failed */
     KEEL_ERR_UNSUPPORTED, /* not available in this build or driver */
     KEEL_ERR_CONFIG,      /* a setting is missing or wrong (file, variable, token) */
+    KEEL_ERR_BUSY,        /* a shared resource stayed locked or a transaction must be retried */
 } keel_status_t;
 
 /* Short name of a status ("io", "verify", ...). Never NULL. */

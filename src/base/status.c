@@ -29,6 +29,7 @@ const char *keel_status_str(keel_status_t st)
     case KEEL_ERR_DB: return "database failure";
     case KEEL_ERR_UNSUPPORTED: return "unsupported";
     case KEEL_ERR_CONFIG: return "configuration error";
+    case KEEL_ERR_BUSY: return "busy";
     }
     return "unknown";
 }

@@ -1,0 +1,2 @@
+/* placeholder: written by issue 7 */
+typedef int keel_fleet_db_placeholder_t;
