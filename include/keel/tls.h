@@ -11,6 +11,7 @@
 #include "keel/keystore.h"
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 
 /* Largest PEM file (certificate, chain, trust anchor) read for a context. */
 #define KEEL_TLS_PEM_MAX (64u * 1024u)
@@ -45,5 +46,27 @@ keel_status_t keel_tls_read_certs(const char *path, STACK_OF(X509) **out) KEEL_M
  */
 keel_status_t keel_tls_use_identity(SSL_CTX *ctx, keel_keystore_t *ks, const char *key_label, const char *cert_path,
                                     const char *chain_path) KEEL_MUST_CHECK;
+
+/* The same with a key the caller holds (a service's PEM key file); the
+ * context takes its own reference. */
+keel_status_t keel_tls_use_identity_key(SSL_CTX *ctx, EVP_PKEY *key, const char *cert_path,
+                                        const char *chain_path) KEEL_MUST_CHECK;
+
+/*
+ * A client's trust: exactly one CA certificate at `ca_path` (the service
+ * root) becomes the context's whole trust store; the default verify paths
+ * are never loaded, so the system store plays no part. KEEL_ERR_CONFIG for a
+ * file with more than one certificate or a non-CA.
+ */
+keel_status_t keel_tls_trust_root(SSL_CTX *ctx, const char *ca_path) KEEL_MUST_CHECK;
+
+/*
+ * The name the server's certificate must carry, checked by OpenSSL during
+ * the handshake (X509_VERIFY_PARAM: host without partial wildcards, or an
+ * address), and purpose "SSL server". An empty or malformed name is
+ * KEEL_ERR_CONFIG: an empty one would make set1_host clear the check.
+ */
+keel_status_t keel_tls_expect_server(SSL_CTX *ctx, const char *name) KEEL_MUST_CHECK;
+bool keel_tls_name_is_ip(const char *name);
 
 #endif

@@ -275,30 +275,6 @@ static keel_status_t tls_error(const char *what)
     return keel_crypto_error(KEEL_ERR_CRYPTO, what);
 }
 
-/* The trust store: the service root and nothing else (never the default paths). */
-static keel_status_t tls_trust(SSL_CTX *ctx, const char *ca_path)
-{
-    STACK_OF(X509) *sk = NULL;
-    keel_status_t st = keel_tls_read_certs(ca_path, &sk);
-    if (st != KEEL_OK)
-        return st;
-    X509 *root = sk_X509_value(sk, 0);
-    if (sk_X509_num(sk) != 1)
-        st = keel_errorf(KEEL_ERR_CONFIG, "%s: the trust anchor must be exactly one certificate (the service root)",
-                         ca_path);
-    else if (X509_check_ca(root) == 0)
-        st = keel_errorf(KEEL_ERR_CONFIG, "%s is not a CA certificate", ca_path);
-    X509_STORE *store = st == KEEL_OK ? X509_STORE_new() : NULL;
-    if (st == KEEL_OK && (store == NULL || X509_STORE_add_cert(store, root) != 1)) {
-        X509_STORE_free(store);
-        st = tls_error("X509_STORE_add_cert");
-    }
-    if (st == KEEL_OK)
-        SSL_CTX_set_cert_store(ctx, store); /* the context owns it now */
-    sk_X509_pop_free(sk, X509_free);
-    return st;
-}
-
 static keel_status_t tls_context(keel_link_t *l, const keel_link_config_t *c)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -314,18 +290,14 @@ static keel_status_t tls_context(keel_link_t *l, const keel_link_config_t *c)
     SSL_CTX_set_info_callback(ctx, on_tls_info);
     if (SSL_CTX_set_ex_data(ctx, ssl_app_index, l) != 1)
         return tls_error("SSL_CTX_set_ex_data");
-    st = tls_trust(ctx, c->ca_path);
+    st = keel_tls_trust_root(ctx, c->ca_path);
     if (st != KEEL_OK)
         return st;
     /* libmosquitto checks no name when it is handed a context: we do. */
     const char *name = l->server_name != NULL ? l->server_name : l->host;
-    bool is_ip = name_is_ip(name);
-    l->sni = is_ip ? NULL : name;
-    X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx);
-    X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) : X509_VERIFY_PARAM_set1_host(vp, name, 0)) != 1 ||
-        X509_VERIFY_PARAM_set_purpose(vp, X509_PURPOSE_SSL_SERVER) != 1)
-        return keel_crypto_error(KEEL_ERR_CONFIG, "the broker's server name");
+    l->sni = name_is_ip(name) ? NULL : name;
+    if ((st = keel_tls_expect_server(ctx, name)) != KEEL_OK)
+        return keel_errorf(st, "the broker's server name: %s", keel_error_message());
     return keel_tls_use_identity(ctx, c->ks, c->key_label, c->cert_path, c->chain_path);
 }
 
