@@ -87,6 +87,36 @@ void keel_api_free(keel_api_t *api);
 /* The update slots the API holds now (for keeld's confirm at start). */
 keel_slots_t *keel_api_slots(keel_api_t *api);
 
+/*
+ * An install from another source than the upload (keeld's fleet updater),
+ * under the same one-install-at-a-time rule. `read` feeds keel_slots_install
+ * on the API's installer thread; `done` runs on the loop thread with the
+ * outcome (`why` is the refusal, "" on success; `res` is valid on success)
+ * and is always called once the install was accepted, also when keeld stops
+ * before it ran (KEEL_ERR_BUSY). While it runs, GET /api/v1/update shows
+ * "installing" and uploads, apply and factory reset are refused (409) as
+ * during a local install; afterwards the upload flow's state comes back
+ * ("installed" after a success when nothing was staged) and a refusal is the
+ * status' last_error. KEEL_ERR_BUSY (nothing taken, `done` not called) while
+ * an install runs, a factory reset waits or the API is stopping.
+ */
+typedef struct {
+    keel_read_fn read;
+    void *ctx;
+    const char *source; /* for the log and last_error, e.g. "fleet campaign <id>" (copied) */
+    void (*done)(void *arg, keel_status_t st, const keel_install_result_t *res, const char *why);
+    void *arg;
+} keel_api_install_t;
+keel_status_t keel_api_install(keel_api_t *api, const keel_api_install_t *in) KEEL_MUST_CHECK;
+/* True while an install (local or keel_api_install) runs. */
+bool keel_api_installing(const keel_api_t *api);
+/* The boot state as /api/v1/update shows it (the last one seen while an
+ * install owns the slots; a fresh state when none was stored). */
+keel_status_t keel_api_boot_state(keel_api_t *api, keel_bootstate_t *bs) KEEL_MUST_CHECK;
+/* The owner's update policy as /api/v1/settings shows it: automatic updates
+ * on or off, and the date they wait for ("" when none). */
+keel_status_t keel_api_update_policy(keel_api_t *api, bool *automatic, char postpone_until[11]) KEEL_MUST_CHECK;
+
 /* The SHA-256 fingerprint of the certificate the API presents. */
 const char *keel_api_fingerprint(const keel_api_t *api);
 

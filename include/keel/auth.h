@@ -183,6 +183,11 @@ void keel_auth_session_end(keel_auth_t *a, const char *token);
 void keel_auth_sessions_end_all(keel_auth_t *a);
 size_t keel_auth_session_count(keel_auth_t *a, int64_t now);
 
+/* Failed password checks (wrong user or password, any kind) since
+ * keel_auth_open; never reset. keeld reports the increase per window to the
+ * fleet (auth-failures). */
+uint64_t keel_auth_failures(const keel_auth_t *a);
+
 /* Factory reset of the account: drops the set password (the label password
  * logs in again), the throttle state and every session. */
 keel_status_t keel_auth_reset(keel_auth_t *a) KEEL_MUST_CHECK;

@@ -30,6 +30,11 @@ struct keeld_cloud {
     struct event *retention;
     struct timeval retention_every;
     bool state_changed; /* the product state changed in the batch being written */
+    keeld_updater_t *updater;
+    keel_auth_t *auth;
+    uint64_t auth_seen; /* keel_auth_failures at the end of the last window */
+    struct event *auth_timer;
+    struct timeval auth_every;
 };
 
 /* ---- configuration ---------------------------------------------------------- */
@@ -305,7 +310,30 @@ static void on_command(void *arg, const char *name, const void *payload, size_t 
         keel_log(KEEL_LOG_WARN, "link: command %s: payload is not JSON: %s", name, e.text);
         return;
     }
-    if (strcmp(name, "keel/erase-receipt") == 0) {
+    if (strcmp(name, "keel/update") == 0) {
+        if (c->updater != NULL) {
+            keeld_updater_offer(c->updater, payload, len);
+        } else {
+            keeld_offer_t o;
+            if (keeld_offer_parse(payload, len, UINT64_MAX, &o) == KEEL_OK) {
+                json_t *ev = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s}", "type", "update", "campaign", o.campaign,
+                                       "state", "failed", "version", o.version, "bytes", 0, "error",
+                                       "no update server is configured ([update] server)");
+                if (ev != NULL)
+                    keeld_cloud_event(c, ev);
+                json_decref(ev);
+            }
+            keel_error_clear();
+            keel_log(KEEL_LOG_WARN, "link: keel/update ignored: no [update] server is configured");
+        }
+    } else if (strcmp(name, "keel/check") == 0) {
+        if (!json_is_object(j) || json_object_size(j) != 0)
+            keel_log(KEEL_LOG_WARN, "link: keel/check: the payload must be {}");
+        else if (c->updater != NULL)
+            keeld_updater_check(c->updater);
+        else
+            keel_log(KEEL_LOG_WARN, "link: keel/check ignored: no [update] server is configured");
+    } else if (strcmp(name, "keel/erase-receipt") == 0) {
         if (keel_privacy_erase_receipt(c->privacy, j) == KEEL_OK) {
             keel_log(KEEL_LOG_INFO, "privacy: the fleet confirmed the cloud erase %s",
                      json_string_value(json_object_get(j, "id")) != NULL ? json_string_value(json_object_get(j, "id"))
@@ -346,7 +374,79 @@ static void on_retention(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* ---- reset, alerts ------------------------------------------------------------------------ */
+/* ---- reset, alerts, keeld's own events ------------------------------------------------------ */
+
+void keeld_cloud_event(void *arg, const json_t *event)
+{
+    keeld_cloud_t *c = arg;
+    keel_status_t st = queue_json(c, KEEL_OUTBOX_EVENT, event, NULL, NULL, NULL);
+    if (st != KEEL_OK) {
+        const char *type = json_string_value(json_object_get(event, "type"));
+        keel_log(KEEL_LOG_ERROR, "outbox: event %s: %s", type != NULL ? type : "?", keel_error_message());
+        keel_error_clear();
+    } else if (c->link != NULL) {
+        keel_link_kick(c->link);
+    }
+}
+
+void keeld_cloud_set_updater(keeld_cloud_t *c, keeld_updater_t *u)
+{
+    c->updater = u;
+}
+
+void keeld_cloud_boot(keeld_cloud_t *c, const keel_bootstate_t *bs)
+{
+    int slot = bs->booted == 0 || bs->booted == 1 ? bs->booted : bs->active == 0 || bs->active == 1 ? bs->active
+                                                                                                      : KEEL_SLOT_NONE;
+    char name[2] = {keel_slot_name(slot), '\0'};
+    keel_log(KEEL_LOG_INFO, "boot: running %s (slot %c)", slot != KEEL_SLOT_NONE ? bs->version[slot] : "nothing",
+             keel_slot_name(slot));
+    if (c->link == NULL)
+        return; /* a device without a cloud link would only fill its outbox with them */
+    json_t *e = json_pack("{s:s,s:o,s:o,s:o,s:s}", "type", "boot", "version",
+                          slot != KEEL_SLOT_NONE ? json_string(bs->version[slot]) : json_null(), "security_version",
+                          slot != KEEL_SLOT_NONE ? json_integer(bs->security_version[slot]) : json_null(), "slot",
+                          slot != KEEL_SLOT_NONE ? json_string(name) : json_null(), "model",
+                          keel_config_str(c->cfg, "device", "model"));
+    if (e == NULL) {
+        keel_log(KEEL_LOG_ERROR, "outbox: boot event: out of memory");
+        return;
+    }
+    keeld_cloud_event(c, e);
+    json_decref(e);
+}
+
+static void on_auth_window(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    keeld_cloud_t *c = arg;
+    uint64_t now = keel_auth_failures(c->auth);
+    uint64_t n = now - c->auth_seen;
+    c->auth_seen = now;
+    if (n == 0 || c->link == NULL)
+        return;
+    json_t *e = json_pack("{s:s,s:I,s:I}", "type", "auth-failures", "count", (json_int_t)n, "window_s",
+                          (json_int_t)c->auth_every.tv_sec);
+    if (e == NULL) {
+        keel_log(KEEL_LOG_ERROR, "outbox: auth-failures event: out of memory");
+        return;
+    }
+    keeld_cloud_event(c, e);
+    json_decref(e);
+    keel_log(KEEL_LOG_INFO, "auth: %llu failed logins in the last %lld s reported to the fleet", (unsigned long long)n,
+             (long long)c->auth_every.tv_sec);
+}
+
+keel_status_t keeld_cloud_watch_auth(keeld_cloud_t *c, keel_auth_t *auth)
+{
+    c->auth = auth;
+    c->auth_seen = keel_auth_failures(auth);
+    c->auth_every.tv_sec = (time_t)keel_config_uint(c->cfg, "auth", "report_window");
+    c->auth_timer = event_new(c->base, -1, EV_PERSIST, on_auth_window, c);
+    if (c->auth_timer == NULL || event_add(c->auth_timer, &c->auth_every) != 0)
+        return keel_errorf(KEEL_ERR_NOMEM, "cannot arm the auth-failures timer");
+    return KEEL_OK;
+}
 
 void keeld_cloud_alert(keeld_cloud_t *c, const char *type, const char *detail)
 {
@@ -495,6 +595,12 @@ void keeld_cloud_reload(keeld_cloud_t *c, const keel_config_t *cfg)
         if (event_add(c->retention, &c->retention_every) != 0)
             keel_log(KEEL_LOG_ERROR, "privacy: cannot re-arm the retention timer");
     }
+    struct timeval window = {.tv_sec = (time_t)keel_config_uint(cfg, "auth", "report_window")};
+    if (c->auth_timer != NULL && window.tv_sec != c->auth_every.tv_sec) {
+        c->auth_every = window;
+        if (event_add(c->auth_timer, &c->auth_every) != 0)
+            keel_log(KEEL_LOG_ERROR, "auth: cannot re-arm the auth-failures timer");
+    }
 }
 
 void keeld_cloud_stop(keeld_cloud_t *c)
@@ -515,6 +621,8 @@ void keeld_cloud_free(keeld_cloud_t *c)
     keel_link_free(c->link);
     if (c->retention != NULL)
         event_free(c->retention);
+    if (c->auth_timer != NULL)
+        event_free(c->auth_timer);
     keel_privacy_close(c->privacy);
     keel_outbox_close(c->outbox);
     free(c);

@@ -11,13 +11,16 @@
 #ifndef KEELD_CLOUD_H
 #define KEELD_CLOUD_H
 
+#include "keel/auth.h"
 #include "keel/config.h"
 #include "keel/ipc.h"
 #include "keel/keystore.h"
 #include "keel/link.h"
 #include "keel/outbox.h"
 #include "keel/privacy.h"
+#include "keel/slots.h"
 #include "keel/vault.h"
+#include "updater.h"
 
 #include <jansson.h>
 
@@ -35,10 +38,23 @@ keel_status_t keeld_cloud_start(struct event_base *base, const keel_config_t *cf
                                 keel_vault_t *vault, keeld_cloud_t **out) KEEL_MUST_CHECK;
 /* Values the schema alone cannot check ([link] broker, [ipc] user/group). */
 keel_status_t keeld_cloud_config_check(const keel_config_t *cfg) KEEL_MUST_CHECK;
-/* SIGHUP: outbox limits and the retention interval. */
+/* SIGHUP: outbox limits, the retention interval and the auth-failures window. */
 void keeld_cloud_reload(keeld_cloud_t *c, const keel_config_t *cfg);
 /* Queues a security alert (e.g. the tamper alert at start). */
 void keeld_cloud_alert(keeld_cloud_t *c, const char *type, const char *detail);
+/* Queues an event of keeld's own (the updater's progress) and kicks the
+ * link: a keeld_updater_emit_fn, arg = the cloud. */
+void keeld_cloud_event(void *arg, const json_t *event);
+/* The fleet updater that gets keel/update and keel/check (NULL: no
+ * [update] server; keel/update is then answered with a failed event). */
+void keeld_cloud_set_updater(keeld_cloud_t *c, keeld_updater_t *u);
+/* The boot event (docs/fleet-protocol.md): the running slot's version and
+ * security version, the slot and the model, after the slot is confirmed.
+ * Like auth-failures, only queued when a cloud link is configured. */
+void keeld_cloud_boot(keeld_cloud_t *c, const keel_bootstate_t *bs);
+/* Failed logins on the local API: at the end of every [auth] report_window
+ * that saw some, an auth-failures event with their count. */
+keel_status_t keeld_cloud_watch_auth(keeld_cloud_t *c, keel_auth_t *auth) KEEL_MUST_CHECK;
 /* Graceful stop: DISCONNECT the link, close the app socket. */
 void keeld_cloud_stop(keeld_cloud_t *c);
 void keeld_cloud_free(keeld_cloud_t *c);

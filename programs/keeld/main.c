@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include "cloud.h"
+#include "updater.h"
 
 #include "keel/api.h"
 #include "keel/auth.h"
@@ -71,6 +72,7 @@ typedef struct {
     struct event_base *base;
     keel_api_t *api;
     keeld_cloud_t *cloud;
+    keeld_updater_t *updater;
     struct event *stop_timer;
     double stop_started;
     bool stopping;
@@ -161,6 +163,8 @@ static keel_status_t config_load(keeld_t *d, keel_config_t **out)
         st = keel_errorf(KEEL_ERR_CONFIG, "auth.backoff_max must not be below auth.backoff_base");
     if (st == KEEL_OK)
         st = keeld_cloud_config_check(c);
+    if (st == KEEL_OK)
+        st = keeld_updater_config_check(c);
     if (st != KEEL_OK) {
         char why[KEEL_ERROR_MAX];
         snprintf(why, sizeof why, "%s", keel_error_message());
@@ -195,7 +199,7 @@ static void on_stop_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     keeld_t *d = arg;
-    if (!keel_api_busy(d->api) || keel_now() - d->stop_started > STOP_WAIT_S) {
+    if ((!keel_api_busy(d->api) && !keeld_updater_busy(d->updater)) || keel_now() - d->stop_started > STOP_WAIT_S) {
         event_base_loopexit(d->base, NULL);
         return;
     }
@@ -213,6 +217,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     keel_log(KEEL_LOG_INFO, "%s: stopping", strsignal((int)sig));
     notify("STOPPING=1");
     keel_api_stop_listening(d->api);
+    keeld_updater_stop(d->updater);
     keeld_cloud_stop(d->cloud);
     d->stop_started = keel_now();
     on_stop_tick(-1, 0, d);
@@ -239,6 +244,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     keel_api_set_limits(d->api, keel_api_limits(c));
     keel_api_set_update_defaults(d->api, c);
     keeld_cloud_reload(d->cloud, c);
+    keeld_updater_reload(d->updater, c);
     if (strcmp(keel_config_str(old, "link", "broker") != NULL ? keel_config_str(old, "link", "broker") : "",
                keel_config_str(c, "link", "broker") != NULL ? keel_config_str(c, "link", "broker") : "") != 0)
         keel_log(KEEL_LOG_WARN, "reload: link.broker changes at the next start");
@@ -330,6 +336,13 @@ static int run(keeld_t *d)
         st = keel_api_start(&a, keel_config_str(cfg, "api", "listen"), keel_api_limits(cfg), &d->api);
         slots = NULL; /* the API's now, whatever happened */
     }
+    if (st == KEEL_OK)
+        what = "cloud", st = keeld_cloud_watch_auth(d->cloud, auth);
+    if (st == KEEL_OK) {
+        what = "update";
+        st = keeld_updater_start(d->base, cfg, ks, d->api, keeld_cloud_event, d->cloud, &d->updater);
+        keeld_cloud_set_updater(d->cloud, d->updater);
+    }
     if (st == KEEL_OK) {
         sig_term = evsignal_new(d->base, SIGTERM, on_stop, d);
         sig_int = evsignal_new(d->base, SIGINT, on_stop, d);
@@ -347,6 +360,11 @@ static int run(keeld_t *d)
                  keel_config_str(cfg, "device", "id"), keel_config_str(cfg, "device", "model"),
                  keel_config_str(cfg, "api", "listen"), keel_api_fingerprint(d->api));
         confirm_slot(keel_api_slots(d->api), d->cloud);
+        keel_bootstate_t bs;
+        if (keel_api_boot_state(d->api, &bs) == KEEL_OK)
+            keeld_cloud_boot(d->cloud, &bs);
+        else
+            keel_log(KEEL_LOG_WARN, "boot event: %s", keel_error_message()), keel_error_clear();
         notify("READY=1");
         if (event_base_dispatch(d->base) != 0) {
             keel_log(KEEL_LOG_ERROR, "the event loop failed");
@@ -355,7 +373,11 @@ static int run(keeld_t *d)
             keel_log(KEEL_LOG_INFO, "stopped");
         }
     }
+    /* The transfer is aborted first; the API's installer then ends (its
+     * completion runs into the updater), then the transfer thread is joined. */
+    keeld_updater_stop(d->updater);
     keel_api_free(d->api);
+    keeld_updater_free(d->updater);
     keeld_cloud_free(d->cloud);
     if (sig_term != NULL)
         event_free(sig_term);

@@ -1003,6 +1003,109 @@ static void route_update(keel_api_t *api, struct evhttp_request *req, const char
     }
 }
 
+/* ---- installs from another source (keel_api_install: keeld's fleet updater) ---------- */
+
+#define SOURCE_MAX 96
+
+typedef struct {
+    keel_job_t job;
+    keel_api_t *api;
+    keel_api_install_t in;
+    char source[SOURCE_MAX];
+    api_update_state_t prev; /* the upload flow's state, given back at the end */
+    keel_status_t st;
+    keel_install_result_t res;
+    char why[KEEL_ERROR_MAX];
+} remote_job_t;
+
+static void remote_run(keel_job_t *job)
+{
+    remote_job_t *rj = (remote_job_t *)job;
+    rj->st = keel_slots_install(rj->api->c.slots, rj->in.read, rj->in.ctx, &rj->res);
+    if (rj->st != KEEL_OK)
+        snprintf(rj->why, sizeof rj->why, "%s", keel_error_message()); /* thread-local: copied here */
+}
+
+static void remote_done(keel_job_t *job)
+{
+    remote_job_t *rj = (remote_job_t *)job;
+    keel_api_t *api = rj->api;
+    if (job->cancelled) {
+        rj->st = KEEL_ERR_BUSY;
+        snprintf(rj->why, sizeof rj->why, "keeld stopped before the install ran");
+    }
+    if (rj->st == KEEL_OK) {
+        keel_log(KEEL_LOG_INFO, "api: %s installed %s into slot %c; it runs after the next reboot", rj->source,
+                 rj->res.version, keel_slot_name(rj->res.slot));
+        api->update_state = rj->prev == UPDATE_IDLE || rj->prev == UPDATE_INSTALLED ? UPDATE_INSTALLED : rj->prev;
+    } else {
+        snprintf(api->last_error, sizeof api->last_error, "%s: %.*s", rj->source,
+                 (int)(sizeof api->last_error - SOURCE_MAX - 2), rj->why);
+        /* A refused install cleared the pending slot an earlier one left. */
+        api->update_state = rj->prev == UPDATE_INSTALLED ? UPDATE_IDLE : rj->prev;
+    }
+    rj->in.done(rj->in.arg, rj->st, &rj->res, rj->st == KEEL_OK ? "" : rj->why);
+    free(rj);
+}
+
+keel_status_t keel_api_install(keel_api_t *api, const keel_api_install_t *in)
+{
+    if (api == NULL || in == NULL || in->read == NULL || in->done == NULL || in->source == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "api install: missing argument");
+    if (api->stopping || api->reset_pending || api->c.slots == NULL || api->update_state == UPDATE_INSTALLING ||
+        keel_workers_full(api->installer))
+        return keel_errorf(KEEL_ERR_BUSY, "%s", api->update_state == UPDATE_INSTALLING ? "an install is running"
+                                                : api->reset_pending ? "a factory reset is in progress"
+                                                                     : "the device is stopping or restarting");
+    remote_job_t *rj = calloc(1, sizeof *rj);
+    if (rj == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    rj->job.run = remote_run;
+    rj->job.done = remote_done;
+    rj->api = api;
+    rj->in = *in;
+    snprintf(rj->source, sizeof rj->source, "%s", in->source);
+    rj->in.source = rj->source;
+    rj->prev = api->update_state;
+    keel_bootstate_t bs;
+    if (boot_state(api, &bs) != KEEL_OK) /* the snapshot shown while the install owns the slots */
+        keel_error_clear();
+    api->update_state = UPDATE_INSTALLING;
+    keel_status_t st = keel_workers_submit(api->installer, &rj->job);
+    if (st != KEEL_OK) {
+        api->update_state = rj->prev;
+        free(rj);
+        return keel_errorf(KEEL_ERR_BUSY, "an install is running");
+    }
+    keel_log(KEEL_LOG_INFO, "api: installing from %s", rj->source);
+    return KEEL_OK;
+}
+
+bool keel_api_installing(const keel_api_t *api)
+{
+    return api != NULL && api->update_state == UPDATE_INSTALLING;
+}
+
+keel_status_t keel_api_boot_state(keel_api_t *api, keel_bootstate_t *bs)
+{
+    if (api == NULL || bs == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "api boot state: missing argument");
+    return boot_state(api, bs);
+}
+
+keel_status_t keel_api_update_policy(keel_api_t *api, bool *automatic, char postpone_until[11])
+{
+    if (api == NULL || automatic == NULL || postpone_until == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "api update policy: missing argument");
+    settings_t s;
+    keel_status_t st = settings_load(api, &s);
+    if (st != KEEL_OK)
+        return st;
+    *automatic = s.automatic;
+    memcpy(postpone_until, s.postpone_until, sizeof s.postpone_until);
+    return KEEL_OK;
+}
+
 /* ---- factory reset (5.11-1) ------------------------------------------------------ */
 
 static void route_factory_reset(keel_api_t *api, struct evhttp_request *req)

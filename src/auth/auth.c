@@ -425,6 +425,7 @@ keel_status_t keel_auth_attempt_finish(keel_auth_t *a, keel_auth_attempt_t *at, 
     if (at->generation != a->generation) {
         /* Checked against a password that has since been replaced. */
     } else if (!verified) {
+        a->failures++;
         st = auth_throttle_fail(a, at->source, now);
     } else {
         res->outcome = KEEL_AUTH_OK;
@@ -438,6 +439,11 @@ keel_status_t keel_auth_attempt_finish(keel_auth_t *a, keel_auth_attempt_t *at, 
     }
     keel_auth_attempt_free(at);
     return st;
+}
+
+uint64_t keel_auth_failures(const keel_auth_t *a)
+{
+    return a != NULL ? a->failures : 0;
 }
 
 keel_status_t keel_auth_reset(keel_auth_t *a)

@@ -48,6 +48,7 @@ struct keel_auth {
     auth_session_t sessions[KEEL_AUTH_SESSIONS_MAX];
     struct keel_auth_attempt *live; /* begun, not yet finished or freed */
     size_t live_count;
+    uint64_t failures; /* wrong passwords since open (keel_auth_failures) */
 };
 
 /* Sessions (session.c). */

@@ -38,6 +38,12 @@ const keel_cfg_key_t keel_device_schema[] = {
     BOOL("update", "automatic", "true"),
     BOOL("update", "notifications", "true"),
     STR("update", "postpone_until", NULL), /* YYYY-MM-DD: automatic updates wait until then (5.3-6A) */
+    /* keeld: fleet updates (docs/internals/updater.md); no server = no fleet updates */
+    STR("update", "server", NULL),      /* https://host[:port] of the fleet's update server */
+    STR("update", "server_name", NULL), /* name in its certificate (default: the server's host) */
+    UINT("update", "check_interval", "86400", 10, 2592000), /* seconds between checks (5.3-5) */
+    UINT("update", "check_jitter", "3600", 0, 86400),       /* each interval +- up to this */
+    UINT("update", "first_check", "300", 0, 86400),         /* the first check: random within this after start */
     /* keeld: the local HTTPS API (docs/api.md) */
     STR("api", "listen", "0.0.0.0:8443"),
     UINT("api", "max_connections", "64", 4, 4096),
@@ -53,6 +59,7 @@ const keel_cfg_key_t keel_device_schema[] = {
     UINT("auth", "backoff_base", "1", 1, 60),
     UINT("auth", "backoff_max", "300", 1, 86400),
     UINT("auth", "global_per_minute", "20", 1, 600),
+    UINT("auth", "report_window", "300", 1, 86400), /* auth-failures events: one per window with failures */
     /* keeld: the cloud link (keel/link.h); no broker = the device stays local */
     STR("link", "broker", NULL),      /* host:port or [v6]:port */
     STR("link", "server_name", NULL), /* name in the broker's certificate (default: the broker host) */
