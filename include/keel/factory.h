@@ -62,6 +62,44 @@ keel_status_t keel_factory_issue_device(keel_factory_t *f, EVP_PKEY *pub, const 
  * issuing CA into outdir: server.key (0600), server.crt, chain.pem, ca.pem. */
 keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, const char *outdir) KEEL_MUST_CHECK;
 
+/* Issues a TLS client certificate from the service issuing CA, for a service
+ * that connects to the broker as itself (keel-fleetd): CN = name, clientAuth
+ * only, digitalSignature (critical), CA:FALSE, valid 397 days like server
+ * certificates. The broker takes the CN as the user name its ACL sees, so
+ * name is 1..KEEL_CLIENT_NAME_MAX characters of [A-Za-z0-9._-] and never a
+ * well-formed device id (it would get that device's topics). Writes into
+ * outdir (made 0700), parallel to keel_factory_issue_server: client.key
+ * (0600), client.crt, chain.pem (client, then the service issuing CA) and
+ * ca.pem (the service root, which the broker's certificate chains to). Needs
+ * the service issuing key. KEEL_ERR_ARG for a bad name or a missing key. */
+#define KEEL_CLIENT_NAME_MAX 64
+keel_status_t keel_factory_issue_client(keel_factory_t *f, const char *name, const char *outdir) KEEL_MUST_CHECK;
+
+/*
+ * A certificate revocation list (v2) signed by the issuing CA `which`:
+ * lastUpdate = now, nextUpdate = now + days (1..KEEL_CRL_MAX_DAYS), one entry
+ * per serial (revocation date = now, no reason code) sorted by serial,
+ * authorityKeyIdentifier, and a cRLNumber one above the last one this CA
+ * issued, kept in <factory>/<ca>/crlnumber (decimal; written atomically,
+ * under an flock on <ca>/.crl.lock, before the CRL is returned, so a number
+ * is never used twice). serials_hex: n (0..KEEL_CRL_MAX_ENTRIES) serials as
+ * hex digits (no prefix, either case) of at most 20 bytes; a malformed or
+ * repeated serial is KEEL_ERR_ARG. pem_out is initialised here (free it on
+ * every path). Needs that CA's issuing key (KEEL_ERR_ARG without it).
+ *
+ * A relying party that checks CRLs (mosquitto's crlfile, OpenSSL's
+ * X509_V_FLAG_CRL_CHECK) refuses every certificate of this CA once
+ * nextUpdate has passed: issue the next CRL well before that.
+ */
+#define KEEL_CRL_MAX_ENTRIES 1000000u
+#define KEEL_CRL_MAX_DAYS 3650u
+#define KEEL_CRL_SERIAL_MAX_BYTES 20
+keel_status_t keel_factory_crl(keel_factory_t *f, keel_pki_t which, const char *const *serials_hex, size_t n,
+                               int64_t now, unsigned days, keel_buf_t *pem_out) KEEL_MUST_CHECK;
+/* keel_factory_crl for the device CA (the factory loaded with the device key). */
+keel_status_t keel_factory_device_crl(keel_factory_t *f, const char *const *serials_hex, size_t n, int64_t now,
+                                      unsigned days, keel_buf_t *pem_out) KEEL_MUST_CHECK;
+
 /* Issues an update-signer certificate from the release issuing CA: CN = name
  * (1..KEEL_SIGNER_NAME_MAX printable characters), codeSigning,
  * digitalSignature (critical), CA:FALSE, valid KEEL_SIGNER_DAYS. Writes into

@@ -69,6 +69,13 @@ double keel_backoff_delay(const keel_backoff_t *b, unsigned attempt, double u);
 
 typedef struct keel_link keel_link_t;
 
+/* Longest broker host name. */
+#define KEEL_LINK_HOST_MAX 253
+/* "host:port" or "[v6]:port" into host (cap bytes) and port (1..65535).
+ * Host names are letters, digits, '-' and '.'; KEEL_ERR_CONFIG otherwise.
+ * (Also keel-fleetd's parser for its broker and listen addresses.) */
+keel_status_t keel_link_split_broker(const char *broker, char *host, size_t cap, int *port) KEEL_MUST_CHECK;
+
 typedef enum {
     KEEL_LINK_OFFLINE,    /* waiting for the next attempt */
     KEEL_LINK_CONNECTING, /* TCP/TLS/MQTT handshake in progress */

@@ -1,4 +1,4 @@
-/* keel factory: init, provision, audit, issue-server. */
+/* keel factory: init, provision, audit, issue-server, issue-client, crl. */
 #include "cli.h"
 
 #include "keel/factory.h"
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char factory_usage[] =
     "usage: keel factory <subcommand> [options]\n"
@@ -17,6 +18,8 @@ static const char factory_usage[] =
     "  provision     give devices a unique key, certificate and label password\n"
     "  audit         check a provisioned batch for EN 303 645 provision 5.1-2\n"
     "  issue-server  issue a TLS server certificate from the service CA\n"
+    "  issue-client  issue a TLS client certificate from the service CA (keel-fleetd)\n"
+    "  crl           write the revocation list of the device (or service) CA\n"
     "\n"
     "Run 'keel factory <subcommand> --help' for its options.\n";
 
@@ -78,6 +81,34 @@ static const char server_usage[] =
     "OUTDIR/server.key (0600), server.crt, chain.pem (server + issuing CA) and\n"
     "ca.pem (the service root that devices pin). If the factory was made with a\n"
     "passphrase, the service issuing key is encrypted and needs it.\n";
+
+static const char client_usage[] =
+    "usage: keel factory issue-client --dir DIR --name NAME --out OUTDIR\n"
+    "                                 [--passphrase-file FILE | --passphrase-env VAR] [--json]\n"
+    "\n"
+    "Issues a TLS client certificate (clientAuth only, 397 days) from the service\n"
+    "CA, for a service that connects to the MQTT broker as itself: keel-fleetd.\n"
+    "The broker takes the certificate's CN = NAME as the user name its ACL sees\n"
+    "(packaging/mosquitto/keel-broker.acl grants \"keel-fleet\"). NAME is 1..64\n"
+    "characters of [A-Za-z0-9._-] and never a device id. Writes\n"
+    "OUTDIR/client.key (0600), client.crt, chain.pem (client + issuing CA) and\n"
+    "ca.pem (the service root, to verify the broker). If the factory was made\n"
+    "with a passphrase, the service issuing key needs it.\n";
+
+static const char crl_usage[] =
+    "usage: keel factory crl --dir DIR --serials FILE|- --out CRL [--days N]\n"
+    "                        [--ca device|service] [--passphrase-file FILE | --passphrase-env VAR] [--json]\n"
+    "\n"
+    "Writes (atomically) a CRL signed by the device issuing CA (or, with --ca\n"
+    "service, the service issuing CA, which needs the passphrase) revoking the\n"
+    "certificate serials in FILE (or stdin): one per line as hex digits, at most\n"
+    "20 bytes; blank lines and lines starting with # are skipped; a repeated or\n"
+    "malformed serial is an error. The CRL's number is one above the last one\n"
+    "this CA issued (DIR/<ca>/crlnumber).\n"
+    "\n"
+    "Once its next update (--days, default 30, at most 3650) has passed, a broker\n"
+    "that checks CRLs refuses every certificate of that CA: issue the next one\n"
+    "well before. docs/internals/fleet-broker.md says how the broker loads it.\n";
 
 static int cmd_init(int argc, char **argv)
 {
@@ -319,11 +350,141 @@ static int cmd_issue_server(int argc, char **argv)
     return CLI_OK;
 }
 
+static int cmd_issue_client(int argc, char **argv)
+{
+    cli_issued_t r;
+    int rc = cli_issue("factory issue-client", argc, argv, KEEL_PKI_MASK(KEEL_PKI_SERVICE),
+                       keel_factory_issue_client, &r);
+    if (rc >= 0)
+        return rc;
+    if (r.json) {
+        json_t *j = json_pack("{s:s, s:s}", "name", r.name, "out", r.out);
+        rc = cli_print_json(j);
+        json_decref(j);
+        return rc;
+    }
+    printf("client certificate for %s in %s (client.key, client.crt, chain.pem, ca.pem)\n", r.name, r.out);
+    return CLI_OK;
+}
+
+/* A serial list: one hex serial per line (41 bytes with its newline). */
+#define CRL_LIST_MAX ((size_t)KEEL_CRL_MAX_ENTRIES * 48u)
+
+/* Splits the list in place into its serials (blank and # lines skipped).
+ * *serials is allocated; the strings point into b. */
+static keel_status_t crl_parse_list(keel_buf_t *b, const char *name, const char ***serials, size_t *n)
+{
+    size_t lines = 1;
+    for (size_t i = 0; i < b->len; i++)
+        lines += b->data[i] == '\n';
+    *n = 0;
+    *serials = calloc(lines, sizeof **serials);
+    if (*serials == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    char *p = (char *)b->data, *end = p + b->len;
+    for (size_t line = 1; p < end; line++) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char *e = nl != NULL ? nl : end;
+        while (e > p && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        if (memchr(p, '\0', (size_t)(e - p)) != NULL)
+            return keel_errorf(KEEL_ERR_FORMAT, "%s:%zu: a NUL byte", name, line);
+        *e = '\0';
+        if (*p != '\0' && *p != '#') {
+            if (*n == KEEL_CRL_MAX_ENTRIES)
+                return keel_errorf(KEEL_ERR_TOO_LARGE, "%s: more than %u serials", name, KEEL_CRL_MAX_ENTRIES);
+            (*serials)[(*n)++] = p;
+        }
+        p = nl != NULL ? nl + 1 : end;
+    }
+    return KEEL_OK;
+}
+
+static int cmd_crl(int argc, char **argv)
+{
+    static const char *cmd = "factory crl";
+    static const struct option opts[] = {{"dir", required_argument, NULL, 'd'},
+                                         {"serials", required_argument, NULL, 's'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"days", required_argument, NULL, 'n'},
+                                         {"ca", required_argument, NULL, 'c'},
+                                         {"passphrase-file", required_argument, NULL, 'f'},
+                                         {"passphrase-env", required_argument, NULL, 'e'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    const char *dir = NULL, *list = NULL, *out = NULL, *pfile = NULL, *penv = NULL;
+    keel_pki_t ca = KEEL_PKI_DEVICE;
+    unsigned long days = 30;
+    int json = 0, c;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 's': list = optarg; break;
+        case 'o': out = optarg; break;
+        case 'n':
+            if (!cli_parse_uint(optarg, 1, KEEL_CRL_MAX_DAYS, &days))
+                return cli_usage(cmd, "--days must be 1..%u", KEEL_CRL_MAX_DAYS);
+            break;
+        case 'c':
+            if (strcmp(optarg, "device") == 0)
+                ca = KEEL_PKI_DEVICE;
+            else if (strcmp(optarg, "service") == 0)
+                ca = KEEL_PKI_SERVICE;
+            else
+                return cli_usage(cmd, "--ca must be device or service");
+            break;
+        case 'f': pfile = optarg; break;
+        case 'e': penv = optarg; break;
+        case 'j': json = 1; break;
+        default: return cli_bad_option(cmd, c, argv);
+        }
+    }
+    if (optind != argc)
+        return cli_usage(cmd, "unexpected argument '%s'", argv[optind]);
+    if (dir == NULL || list == NULL || out == NULL)
+        return cli_usage(cmd, "--dir, --serials and --out are required");
+
+    keel_buf_t b, pem;
+    keel_buf_init(&pem, 0);
+    const char **serials = NULL;
+    size_t n = 0;
+    keel_factory_t *f = NULL;
+    keel_status_t st = strcmp(list, "-") == 0 ? keel_fd_read(0, "stdin", CRL_LIST_MAX, &b)
+                                              : keel_file_read(list, CRL_LIST_MAX, &b);
+    if (st == KEEL_OK)
+        st = crl_parse_list(&b, strcmp(list, "-") == 0 ? "stdin" : list, &serials, &n);
+    if (st == KEEL_OK)
+        st = cli_load_factory(dir, KEEL_PKI_MASK(ca), pfile, penv, &f);
+    if (st == KEEL_OK)
+        st = keel_factory_crl(f, ca, serials, n, (int64_t)time(NULL), (unsigned)days, &pem);
+    if (st == KEEL_OK)
+        st = keel_file_write_atomic(out, pem.data, pem.len, 0644);
+    keel_factory_free(f);
+    free(serials);
+    keel_buf_free(&b);
+    keel_buf_free(&pem);
+    if (st != KEEL_OK)
+        return cli_fail(cmd, st);
+    if (json) {
+        json_t *j = json_pack("{s:s, s:I, s:I, s:s}", "ca", keel_pki_dirname(ca), "revoked", (json_int_t)n,
+                              "days", (json_int_t)days, "out", out);
+        int rc = cli_print_json(j);
+        json_decref(j);
+        return rc;
+    }
+    printf("%s CRL revoking %zu serial(s), next update in %lu day(s): %s\n", keel_pki_dirname(ca), n, days, out);
+    return CLI_OK;
+}
+
 int cmd_factory(int argc, char **argv)
 {
     static const cli_sub_t subs[] = {{"init", init_usage, cmd_init},
                 {"provision", provision_usage, cmd_provision},
                 {"audit", audit_usage, cmd_audit},
-                {"issue-server", server_usage, cmd_issue_server}};
+                {"issue-server", server_usage, cmd_issue_server},
+                {"issue-client", client_usage, cmd_issue_client},
+                {"crl", crl_usage, cmd_crl}};
     return cli_dispatch("factory", factory_usage, subs, sizeof subs / sizeof subs[0], argc, argv);
 }

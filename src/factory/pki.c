@@ -7,6 +7,8 @@
 #include "keel/identity.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -16,7 +18,9 @@
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PEM_MAX (64u * 1024u)
 #define ROOT_DAYS (30 * 365)
@@ -28,6 +32,7 @@
 #define DEVICE_NOT_AFTER "99991231235959Z"
 
 struct keel_factory {
+    char dir[KEEL_PATH_MAX]; /* where the CRL numbers are kept */
     char org[KEEL_ORG_MAX + 1];
     /* The passphrase the factory was opened with: signer keys are encrypted
      * with it like the CA keys. Wiped in keel_factory_free. */
@@ -449,6 +454,8 @@ keel_status_t keel_factory_load(const char *dir, unsigned need, const char *pass
     }
     st = keel_strlcpy(f->org, org, sizeof f->org);
     json_decref(j);
+    if (st == KEEL_OK)
+        st = keel_strlcpy(f->dir, dir, sizeof f->dir);
     if (st == KEEL_OK && pass != NULL && (st = keel_strlcpy(f->pass, pass, sizeof f->pass)) == KEEL_OK)
         f->passlen = strlen(f->pass);
     for (int i = 0; i < KEEL_PKI_COUNT && st == KEEL_OK; i++) {
@@ -559,6 +566,61 @@ keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, con
     return st;
 }
 
+static int client_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > KEEL_CLIENT_NAME_MAX || keel_identity_id_ok(name))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '.' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+keel_status_t keel_factory_issue_client(keel_factory_t *f, const char *name, const char *outdir)
+{
+    if (name == NULL || !client_name_ok(name))
+        return keel_errorf(KEEL_ERR_ARG, "client name must be 1..%d characters of [A-Za-z0-9._-] and not "
+                           "a device id", KEEL_CLIENT_NAME_MAX);
+    if (outdir == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "no output directory");
+    if (f->issuing_key[KEEL_PKI_SERVICE] == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "the service issuing key was not loaded");
+    keel_status_t st = keel_dir_make(outdir, 0700);
+    if (st != KEEL_OK)
+        return st;
+    /* clientAuth only: the broker (OpenSSL's ssl_client purpose) refuses the
+     * service CA's server certificates as clients, and this one as a server. */
+    static const int nids[] = {NID_basic_constraints, NID_key_usage, NID_ext_key_usage,
+                               NID_subject_key_identifier, NID_authority_key_identifier};
+    static const char *const exts[] = {"critical,CA:FALSE", "critical,digitalSignature", "clientAuth", "hash",
+                                       "keyid:always"};
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    if ((st = keel_ec_generate(&key)) != KEEL_OK)
+        return st;
+    cert_req_t r = {.cn = name, .issuer = f->issuing[KEEL_PKI_SERVICE],
+                    .issuer_key = f->issuing_key[KEEL_PKI_SERVICE], .subject_key = key,
+                    .days = SERVER_DAYS, .exts = exts, .ext_nids = nids, .n_exts = 5};
+    st = make_cert(f->org, &r, &cert);
+    if (st == KEEL_OK)
+        st = write_pem_key(outdir, "client.key", key, NULL, 0);
+    if (st == KEEL_OK)
+        st = write_pem_cert(outdir, "client.crt", cert);
+    if (st == KEEL_OK) {
+        X509 *chain[2] = {cert, f->issuing[KEEL_PKI_SERVICE]};
+        st = write_chain(outdir, "chain.pem", chain, 2);
+    }
+    if (st == KEEL_OK)
+        st = write_pem_cert(outdir, "ca.pem", f->root[KEEL_PKI_SERVICE]);
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return st;
+}
+
 static int signer_name_ok(const char *name)
 {
     size_t n = strlen(name);
@@ -613,4 +675,180 @@ keel_status_t keel_factory_issue_signer(keel_factory_t *f, const char *name, con
     EVP_PKEY_free(key);
     X509_free(cert);
     return st;
+}
+
+/* ---- revocation --------------------------------------------------------- */
+
+#define CRL_NUMBER_FILE "crlnumber"
+#define CRL_LOCK_FILE ".crl.lock"
+/* Far below 2^63, so a damaged counter file cannot make the number wrap. */
+#define CRL_NUMBER_MAX (UINT64_C(1) << 62)
+/* 9999-12-31T23:59:59Z, the last second an X.509 time can hold. */
+#define X509_TIME_LAST INT64_C(253402300799)
+
+static int hex_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 2 * KEEL_CRL_SERIAL_MAX_BYTES)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') || (s[i] >= 'A' && s[i] <= 'F')))
+            return 0;
+    return 1;
+}
+
+static keel_status_t crl_add_serial(X509_CRL *crl, const char *hex, size_t index, const ASN1_TIME *when)
+{
+    if (hex == NULL || !hex_ok(hex))
+        return keel_errorf(KEEL_ERR_ARG, "revoked serial #%zu is not 1..%d hex digits", index + 1,
+                           2 * KEEL_CRL_SERIAL_MAX_BYTES);
+    BIGNUM *bn = NULL;
+    ASN1_INTEGER *ai = NULL;
+    X509_REVOKED *r = NULL;
+    keel_status_t st = KEEL_OK;
+    if (BN_hex2bn(&bn, hex) != (int)strlen(hex) || (ai = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
+        (r = X509_REVOKED_new()) == NULL || X509_REVOKED_set_serialNumber(r, ai) != 1 ||
+        X509_REVOKED_set_revocationDate(r, (ASN1_TIME *)when) != 1 || X509_CRL_add0_revoked(crl, r) != 1)
+        st = keel_crypto_error(KEEL_ERR_CRYPTO, "CRL entry");
+    else
+        r = NULL; /* the CRL owns it */
+    X509_REVOKED_free(r);
+    ASN1_INTEGER_free(ai);
+    BN_free(bn);
+    return st;
+}
+
+/* After X509_CRL_sort, equal serials are neighbours. */
+static keel_status_t crl_check_unique(X509_CRL *crl)
+{
+    STACK_OF(X509_REVOKED) *rev = X509_CRL_get_REVOKED(crl);
+    for (int i = 1; i < sk_X509_REVOKED_num(rev); i++) {
+        const ASN1_INTEGER *a = X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(rev, i - 1));
+        const ASN1_INTEGER *b = X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(rev, i));
+        if (ASN1_INTEGER_cmp(a, b) != 0)
+            continue;
+        BIGNUM *bn = ASN1_INTEGER_to_BN(b, NULL);
+        char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+        keel_status_t st = keel_errorf(KEEL_ERR_ARG, "revoked serial %s is listed twice", hex ? hex : "?");
+        OPENSSL_free(hex);
+        BN_free(bn);
+        return st;
+    }
+    return KEEL_OK;
+}
+
+/* The last cRLNumber this CA issued (0 before the first). */
+static keel_status_t crl_number_read(const char *path, uint64_t *last)
+{
+    keel_buf_t b;
+    keel_status_t st = keel_file_read(path, 64, &b);
+    *last = 0;
+    if (st == KEEL_ERR_NOT_FOUND)
+        return KEEL_OK;
+    if (st != KEEL_OK)
+        return st;
+    const char *p = (const char *)b.data;
+    size_t digits = 0;
+    for (; *p >= '0' && *p <= '9' && *last <= CRL_NUMBER_MAX; p++, digits++)
+        *last = *last * 10 + (uint64_t)(*p - '0');
+    if (digits == 0 || *last > CRL_NUMBER_MAX || (*p != '\0' && strcmp(p, "\n") != 0))
+        st = keel_errorf(KEEL_ERR_FORMAT, "%s: not a CRL number (one decimal number); fix it by hand, never "
+                         "lower it", path);
+    keel_buf_free(&b);
+    return st;
+}
+
+static keel_status_t crl_sign(X509_CRL *crl, X509 *issuer, EVP_PKEY *key, uint64_t number)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, issuer, NULL, NULL, crl, 0);
+    X509_EXTENSION *aki = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always");
+    ASN1_INTEGER *num = ASN1_INTEGER_new();
+    int ok = aki != NULL && num != NULL && X509_CRL_add_ext(crl, aki, -1) == 1 &&
+             ASN1_INTEGER_set_uint64(num, number) == 1 && X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, 0) == 1 &&
+             X509_CRL_sign(crl, key, EVP_sha256()) > 0;
+    ASN1_INTEGER_free(num);
+    X509_EXTENSION_free(aki);
+    return ok ? KEEL_OK : keel_crypto_error(KEEL_ERR_CRYPTO, "CRL signature");
+}
+
+keel_status_t keel_factory_crl(keel_factory_t *f, keel_pki_t which, const char *const *serials_hex, size_t n,
+                               int64_t now, unsigned days, keel_buf_t *pem_out)
+{
+    /* Every entry is under 64 bytes of PEM; the rest is the CRL's frame. */
+    keel_buf_init(pem_out, 4096 + (n <= KEEL_CRL_MAX_ENTRIES ? n : 0) * 64);
+    if (f == NULL || which >= KEEL_PKI_COUNT || (n > 0 && serials_hex == NULL))
+        return keel_errorf(KEEL_ERR_ARG, "CRL: bad arguments");
+    if (n > KEEL_CRL_MAX_ENTRIES)
+        return keel_errorf(KEEL_ERR_ARG, "CRL: at most %u revoked serials", KEEL_CRL_MAX_ENTRIES);
+    if (days < 1 || days > KEEL_CRL_MAX_DAYS || now < 0 || now > X509_TIME_LAST - (int64_t)days * 86400)
+        return keel_errorf(KEEL_ERR_ARG, "CRL: validity must be 1..%u days from a time before 9999",
+                           KEEL_CRL_MAX_DAYS);
+    if (f->issuing_key[which] == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "the %s issuing key was not loaded", pki_dirs[which]);
+
+    keel_status_t st = KEEL_OK;
+    X509_CRL *crl = X509_CRL_new();
+    ASN1_TIME *last = ASN1_TIME_set(NULL, (time_t)now);
+    ASN1_TIME *next = ASN1_TIME_adj(NULL, (time_t)now, (int)days, 0);
+    if (crl == NULL || last == NULL || next == NULL || X509_CRL_set_version(crl, X509_CRL_VERSION_2) != 1 ||
+        X509_CRL_set_issuer_name(crl, X509_get_subject_name(f->issuing[which])) != 1 ||
+        X509_CRL_set1_lastUpdate(crl, last) != 1 || X509_CRL_set1_nextUpdate(crl, next) != 1) {
+        st = keel_crypto_error(KEEL_ERR_CRYPTO, "CRL fields");
+        goto out;
+    }
+    for (size_t i = 0; i < n && st == KEEL_OK; i++)
+        st = crl_add_serial(crl, serials_hex[i], i, last);
+    if (st != KEEL_OK)
+        goto out;
+    if (X509_CRL_sort(crl) != 1) {
+        st = keel_crypto_error(KEEL_ERR_CRYPTO, "CRL sort");
+        goto out;
+    }
+    if ((st = crl_check_unique(crl)) != KEEL_OK)
+        goto out;
+
+    /* The number is taken under a lock and stored before the CRL leaves us:
+     * two runs never share one, and a crash can only skip one. */
+    char cadir[KEEL_PATH_MAX], numpath[KEEL_PATH_MAX], lockpath[KEEL_PATH_MAX], txt[32];
+    if ((st = keel_path_join(cadir, sizeof cadir, f->dir, pki_dirs[which])) != KEEL_OK ||
+        (st = keel_path_join(numpath, sizeof numpath, cadir, CRL_NUMBER_FILE)) != KEEL_OK ||
+        (st = keel_path_join(lockpath, sizeof lockpath, cadir, CRL_LOCK_FILE)) != KEEL_OK)
+        goto out;
+    int lock = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lock < 0) {
+        st = keel_errorf(KEEL_ERR_IO, "open %s: %s", lockpath, strerror(errno));
+        goto out;
+    }
+    if (flock(lock, LOCK_EX) != 0) {
+        st = keel_errorf(KEEL_ERR_IO, "lock %s: %s", lockpath, strerror(errno));
+    } else {
+        uint64_t number = 0;
+        if ((st = crl_number_read(numpath, &number)) == KEEL_OK &&
+            (st = crl_sign(crl, f->issuing[which], f->issuing_key[which], number + 1)) == KEEL_OK &&
+            (st = keel_snprintf(txt, sizeof txt, "%llu\n", (unsigned long long)(number + 1))) == KEEL_OK)
+            st = keel_file_write_atomic(numpath, txt, strlen(txt), 0644);
+    }
+    close(lock); /* releases the flock */
+    if (st != KEEL_OK)
+        goto out;
+
+    BIO *bio = BIO_new(BIO_s_mem());
+    if (bio == NULL)
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    else
+        st = PEM_write_bio_X509_CRL(bio, crl) == 1 ? bio_to_buf(bio, pem_out)
+                                                  : keel_crypto_error(KEEL_ERR_CRYPTO, "PEM encode CRL");
+    BIO_free(bio);
+out:
+    ASN1_TIME_free(last);
+    ASN1_TIME_free(next);
+    X509_CRL_free(crl);
+    return st;
+}
+
+keel_status_t keel_factory_device_crl(keel_factory_t *f, const char *const *serials_hex, size_t n, int64_t now,
+                                      unsigned days, keel_buf_t *pem_out)
+{
+    return keel_factory_crl(f, KEEL_PKI_DEVICE, serials_hex, n, now, days, pem_out);
 }

@@ -8,11 +8,7 @@
 #include "keel/link.h"
 
 /* Largest broker host name (DNS limit) and address text. */
-#define KEEL_LINK_HOST_MAX 253
 
-/* "host:port" or "[v6]:port" into host (cap bytes) and port (1..65535).
- * Host names are letters, digits, '-' and '.'; KEEL_ERR_CONFIG otherwise. */
-keel_status_t keel_link_split_broker(const char *broker, char *host, size_t cap, int *port) KEEL_MUST_CHECK;
 
 /* Longest command name (the topic after keel/v1/<id>/cmd/). */
 #define KEEL_LINK_CMD_NAME_MAX 64

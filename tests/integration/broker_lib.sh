@@ -25,6 +25,15 @@
 #                         restarts) with the certificate in $BROKER_CERT_DIR and,
 #                         when $BROKER_CRL is set, that CRL. Waits until the port
 #                         accepts. Sets BROKER_PID. Log: $BROKER_LOG (log_type all).
+#                         With BROKER_CONF=FILE (e.g. packaging/mosquitto/keel-broker.conf)
+#                         it renders FILE instead: /etc/mosquitto/keel/ becomes
+#                         $BROKER_DIR/etc/ (ca.pem = device + service chains,
+#                         server/ = $BROKER_CERT_DIR, keel-broker.acl from FILE's
+#                         directory, crl.pem = $BROKER_CRL, which must be set),
+#                         /var/lib/mosquitto/ becomes $BROKER_DIR/db/, "listener 8883"
+#                         becomes 127.0.0.1:$BROKER_PORT, its log_* lines give way
+#                         to the ones above; lines matching the grep -E pattern
+#                         $BROKER_CONF_DROP are left out.
 #   broker_stop           SIGTERM, wait (SIGKILL after 5 s).
 #   broker_restart        stop + start (certificates and the CRL are read at start).
 #   broker_revoke F CERT  Revokes CERT (a device certificate) with `openssl ca`
@@ -128,7 +137,38 @@ broker_pki() {
     BROKER_FACTORY=$_f
 }
 
+broker_render_conf() {
+    _etc=$BROKER_DIR/etc
+    [ -n "$BROKER_CRL" ] || fail "broker_render_conf: $BROKER_CONF needs a crlfile: set BROKER_CRL"
+    mkdir -p "$_etc/server" "$BROKER_DIR/db"
+    cat "$BROKER_FACTORY/device-ca/chain.pem" "$BROKER_FACTORY/service-ca/chain.pem" >"$_etc/ca.pem"
+    cp "$BROKER_CERT_DIR/chain.pem" "$BROKER_CERT_DIR/server.key" "$_etc/server/"
+    cp "$(dirname "$BROKER_CONF")/keel-broker.acl" "$_etc/keel-broker.acl"
+    [ "$BROKER_CRL" = "$_etc/crl.pem" ] || cp "$BROKER_CRL" "$_etc/crl.pem"
+    grep -Ev "^log_(dest|type)|${BROKER_CONF_DROP:-^$}" "$BROKER_CONF" |
+        sed -e "s#/etc/mosquitto/keel/#$_etc/#g" -e "s#/var/lib/mosquitto/#$BROKER_DIR/db/#g" \
+            -e "s#^listener 8883\$#listener $BROKER_PORT 127.0.0.1#" >"$BROKER_DIR/mosquitto.conf"
+    {
+        echo "user $(id -un)"
+        echo "log_dest file $BROKER_LOG"
+        echo "log_type all"
+        echo "log_timestamp true"
+        echo "log_timestamp_format %Y-%m-%dT%H:%M:%S"
+    } >>"$BROKER_DIR/mosquitto.conf"
+    # Everything the shipped file names must have been mapped into the test's
+    # directory, and it must open no other listener.
+    ! grep -nE '(^|[[:space:]])/(etc|var)/' "$BROKER_DIR/mosquitto.conf" >&2 ||
+        fail "$BROKER_CONF names a path the test does not map"
+    [ "$(grep -c '^listener' "$BROKER_DIR/mosquitto.conf")" = 1 ] &&
+        grep -q "^listener $BROKER_PORT 127.0.0.1\$" "$BROKER_DIR/mosquitto.conf" ||
+        fail "$BROKER_CONF must have exactly one listener, 'listener 8883'"
+}
+
 broker_write_conf() {
+    if [ -n "${BROKER_CONF:-}" ]; then
+        broker_render_conf
+        return
+    fi
     cat >"$BROKER_DIR/acl" <<'EOF'
 # devices: their own topics only
 pattern write keel/v1/%u/telemetry
