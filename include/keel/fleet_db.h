@@ -11,7 +11,13 @@
  *
  * A handle is one connection, used by one thread at a time. fleetd opens one
  * per thread. Errors carry the driver's message (never a password from the
- * connection string).
+ * connection string). Statements are prepared once per handle and kept,
+ * keyed by their SQL text (pass the same text for the same statement).
+ *
+ * PostgreSQL runs transactions at READ COMMITTED, with lock_timeout 5 s and
+ * statement_timeout 60 s unless the URL's `options` set others. After an
+ * error inside a transaction, roll it back: PostgreSQL refuses every further
+ * statement of a failed transaction (SQLite does not, but the rule is one).
  */
 #ifndef KEEL_FLEET_DB_H
 #define KEEL_FLEET_DB_H
@@ -56,7 +62,11 @@ typedef keel_status_t (*keel_fleet_row_fn)(void *arg, const keel_fleet_val_t *co
  * "postgresql://..." / "postgres://..." or "pg:KEY=VALUE ..." (libpq
  * conninfo) for PostgreSQL. Opening runs the migrations up to the version
  * this build knows (in one transaction; a database newer than the build is
- * refused with KEEL_ERR_FORMAT, never touched).
+ * refused with KEEL_ERR_FORMAT, never touched; on PostgreSQL an advisory
+ * lock makes fleetd instances starting together migrate one at a time).
+ * A SQLite file that exists must be a regular file of ours (its mode is
+ * tightened to 0600). KEEL_ERR_DB when the server cannot be reached,
+ * KEEL_ERR_CONFIG for a malformed PostgreSQL connection string.
  */
 keel_status_t keel_fleet_db_open(const char *url, keel_fleet_db_t **out) KEEL_MUST_CHECK;
 void keel_fleet_db_close(keel_fleet_db_t *db);
@@ -68,18 +78,28 @@ int keel_fleet_db_schema_version(const keel_fleet_db_t *db);
 /* One statement. `rows` may be NULL. `changed` (may be NULL) gets the rows
  * an INSERT/UPDATE/DELETE touched. KEEL_ERR_EXISTS for a unique-constraint
  * violation, KEEL_ERR_BUSY when the database stayed locked (SQLite) or a
- * serialization failure / deadlock (PostgreSQL: retry the transaction). */
+ * serialization failure / deadlock / lock timeout, or a lost connection
+ * that came back (PostgreSQL): retry the transaction.
+ * Checked before the database sees it: the highest $N must equal nparams
+ * (KEEL_ERR_ARG; also for $0, N > KEEL_FLEET_DB_PARAMS_MAX, a bare '$' or
+ * a '?'); text values must be UTF-8 without NUL (KEEL_ERR_FORMAT), so a
+ * refused value never ends the caller's PostgreSQL transaction. Integer
+ * columns (and PostgreSQL numeric ones holding integers) come as
+ * KEEL_FV_INT, the rest as text. */
 keel_status_t keel_fleet_db_exec(keel_fleet_db_t *db, const char *sql, const keel_fleet_val_t *params,
                                  unsigned nparams, keel_fleet_row_fn rows, void *arg,
                                  uint64_t *changed) KEEL_MUST_CHECK;
-/* Transactions (not nested). begin takes the write lock at once (SQLite
- * BEGIN IMMEDIATE) so two writers never deadlock on an upgrade. */
+/* Transactions (not nested: begin inside one is KEEL_ERR_ARG, commit
+ * outside one too). begin takes the write lock at once (SQLite BEGIN
+ * IMMEDIATE) so two writers never deadlock on an upgrade. A failed commit
+ * rolls back. */
 keel_status_t keel_fleet_db_begin(keel_fleet_db_t *db) KEEL_MUST_CHECK;
 keel_status_t keel_fleet_db_commit(keel_fleet_db_t *db) KEEL_MUST_CHECK;
 void keel_fleet_db_rollback(keel_fleet_db_t *db);
 bool keel_fleet_db_in_tx(const keel_fleet_db_t *db);
 
-/* Helpers for single values (0 rows -> KEEL_ERR_NOT_FOUND). */
+/* Helpers for single values: the first column of the first row (0 rows or
+ * a NULL value -> KEEL_ERR_NOT_FOUND; text that is no integer -> KEEL_ERR_FORMAT). */
 keel_status_t keel_fleet_db_int(keel_fleet_db_t *db, const char *sql, const keel_fleet_val_t *params,
                                 unsigned nparams, int64_t *out) KEEL_MUST_CHECK;
 
