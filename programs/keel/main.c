@@ -18,6 +18,7 @@ static const char usage[] =
     "  boot       on a device: the emulated bootloader (pick a slot, verify it, fall back)\n"
     "  app        on a device: telemetry, events, product state and commands through keeld\n"
     "  assess     for labs: ICS/IXIT, functional probes and static scans of any device\n"
+    "  fleet      for operators: keel-fleetd's registry, campaigns, alerts, erasure (HTTPS API)\n"
     "  version    print the version\n"
     "\n"
     "Run 'keel <command> --help' for the options of a command.\n"
@@ -51,6 +52,8 @@ int main(int argc, char **argv)
         return cmd_app(argc - 1, argv + 1);
     if (strcmp(argv[1], "assess") == 0)
         return cmd_assess(argc - 1, argv + 1);
+    if (strcmp(argv[1], "fleet") == 0)
+        return cmd_fleet(argc - 1, argv + 1);
     fprintf(stderr, "keel: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }

@@ -26,7 +26,7 @@ keeld_cleanup() {
         kill -KILL "$KEELD_PID" 2>/dev/null || true
         wait "$KEELD_PID" 2>/dev/null || true
     fi
-    rm -rf "$T"
+    cleanup
 }
 trap keeld_cleanup EXIT
 trap 'exit 130' INT TERM

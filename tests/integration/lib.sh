@@ -5,7 +5,7 @@ set -eu
 
 : "${KEEL:?KEEL must point to the keel binary}"
 T=$(mktemp -d "${TMPDIR:-/tmp}/keel-it-XXXXXX")
-cleanup() { rm -rf "$T"; }
+cleanup() { [ -n "${KEEL_KEEP_T:-}" ] || rm -rf "$T"; }
 trap cleanup EXIT INT TERM
 
 fail() { echo "FAIL: $*" >&2; exit 1; }

@@ -1,0 +1,119 @@
+/* Topics and envelopes of device messages (fleetd.h, docs/fleet-protocol.md). Pure. */
+#include "fleetd.h"
+
+#include "keel/identity.h"
+
+#include <string.h>
+
+keel_status_t fleetd_topic_parse(const char *topic, char device[KEEL_FLEET_ID_MAX + 1], fleetd_leaf_t *leaf)
+{
+    size_t root = strlen(FLEETD_TOPIC_ROOT);
+    if (topic == NULL || strncmp(topic, FLEETD_TOPIC_ROOT, root) != 0)
+        return keel_errorf(KEEL_ERR_FORMAT, "not a device topic");
+    const char *id = topic + root, *slash = strchr(id, '/');
+    size_t n = slash != NULL ? (size_t)(slash - id) : 0;
+    if (n == 0 || n > KEEL_FLEET_ID_MAX)
+        return keel_errorf(KEEL_ERR_FORMAT, "no device id in the topic");
+    memcpy(device, id, n);
+    device[n] = '\0';
+    if (!keel_identity_id_ok(device))
+        return keel_errorf(KEEL_ERR_FORMAT, "the topic's device id is malformed");
+    const char *rest = slash + 1;
+    if (strcmp(rest, "telemetry") == 0)
+        *leaf = FLEETD_LEAF_TELEMETRY;
+    else if (strcmp(rest, "events") == 0)
+        *leaf = FLEETD_LEAF_EVENTS;
+    else if (strcmp(rest, "state") == 0)
+        *leaf = FLEETD_LEAF_STATE;
+    else
+        return keel_errorf(KEEL_ERR_FORMAT, "unknown topic leaf");
+    return KEEL_OK;
+}
+
+static bool uint_of(const json_t *v, uint64_t max, uint64_t *out)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
+        return false;
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,
+                                    int64_t received, keel_fleet_msg_t *m, json_t **hold, char **body_text)
+{
+    *hold = NULL;
+    *body_text = NULL;
+    memset(m, 0, sizeof *m);
+    if (leaf == FLEETD_LEAF_STATE)
+        return keel_errorf(KEEL_ERR_ARG, "a state message has no envelope");
+    json_error_t e;
+    json_t *j = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &e);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return keel_errorf(KEEL_ERR_FORMAT, "the envelope is not a JSON object");
+    }
+    keel_status_t st = KEEL_OK;
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+        if (strcmp(k, "device") != 0 && strcmp(k, "seq") != 0 && strcmp(k, "ts") != 0 && strcmp(k, "kind") != 0 &&
+            strcmp(k, "data") != 0 && strcmp(k, "dropped") != 0) {
+            st = keel_errorf(KEEL_ERR_FORMAT, "unknown envelope field \"%.32s\"", k);
+            break;
+        }
+    }
+    const char *dev = json_string_value(json_object_get(j, "device"));
+    const char *kind = json_string_value(json_object_get(j, "kind"));
+    json_t *data = json_object_get(j, "data"), *dropped = json_object_get(j, "dropped");
+    uint64_t seq = 0, ts = 0;
+    if (st == KEEL_OK && (dev == NULL || strcmp(dev, device) != 0))
+        st = keel_errorf(KEEL_ERR_FORMAT, "the envelope's device is not the topic's");
+    if (st == KEEL_OK && (!uint_of(json_object_get(j, "seq"), (uint64_t)INT64_MAX, &seq) || seq == 0))
+        st = keel_errorf(KEEL_ERR_FORMAT, "seq must be a positive integer");
+    if (st == KEEL_OK && !uint_of(json_object_get(j, "ts"), (uint64_t)INT64_MAX, &ts))
+        st = keel_errorf(KEEL_ERR_FORMAT, "ts must be a Unix time");
+    if (st == KEEL_OK) {
+        bool ok = kind != NULL && (leaf == FLEETD_LEAF_TELEMETRY
+                                       ? strcmp(kind, "telemetry") == 0
+                                       : strcmp(kind, "event") == 0 || strcmp(kind, "alert") == 0);
+        if (!ok)
+            st = keel_errorf(KEEL_ERR_FORMAT, "kind does not fit the topic");
+    }
+    if (st == KEEL_OK && !json_is_object(data))
+        st = keel_errorf(KEEL_ERR_FORMAT, "data must be an object");
+    uint64_t total = 0;
+    if (st == KEEL_OK && dropped != NULL) {
+        if (!json_is_object(dropped))
+            st = keel_errorf(KEEL_ERR_FORMAT, "dropped must be an object");
+        json_object_foreach(dropped, k, v) {
+            uint64_t n = 0;
+            if (st != KEEL_OK)
+                break;
+            if ((strcmp(k, "telemetry") != 0 && strcmp(k, "event") != 0 && strcmp(k, "alert") != 0) ||
+                !uint_of(v, UINT32_MAX, &n))
+                st = keel_errorf(KEEL_ERR_FORMAT, "dropped holds a bad count");
+            total += n;
+        }
+    }
+    char *body = st == KEEL_OK ? json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15)) : NULL;
+    if (st == KEEL_OK && body == NULL)
+        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    if (st == KEEL_OK && strlen(body) > KEEL_FLEET_BODY_MAX)
+        st = keel_errorf(KEEL_ERR_TOO_LARGE, "data is over %u bytes", KEEL_FLEET_BODY_MAX);
+    if (st != KEEL_OK) {
+        free(body);
+        json_decref(j);
+        return st;
+    }
+    m->device = dev;
+    m->seq = seq;
+    m->ts = (int64_t)ts;
+    m->received = received;
+    m->kind = kind;
+    m->body = body;
+    m->body_len = strlen(body);
+    m->dropped = total;
+    *hold = j;
+    *body_text = body;
+    return KEEL_OK;
+}
