@@ -156,12 +156,31 @@ static void sending_gone(void *arg)
 
 static void send_more(struct evhttp_connection *evcon, void *arg);
 
+/* Exactly n bytes of the file into b (evbuffer_read stops at 4 KiB). */
+static bool read_piece(int fd, struct evbuffer *b, size_t n)
+{
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(b, (ev_ssize_t)n, &v, 1) < 1 || v.iov_len < n)
+        return false;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)v.iov_base + got, n - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    v.iov_len = n;
+    return evbuffer_commit_space(b, &v, 1) == 0;
+}
+
 static void send_piece(sending_t *s)
 {
     struct evhttp_request *req = s->req;
     struct evbuffer *b = evbuffer_new();
     size_t want = s->left < (int64_t)SEND_PIECE ? (size_t)s->left : SEND_PIECE;
-    bool ok = b != NULL && want > 0 && evbuffer_read(b, s->fd, (int)want) == (int)want;
+    bool ok = b != NULL && want > 0 && read_piece(s->fd, b, want);
     if (!ok) {
         /* A short read of our own file: end the connection; the device sees
          * fewer bytes than Content-Length and its installer refuses them. */
