@@ -154,3 +154,20 @@ storm_rc=0
 [ "$storm_rc" -eq 0 ] || { [ "$storm_rc" -eq 1 ] && grep -q '^  "pass": false' "$tmp/storm.json"; } ||
     die "link_storm failed (exit $storm_rc)"
 [ -z "${BENCH_JSON:-}" ] || bench_json_merge link_storm "$tmp/storm.json"
+
+# keel-fleetd's anomaly detectors on a generated fleet trace with injected
+# anomalies (5.10-1): precision, recall and throughput per kind; adds
+# "fleet_anomaly". FLEET_ANOMALY_QUICK=1: 600 devices for 2 days.
+# Exit 1 with "pass": false is the MISS verdict, as for link_storm.
+echo
+anomaly_rc=0
+"$build/bench/fleet_anomaly" ${FLEET_ANOMALY_QUICK:+--quick} --json-file "$tmp/anomaly.json" || anomaly_rc=$?
+[ "$anomaly_rc" -eq 0 ] || { [ "$anomaly_rc" -eq 1 ] && grep -q '^  "pass": false' "$tmp/anomaly.json"; } ||
+    die "fleet_anomaly failed (exit $anomaly_rc)"
+[ -z "${BENCH_JSON:-}" ] || bench_json_merge fleet_anomaly "$tmp/anomaly.json"
+
+# keel-fleetd's ingest rate against mosquitto_sub, on SQLite and PostgreSQL, one
+# and two instances, with zero loss checked (issue 7); adds "fleet_ingest".
+# FLEET_BENCH_SMOKE=1: 20 devices x 20 messages.
+echo
+sh "$here/fleet_ingest.sh" "$build" || die "bench/fleet_ingest.sh failed"

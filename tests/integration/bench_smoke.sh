@@ -19,7 +19,7 @@ fail() {
 run_bench() {
     TMPDIR=$work/tmp BENCH_DEVICES=5 BENCH_CLI_DEVICES=2 UPDATE_BENCH_MIB=4 UPDATE_BENCH_COMPARE='' \
         KEELD_BENCH_SECONDS=4 KEELD_BENCH_IDLE_SECONDS=1 KEELD_BENCH_LOGINS=3 HOSTILE_SECONDS=8 HOSTILE_SLOW=100 \
-        LINK_STORM_SMOKE=1 BENCH_ASSESS_SKIP=1 sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
+        LINK_STORM_SMOKE=1 FLEET_ANOMALY_QUICK=1 BENCH_ASSESS_SKIP=1 sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
 }
 # RAUC and SWUpdate are for make bench: make check stays hermetic and quick.
 run_update() {
@@ -49,6 +49,9 @@ update_lines() {
     grep -Eq '^(speed-up keel vs SWUpdate: +[0-9.]+x|SWUpdate: not run \(.+\))' "$1" || fail "no SWUpdate line"
 }
 mkdir "$work/tmp"
+# bench/fleet_ingest.sh on 20 devices x 20 messages.
+FLEET_BENCH_SMOKE=1
+export FLEET_BENCH_SMOKE
 
 BENCH_JSON=$work/bench.json run_bench "$KEEL_BUILD_DIR" >"$work/out.txt" 2>"$work/err.txt" || {
     cat "$work/out.txt" "$work/err.txt" >&2
@@ -122,6 +125,21 @@ for why in bad:
     print("link_storm:", why, file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
+# fleet_anomaly (bench/fleet_anomaly.c, --quick through run.sh): its table, verdict and JSON.
+grep -Eq '^verdict: fleet anomaly precision and recall >= 0\.90 for every kind \(goal\): (PASS|MISS)$' \
+    "$work/out.txt" || fail "no fleet_anomaly verdict line"
+python3 -c 'import json,sys; k=json.load(open(sys.argv[1]))["fleet_anomaly"]["kinds"]; sys.exit(len(k) != 7)' \
+    "$work/bench.json" || fail "BENCH_JSON has no fleet_anomaly with its 7 kinds"
+# fleet_ingest (bench/fleet_ingest.sh): the five rows, the goal line, zero loss, its JSON.
+for row in "mosquitto_sub \(ceiling\)" "keel-fleetd, SQLite" "keel-fleetd, PostgreSQL" \
+    "2 x keel-fleetd, SQLite \(1 file\)" "2 x keel-fleetd, PostgreSQL"; do
+    grep -Eq "^$row +[0-9]+ +[0-9.]+$" "$work/out.txt" || fail "no '$row' row in the fleet ingest table"
+done
+grep -Eq '^ratio keel-fleetd SQLite / ceiling: +[0-9.]+x +\(goal >= 0\.80x\) +(PASS|MISS)$' "$work/out.txt" ||
+    fail "no fleet ingest ratio line"
+grep -q '^zero loss: every run stored exactly the 400 messages' "$work/out.txt" || fail "no fleet zero-loss line"
+python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["fleet_ingest"]; sys.exit(not f["zero_loss"] or len(f["rates"]) != 5)' \
+    "$work/bench.json" || fail "BENCH_JSON has no fleet_ingest with its 5 rates"
 storm_rc=0
 "$KEEL_BUILD_DIR/bench/link_storm" --devices 0 >/dev/null 2>&1 || storm_rc=$?
 [ "$storm_rc" -eq 2 ] || fail "link_storm --devices 0 exited $storm_rc, not 2 (usage)"

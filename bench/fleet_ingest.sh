@@ -1,0 +1,376 @@
+#!/bin/sh
+# make bench: keel-fleetd's ingest rate (issue 7), in one run on this machine,
+# every run on a fresh broker with the shipped configuration
+# (packaging/mosquitto/keel-broker.conf and .acl, rendered as
+# tests/integration/broker_lib.sh does) and a fresh database:
+#   (a) the ceiling: mosquitto_sub (QoS 1, the same shared subscription, the
+#       fleet's identity) taking the stream tests/tools/fleet_sim publishes;
+#   (b) one keel-fleetd on SQLite;  (c) one keel-fleetd on PostgreSQL
+#       (tests/integration/pg_lib.sh);
+#   (d) two keel-fleetd in one share group, on one SQLite file and on one
+#       PostgreSQL database.
+# Each rate is messages / (last one stored - first one published); goal:
+# one keel-fleetd on SQLite >= 0.8x the ceiling. Zero loss is checked, not
+# assumed: after each run the database holds exactly the messages the broker
+# acknowledged to fleet_sim (minus duplicates, none here), every device's
+# seqs are 1..M without a hole, and no gap is recorded.
+# Benchmarks report, they do not gate: exit 0 whatever the figures, non-zero
+# when something fails to run or a message is lost. Loopback only.
+# See docs/internals/bench.md and docs/internals/fleet-sim.md.
+#
+# usage: sh bench/fleet_ingest.sh BUILD_DIR
+# env:   FLEET_BENCH_DEVICES (1000)   simulated devices (one MQTT client each)
+#        FLEET_BENCH_MESSAGES (200)   telemetry messages per device
+#        FLEET_BENCH_SIZE (250)       bytes per envelope
+#        FLEET_BENCH_SMOKE=1          20 devices x 20 messages (make check)
+#        FLEET_BENCH_JSON=path        write the figures as JSON
+#        BENCH_JSON=path              merge them into bench/run.sh's JSON as "fleet_ingest"
+set -eu
+
+[ $# -eq 1 ] || { echo "usage: sh bench/fleet_ingest.sh BUILD_DIR" >&2; exit 2; }
+[ -d "$1" ] || { echo "bench: fleet: $1: no build directory (make build)" >&2; exit 1; }
+build=$(cd "$1" && pwd)
+here=$(cd "$(dirname "$0")" && pwd)
+KEEL=$build/programs/keel/keel
+FLEETD=$build/programs/keel-fleetd/keel-fleetd
+SIM=$build/tests/fleet_sim
+for exe in "$KEEL" "$FLEETD" "$SIM"; do
+    [ -x "$exe" ] || { echo "bench: fleet: $exe missing: build first (make build)" >&2; exit 1; }
+done
+KEEL_SOURCE_DIR=$(cd "$here/.." && pwd)
+export KEEL KEEL_SOURCE_DIR
+devices=${FLEET_BENCH_DEVICES:-1000}
+messages=${FLEET_BENCH_MESSAGES:-200}
+size=${FLEET_BENCH_SIZE:-250}
+if [ -n "${FLEET_BENCH_SMOKE:-}" ]; then
+    devices=20 messages=20
+fi
+for n in "$devices" "$messages" "$size"; do
+    case $n in '' | *[!0-9]* | 0) echo "bench: fleet: FLEET_BENCH_DEVICES, _MESSAGES and _SIZE must be positive whole numbers" >&2; exit 1 ;; esac
+done
+for tool in sqlite3 curl mosquitto_sub; do
+    command -v $tool >/dev/null 2>&1 || { echo "bench: fleet: $tool is needed" >&2; exit 1; }
+done
+
+# lib.sh: $T (removed on exit), fail, note; broker_lib.sh and pg_lib.sh stop
+# their servers on every exit path, our keel-fleetd processes too.
+. "$KEEL_SOURCE_DIR/tests/integration/lib.sh"
+. "$KEEL_SOURCE_DIR/tests/integration/broker_lib.sh"
+. "$KEEL_SOURCE_DIR/tests/integration/pg_lib.sh"
+FLEETD_PIDS=
+fleet_cleanup() {
+    for _p in $FLEETD_PIDS; do
+        kill -KILL "$_p" 2>/dev/null || true
+        wait "$_p" 2>/dev/null || true
+    done
+    pg_cleanup
+}
+trap fleet_cleanup EXIT
+trap 'exit 130' INT TERM
+die() { fail "bench: fleet: $*"; }
+tmp=$T
+. "$here/lib.sh"
+# Each side holds one socket per simulated device.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -gt $((devices + 200)) ] ||
+    die "$devices devices need more than $(ulimit -n) open files (ulimit -n)"
+
+now() { date +%s.%N; }
+
+# ---- the PKI, the devices, the broker's files ---------------------------------------------------
+F=$T/factory
+"$KEEL" factory init --dir "$F" --org "Keel Bench" >/dev/null || die "keel factory init failed"
+broker_pki "$F"
+for name in keel-fleet keel-fleet-2; do
+    "$KEEL" factory issue-client --dir "$F" --name $name --out "$T/$name" >/dev/null ||
+        die "keel factory issue-client $name failed"
+done
+"$KEEL" factory issue-server --dir "$F" --name 127.0.0.1 --out "$T/admin" >/dev/null ||
+    die "keel factory issue-server failed"
+"$KEEL" factory crl --dir "$F" --serials /dev/null --out "$T/device.crl" >/dev/null &&
+    "$KEEL" factory crl --dir "$F" --ca service --serials /dev/null --out "$T/service.crl" >/dev/null ||
+    die "keel factory crl failed"
+mkdir -p "$BROKER_DIR/etc"
+cat "$T/device.crl" "$T/service.crl" >"$BROKER_DIR/etc/crl.pem"
+BROKER_CRL=$BROKER_DIR/etc/crl.pem
+# The shipped files; the second instance gets its own copy of the fleet's two
+# ACL lines, as keel-broker.acl says each further instance must.
+mkdir "$T/conf"
+cp "$KEEL_SOURCE_DIR/packaging/mosquitto/keel-broker.conf" "$KEEL_SOURCE_DIR/packaging/mosquitto/keel-broker.acl" \
+    "$T/conf/"
+printf '\nuser keel-fleet-2\ntopic read keel/v1/#\ntopic write keel/v1/+/cmd/#\n' >>"$T/conf/keel-broker.acl"
+BROKER_CONF=$T/conf/keel-broker.conf
+
+t0=$(now)
+"$SIM" manifest --count "$devices" --model bench-1 --issuing-cert "$F/device-ca/issuing.crt" \
+    --issuing-key "$F/device-ca/issuing.key" --org "Keel Bench" --out "$T/devices" 2>"$T/manifest.err" ||
+    die "fleet_sim manifest: $(cat "$T/manifest.err")"
+t1=$(now)
+total=$((devices * messages))
+note "$devices devices ($(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s for keys, certificates" \
+    "and manifest), $messages messages each: $total messages of $size bytes a run"
+
+pg_start
+PG_PASS=${PG_URL#postgresql://keel:}
+PG_PASS=${PG_PASS%%@*}
+printf '127.0.0.1:%s:*:keel:%s\n' "$PG_PORT" "$PG_PASS" >"$T/pgpass"
+chmod 600 "$T/pgpass"
+PGPASSFILE=$T/pgpass
+export PGPASSFILE
+unset PG_PASS
+
+# ---- one run ------------------------------------------------------------------------------------
+broker_fresh() {
+    broker_stop
+    rm -rf "$BROKER_DIR/db"
+    broker_mark
+    broker_start
+}
+
+# wait_subscribed CLIENT-ID: until the broker logged its SUBSCRIBE.
+wait_subscribed() {
+    _i=0
+    until tail -n +"$((BROKER_MARK + 1))" "$BROKER_LOG" | grep -q "Received SUBSCRIBE from $1\$"; do
+        _i=$((_i + 1))
+        [ $_i -lt 300 ] || broker_die "$1 did not subscribe within 30 s"
+        sleep 0.1
+    done
+}
+
+# publish RUN: fleet_sim's stream; its report in $T/RUN.sim.json, the first publish's time in $first.
+publish() {
+    "$SIM" publish --broker "127.0.0.1:$BROKER_PORT" --ca "$F/service-ca/root.crt" \
+        --chain "$F/device-ca/chain.pem" --devices "$T/devices" --messages "$messages" --size "$size" \
+        --json >"$T/$1.sim.json" 2>"$T/$1.sim.err" || {
+        cat "$T/$1.sim.err" >&2
+        broker_die "fleet_sim publish failed in run $1: $(cat "$T/$1.sim.json")"
+    }
+    first=$(sim_field "$1" first_publish_at)
+    acked=$(sim_field "$1" acked)
+    dups=$(sim_field "$1" duplicates)
+    expected=$((acked - dups))
+    [ "$expected" = $total ] || die "run $1: the broker acknowledged $expected distinct messages of $total"
+}
+sim_field() {
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$T/$1.sim.json" "$2"
+}
+
+# (a) mosquitto_sub as the fleet: it exits after $total messages; the time it did is the end.
+run_ceiling() {
+    broker_fresh
+    rm -f "$T/sub.end"
+    (
+        mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -V mqttv5 -q 1 -i keel-fleet -C "$total" \
+            --cafile "$F/service-ca/root.crt" --cert "$T/keel-fleet/client.crt" --key "$T/keel-fleet/client.key" \
+            -t '$share/fleet/keel/v1/+/telemetry' -t '$share/fleet/keel/v1/+/events' \
+            -t '$share/fleet/keel/v1/+/state' -F '%p' >"$T/sub.out" 2>"$T/sub.err" && now >"$T/sub.end"
+    ) &
+    _sub=$!
+    BROKER_SUB_PIDS="$BROKER_SUB_PIDS $_sub"
+    wait_subscribed keel-fleet
+    publish ceiling
+    _i=0
+    while [ ! -s "$T/sub.end" ]; do
+        kill -0 $_sub 2>/dev/null || { [ -s "$T/sub.end" ] && break; broker_die "mosquitto_sub: $(cat "$T/sub.err")"; }
+        _i=$((_i + 1))
+        [ $_i -lt 6000 ] || broker_die "mosquitto_sub got $(wc -l <"$T/sub.out") of $total messages in 10 min"
+        sleep 0.1
+    done
+    wait $_sub 2>/dev/null || true
+    [ "$(wc -l <"$T/sub.out")" = $total ] || die "mosquitto_sub printed $(wc -l <"$T/sub.out") of $total messages"
+    end=$(cat "$T/sub.end")
+    rate_ceiling=$(awk -v n=$total -v a="$first" -v b="$end" 'BEGIN { printf "%.1f", n / (b - a) }')
+    rate_publish_ceiling=$(sim_field ceiling rate)
+    note "(a) ceiling, mosquitto_sub: $rate_ceiling msg/s (fleet_sim saw PUBACKs at $rate_publish_ceiling msg/s)"
+}
+
+# fleetd_conf RUN INSTANCE URL: a configuration; prints its path.
+fleetd_conf() {
+    _d=$T/$1.$2
+    mkdir -p "$_d"
+    _name=keel-fleet
+    [ "$2" = 1 ] || _name=keel-fleet-$2
+    _port=$(broker_free_port)
+    cat >"$_d/keel-fleetd.conf" <<EOF
+[log]
+level = warn
+
+[database]
+url = $3
+
+[broker]
+address = 127.0.0.1:$BROKER_PORT
+client_id = $_name
+share_group = fleet
+certificate = $T/$_name/client.crt
+chain = $T/$_name/chain.pem
+key = $T/$_name/client.key
+ca = $F/service-ca/root.crt
+
+[admin]
+listen = 127.0.0.1:$_port
+certificate = $T/admin/server.crt
+chain = $T/admin/chain.pem
+key = $T/admin/server.key
+tokens = $_d/tokens
+EOF
+    echo "$_port" >"$_d/port"
+    "$FLEETD" token add bench --config "$_d/keel-fleetd.conf" >"$_d/token" 2>"$_d/token.err" ||
+        die "keel-fleetd token add: $(cat "$_d/token.err")"
+    echo "$_d"
+}
+
+# admin DIR METHOD PATH [curl args]: the instance's operator API.
+admin() {
+    _d=$1 _m=$2 _p=$3
+    shift 3
+    curl -sS --fail-with-body --max-time 300 --cacert "$F/service-ca/root.crt" -X "$_m" \
+        -H "Authorization: Bearer $(cat "$_d/token")" "https://127.0.0.1:$(cat "$_d/port")/api/v1/$_p" "$@"
+}
+
+fleetd_start() {
+    "$FLEETD" --config "$1/keel-fleetd.conf" >"$1/log" 2>&1 &
+    echo $! >"$1/pid"
+    FLEETD_PIDS="$FLEETD_PIDS $!"
+    _i=0
+    until admin "$1" GET status >/dev/null 2>&1; do
+        kill -0 "$(cat "$1/pid")" 2>/dev/null || die "keel-fleetd exited: $(tail -n 20 "$1/log")"
+        _i=$((_i + 1))
+        [ $_i -lt 300 ] || die "keel-fleetd's admin API did not answer within 30 s: $(tail -n 20 "$1/log")"
+        sleep 0.1
+    done
+}
+
+fleetd_stop() {
+    _p=$(cat "$1/pid")
+    kill -TERM "$_p" 2>/dev/null || true
+    _i=0
+    while kill -0 "$_p" 2>/dev/null; do
+        _i=$((_i + 1))
+        [ $_i -lt 300 ] || { kill -KILL "$_p" 2>/dev/null || true; break; }
+        sleep 0.1
+    done
+    _rc=0
+    wait "$_p" 2>/dev/null || _rc=$?
+    [ $_rc = 0 ] || die "keel-fleetd exited $_rc: $(tail -n 20 "$1/log")"
+}
+
+# sql DRIVER URL QUERY: one value.
+sql() {
+    case $1 in
+    sqlite) sqlite3 -readonly -cmd '.timeout 5000' "${2#sqlite:}" "$3" ;;
+    pg) "$PG_PSQL" -X -q -A -t -v ON_ERROR_STOP=1 "$2" -c "$3" ;;
+    esac
+}
+
+# run_fleetd RUN DRIVER INSTANCES: the stream into keel-fleetd; sets rate_RUN.
+run_fleetd() {
+    _run=$1 _drv=$2 _n=$3
+    broker_fresh
+    case $_drv in
+    sqlite) _url=sqlite:$T/$_run.db ;;
+    pg)
+        printf 'CREATE DATABASE %s OWNER keel;\n' "$_run" | pg_psql >/dev/null || pg_die "CREATE DATABASE $_run"
+        _url=postgresql://keel@127.0.0.1:$PG_PORT/$_run
+        ;;
+    esac
+    _dirs=
+    _i=1
+    while [ $_i -le "$_n" ]; do
+        _dirs="$_dirs $(fleetd_conf "$_run" $_i "$_url")"
+        _i=$((_i + 1))
+    done
+    set -- $_dirs
+    # The first instance makes the schema; then the others start on it.
+    for _d in "$@"; do
+        fleetd_start "$_d"
+    done
+    admin "$1" POST devices/import -H 'Content-Type: application/json' \
+        --data-binary "@$T/devices/manifest.json" >"$T/$_run.import" 2>&1 || die "import: $(cat "$T/$_run.import")"
+    for _d in "$@"; do
+        _c=keel-fleet
+        [ "$_d" = "$1" ] || _c=keel-fleet-${_d##*.}
+        wait_subscribed "$_c"
+    done
+    publish "$_run"
+    # Stored = acknowledged: poll the database (every 0.2 s: the end time is that precise).
+    _i=0 _last=-1 _still=0
+    while :; do
+        _stored=$(sql "$_drv" "$_url" 'SELECT count(*) FROM messages') || die "run $_run: cannot count messages"
+        [ "$_stored" -lt "$expected" ] || break
+        if [ "$_stored" = "$_last" ]; then _still=$((_still + 1)); else _still=0; fi
+        _last=$_stored
+        # A run that stops short is reported as a loss below, not as a rate.
+        [ $_still -lt 150 ] || break
+        sleep 0.2
+    done
+    _end=$(now)
+    for _d in "$@"; do
+        fleetd_stop "$_d"
+    done
+    # Zero loss, zero gaps: what the broker acknowledged is stored, once, without holes.
+    _stored=$(sql "$_drv" "$_url" 'SELECT count(*) FROM messages')
+    _gaps=$(sql "$_drv" "$_url" 'SELECT count(*) FROM gaps')
+    _holes=$(sql "$_drv" "$_url" "SELECT count(*) FROM (SELECT device, count(*) AS n, min(seq) AS lo,
+        max(seq) AS hi FROM messages GROUP BY device) AS per WHERE n <> $messages OR lo <> 1 OR hi <> $messages")
+    _devs=$(sql "$_drv" "$_url" 'SELECT count(DISTINCT device) FROM messages')
+    if [ "$_stored" = "$expected" ] && [ "$_gaps" = 0 ] && [ "$_holes" = 0 ] && [ "$_devs" = "$devices" ]; then
+        _rate=$(awk -v n="$expected" -v a="$first" -v b="$_end" 'BEGIN { printf "%.1f", n / (b - a) }')
+        note "($_run) $_n keel-fleetd on $_drv: $_rate msg/s; stored $_stored = acknowledged $expected, 0 gaps"
+    else
+        # Still reported (the table shows LOSS), and the script exits 1 at the end.
+        _rate=-1
+        losses="$losses $_run"
+        echo "bench: fleet: LOSS in run $_run ($_n keel-fleetd on $_drv): stored $_stored of $expected" \
+            "acknowledged, $_gaps gaps recorded, $_holes devices with holes, $_devs of $devices devices;" \
+            "keel-fleetd's log: $(grep -c . "$1/log") lines, e.g.: $(grep -v 'alert loss' "$1/log" | tail -n 2)" >&2
+    fi
+    eval "rate_$_run=\$_rate"
+}
+losses=
+
+run_ceiling
+run_fleetd sqlite1 sqlite 1
+run_fleetd pg1 pg 1
+run_fleetd sqlite2 sqlite 2
+run_fleetd pg2 pg 2
+
+# ---- report -------------------------------------------------------------------------------------
+# A rate of -1 is a run that lost messages: LOSS in the table, null in the JSON.
+awk -v d="$devices" -v m="$messages" -v sz="$size" -v c="$rate_ceiling" -v s1="$rate_sqlite1" \
+    -v p1="$rate_pg1" -v s2="$rate_sqlite2" -v p2="$rate_pg2" -v lost="$losses" -v jsonfile="$T/fleet.json" '
+    function row(name, r) {
+        if (r < 0) printf "%-34s %12s %9s\n", name, "LOSS", "-"
+        else printf "%-34s %12.0f %9.2f\n", name, r, r / c
+    }
+    function j(r) { return r < 0 ? "null" : sprintf("%.1f", r) }
+    function ratio(a, b) { return a < 0 || b <= 0 ? "-" : sprintf("%.2fx", a / b) }
+    BEGIN {
+        printf "\nkeel-fleetd ingest: %d devices x %d messages of %d bytes, QoS 1, shipped broker config\n", d, m, sz
+        printf "%-34s %12s %9s\n", "", "messages/s", "x ceiling"
+        row("mosquitto_sub (ceiling)", c)
+        row("keel-fleetd, SQLite", s1)
+        row("keel-fleetd, PostgreSQL", p1)
+        row("2 x keel-fleetd, SQLite (1 file)", s2)
+        row("2 x keel-fleetd, PostgreSQL", p2)
+        if (lost == "")
+            printf "zero loss: every run stored exactly the %d messages the broker acknowledged, no gaps\n", d * m
+        else
+            printf "zero loss: FAILED in run(s)%s (see above)\n", lost
+        ok = s1 >= 0 && s1 / c >= 0.8 ? "PASS" : "MISS"
+        printf "ratio keel-fleetd SQLite / ceiling: %.2fx  (goal >= 0.80x)  %s\n", s1 < 0 ? 0 : s1 / c, ok
+        printf "scale-out 2 / 1 instance: SQLite %s, PostgreSQL %s\n", ratio(s2, s1), ratio(p2, p1)
+        printf "{\"devices\": %d, \"messages_per_device\": %d, \"size\": %d,\n", d, m, sz > jsonfile
+        printf "  \"rates\": {\"ceiling\": %s, \"sqlite\": %s, \"postgresql\": %s, \"sqlite_2\": %s, \"postgresql_2\": %s},\n",
+            j(c), j(s1), j(p1), j(s2), j(p2) > jsonfile
+        printf "  \"ratio_sqlite\": %s, \"ratio_postgresql\": %s, \"goal_ratio_min\": 0.8, \"pass\": %s,\n",
+            s1 < 0 ? "null" : sprintf("%.4f", s1 / c), p1 < 0 ? "null" : sprintf("%.4f", p1 / c),
+            ok == "PASS" ? "true" : "false" > jsonfile
+        printf "  \"zero_loss\": %s}\n", lost == "" ? "true" : "false" > jsonfile
+    }'
+if [ -n "${FLEET_BENCH_JSON:-}" ]; then
+    cp "$T/fleet.json" "$FLEET_BENCH_JSON" || die "could not write $FLEET_BENCH_JSON"
+fi
+[ -z "${BENCH_JSON:-}" ] || bench_json_merge fleet_ingest "$T/fleet.json"
+# A lost message is a failure of the run, not a figure.
+[ -z "$losses" ] || exit 1
