@@ -252,10 +252,16 @@ sed "s|$W|\$DEMO|g" "$W/assess.out"
 echo "The evidence report (kept after the demo): $REPORT/report.html"
 echo "  also report.json, report.md and junit.xml; keel assess run without --ics/--ixit meets an unknown device"
 
+step "11. The fleet: keel-fleetd, a campaign to the device over mutual TLS, an anomaly flagged"
+if sh "$SRC/scripts/demo_fleet.sh" "$KEEL" "$KEELD" "$BUILD" "$W" "$D" >"$W/fleet.out" 2>&1; then rc=0; else rc=$?; fi
+sed "s|$W|\$DEMO|g" "$W/fleet.out"
+[ "$rc" -eq 0 ] || { echo "the fleet step failed (exit $rc)" >&2; exit 1; }
+
 step "Done"
 echo "Every device has its own key, id and password; the audit proves 5.1-2 and catches shortcuts."
 echo "Updates are signed, streamed into the inactive slot, checked again at boot, and cannot be rolled back."
 echo "keeld serves only HTTPS with the device's own certificate; the label password only unlocks setting a new one."
 echo "The cloud link is MQTT over mutual TLS; with the broker gone the device keeps working and loses nothing."
 echo "keel assess tests the device like a lab: every port, TLS, HTTP, updates, firmware, labels; a verdict per provision."
+echo "keel-fleetd keeps the registry, stores every message once, rolls signed updates out to registered devices only, flags anomalies."
 echo "Everything was made under a temporary directory, now removed (KEEL_DEMO_KEEP=1 keeps it)."

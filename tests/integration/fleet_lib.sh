@@ -4,7 +4,8 @@
 # source it AFTER keeld_lib.sh (or lib.sh), broker_lib.sh and, when used,
 # pg_lib.sh (its exit cleanup chains theirs).
 #
-#   fleet_setup F         After `$KEEL factory init --dir F` (no passphrase):
+#   fleet_setup F         After `$KEEL factory init --dir F` (with a passphrase: set
+#                         FLEET_PASS_ARGS and BROKER_ISSUE_ARGS to its --passphrase-env):
 #                         the broker's and the fleet's certificates, an empty
 #                         device CRL + the service CRL (BROKER_CRL), the shipped
 #                         broker config (BROKER_CONF), $FLEET_DIR/* for keel-fleetd,
@@ -36,7 +37,7 @@ FLEET_DIR=$T/fleet
 mkdir -p "$FLEET_DIR"
 chmod 700 "$FLEET_DIR"
 FLEET_PIDS=
-FLEET_SRC=$(cd "$(dirname "$0")/../.." && pwd)
+FLEET_SRC=${KEEL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 
 if command -v pg_cleanup >/dev/null 2>&1; then
     _fleet_prev_cleanup=pg_cleanup # pg_lib.sh sourced first (it chains broker_cleanup)
@@ -55,12 +56,15 @@ trap fleet_cleanup EXIT
 fleet_setup() {
     _f=$1
     broker_pki "$_f"
-    expect_rc 0 "$KEEL" factory issue-client --dir "$_f" --name keel-fleet --out "$FLEET_DIR/client"
+    # shellcheck disable=SC2086
+    expect_rc 0 "$KEEL" factory issue-client --dir "$_f" --name keel-fleet --out "$FLEET_DIR/client" ${FLEET_PASS_ARGS:-}
     cp -r "$BROKER_DIR/server" "$FLEET_DIR/server"
     cat "$_f/device-ca/issuing.crt" "$_f/device-ca/root.crt" >"$FLEET_DIR/device-ca.pem"
     cp "$_f/release-ca/root.crt" "$FLEET_DIR/release-root.pem"
     : >"$T/no-serials"
-    expect_rc 0 "$KEEL" factory crl --dir "$_f" --ca service --serials "$T/no-serials" --out "$FLEET_DIR/service-crl.pem"
+    # shellcheck disable=SC2086
+    expect_rc 0 "$KEEL" factory crl --dir "$_f" --ca service --serials "$T/no-serials" --out "$FLEET_DIR/service-crl.pem" \
+        ${FLEET_PASS_ARGS:-}
     expect_rc 0 "$KEEL" factory crl --dir "$_f" --ca device --serials "$T/no-serials" --out "$T/device-crl.pem"
     mkdir -p "$BROKER_DIR/etc"
     BROKER_CRL=$BROKER_DIR/etc/crl.pem
