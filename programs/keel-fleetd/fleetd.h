@@ -39,6 +39,7 @@ typedef struct fleetd_consumer fleetd_consumer_t;
 /* One message from a device, as the consumer queued it. */
 typedef struct fleetd_item {
     struct fleetd_item *next;
+    size_t order;      /* position in its batch (the ingest's) */
     int64_t received;  /* Unix seconds */
     bool retained;
     size_t topic_len, len;

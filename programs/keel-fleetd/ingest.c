@@ -16,10 +16,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RETRIES_MAX 8
+#define RETRIES_OTHER 3     /* a batch failing for another reason than BUSY */
 #define SETTLE_EVERY_S 5
+#define FLUSH_EVERY_S 30    /* detector states written back */
+#define CACHE_MAX 200000u   /* devices whose detector state is held in memory */
 #define PENDING_MAX 4096 /* post-commit actions per batch */
 #define DETECTOR_TEXT_MAX 4096
+#define UPDATE_DETAIL_MAX 1024 /* the store's cap on a campaign device's detail */
+#define UPDATE_ERROR_KEEP 256  /* of a longer report, the error's first bytes are kept */
+#define HEX_DIGITS "0123456789abcdefABCDEF"
 
 typedef struct {
     enum { POST_ERASE, POST_ALERT } what;
@@ -28,10 +33,14 @@ typedef struct {
     char *text;    /* alert JSON */
 } post_t;
 
+/* A device's detector state, held across batches (a hash table keyed by
+ * id, open addressing) and written back every FLUSH_EVERY_S. `undo` is the
+ * state before the batch being stored first touched it: a batch that rolls
+ * back restores it, so a retry counts nothing twice. */
 typedef struct {
-    char id[KEEL_FLEET_ID_MAX + 1];
-    bool loaded, dirty;
-    keel_fleet_anomaly_device_t st;
+    char id[KEEL_FLEET_ID_MAX + 1]; /* "" = free slot */
+    bool dirty, touched;
+    keel_fleet_anomaly_device_t st, undo;
 } devcache_t;
 
 struct fleetd_ingest {
@@ -46,8 +55,12 @@ struct fleetd_ingest {
     int64_t last_settle, last_tick;
     post_t post[PENDING_MAX];
     size_t n_post;
-    devcache_t *cache;
+    devcache_t *cache;           /* cap_cache slots (a power of two) */
     size_t n_cache, cap_cache;
+    devcache_t **touched;        /* entries the current batch changed */
+    size_t n_touched, cap_touched;
+    keel_fleet_anomaly_fleet_t fleet_undo;
+    int64_t last_flush;
 };
 
 /* ---- post-commit actions --------------------------------------------------------------- */
@@ -72,7 +85,7 @@ static void erase_and_receipt(fleetd_ingest_t *in, const char *device, const cha
 {
     keel_fleet_erasure_t er;
     keel_status_t st = KEEL_ERR_BUSY;
-    for (int i = 0; i < RETRIES_MAX && st == KEEL_ERR_BUSY; i++)
+    for (int i = 0; i < 8 && st == KEEL_ERR_BUSY; i++)
         st = keel_fleet_erase(in->db, device, request, "device", (int64_t)time(NULL), &er);
     if (st != KEEL_OK) {
         keel_log(KEEL_LOG_ERROR, "fleet: erase request %s of %s: %s", request, device, keel_error_message());
@@ -141,24 +154,75 @@ static keel_status_t alerts_store(fleetd_ingest_t *in, const keel_fleet_anomaly_
     return st;
 }
 
-/* ---- per-device detector state, cached for one batch -------------------------------------------- */
+/* ---- per-device detector state, held in memory ----------------------------------------------------- */
+
+static uint64_t id_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static keel_status_t cache_flush(fleetd_ingest_t *in);
+
+/* Writes back what changed and forgets every state (the table was full). */
+static void cache_reset(fleetd_ingest_t *in)
+{
+    if (cache_flush(in) != KEEL_OK) {
+        keel_log(KEEL_LOG_WARN, "fleet: detector states not written back: %s", keel_error_message());
+        keel_error_clear();
+    }
+    for (size_t i = 0; i < in->cap_cache; i++)
+        in->cache[i].id[0] = '\0';
+    in->n_cache = 0;
+}
+
+static keel_status_t cache_grow(fleetd_ingest_t *in)
+{
+    size_t cap = in->cap_cache ? in->cap_cache * 2 : 1024;
+    devcache_t *g = calloc(cap, sizeof *g);
+    if (g == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < in->cap_cache; i++) {
+        devcache_t *d = &in->cache[i];
+        if (d->id[0] == '\0')
+            continue;
+        size_t j = (size_t)id_hash(d->id) & (cap - 1);
+        while (g[j].id[0] != '\0')
+            j = (j + 1) & (cap - 1);
+        g[j] = *d;
+    }
+    free(in->cache);
+    in->cache = g;
+    in->cap_cache = cap;
+    return KEEL_OK;
+}
 
 static devcache_t *cache_get(fleetd_ingest_t *in, const char *device)
 {
-    for (size_t i = 0; i < in->n_cache; i++)
-        if (strcmp(in->cache[i].id, device) == 0)
-            return &in->cache[i];
-    if (in->n_cache == in->cap_cache) {
-        size_t cap = in->cap_cache ? in->cap_cache * 2 : 64;
-        devcache_t *g = realloc(in->cache, cap * sizeof *g);
-        if (g == NULL)
-            return NULL;
-        in->cache = g;
-        in->cap_cache = cap;
+    if (in->cap_cache > 0) {
+        for (size_t j = (size_t)id_hash(device) & (in->cap_cache - 1);; j = (j + 1) & (in->cap_cache - 1)) {
+            devcache_t *d = &in->cache[j];
+            if (d->id[0] == '\0')
+                break;
+            if (strcmp(d->id, device) == 0)
+                return d;
+        }
     }
-    devcache_t *d = &in->cache[in->n_cache++];
+    /* Not held: only between batches may the table be reset (a batch's
+     * undo records point into it). */
+    if (in->n_cache >= CACHE_MAX && in->n_touched == 0)
+        cache_reset(in);
+    if ((in->n_cache + 1) * 4 > in->cap_cache * 3 && cache_grow(in) != KEEL_OK)
+        return NULL;
+    size_t j = (size_t)id_hash(device) & (in->cap_cache - 1);
+    while (in->cache[j].id[0] != '\0')
+        j = (j + 1) & (in->cap_cache - 1);
+    devcache_t *d = &in->cache[j];
     memset(d, 0, sizeof *d);
     snprintf(d->id, sizeof d->id, "%s", device);
+    in->n_cache++;
     char text[DETECTOR_TEXT_MAX];
     if (keel_fleet_detector_get(in->db, device, text, sizeof text) != KEEL_OK) {
         keel_error_clear();
@@ -168,23 +232,77 @@ static devcache_t *cache_get(fleetd_ingest_t *in, const char *device)
         keel_log(KEEL_LOG_WARN, "fleet: %s", keel_error_message()); /* the baseline starts again */
         keel_error_clear();
     }
-    d->loaded = true;
     return d;
 }
 
+/* The batch is about to change d: remember how it was. */
+static keel_status_t cache_touch(fleetd_ingest_t *in, devcache_t *d)
+{
+    if (d->touched)
+        return KEEL_OK;
+    if (in->n_touched == in->cap_touched) {
+        size_t cap = in->cap_touched ? in->cap_touched * 2 : 512;
+        devcache_t **g = realloc(in->touched, cap * sizeof *g);
+        if (g == NULL)
+            return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        in->touched = g;
+        in->cap_touched = cap;
+    }
+    d->undo = d->st;
+    d->touched = true;
+    in->touched[in->n_touched++] = d;
+    return KEEL_OK;
+}
+
+/* After a commit: the batch's changes stay (and are to be written back). */
+static void batch_keep(fleetd_ingest_t *in)
+{
+    for (size_t i = 0; i < in->n_touched; i++) {
+        in->touched[i]->touched = false;
+        in->touched[i]->dirty = true;
+    }
+    in->n_touched = 0;
+}
+
+/* After a rollback: as if the batch never ran. */
+static void batch_undo(fleetd_ingest_t *in)
+{
+    for (size_t i = 0; i < in->n_touched; i++) {
+        in->touched[i]->st = in->touched[i]->undo;
+        in->touched[i]->touched = false;
+    }
+    in->n_touched = 0;
+    in->fleet = in->fleet_undo;
+}
+
+/* Every changed state into the store, one transaction. */
 static keel_status_t cache_flush(fleetd_ingest_t *in)
 {
-    keel_status_t st = KEEL_OK;
-    for (size_t i = 0; i < in->n_cache && st == KEEL_OK; i++) {
+    size_t n = 0;
+    for (size_t i = 0; i < in->cap_cache; i++)
+        n += in->cache[i].id[0] != '\0' && in->cache[i].dirty;
+    if (n == 0)
+        return KEEL_OK;
+    keel_status_t st = keel_fleet_db_begin(in->db);
+    for (size_t i = 0; i < in->cap_cache && st == KEEL_OK; i++) {
         devcache_t *d = &in->cache[i];
-        if (!d->dirty)
+        if (d->id[0] == '\0' || !d->dirty)
             continue;
         char text[DETECTOR_TEXT_MAX];
         st = keel_fleet_anomaly_device_format(&d->st, text, sizeof text);
         if (st == KEEL_OK)
             st = keel_fleet_detector_put(in->db, d->id, text);
     }
-    return st;
+    if (st == KEEL_OK)
+        st = keel_fleet_db_commit(in->db);
+    if (st != KEEL_OK) {
+        if (keel_fleet_db_in_tx(in->db))
+            keel_fleet_db_rollback(in->db);
+        return st;
+    }
+    for (size_t i = 0; i < in->cap_cache; i++)
+        in->cache[i].dirty = false;
+    return KEEL_OK;
 }
 
 /* ---- one message ----------------------------------------------------------------------------------- */
@@ -194,6 +312,16 @@ static const char *str_of(const json_t *o, const char *k)
     return json_string_value(json_object_get(o, k));
 }
 
+/* The store's rule for a reported version: 1..KEEL_FLEET_VERSION_MAX printable ASCII, no space. */
+static bool version_ok(const char *v)
+{
+    size_t n = v != NULL ? strnlen(v, KEEL_FLEET_VERSION_MAX + 1) : 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
+            return false;
+    return n > 0 && n <= KEEL_FLEET_VERSION_MAX;
+}
+
 /* A boot report: the registry learns the version; a campaign learns whether
  * its update took (confirmed) or was rolled back (failed). */
 static keel_status_t on_boot(fleetd_ingest_t *in, const char *device, const json_t *data, int64_t now, bool *known)
@@ -201,7 +329,8 @@ static keel_status_t on_boot(fleetd_ingest_t *in, const char *device, const json
     const char *version = str_of(data, "version");
     json_t *sv = json_object_get(data, "security_version");
     *known = true;
-    if (version == NULL || strlen(version) > KEEL_FLEET_VERSION_MAX || !json_is_integer(sv) ||
+    /* The store's own rules: a report it would refuse must not fail the batch it came in. */
+    if (!version_ok(version) || !json_is_integer(sv) ||
         json_integer_value(sv) < 0)
         return KEEL_OK; /* malformed boot reports change nothing */
     keel_fleet_device_t d;
@@ -247,6 +376,16 @@ static keel_status_t on_update(fleetd_ingest_t *in, const char *device, const js
         return KEEL_OK; /* not a campaign that selected this device: ignored */
     }
     char *detail = json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS);
+    if (detail != NULL && strlen(detail) > UPDATE_DETAIL_MAX) {
+        /* The store keeps a bounded detail: the state and the start of the error. */
+        free(detail);
+        const char *err = str_of(data, "error");
+        json_t *j = json_pack("{s:s, s:s, s:s%, s:b}", "campaign", campaign, "state", state, "error",
+                              err != NULL ? err : "", err != NULL ? strnlen(err, UPDATE_ERROR_KEEP) : (size_t)0,
+                              "truncated", 1);
+        detail = j != NULL ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(j);
+    }
     st = keel_fleet_campaign_device_set(in->db, campaign, device, state, detail, now);
     free(detail);
     return st;
@@ -257,13 +396,15 @@ static keel_status_t observe(fleetd_ingest_t *in, keel_fleet_anomaly_obs_t *o, i
     devcache_t *d = cache_get(in, o->device);
     if (d == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    keel_status_t tst = cache_touch(in, d);
+    if (tst != KEEL_OK)
+        return tst;
     keel_fleet_anomaly_alert_t alerts[KEEL_FLEET_ANOMALY_OBS_ALERTS_MAX];
     size_t n = 0;
     keel_status_t st = keel_fleet_anomaly_observe(&in->c.anomaly, &d->st, &in->fleet, o, alerts,
                                                   KEEL_FLEET_ANOMALY_OBS_ALERTS_MAX, &n);
     if (st != KEEL_OK)
         return st;
-    d->dirty = true;
     return alerts_store(in, alerts, n, now);
 }
 
@@ -346,7 +487,8 @@ static keel_status_t one(fleetd_ingest_t *in, const fleetd_item_t *it)
         } else if (strcmp(type, "erase-request") == 0) {
             const char *id = str_of(data, "id");
             o.event = KEEL_FLEET_EV_ERASE_REQUEST;
-            post_t *p = id != NULL && strlen(id) == 32 ? post_add(in) : NULL;
+            /* 32 hex digits or nothing: the id is logged and sent back in the receipt. */
+            post_t *p = id != NULL && strlen(id) == 32 && strspn(id, HEX_DIGITS) == 32 ? post_add(in) : NULL;
             if (p != NULL) {
                 p->what = POST_ERASE;
                 snprintf(p->device, sizeof p->device, "%s", device);
@@ -356,6 +498,14 @@ static keel_status_t one(fleetd_ingest_t *in, const fleetd_item_t *it)
     }
     if (o.version != NULL && strlen(o.version) > KEEL_FLEET_ANOMALY_VERSION_MAX)
         o.version = NULL;
+    if (st == KEEL_ERR_ARG) {
+        /* An event the store's checks refused (before any SQL ran): it costs
+         * the device its event, never the batch of other devices' messages. */
+        atomic_fetch_add(&in->stats.malformed, 1);
+        keel_log(KEEL_LOG_DEBUG, "fleet: an event from %s ignored: %s", device, keel_error_message());
+        keel_error_clear();
+        st = KEEL_OK;
+    }
     if (st == KEEL_OK)
         st = observe(in, &o, now);
 out:
@@ -383,17 +533,30 @@ static void on_gap(void *arg, const char *device, uint64_t first, uint64_t last,
         keel_error_clear();
 }
 
-static keel_status_t batch_run(fleetd_ingest_t *in, const fleetd_item_t *items)
+/* Device order within a batch (arrival order per device kept): two
+ * instances then take the devices' row locks in the same order and cannot
+ * deadlock on PostgreSQL. */
+static int item_cmp(const void *a, const void *b)
 {
+    const fleetd_item_t *x = *(const fleetd_item_t *const *)a, *y = *(const fleetd_item_t *const *)b;
+    int c = strcmp(x->topic, y->topic);
+    return c != 0 ? c : (x->order > y->order) - (x->order < y->order);
+}
+
+static keel_status_t batch_run(fleetd_ingest_t *in, fleetd_item_t **items, size_t n)
+{
+    in->fleet_undo = in->fleet;
     keel_status_t st = keel_fleet_db_begin(in->db);
-    for (const fleetd_item_t *it = items; st == KEEL_OK && it != NULL; it = it->next)
-        st = one(in, it);
-    if (st == KEEL_OK)
-        st = cache_flush(in);
+    for (size_t i = 0; st == KEEL_OK && i < n; i++)
+        st = one(in, items[i]);
     if (st == KEEL_OK)
         st = keel_fleet_db_commit(in->db);
     if (st != KEEL_OK && keel_fleet_db_in_tx(in->db))
         keel_fleet_db_rollback(in->db);
+    if (st == KEEL_OK)
+        batch_keep(in);
+    else
+        batch_undo(in);
     return st;
 }
 
@@ -429,6 +592,14 @@ static void periodic(fleetd_ingest_t *in)
             post_clear(in);
         }
     }
+    if (now - in->last_flush >= FLUSH_EVERY_S) {
+        in->last_flush = now;
+        if (cache_flush(in) != KEEL_OK) {
+            keel_log(KEEL_LOG_WARN, "fleet: detector states not written back (next try in %d s): %s", FLUSH_EVERY_S,
+                     keel_error_message());
+            keel_error_clear();
+        }
+    }
     post_run(in);
 }
 
@@ -439,28 +610,61 @@ static void *ingest_main(void *arg)
         size_t n = 0;
         fleetd_item_t *items = fleetd_queue_pop(in->c.queue, in->c.batch, 200, &n);
         if (items == NULL) {
-            if (atomic_load(&in->stopping) && fleetd_queue_depth(in->c.queue) == 0)
+            if (atomic_load(&in->stopping) && fleetd_queue_depth(in->c.queue) == 0) {
+                if (cache_flush(in) != KEEL_OK) {
+                    keel_log(KEEL_LOG_WARN, "fleet: detector states not written back at stop: %s",
+                             keel_error_message());
+                    keel_error_clear();
+                }
                 break; /* closed and drained */
+            }
             periodic(in);
             continue;
         }
-        keel_status_t st = KEEL_ERR_BUSY;
-        for (int attempt = 0; attempt < RETRIES_MAX && st == KEEL_ERR_BUSY; attempt++) {
-            in->n_cache = 0;
-            post_clear(in);
-            st = batch_run(in, items);
-            if (st == KEEL_ERR_BUSY) {
-                atomic_fetch_add(&in->stats.retries, 1);
-                keel_error_clear();
-                usleep((useconds_t)(1000u << attempt));
-            }
+        fleetd_item_t **arr = malloc(n * sizeof *arr);
+        if (arr == NULL) {
+            keel_log(KEEL_LOG_ERROR, "fleet: out of memory; a batch of %zu messages is lost (loss alerts follow)", n);
+            fleetd_item_free_list(items);
+            continue;
         }
+        size_t k = 0;
+        for (fleetd_item_t *it = items; it != NULL && k < n; it = it->next, k++) {
+            it->order = k;
+            arr[k] = it;
+        }
+        qsort(arr, k, sizeof *arr, item_cmp);
+        /* BUSY (locked, a serialization failure, a database that went away
+         * and is coming back) is retried for as long as it lasts: the queue
+         * fills, the MQTT thread stops reading, the broker keeps the rest.
+         * Anything else is retried a few times, then the batch is given up
+         * and its messages show as lost. */
+        keel_status_t st;
+        char why[KEEL_ERROR_MAX] = "";
+        unsigned attempt = 0, other = 0;
+        for (;;) {
+            post_clear(in);
+            st = batch_run(in, arr, k);
+            if (st == KEEL_OK)
+                break;
+            snprintf(why, sizeof why, "%s", keel_error_message());
+            keel_error_clear();
+            if (st != KEEL_ERR_BUSY && ++other >= RETRIES_OTHER)
+                break;
+            if (st == KEEL_ERR_BUSY && atomic_load(&in->stopping) && attempt >= 20)
+                break;
+            atomic_fetch_add(&in->stats.retries, 1);
+            if (attempt == 10)
+                keel_log(KEEL_LOG_WARN, "fleet: the database keeps refusing a batch (%s); still trying", why);
+            unsigned ms = attempt < 12 ? 1u << attempt : 4096u;
+            usleep((useconds_t)ms * 1000u);
+            attempt++;
+        }
+        free(arr);
         if (st != KEEL_OK) {
             /* The batch is not stored. Its messages were acknowledged to the
              * broker, so they are lost here; the gaps they leave will show
              * as loss alerts. The log says why. */
-            keel_log(KEEL_LOG_ERROR, "fleet: a batch of %zu messages was not stored: %s", n, keel_error_message());
-            keel_error_clear();
+            keel_log(KEEL_LOG_ERROR, "fleet: a batch of %zu messages was not stored: %s", n, why);
             post_clear(in);
         } else {
             atomic_fetch_add(&in->stats.batches, 1);
@@ -486,7 +690,7 @@ keel_status_t fleetd_ingest_start(const fleetd_ingest_config_t *c, fleetd_ingest
         st = keel_fleet_db_open(in->db_url, &in->db);
     if (st == KEEL_OK) {
         keel_fleet_anomaly_fleet_init(&in->fleet);
-        in->last_tick = in->last_settle = (int64_t)time(NULL);
+        in->last_tick = in->last_settle = in->last_flush = (int64_t)time(NULL);
         if (pthread_create(&in->thread, NULL, ingest_main, in) != 0)
             st = keel_errorf(KEEL_ERR_NOMEM, "ingest: cannot start its thread");
         else
@@ -522,6 +726,7 @@ void fleetd_ingest_free(fleetd_ingest_t *in)
     fleetd_ingest_stop(in);
     post_clear(in);
     free(in->cache);
+    free(in->touched);
     keel_fleet_db_close(in->db);
     free(in);
 }
