@@ -188,10 +188,29 @@ static bool sha256_norm(const char *in, char out[65])
 static keel_status_t cert_check(const char *id, const char *pem, const char *sha_hex, char serial[65])
 {
     size_t len = strlen(pem);
-    if (len > CERT_PEM_MAX || strncmp(pem, "-----BEGIN CERTIFICATE-----", 27) != 0)
+    static const char armour[] = "-----BEGIN CERTIFICATE-----"; /* the armour, no certificate: secret-scan: allow */
+    if (len > CERT_PEM_MAX || strncmp(pem, armour, sizeof armour - 1) != 0)
         return keel_errorf(KEEL_ERR_FORMAT, "manifest device %s: the certificate is not one PEM certificate", id);
     BIO *b = BIO_new_mem_buf(pem, (int)len);
-    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+    /* The block's own bytes must be exactly one DER certificate: d2i would
+     * skip bytes after it inside the base64, and the registry would keep a
+     * "certificate" that is not the one hashed. No PEM header either: an
+     * encrypted block would make OpenSSL ask for a password on the terminal. */
+    char *name = NULL, *header = NULL;
+    unsigned char *der = NULL;
+    long dl = 0;
+    X509 *x = NULL;
+    if (b != NULL && PEM_read_bio(b, &name, &header, &der, &dl) == 1 && strcmp(name, PEM_STRING_X509) == 0 &&
+        header[0] == '\0' && dl > 0) {
+        const unsigned char *q = der;
+        x = d2i_X509(NULL, &q, dl);
+        if (x != NULL && q != der + dl) {
+            X509_free(x);
+            x = NULL;
+        }
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
     keel_status_t st = KEEL_OK;
     if (x == NULL) {
         st = keel_errorf(KEEL_ERR_FORMAT, "manifest device %s: the certificate does not parse", id);
@@ -203,10 +222,6 @@ static keel_status_t cert_check(const char *id, const char *pem, const char *sha
                 if (!isspace((unsigned char)rest[i]))
                     st = keel_errorf(KEEL_ERR_FORMAT, "manifest device %s: more than one certificate", id);
     }
-    unsigned char *der = NULL;
-    int dl = st == KEEL_OK ? i2d_X509(x, &der) : -1;
-    if (st == KEEL_OK && dl <= 0)
-        st = keel_errorf(KEEL_ERR_FORMAT, "manifest device %s: the certificate does not encode", id);
     if (st == KEEL_OK) {
         uint8_t h[KEEL_SHA256_LEN];
         char hex[65];
