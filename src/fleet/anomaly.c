@@ -8,6 +8,7 @@
 #include "keel/fleet_store.h"
 
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stddef.h>
@@ -369,7 +370,9 @@ static bool parse_double(const char *s, double *out)
     errno = 0;
     char *end = NULL;
     double v = strtod(s, &end);
-    if (errno != 0 || end == NULL || *end != '\0' || !isfinite(v))
+    /* ERANGE on underflow is taken: format writes a subnormal (a counter
+     * decayed over a long silence) and strtod reads it back exactly. */
+    if ((errno != 0 && !(errno == ERANGE && fabs(v) < DBL_MIN)) || end == NULL || *end != '\0' || !isfinite(v))
         return false;
     *out = v;
     return true;
@@ -483,9 +486,10 @@ static void device_advance(const keel_fleet_anomaly_config_t *cfg, keel_fleet_an
     d->auth *= exp(-(double)dt / cfg->auth_window_s);
     d->size_max = d->size_mean + (d->size_max - d->size_mean) * exp(-(double)dt / SIZE_MAX_TAU_S);
     if (dt >= (int64_t)cfg->late_s) {
-        /* What it queued while silent may now arrive late (its outbox). */
-        d->credit_s = dt + (int64_t)cfg->late_s;
-        d->credit_until = t + (int64_t)cfg->backlog_drain_s;
+        /* What it queued while silent may now arrive late (its outbox).
+         * Capped at TIME_MAX, the bound a state must keep to be stored. */
+        d->credit_s = dt <= TIME_MAX - (int64_t)cfg->late_s ? dt + (int64_t)cfg->late_s : TIME_MAX;
+        d->credit_until = t <= TIME_MAX - (int64_t)cfg->backlog_drain_s ? t + (int64_t)cfg->backlog_drain_s : TIME_MAX;
     }
     d->last = t;
 }

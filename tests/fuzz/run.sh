@@ -17,11 +17,11 @@ for bin in "$build"/tests/fuzz/fuzz_*; do
     if "$bin" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 \
         -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")
-        printf '%-14s %10s executions in %ss, no finding (corpus: %s inputs)\n' "$name" "${execs:-?}" "$secs" \
+        printf '%-20s %10s executions in %ss, no finding (corpus: %s inputs)\n' "$name" "${execs:-?}" "$secs" \
             "$(ls "$work/corpus" | wc -l)"
     else
         status=1
-        printf '%-14s FINDING: see %s and %s\n' "$name" "$work/log" "$work/artifacts"
+        printf '%-20s FINDING: see %s and %s\n' "$name" "$work/log" "$work/artifacts"
         grep -m 5 -E "ERROR|SUMMARY|==[0-9]+==" "$work/log" || true
     fi
 done

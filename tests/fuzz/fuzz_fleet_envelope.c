@@ -1,0 +1,141 @@
+/*
+ * Fuzz target: what a device (or anyone holding a device's certificate)
+ * publishes to keel-fleetd: the topic and the envelope of a message
+ * (programs/keel-fleetd/envelope.c, compiled in). The input's first line is
+ * the topic (capped at FLEETD_TOPIC_MAX as the consumer caps it), the rest
+ * the payload, handed over in a buffer of its exact size (no NUL after it).
+ * What must hold: a topic that parses names a well-formed device id and one
+ * of the three leaves, and is exactly root/id/leaf; a state message has no
+ * envelope; an envelope that is taken belongs to the topic's device, has
+ * 1 <= seq <= INT64_MAX, a kind that fits the topic, and a body that is the
+ * compact JSON text of an object of at most KEEL_FLEET_BODY_MAX bytes,
+ * without NUL, that parses back to the envelope's "data" (reals to 15
+ * significant digits, what the body keeps) and is its own normal form.
+ */
+#include "fuzz.h"
+
+#include "fleetd.h"
+#include "keel/identity.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    return 0;
+}
+
+static void must(int ok, const char *what)
+{
+    if (!ok) {
+        fprintf(stderr, "fuzz_fleet_envelope: %s\n", what);
+        abort();
+    }
+}
+
+/* json_equal, but a real may differ in its last digits: the body keeps 15
+ * significant digits (JSON_REAL_PRECISION(15)), not the 17 a double needs. */
+static int near(const json_t *a, const json_t *b)
+{
+    if (json_is_real(a) && json_is_real(b)) {
+        double x = json_real_value(a), y = json_real_value(b);
+        return x == y || fabs(x - y) <= 1e-14 * fmax(fabs(x), fabs(y)) + 1e-323; /* + a subnormal step */
+    }
+    if (json_typeof(a) != json_typeof(b))
+        return 0;
+    if (json_is_array(a)) {
+        if (json_array_size(a) != json_array_size(b))
+            return 0;
+        for (size_t i = 0; i < json_array_size(a); i++)
+            if (!near(json_array_get(a, i), json_array_get(b, i)))
+                return 0;
+        return 1;
+    }
+    if (json_is_object(a)) {
+        const char *k;
+        json_t *v;
+        if (json_object_size(a) != json_object_size(b))
+            return 0;
+        json_object_foreach((json_t *)a, k, v) {
+            json_t *w = json_object_get(b, k);
+            if (w == NULL || !near(v, w))
+                return 0;
+        }
+        return 1;
+    }
+    return json_equal(a, b);
+}
+
+static const char *const leaf_names[] = {"telemetry", "events", "state"};
+
+static void check_envelope(const char *device, fleetd_leaf_t leaf, const uint8_t *data, size_t size)
+{
+    /* exact size: a read past the payload is ASan's to see */
+    char *payload = malloc(size > 0 ? size : 1);
+    if (payload == NULL)
+        return;
+    if (size > 0)
+        memcpy(payload, data, size);
+    keel_fleet_msg_t m;
+    json_t *hold = NULL;
+    char *body = NULL;
+    keel_status_t st = fleetd_envelope_parse(device, leaf, payload, size, 1700000000, &m, &hold, &body);
+    if (leaf == FLEETD_LEAF_STATE)
+        must(st == KEEL_ERR_ARG, "a state message was taken as an envelope");
+    if (st != KEEL_OK) {
+        must(hold == NULL && body == NULL, "a refused envelope left something to free");
+        free(payload);
+        keel_error_clear();
+        return;
+    }
+    must(hold != NULL && body != NULL && m.body == body, "a taken envelope without its body");
+    must(m.device != NULL && strcmp(m.device, device) == 0, "the envelope's device is not the topic's");
+    must(m.seq >= 1 && m.seq <= (uint64_t)INT64_MAX, "seq out of range");
+    must(m.ts >= 0 && m.received == 1700000000, "ts or received out of range");
+    must(m.kind != NULL && (leaf == FLEETD_LEAF_TELEMETRY
+                                ? strcmp(m.kind, "telemetry") == 0
+                                : strcmp(m.kind, "event") == 0 || strcmp(m.kind, "alert") == 0),
+         "kind does not fit the topic");
+    must(m.dropped <= 3ull * UINT32_MAX, "dropped past three 32-bit counts");
+    must(m.body_len == strlen(body) && m.body_len <= KEEL_FLEET_BODY_MAX, "body over KEEL_FLEET_BODY_MAX");
+    json_error_t e;
+    json_t *again = json_loadb(body, m.body_len, JSON_REJECT_DUPLICATES, &e);
+    must(json_is_object(again), "the body is not a JSON object's text");
+    must(near(again, json_object_get(hold, "data")), "the body is not the envelope's data");
+    /* 15 significant digits (DBL_DIG) read and written again are the same text */
+    char *twice = json_dumps(again, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
+    must(twice != NULL && strcmp(twice, body) == 0, "the body is not its own normal form");
+    free(twice);
+    json_decref(again);
+    free(body);
+    json_decref(hold);
+    free(payload);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const uint8_t *nl = memchr(data, '\n', size);
+    size_t tl = nl != NULL ? (size_t)(nl - data) : size;
+    if (tl >= FLEETD_TOPIC_MAX)
+        return 0; /* the consumer drops it before parsing */
+    char topic[FLEETD_TOPIC_MAX];
+    memcpy(topic, data, tl);
+    topic[tl] = '\0';
+    char device[KEEL_FLEET_ID_MAX + 1];
+    fleetd_leaf_t leaf;
+    if (fleetd_topic_parse(topic, device, &leaf) != KEEL_OK) {
+        keel_error_clear();
+        return 0;
+    }
+    must(keel_identity_id_ok(device) && (unsigned)leaf <= FLEETD_LEAF_STATE, "a topic parsed to a bad id or leaf");
+    char rebuilt[FLEETD_TOPIC_MAX + KEEL_FLEET_ID_MAX + 16];
+    snprintf(rebuilt, sizeof rebuilt, FLEETD_TOPIC_ROOT "%s/%s", device, leaf_names[leaf]);
+    must(strcmp(rebuilt, topic) == 0, "a topic parsed to something other than itself");
+    size_t off = nl != NULL ? tl + 1 : size;
+    check_envelope(device, leaf, data + off, size - off);
+    return 0;
+}
