@@ -29,6 +29,10 @@ void keel_random_bytes(void *buf, size_t n);
 uint32_t keel_random_uniform(uint32_t upper);
 
 void keel_sha256(const void *data, size_t len, uint8_t out[KEEL_SHA256_LEN]);
+/* A pem_password_cb that never gives a password: an encrypted PEM block is
+ * refused at once instead of OpenSSL asking on the terminal (a daemon must
+ * never block on a prompt, and a PEM in outside data must not make it). */
+int keel_pem_no_password(char *buf, int size, int rwflag, void *u);
 /* Constant-time equality of two equally long byte strings: 1 if equal. */
 int keel_ct_equal(const void *a, const void *b, size_t n);
 

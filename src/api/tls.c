@@ -46,7 +46,7 @@ keel_status_t keel_tls_read_certs(const char *path, STACK_OF(X509) **out)
     if (bio == NULL || sk == NULL)
         st = keel_crypto_error(KEEL_ERR_CRYPTO, "BIO_new_mem_buf");
     X509 *x;
-    while (st == KEEL_OK && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+    while (st == KEEL_OK && (x = PEM_read_bio_X509(bio, NULL, keel_pem_no_password, NULL)) != NULL)
         if (sk_X509_push(sk, x) <= 0) {
             X509_free(x);
             st = keel_crypto_error(KEEL_ERR_CRYPTO, "sk_X509_push");

@@ -390,12 +390,6 @@ static void openssh_key(fw_t *fw, const char *path, const uint8_t *b64, size_t n
             encrypted ? "encrypted" : "unencrypted", ktype);
 }
 
-static int no_password(char *buf, int size, int rwflag, void *u)
-{
-    (void)buf, (void)size, (void)rwflag, (void)u;
-    return -1;
-}
-
 /* One PEM block, BEGIN line to END line. */
 static void pem_block(fw_t *fw, const char *path, const uint8_t *blk, size_t n, const char *label)
 {
@@ -419,12 +413,12 @@ static void pem_block(fw_t *fw, const char *path, const uint8_t *blk, size_t n, 
     if (bio == NULL)
         return;
     if (is_cert) {
-        X509 *x = PEM_read_bio_X509_AUX(bio, NULL, no_password, NULL);
+        X509 *x = PEM_read_bio_X509_AUX(bio, NULL, keel_pem_no_password, NULL);
         if (x != NULL)
             report_cert(fw, path, x);
         X509_free(x);
     } else {
-        EVP_PKEY *pk = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
+        EVP_PKEY *pk = PEM_read_bio_PrivateKey(bio, NULL, keel_pem_no_password, NULL);
         char enc[64];
         snprintf(enc, sizeof enc, "PEM %s", label);
         if (pk != NULL) {

@@ -229,3 +229,9 @@ keel_status_t keel_ecdsa_verify(EVP_PKEY *pub, const void *msg, size_t len, cons
     EVP_MD_CTX_free(c);
     return st;
 }
+
+int keel_pem_no_password(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}

@@ -3,6 +3,7 @@
  * root and an issuing CA, ECDSA P-256 / SHA-256.
  */
 #include "keel/factory.h"
+#include "keel/crypto.h"
 
 #include "keel/identity.h"
 
@@ -141,7 +142,7 @@ static void *pem_read(const char *path, void *(*reader)(BIO *, void *), void *ar
 static void *read_x509(BIO *bio, void *arg)
 {
     (void)arg;
-    return PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    return PEM_read_bio_X509(bio, NULL, keel_pem_no_password, NULL);
 }
 
 static void *read_key(BIO *bio, void *arg)
@@ -508,6 +509,37 @@ keel_status_t keel_factory_issue_device(keel_factory_t *f, EVP_PKEY *pub, const 
     return make_cert(f->org, &r, out);
 }
 
+/* A new key and an end-entity certificate for it from the service issuing CA
+ * (server and client certificates of the fleet's services), written into
+ * outdir (which exists) as key_name, crt_name, chain.pem (the certificate,
+ * then the issuing CA) and ca.pem (the service root). cn may be NULL. */
+static keel_status_t issue_service_cert(keel_factory_t *f, const char *cn, const char *const *exts,
+                                        const int *nids, size_t n_exts, const char *outdir,
+                                        const char *key_name, const char *crt_name)
+{
+    EVP_PKEY *key = NULL;
+    X509 *cert = NULL;
+    keel_status_t st = keel_ec_generate(&key);
+    if (st != KEEL_OK)
+        return st;
+    cert_req_t r = {.cn = cn, .issuer = f->issuing[KEEL_PKI_SERVICE], .issuer_key = f->issuing_key[KEEL_PKI_SERVICE],
+                    .subject_key = key, .days = SERVER_DAYS, .exts = exts, .ext_nids = nids, .n_exts = n_exts};
+    st = make_cert(f->org, &r, &cert);
+    if (st == KEEL_OK)
+        st = write_pem_key(outdir, key_name, key, NULL, 0);
+    if (st == KEEL_OK)
+        st = write_pem_cert(outdir, crt_name, cert);
+    if (st == KEEL_OK) {
+        X509 *chain[2] = {cert, f->issuing[KEEL_PKI_SERVICE]};
+        st = write_chain(outdir, "chain.pem", chain, 2);
+    }
+    if (st == KEEL_OK)
+        st = write_pem_cert(outdir, "ca.pem", f->root[KEEL_PKI_SERVICE]);
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return st;
+}
+
 static int server_name_ok(const char *name, int *is_ip)
 {
     unsigned char addr[16];
@@ -542,28 +574,9 @@ keel_status_t keel_factory_issue_server(keel_factory_t *f, const char *name, con
                                NID_authority_key_identifier};
     const char *exts[] = {"critical,CA:FALSE", "critical,digitalSignature", "serverAuth", san, "hash",
                           "keyid:always"};
-    EVP_PKEY *key = NULL;
-    X509 *cert = NULL;
-    if ((st = keel_ec_generate(&key)) != KEEL_OK)
-        return st;
     /* The subject alternative name is what TLS checks; a CN must fit 64. */
-    cert_req_t r = {.cn = strlen(name) <= 64 ? name : NULL, .issuer = f->issuing[KEEL_PKI_SERVICE],
-                    .issuer_key = f->issuing_key[KEEL_PKI_SERVICE], .subject_key = key,
-                    .days = SERVER_DAYS, .exts = exts, .ext_nids = nids, .n_exts = 6};
-    st = make_cert(f->org, &r, &cert);
-    if (st == KEEL_OK)
-        st = write_pem_key(outdir, "server.key", key, NULL, 0);
-    if (st == KEEL_OK)
-        st = write_pem_cert(outdir, "server.crt", cert);
-    if (st == KEEL_OK) {
-        X509 *chain[2] = {cert, f->issuing[KEEL_PKI_SERVICE]};
-        st = write_chain(outdir, "chain.pem", chain, 2);
-    }
-    if (st == KEEL_OK)
-        st = write_pem_cert(outdir, "ca.pem", f->root[KEEL_PKI_SERVICE]);
-    EVP_PKEY_free(key);
-    X509_free(cert);
-    return st;
+    return issue_service_cert(f, strlen(name) <= 64 ? name : NULL, exts, nids, 6, outdir, "server.key",
+                              "server.crt");
 }
 
 static int client_name_ok(const char *name)
@@ -598,27 +611,7 @@ keel_status_t keel_factory_issue_client(keel_factory_t *f, const char *name, con
                                NID_subject_key_identifier, NID_authority_key_identifier};
     static const char *const exts[] = {"critical,CA:FALSE", "critical,digitalSignature", "clientAuth", "hash",
                                        "keyid:always"};
-    EVP_PKEY *key = NULL;
-    X509 *cert = NULL;
-    if ((st = keel_ec_generate(&key)) != KEEL_OK)
-        return st;
-    cert_req_t r = {.cn = name, .issuer = f->issuing[KEEL_PKI_SERVICE],
-                    .issuer_key = f->issuing_key[KEEL_PKI_SERVICE], .subject_key = key,
-                    .days = SERVER_DAYS, .exts = exts, .ext_nids = nids, .n_exts = 5};
-    st = make_cert(f->org, &r, &cert);
-    if (st == KEEL_OK)
-        st = write_pem_key(outdir, "client.key", key, NULL, 0);
-    if (st == KEEL_OK)
-        st = write_pem_cert(outdir, "client.crt", cert);
-    if (st == KEEL_OK) {
-        X509 *chain[2] = {cert, f->issuing[KEEL_PKI_SERVICE]};
-        st = write_chain(outdir, "chain.pem", chain, 2);
-    }
-    if (st == KEEL_OK)
-        st = write_pem_cert(outdir, "ca.pem", f->root[KEEL_PKI_SERVICE]);
-    EVP_PKEY_free(key);
-    X509_free(cert);
-    return st;
+    return issue_service_cert(f, name, exts, nids, 5, outdir, "client.key", "client.crt");
 }
 
 static int signer_name_ok(const char *name)

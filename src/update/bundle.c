@@ -4,6 +4,7 @@
  * docs/bundle-format.md; docs/internals/update-bundle.md says how to use it.
  */
 #include "keel/update.h"
+#include "keel/crypto.h"
 
 #include "keel/identity.h"
 
@@ -884,7 +885,7 @@ static keel_status_t add_crls(keel_trust_t *t, const keel_buf_t *text, const cha
     int before = sk_X509_CRL_num(t->crls);
     keel_status_t st = KEEL_OK;
     X509_CRL *crl;
-    while (st == KEEL_OK && (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+    while (st == KEEL_OK && (crl = PEM_read_bio_X509_CRL(bio, NULL, keel_pem_no_password, NULL)) != NULL) {
         if (sk_X509_CRL_num(t->crls) == CRLS_MAX || sk_X509_CRL_push(t->crls, crl) <= 0) {
             X509_CRL_free(crl);
             st = keel_errorf(KEEL_ERR_FORMAT, "%s: more than %d revocation lists", name, CRLS_MAX);
@@ -924,7 +925,7 @@ keel_status_t keel_trust_load(const char *root_pem, const char *crl_pem, keel_tr
         goto out;
     }
     X509 *root;
-    while ((root = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    while ((root = PEM_read_bio_X509(bio, NULL, keel_pem_no_password, NULL)) != NULL) {
         if (sk_X509_num(t->roots) == TRUST_ROOTS_MAX || sk_X509_push(t->roots, root) <= 0) {
             X509_free(root);
             st = keel_errorf(KEEL_ERR_FORMAT, "%s: more than %d release roots", root_pem, TRUST_ROOTS_MAX);
@@ -1217,7 +1218,7 @@ static keel_status_t signer_load(const char *key_path, const char *pass, const c
     bio = BIO_new_mem_buf(b.data, (int)b.len);
     X509 *c;
     int n = 0;
-    while (st == KEEL_OK && bio != NULL && (c = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    while (st == KEEL_OK && bio != NULL && (c = PEM_read_bio_X509(bio, NULL, keel_pem_no_password, NULL)) != NULL) {
         unsigned char *der = NULL;
         int dlen = i2d_X509(c, &der);
         if (++n > CHAIN_CERTS_MAX)
