@@ -113,6 +113,25 @@ EOF
     fail "the erase left messages of $SECOND"
 note "erase request: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["records"])' "$T/receipt.json") messages deleted, receipt on cmd/keel/erase-receipt"
 
+# ---- a campaign halts itself when its installs fail -------------------------------------------------------
+expect_rc 0 "$KEEL" bundle signer --dir "$T/f" --name release-1 --out "$T/signer"
+head -c 70000 /dev/urandom >"$T/payload"
+expect_rc 0 "$KEEL" bundle create --signer "$T/signer" --model plug-1 --version 2.0.0 --security-version 2 \
+    --support-until 2030-12-31 --payload "$T/payload" --out "$T/2.0.0.kb"
+CAMP=$("$KEEL" fleet --json campaign create --bundle "$T/2.0.0.kb" --model plug-1 --percent 50 |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+SEL=$(fleet_sql "SELECT count(*) FROM campaign_devices WHERE campaign = '$CAMP'")
+[ "$SEL" = $((N / 2)) ] || fail "a 50 % campaign over $N devices selected $SEL"
+VICTIM=$(fleet_sql "SELECT device FROM campaign_devices WHERE campaign = '$CAMP' ORDER BY device LIMIT 1")
+printf '{"device":"%s","seq":7000,"ts":%s,"kind":"event","data":{"type":"update","campaign":"%s","state":"failed","version":"2.0.0","bytes":0,"error":"flash write failed"}}' \
+    "$VICTIM" "$(date +%s)" "$CAMP" >"$T/failed.json"
+mosquitto_pub -V mqttv5 -h 127.0.0.1 -p "$BROKER_PORT" --cafile "$T/f/service-ca/root.crt" \
+    --cert "$T/sim/$VICTIM.crt" --key "$T/sim/$VICTIM.key" -i "$VICTIM" -q 1 \
+    -t "keel/v1/$VICTIM/events" -f "$T/failed.json" 2>"$T/pub.err" || fail "mosquitto_pub: $(cat "$T/pub.err")"
+fleet_wait_sql "SELECT state FROM campaigns WHERE id = '$CAMP'" halted 20
+fleet_wait_sql "SELECT count(*) FROM alerts WHERE kind = 'campaign'" 1 10
+note "a 50 % campaign selected $SEL of $N devices; one failed install of one finished halted it (campaign alert)"
+
 # ---- nothing lost while keel-fleetd is away ------------------------------------------------------------
 fleet_stop op
 BEFORE=$(stored)
