@@ -711,9 +711,11 @@ void fleetd_admin_handle(void *arg, struct evhttp_request *req, SSL *ssl)
         fleetd_reply_error(req, 404, "not_found", NULL);
         return;
     }
-    if (route.write && r.role != FLEETD_ROLE_ADMIN) {
+    /* The export is a device's personal data: an operator's, not the dashboard's. */
+    if ((route.write || route.kind == FLEETD_R_DEVICE_EXPORT) && r.role != FLEETD_ROLE_ADMIN) {
         keel_log(KEEL_LOG_WARN, "admin: %s (read-only) was refused %s %s", r.name, r.method, r.path);
-        fleetd_reply_error(req, 403, "forbidden", "this token may only read");
+        fleetd_reply_error(req, 403, "forbidden",
+                           route.write ? "this token may only read" : "a device's data is exported with an admin token");
         return;
     }
     r.id = route.id;

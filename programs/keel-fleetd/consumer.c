@@ -194,7 +194,7 @@ keel_status_t fleetd_load_key(const char *path, EVP_PKEY **out)
     EVP_PKEY *k = NULL;
     if (st == KEEL_OK) {
         BIO *bio = BIO_new_mem_buf(buf, (int)len);
-        k = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+        k = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, keel_pem_no_password, NULL) : NULL;
         BIO_free(bio);
         if (k == NULL)
             st = keel_crypto_error(KEEL_ERR_CONFIG, "the key file holds no usable (unencrypted PEM) private key");

@@ -12,6 +12,7 @@
 #include "fleetd.h"
 
 #include "keel/crypto.h"
+#include "keel/identity.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -29,6 +30,9 @@
 #include <unistd.h>
 
 #define SEND_PIECE (64u * 1024u)
+/* Downloads one device may have running at once: a resume may overlap the
+ * stalled transfer it replaces, more is a device hogging the connections. */
+#define DOWNLOADS_PER_DEVICE 2
 #define BUNDLES_PREFIX "/v1/bundles/"
 
 /* The device behind the connection, checked against the registry. */
@@ -40,8 +44,11 @@ static int peer_device(fleetd_t *f, SSL *ssl, keel_fleet_device_t *d, const char
         return 401;
     }
     char cn[KEEL_FLEET_ID_MAX + 1];
-    int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
-    if (n <= 0 || (size_t)n >= sizeof cn) {
+    X509_NAME *sub = X509_get_subject_name(cert);
+    int n = X509_NAME_get_text_by_NID(sub, NID_commonName, cn, sizeof cn);
+    /* One CN that is a device id, or nothing: it is looked up and logged (no NUL, no control characters). */
+    if (n <= 0 || (size_t)n >= sizeof cn || strlen(cn) != (size_t)n || !keel_identity_id_ok(cn) ||
+        X509_NAME_get_index_by_NID(sub, NID_commonName, X509_NAME_get_index_by_NID(sub, NID_commonName, -1)) >= 0) {
         *why = "the certificate names no device";
         return 403;
     }
@@ -131,27 +138,55 @@ static void route_update(fleetd_t *f, struct evhttp_request *req, const keel_fle
 
 /* ---- streaming a bundle ------------------------------------------------------------------------ */
 
-typedef struct {
+typedef struct sending {
+    struct sending *prev, *next; /* every download in progress (the main loop's only) */
     struct evhttp_request *req;
     int fd;
     int64_t left;
     char device[KEEL_FLEET_ID_MAX + 1];
 } sending_t;
 
-static void sending_free(sending_t *s)
+static sending_t *g_sending;
+
+static unsigned sending_count(const char *device)
 {
-    fleetd_https_on_close(s->req, NULL, NULL);
+    unsigned n = 0;
+    for (const sending_t *s = g_sending; s != NULL; s = s->next)
+        n += strcmp(s->device, device) == 0;
+    return n;
+}
+
+static void sending_unlink_free(sending_t *s)
+{
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        g_sending = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
     close(s->fd);
     free(s);
 }
 
-/* The device went away mid-transfer: evhttp frees the request; we free ours. */
+static void sending_free(sending_t *s)
+{
+    fleetd_https_on_close(s->req, NULL, NULL);
+    sending_unlink_free(s);
+}
+
+/* The connection ended mid-transfer. When the device went away, evhttp has
+ * detached the unfinished request and leaves it to us to end (which frees
+ * it); when the server is shutting down, it is still attached and evhttp
+ * frees it right after this. */
 static void sending_gone(void *arg)
 {
     sending_t *s = arg;
+    struct evhttp_request *req = s->req;
+    bool detached = evhttp_request_get_connection(req) == NULL;
     keel_log(KEEL_LOG_INFO, "fleet: update server: %s left with %" PRId64 " bytes unsent", s->device, s->left);
-    close(s->fd);
-    free(s);
+    sending_unlink_free(s);
+    if (detached)
+        evhttp_send_reply_end(req);
 }
 
 static void send_more(struct evhttp_connection *evcon, void *arg);
@@ -248,7 +283,17 @@ static void route_bundle(fleetd_t *f, struct evhttp_request *req, const keel_fle
     int64_t from = 0;
     const char *range = evhttp_find_header(evhttp_request_get_input_headers(req), "Range");
     if (!parse_range(range, c.bundle_size, &from)) {
+        char cr[48];
+        snprintf(cr, sizeof cr, "bytes */%" PRId64, c.bundle_size);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Range", cr);
         fleetd_reply_error(req, 416, "range_not_satisfiable", "only bytes=N- is served");
+        return;
+    }
+    if (sending_count(d->id) >= DOWNLOADS_PER_DEVICE) {
+        keel_log(KEEL_LOG_WARN, "fleet: update server: %s already has %d downloads running; one more refused", d->id,
+                 DOWNLOADS_PER_DEVICE);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "60");
+        fleetd_reply_error(req, 429, "too_many_requests", "this device's downloads are already running");
         return;
     }
     int fd = open(c.bundle_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -268,6 +313,10 @@ static void route_bundle(fleetd_t *f, struct evhttp_request *req, const keel_fle
     }
     s->req = req;
     s->fd = fd;
+    s->next = g_sending;
+    if (g_sending != NULL)
+        g_sending->prev = s;
+    g_sending = s;
     s->left = c.bundle_size - from;
     snprintf(s->device, sizeof s->device, "%s", d->id);
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);

@@ -30,6 +30,16 @@ keel_status_t fleetd_topic_parse(const char *topic, char device[KEEL_FLEET_ID_MA
     return KEEL_OK;
 }
 
+/* A device's text for a message that may be logged: printable ASCII, the rest as '?', at most cap-1 bytes. */
+static const char *shown(const char *in, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; in[i] != '\0' && i + 1 < cap; i++)
+        out[i] = (unsigned char)in[i] >= 0x20 && (unsigned char)in[i] < 0x7f ? in[i] : '?';
+    out[i] = '\0';
+    return out;
+}
+
 static bool uint_of(const json_t *v, uint64_t max, uint64_t *out)
 {
     if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
@@ -58,7 +68,8 @@ keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, cons
     json_object_foreach(j, k, v) {
         if (strcmp(k, "device") != 0 && strcmp(k, "seq") != 0 && strcmp(k, "ts") != 0 && strcmp(k, "kind") != 0 &&
             strcmp(k, "data") != 0 && strcmp(k, "dropped") != 0) {
-            st = keel_errorf(KEEL_ERR_FORMAT, "unknown envelope field \"%.32s\"", k);
+            char name[33];
+            st = keel_errorf(KEEL_ERR_FORMAT, "unknown envelope field \"%s\"", shown(k, name, sizeof name));
             break;
         }
     }

@@ -218,5 +218,10 @@ int fleetd_token_cmd(int argc, char **argv, const char *tokens_path);
  * written atomically to crl_path, reloaded by the update server; the broker
  * is told as [pki] broker_reload says. */
 keel_status_t fleetd_revoke(fleetd_t *f, const char *device) KEEL_MUST_CHECK;
+/* The CRL expires [pki] crl_days after it was signed, and with it every
+ * device's access (broker and update server): re-signed (the same revoked
+ * devices) once it is half that old, and when it is missing. Runs with
+ * retention (at start and every [retention] interval). */
+void fleetd_crl_refresh(fleetd_t *f);
 
 #endif

@@ -40,11 +40,13 @@ struct fleetd_https {
     struct evhttp *http;
     struct evhttp_bound_socket *listener;
     SSL_CTX *ctx;
-    unsigned n_conns;
+    unsigned n_conns; /* accepted and not yet closed, handshakes included */
+    bool paused;      /* the listener stopped accepting at max_connections */
+    bool closing;     /* evhttp_free is running: the listener is gone */
     unsigned port;
 };
 
-/* One per connection that reached a request (SSL ex_data). */
+/* One per accepted connection (SSL ex_data), from accept until the SSL object is freed. */
 typedef struct {
     fleetd_https_t *h;
     void (*on_close)(void *arg);
@@ -55,17 +57,28 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
 {
     (void)evcon;
     conn_t *c = arg;
-    if (c->h->n_conns > 0)
-        c->h->n_conns--;
     if (c->on_close != NULL)
         c->on_close(c->arg);
-    free(c);
+    c->on_close = NULL;
 }
 
+/* Every connection ends here (its SSL freed with its bufferevent), whether
+ * or not it got as far as a request: the count frees a place, and a
+ * listener paused at the cap accepts again. Runs for every SSL object of
+ * the process (ptr NULL for those not ours). */
 static void conn_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
-    (void)parent, (void)ptr, (void)ad, (void)idx, (void)argl, (void)argp;
-    /* the record is freed by conn_closed, which evhttp always calls */
+    (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+    conn_t *c = ptr;
+    if (c == NULL)
+        return;
+    fleetd_https_t *h = c->h;
+    if (h->n_conns > 0)
+        h->n_conns--;
+    if (h->paused && !h->closing && h->n_conns < h->c.max_connections &&
+        evconnlistener_enable(evhttp_bound_socket_get_listener(h->listener)) == 0)
+        h->paused = false;
+    free(c);
 }
 
 static int counted_index = -1;
@@ -102,10 +115,30 @@ static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
 {
     fleetd_https_t *h = arg;
     SSL *ssl = SSL_new(h->ctx);
+    conn_t *c = ssl != NULL ? calloc(1, sizeof *c) : NULL;
+    if (c != NULL && SSL_set_ex_data(ssl, counted_index, c) != 1) {
+        free(c);
+        c = NULL;
+    }
     struct bufferevent *bev = NULL;
-    if (ssl != NULL)
+    if (c != NULL) {
+        /* From here the SSL object owns c (conn_ex_free). */
+        c->h = h;
+        h->n_conns++;
         bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                              BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    }
+    if (ssl != NULL && c == NULL)
+        SSL_free(ssl); /* (a failed bufferevent_openssl_socket_new frees it itself: BEV_OPT_CLOSE_ON_FREE) */
+    /* At the cap, stop accepting: the kernel's backlog holds the next ones
+     * until a connection ends (request_timeout bounds how long an idle or
+     * stalled one may hold its place). Descriptors stay bounded. */
+    if (h->n_conns >= h->c.max_connections && !h->paused &&
+        evconnlistener_disable(evhttp_bound_socket_get_listener(h->listener)) == 0) {
+        h->paused = true;
+        keel_log(KEEL_LOG_WARN, "%s: %u connections open: not accepting more until one ends", h->c.name,
+                 h->n_conns);
+    }
     if (bev != NULL)
         return bev;
     ERR_clear_error();
@@ -131,24 +164,11 @@ static void on_request(struct evhttp_request *req, void *arg)
     SSL *ssl = req_ssl(req);
     if (ssl == NULL)
         return; /* no TLS: nothing is answered in the clear */
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    if (SSL_get_ex_data(ssl, counted_index) == NULL) {
-        /* the first request on this connection: count it until it closes */
-        if (h->n_conns >= h->c.max_connections) {
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-            fleetd_reply_error(req, 503, "busy", "too many connections");
-            return;
-        }
-        conn_t *c = calloc(1, sizeof *c);
-        if (c == NULL || SSL_set_ex_data(ssl, counted_index, c) != 1) {
-            free(c);
-            fleetd_reply_error(req, 503, "busy", "out of memory");
-            return;
-        }
-        c->h = h;
-        h->n_conns++;
-        evhttp_connection_set_closecb(evcon, conn_closed, c);
-    }
+    conn_t *c = SSL_get_ex_data(ssl, counted_index);
+    if (c == NULL)
+        return;
+    /* evhttp calls it before it frees the connection (and with it the SSL and c) */
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), conn_closed, c);
     h->c.handler(h->c.arg, req, ssl);
 }
 
@@ -221,6 +241,7 @@ void fleetd_https_free(fleetd_https_t *h)
 {
     if (h == NULL)
         return;
+    h->closing = true;
     if (h->http != NULL)
         evhttp_free(h->http);
     SSL_CTX_free(h->ctx);
@@ -273,7 +294,7 @@ static keel_status_t client_trust(SSL_CTX *ctx, const char *client_ca, const cha
         BIO *bio = st == KEEL_OK ? BIO_new_mem_buf(b.data, (int)b.len) : NULL;
         X509_CRL *crl;
         unsigned n = 0;
-        while (bio != NULL && (crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+        while (bio != NULL && (crl = PEM_read_bio_X509_CRL(bio, NULL, keel_pem_no_password, NULL)) != NULL) {
             if (X509_STORE_add_crl(store, crl) != 1)
                 st = keel_crypto_error(KEEL_ERR_CRYPTO, "X509_STORE_add_crl");
             X509_CRL_free(crl);

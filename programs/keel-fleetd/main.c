@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -212,6 +213,7 @@ static void on_retention(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
     fleetd_t *f = arg;
+    fleetd_crl_refresh(f);
     keel_fleet_retention_t r = {
         .raw_s = (int64_t)keel_config_uint(f->cfg, "retention", "raw_days") * 86400,
         .aggregate_s = (int64_t)keel_config_uint(f->cfg, "retention", "aggregate_days") * 86400,
@@ -284,6 +286,24 @@ static keel_status_t start_https(fleetd_t *f, const char *section, bool devices,
     return st;
 }
 
+/* Every connection the listeners may hold is a descriptor: the soft limit
+ * (often 1024) must cover both caps and the rest (database, broker, bundles). */
+static void fd_limit(const keel_config_t *c)
+{
+    rlim_t need = (rlim_t)keel_config_uint(c, "admin", "max_connections") + 256;
+    if (keel_config_str(c, "update_server", "listen") != NULL)
+        need += (rlim_t)keel_config_uint(c, "update_server", "max_connections");
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < need)
+        keel_log(KEEL_LOG_WARN,
+                 "fleet: %llu descriptors allowed, %llu needed for max_connections: lower [update_server] and "
+                 "[admin] max_connections or raise the limit (LimitNOFILE=)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+}
+
 static keel_status_t start(fleetd_t *f)
 {
     keel_status_t st = keel_dir_make(f->bundle_dir, 0700);
@@ -332,6 +352,7 @@ static keel_status_t start(fleetd_t *f)
     } else {
         keel_log(KEEL_LOG_WARN, "fleet: no [broker] address: no ingest, and campaigns reach devices only when they ask");
     }
+    fd_limit(c);
     if (keel_config_str(c, "update_server", "listen") != NULL &&
         (st = start_https(f, "update_server", true, fleetd_dist_handle, &f->dist, &f->dist_ctx)) != KEEL_OK)
         return st;
@@ -353,7 +374,11 @@ static void stop(fleetd_t *f)
     fleetd_https_free(f->admin);
     fleetd_https_free(f->dist);
     f->admin = f->dist = NULL;
-    /* MQTT first (no new messages), then the ingest stores what was queued. */
+    /* MQTT first (no new messages), then the ingest stores what was queued.
+     * Without an ingest (it failed to start) nothing drains the queue: closed
+     * first, so an MQTT thread blocked on a full queue can end. */
+    if (f->ingest == NULL && f->queue != NULL)
+        fleetd_queue_close(f->queue);
     fleetd_consumer_stop(f->consumer);
     fleetd_ingest_free(f->ingest);
     fleetd_consumer_free(f->consumer);

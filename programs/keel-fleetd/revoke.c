@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define PID_FILE_MAX 64
@@ -89,6 +90,28 @@ static void broker_reload(fleetd_t *f)
         return;
     }
     keel_log(KEEL_LOG_INFO, "fleet: broker %ld told to reload its CRL", pid);
+}
+
+void fleetd_crl_refresh(fleetd_t *f)
+{
+    if (f->factory_dir[0] == '\0' || f->crl_path[0] == '\0')
+        return;
+    struct stat sb;
+    int64_t half = (int64_t)keel_config_uint(f->cfg, "pki", "crl_days") * 86400 / 2;
+    if (stat(f->crl_path, &sb) == 0 && (int64_t)time(NULL) - (int64_t)sb.st_mtime < half)
+        return;
+    keel_status_t st = crl_write(f);
+    if (st == KEEL_OK && f->dist_ctx != NULL)
+        st = fleetd_server_ctx_crl(f->dist_ctx, f->device_ca, f->crl_path);
+    if (st != KEEL_OK) {
+        keel_log(KEEL_LOG_ERROR, "fleet: the device CRL was not renewed: %s (once it expires, the broker and the "
+                                 "update server refuse every device)", keel_error_message());
+        keel_error_clear();
+        return;
+    }
+    keel_log(KEEL_LOG_INFO, "fleet: the device CRL %s was renewed for %u days", f->crl_path,
+             (unsigned)keel_config_uint(f->cfg, "pki", "crl_days"));
+    broker_reload(f);
 }
 
 keel_status_t fleetd_revoke(fleetd_t *f, const char *device)

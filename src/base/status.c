@@ -95,6 +95,12 @@ void keel_log(keel_log_level_t level, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return;
+    /* One record per line, whatever the arguments held: a control character
+     * from outside data (a device's field name, a file name) cannot forge a
+     * line of its own. */
+    for (char *c = line; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
     if (log_syslog) {
         syslog(prio[level], "%s", line);
         return;
