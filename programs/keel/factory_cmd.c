@@ -333,11 +333,12 @@ static int cmd_audit(int argc, char **argv)
     return rc;
 }
 
-static int cmd_issue_server(int argc, char **argv)
+/* issue-server and issue-client: the same options, output and summary; what
+ * is "server" or "client", which also names the key and certificate files. */
+static int issue_service(const char *cmd, int argc, char **argv, cli_issue_fn fn, const char *what)
 {
     cli_issued_t r;
-    int rc = cli_issue("factory issue-server", argc, argv, KEEL_PKI_MASK(KEEL_PKI_SERVICE),
-                       keel_factory_issue_server, &r);
+    int rc = cli_issue(cmd, argc, argv, KEEL_PKI_MASK(KEEL_PKI_SERVICE), fn, &r);
     if (rc >= 0)
         return rc;
     if (r.json) {
@@ -346,25 +347,18 @@ static int cmd_issue_server(int argc, char **argv)
         json_decref(j);
         return rc;
     }
-    printf("server certificate for %s in %s (server.key, server.crt, chain.pem, ca.pem)\n", r.name, r.out);
+    printf("%s certificate for %s in %s (%s.key, %s.crt, chain.pem, ca.pem)\n", what, r.name, r.out, what, what);
     return CLI_OK;
+}
+
+static int cmd_issue_server(int argc, char **argv)
+{
+    return issue_service("factory issue-server", argc, argv, keel_factory_issue_server, "server");
 }
 
 static int cmd_issue_client(int argc, char **argv)
 {
-    cli_issued_t r;
-    int rc = cli_issue("factory issue-client", argc, argv, KEEL_PKI_MASK(KEEL_PKI_SERVICE),
-                       keel_factory_issue_client, &r);
-    if (rc >= 0)
-        return rc;
-    if (r.json) {
-        json_t *j = json_pack("{s:s, s:s}", "name", r.name, "out", r.out);
-        rc = cli_print_json(j);
-        json_decref(j);
-        return rc;
-    }
-    printf("client certificate for %s in %s (client.key, client.crt, chain.pem, ca.pem)\n", r.name, r.out);
-    return CLI_OK;
+    return issue_service("factory issue-client", argc, argv, keel_factory_issue_client, "client");
 }
 
 /* A serial list: one hex serial per line (41 bytes with its newline). */

@@ -123,7 +123,7 @@ static keel_status_t load_root(const char *path)
     BIO *bio = BIO_new_mem_buf(b.data, (int)b.len);
     X509 *x, *first = NULL;
     unsigned n = 0;
-    while (bio != NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    while (bio != NULL && (x = PEM_read_bio_X509(bio, NULL, keel_pem_no_password, NULL)) != NULL) {
         if (n++ == 0)
             first = x;
         else
@@ -324,6 +324,25 @@ static int esc(const char *cmd, const char *s, char *out, size_t cap)
     if (st != KEEL_OK)
         return cli_usage(cmd, "argument too long: %.64s", s);
     return CLI_OK;
+}
+
+/* Appends name=value (value %-escaped) to path's query, after "?" or "&". */
+static int query_add(const char *cmd, char *path, size_t cap, const char *name, const char *value)
+{
+    char v[512];
+    if (esc(cmd, value, v, sizeof v) != CLI_OK)
+        return CLI_USAGE;
+    size_t n = strlen(path);
+    if (keel_snprintf(path + n, cap - n, "%s%s=%s", strchr(path, '?') != NULL ? "&" : "?", name, v) != KEEL_OK)
+        return cli_usage(cmd, "the request is too long");
+    return CLI_OK;
+}
+
+static int query_add_num(const char *cmd, char *path, size_t cap, const char *name, long long value)
+{
+    char v[24];
+    snprintf(v, sizeof v, "%lld", value);
+    return query_add(cmd, path, cap, name, v);
 }
 
 /* Prints the answer as JSON with --json, else with `human`; frees it. */
@@ -718,21 +737,22 @@ static int cmd_campaign_create(int argc, char **argv)
     }
     if (bundle == NULL || model == NULL || optind != argc)
         return cli_usage(cmd, "--bundle and --model are required");
-    char m[256], path[512], extra[64] = "";
-    if (esc(cmd, model, m, sizeof m) != CLI_OK)
-        return CLI_USAGE;
-    if (percent > 0)
-        snprintf(extra, sizeof extra, "&percent=%lu", percent);
-    if (fail > 0)
-        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "&fail_permille=%lu", fail);
-    if (keel_snprintf(path, sizeof path, "campaigns?model=%s&security=%d%s", m, security ? 1 : 0, extra) != KEEL_OK)
-        return cli_usage(cmd, "--model too long");
+    char path[1024] = "campaigns";
+    int rc = query_add(cmd, path, sizeof path, "model", model);
+    if (rc == CLI_OK)
+        rc = query_add_num(cmd, path, sizeof path, "security", security ? 1 : 0);
+    if (rc == CLI_OK && percent > 0)
+        rc = query_add_num(cmd, path, sizeof path, "percent", (long long)percent);
+    if (rc == CLI_OK && fail > 0)
+        rc = query_add_num(cmd, path, sizeof path, "fail_permille", (long long)fail);
+    if (rc != CLI_OK)
+        return rc;
     keel_buf_t b;
     keel_status_t st = keel_file_read(bundle, FLEET_BUNDLE_MAX, &b);
     if (st != KEEL_OK)
         return cli_fail(cmd, st);
     json_t *j;
-    int rc = call(cmd, "POST", path, "application/octet-stream", b.data, b.len, &j);
+    rc = call(cmd, "POST", path, "application/octet-stream", b.data, b.len, &j);
     keel_buf_free(&b);
     return rc != CLI_OK ? rc : finish(j, campaign_human);
 }
@@ -868,29 +888,20 @@ static int cmd_alerts(int argc, char **argv)
     }
     if (optind != argc)
         return cli_usage(cmd, "unexpected argument %s", argv[optind]);
-    char path[1024] = "alerts", k[128], d[512];
-    const char *sep = "?";
-    if (since >= 0) {
-        snprintf(path + strlen(path), sizeof path - strlen(path), "%ssince=%lld", sep, since);
-        sep = "&";
-    }
-    if (limit > 0) {
-        snprintf(path + strlen(path), sizeof path - strlen(path), "%slimit=%lu", sep, limit);
-        sep = "&";
-    }
-    if (kind != NULL) {
-        if (esc(cmd, kind, k, sizeof k) != CLI_OK)
-            return CLI_USAGE;
-        snprintf(path + strlen(path), sizeof path - strlen(path), "%skind=%s", sep, k);
-        sep = "&";
-    }
-    if (device != NULL) {
-        if (esc(cmd, device, d, sizeof d) != CLI_OK)
-            return CLI_USAGE;
-        snprintf(path + strlen(path), sizeof path - strlen(path), "%sdevice=%s", sep, d);
-    }
+    char path[1024] = "alerts";
+    int rc = CLI_OK;
+    if (since >= 0)
+        rc = query_add_num(cmd, path, sizeof path, "since", since);
+    if (rc == CLI_OK && limit > 0)
+        rc = query_add_num(cmd, path, sizeof path, "limit", (long long)limit);
+    if (rc == CLI_OK && kind != NULL)
+        rc = query_add(cmd, path, sizeof path, "kind", kind);
+    if (rc == CLI_OK && device != NULL)
+        rc = query_add(cmd, path, sizeof path, "device", device);
+    if (rc != CLI_OK)
+        return rc;
     json_t *j;
-    int rc = get(cmd, path, &j);
+    rc = get(cmd, path, &j);
     return rc != CLI_OK ? rc : finish(j, alerts_human);
 }
 

@@ -46,6 +46,14 @@
 #                         BROKER_SUB_INSECURE=1 it skips the broker's name check
 #                         (for a broker running the wrongname/ certificate).
 #   broker_sub_stop       Stops the last subscriber.
+#   broker_wait FILE ITEM COND
+#                         Waits (30 s at most) until the Python condition COND
+#                         holds over `m`: one ITEM per message broker_sub wrote to
+#                         FILE, oldest first, ITEM a Python expression over `t`
+#                         (topic), `r` (retain) and `e` (the JSON payload), e.g.
+#                         "(t, r, e)" or "e['data']"; messages that are not JSON
+#                         or lack what ITEM reads are passed over. Returns 1
+#                         (after printing the last messages) when time runs out.
 #   broker_pub TOPIC FILE [ARGS...]
 #                         Publishes FILE's bytes to TOPIC (MQTT v5, QoS 1, as
 #                         "fleet"); extra mosquitto_pub ARGS (e.g. -r: retained).
@@ -315,4 +323,27 @@ broker_sub_stop() {
     kill -TERM "$SUB_PID" 2>/dev/null || true
     wait "$SUB_PID" 2>/dev/null || true
     SUB_PID=
+}
+
+broker_wait() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import json, sys, time
+path, item, cond = sys.argv[1], sys.argv[2], sys.argv[3]
+deadline = time.time() + 30
+while True:
+    m = []
+    for line in open(path):
+        p = line.rstrip("\n").split("\t", 2)
+        if len(p) == 3:
+            try:
+                m.append(eval(item, {}, {"t": p[0], "r": p[1], "e": json.loads(p[2])}))
+            except (ValueError, KeyError, TypeError):
+                pass
+    if eval(cond):
+        sys.exit(0)
+    if time.time() > deadline:
+        print("last messages:", m[-8:], file=sys.stderr)
+        sys.exit(1)
+    time.sleep(0.2)
+EOF
 }

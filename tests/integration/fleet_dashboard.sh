@@ -23,31 +23,11 @@ fi
 UI_TESTS=$KEEL_SOURCE_DIR/tests/ui
 ART=${KEEL_UI_ARTIFACTS:-$KEEL_BUILD_DIR/ui-artifacts}
 
-# playwright-core, as keeld_lib.sh's ui_node_setup installs it (same directory, same lock).
-NODE_DIR=$KEEL_BUILD_DIR/ui-node
-command -v flock >/dev/null 2>&1 || fail "flock is needed (util-linux)"
-exec 9>"$KEEL_BUILD_DIR/ui-node.lock"
-flock 9
-if ! cmp -s "$UI_TESTS/package-lock.json" "$NODE_DIR/package-lock.json" ||
-    [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ]; then
-    command -v npm >/dev/null 2>&1 || fail "npm is needed to install playwright-core (scripts/deps.sh installs it)"
-    mkdir -p "$NODE_DIR"
-    rm -f "$NODE_DIR/package-lock.json"
-    cp "$UI_TESTS/package.json" "$NODE_DIR/package.json"
-    cp "$UI_TESTS/package-lock.json" "$NODE_DIR/package-lock.json.new"
-    mv "$NODE_DIR/package-lock.json.new" "$NODE_DIR/package-lock.json"
-    if ! (cd "$NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund) >"$T/npm.log" 2>&1; then
-        rm -f "$NODE_DIR/package-lock.json"
-        cat "$T/npm.log" >&2
-        fail "npm ci in $NODE_DIR failed"
-    fi
-fi
-flock -u 9
-exec 9>&-
+ui_node_setup
 
 note "three devices, a campaign, versions and a hostile alert"
-fleet_setup
-fleet_start
+fleet_admin_setup
+fleet_start admin
 expect_rc 0 "$KEEL" fleet import "$T/b/manifest.json"
 DEV1=$(sed -n 2p "$T/b/labels.csv" | cut -d, -f1)
 DEV2=$(sed -n 3p "$T/b/labels.csv" | cut -d, -f1)
@@ -100,7 +80,7 @@ KEEL_CHROMIUM=$CHROMIUM \
 rc=$?
 set -e
 [ "$rc" -eq 0 ] || die_log "the browser test failed (exit $rc; screenshots in $ART)"
-kill -0 "$FLEETD_PID" 2>/dev/null || die_log "keel-fleetd is no longer running after the browser test"
+kill -0 "$FLEET_PID_admin" 2>/dev/null || die_log "keel-fleetd is no longer running after the browser test"
 grep -q "$READ_TOKEN" "$FLEETD_LOG" && die_log "the log holds the dashboard's token"
-fleet_stop
+fleet_stop admin
 echo "fleet_dashboard: passed"

@@ -4,6 +4,12 @@
 # source it AFTER keeld_lib.sh (or lib.sh), broker_lib.sh and, when used,
 # pg_lib.sh (its exit cleanup chains theirs).
 #
+# Without a broker (FLEET_NO_BROKER=1, e.g. fleet_admin_lib.sh), broker_lib.sh
+# is not needed: fleet_start, fleet_stop, fleet_kill, fleet_die and fleet_sql
+# serve a configuration written by the caller as $FLEET_DIR/NAME.conf.
+# FLEET_DIR (default $T/fleet) and FLEET_STOP_SECONDS (default 15) may be set
+# before sourcing.
+#
 #   fleet_setup F         After `$KEEL factory init --dir F` (with a passphrase: set
 #                         FLEET_PASS_ARGS and BROKER_ISSUE_ARGS to its --passphrase-env):
 #                         the broker's and the fleet's certificates, an empty
@@ -22,28 +28,28 @@
 #                         Starts keel-fleetd with $FLEET_DIR/NAME.conf (log
 #                         $FLEET_DIR/NAME.log); waits for "fleet: ready" and, with a
 #                         broker, for its subscription. Sets FLEET_PID_<NAME>.
-#   fleet_stop NAME       SIGTERM; must exit 0 within 15 s.
+#   fleet_stop NAME       SIGTERM; must exit 0 within $FLEET_STOP_SECONDS s.
 #   fleet_kill NAME       SIGKILL (a crash).
 #   fleet_die NAME MSG    Shows NAME's log, fails.
 #   fleet_sql SQL         Runs SQL on the fleet database (sqlite3 or psql), prints rows.
 #   fleet_wait_sql SQL WANT [SECONDS]
 #                         Waits until fleet_sql SQL prints WANT.
 
-: "${BROKER_DIR:?source broker_lib.sh before fleet_lib.sh}"
+[ -n "${FLEET_NO_BROKER:-}" ] || : "${BROKER_DIR:?source broker_lib.sh before fleet_lib.sh}"
 FLEETD=${FLEETD:-$KEEL_BUILD_DIR/programs/keel-fleetd/keel-fleetd}
 [ -x "$FLEETD" ] || fail "keel-fleetd not built: $FLEETD"
 command -v sqlite3 >/dev/null 2>&1 || fail "sqlite3 is needed"
-FLEET_DIR=$T/fleet
+FLEET_DIR=${FLEET_DIR:-$T/fleet}
 mkdir -p "$FLEET_DIR"
 chmod 700 "$FLEET_DIR"
 FLEET_PIDS=
 FLEET_SRC=${KEEL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 
-if command -v pg_cleanup >/dev/null 2>&1; then
-    _fleet_prev_cleanup=pg_cleanup # pg_lib.sh sourced first (it chains broker_cleanup)
-else
-    _fleet_prev_cleanup=broker_cleanup
-fi
+# the last exit cleanup sourced before: pg_lib.sh's chains broker_lib.sh's,
+# which chains keeld_lib.sh's or lib.sh's
+for _fleet_prev_cleanup in pg_cleanup broker_cleanup keeld_cleanup cleanup; do
+    command -v "$_fleet_prev_cleanup" >/dev/null 2>&1 && break
+done
 fleet_cleanup() {
     for _p in $FLEET_PIDS; do
         kill -KILL "$_p" 2>/dev/null || true
@@ -146,12 +152,16 @@ fleet_start() {
     _name=$1
     shift
     [ -f "$FLEET_DIR/$_name.conf" ] || fleet_conf "$_name"
-    set -- "$@"
-    while IFS= read -r _o; do
-        set -- "$@" -o "$_o"
-    done <"$FLEET_DIR/$_name.args"
-    [ -n "$BROKER_PID" ] && echo "$BROKER_PID" >"$BROKER_DIR/broker.pid"
-    _subs=$(grep -c "keel/v1/+/state" "$BROKER_LOG" 2>/dev/null || true)
+    if [ -f "$FLEET_DIR/$_name.args" ]; then
+        while IFS= read -r _o; do
+            set -- "$@" -o "$_o"
+        done <"$FLEET_DIR/$_name.args"
+    fi
+    _subs=0
+    if [ -z "${FLEET_NO_BROKER:-}" ]; then
+        [ -n "$BROKER_PID" ] && echo "$BROKER_PID" >"$BROKER_DIR/broker.pid"
+        _subs=$(grep -c "keel/v1/+/state" "$BROKER_LOG" 2>/dev/null || true)
+    fi
     echo "=== start $(date +%T) $*" >>"$FLEET_DIR/$_name.log"
     _mark=$(wc -c <"$FLEET_DIR/$_name.log")
     "$FLEETD" --config "$FLEET_DIR/$_name.conf" "$@" 2>>"$FLEET_DIR/$_name.log" >/dev/null &
@@ -184,7 +194,8 @@ fleet_stop() {
     _i=0
     while kill -0 "$_pid" 2>/dev/null && [ "$(ps -o stat= -p "$_pid" 2>/dev/null | cut -c1)" != Z ]; do
         _i=$((_i + 1))
-        [ $_i -lt 150 ] || fleet_die "$1" "keel-fleetd $1 did not stop within 15 s of SIGTERM"
+        [ $_i -lt $((${FLEET_STOP_SECONDS:-15} * 10)) ] ||
+            fleet_die "$1" "keel-fleetd $1 did not stop within ${FLEET_STOP_SECONDS:-15} s of SIGTERM"
         sleep 0.1
     done
     wait "$_pid" && _rc=0 || _rc=$?

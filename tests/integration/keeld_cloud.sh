@@ -37,26 +37,7 @@ fleet_pub() {
 # wait_for FILE PYTHON-CONDITION WHAT: until the condition over the
 # subscriber's envelopes `m` (a list of (topic, retain, payload-dict)) holds.
 wait_for() {
-    python3 - "$1" "$2" <<'EOF' || broker_die "$3"
-import json, sys, time
-path, cond = sys.argv[1], sys.argv[2]
-deadline = time.time() + 30
-while True:
-    m = []
-    for line in open(path):
-        p = line.rstrip("\n").split("\t", 2)
-        if len(p) == 3:
-            try:
-                m.append((p[0], p[1], json.loads(p[2])))
-            except ValueError:
-                pass
-    if eval(cond):
-        sys.exit(0)
-    if time.time() > deadline:
-        print("last messages:", m[-5:], file=sys.stderr)
-        sys.exit(1)
-    time.sleep(0.2)
-EOF
+    broker_wait "$1" "(t, r, e)" "$2" || broker_die "$3"
 }
 
 # shellcheck disable=SC2086

@@ -134,26 +134,7 @@ command_update() { broker_pub "keel/v1/$DEV_ID/cmd/keel/update" "$T/offer.json";
 # wait_for PYTHON-CONDITION WHAT: until the condition over the events the
 # fleet received, `m` (a list of their `data` objects, oldest first), holds.
 wait_for() {
-    python3 - "$T/events.txt" "$1" <<'EOF' || die_log "$2"
-import json, sys, time
-path, cond = sys.argv[1], sys.argv[2]
-deadline = time.time() + 30
-while True:
-    m = []
-    for line in open(path):
-        p = line.rstrip("\n").split("\t", 2)
-        if len(p) == 3:
-            try:
-                m.append(json.loads(p[2])["data"])
-            except (ValueError, KeyError):
-                pass
-    if eval(cond):
-        sys.exit(0)
-    if time.time() > deadline:
-        print("events so far:", m[-8:], file=sys.stderr)
-        sys.exit(1)
-    time.sleep(0.2)
-EOF
+    broker_wait "$T/events.txt" "e['data']" "$1" || die_log "$2"
 }
 # upd CAMPAIGN STATE: the condition "an update event of that campaign and state".
 upd() { echo "any(e.get('type') == 'update' and e.get('campaign') == '$1' and e.get('state') == '$2' for e in m)"; }

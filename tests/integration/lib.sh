@@ -27,3 +27,37 @@ expect_rc() {
 
 # Cheap Argon2id settings where a test makes many devices and is not about hashing.
 FAST_ARGON="--argon2-t 1 --argon2-m 64"
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+    python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# ui_node_setup: playwright-core for the browser tests, installed once per
+# build dir with `npm ci` into $NODE_DIR ($KEEL_BUILD_DIR/ui-node), under a
+# lock so tests running side by side do not install over each other.
+ui_node_setup() {
+    _ui=${KEEL_SOURCE_DIR:?KEEL_SOURCE_DIR must point to the source tree}/tests/ui
+    NODE_DIR=${KEEL_BUILD_DIR:?KEEL_BUILD_DIR must point to the build tree}/ui-node
+    note "playwright-core $(sed -n 's/.*"playwright-core": *"\([^"]*\)".*/\1/p' "$_ui/package.json") in $NODE_DIR"
+    command -v flock >/dev/null 2>&1 || fail "flock is needed (util-linux)"
+    exec 9>"$KEEL_BUILD_DIR/ui-node.lock"
+    flock 9
+    if ! cmp -s "$_ui/package-lock.json" "$NODE_DIR/package-lock.json" ||
+        [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ]; then
+        command -v npm >/dev/null 2>&1 || fail "npm is needed to install playwright-core (scripts/deps.sh installs it)"
+        mkdir -p "$NODE_DIR"
+        rm -f "$NODE_DIR/package-lock.json"
+        cp "$_ui/package.json" "$NODE_DIR/package.json"
+        cp "$_ui/package-lock.json" "$NODE_DIR/package-lock.json.new"
+        mv "$NODE_DIR/package-lock.json.new" "$NODE_DIR/package-lock.json"
+        if ! (cd "$NODE_DIR" && npm ci --ignore-scripts --no-audit --no-fund) >"$T/npm.log" 2>&1; then
+            rm -f "$NODE_DIR/package-lock.json"
+            cat "$T/npm.log" >&2
+            fail "npm ci in $NODE_DIR failed"
+        fi
+    fi
+    flock -u 9
+    exec 9>&-
+}

@@ -99,11 +99,6 @@ pg_die() {
     fail "$*"
 }
 
-pg_free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 pg_psql() {
     pg_as "$PG_PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -h "$PG_DIR/sock" -p "$PG_PORT" -U "$PG_USER" -d postgres -f -
 }
@@ -123,7 +118,7 @@ pg_start() {
         { cat "$T/pg_initdb.out" >&2; fail "initdb failed"; }
     _tries=0
     while :; do
-        PG_PORT=$(pg_free_port)
+        PG_PORT=$(free_port)
         {
             echo "listen_addresses = '127.0.0.1'"
             echo "port = $PG_PORT"

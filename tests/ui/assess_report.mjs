@@ -10,32 +10,16 @@
 //   KEEL_UI_URL          the page, e.g. http://127.0.0.1:8080/out/report.html
 //   KEEL_UI_REPORT       the report.json it was rendered from
 //   KEEL_UI_ARTIFACTS    directory for screenshots and the PDF (created)
-//   KEEL_CHROMIUM        the browser
+//   KEEL_CHROMIUM        optional: the browser (default: chromium on PATH)
 //   KEEL_UI_NODE_DIR     optional: where `npm ci` installed playwright-core
 import { mkdirSync, readFileSync, statSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { envReader, launch, Failure, check, tid, watchedPage } from './lib.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) {
-    console.error(`assess_report: ${name} must be set`);
-    process.exit(2);
-  }
-  return v;
-};
+const env = envReader('assess_report');
 const URL_ = env('KEEL_UI_URL');
 const REPORT = JSON.parse(readFileSync(env('KEEL_UI_REPORT'), 'utf8'));
 const ARTIFACTS = env('KEEL_UI_ARTIFACTS');
-const { chromium } = process.env.KEEL_UI_NODE_DIR
-  ? createRequire(join(process.env.KEEL_UI_NODE_DIR, 'package.json'))('playwright-core')
-  : await import('playwright-core');
-
-class Failure extends Error {}
-const check = (cond, what) => {
-  if (!cond) throw new Failure(what);
-};
-const tid = (page, id) => page.locator(`[data-testid="${id}"]`);
 const text = async (loc) => ((await loc.textContent()) || '').trim();
 mkdirSync(ARTIFACTS, { recursive: true });
 
@@ -53,26 +37,10 @@ function contrast(fg, bg) {
 }
 
 const problems = [];
-const browser = await chromium.launch({
-  executablePath: env('KEEL_CHROMIUM'),
-  headless: true,
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
+const browser = await launch('assess_report');
 let failed = 0;
 try {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
-  // Injected by the browser's debugging protocol, not by the page: the CSP does not apply to it.
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
-    });
-  });
-  context.setDefaultTimeout(15000);
-  const page = await context.newPage();
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
-  });
-  page.on('pageerror', (err) => problems.push(`uncaught exception: ${err.message}`));
+  const { context, page } = await watchedPage(browser, { viewport: { width: 1200, height: 900 } }, problems);
   page.on('dialog', async (d) => {
     problems.push(`a ${d.type()} dialog opened: ${d.message()}`);
     await d.dismiss().catch(() => {});

@@ -20,21 +20,12 @@
 //   KEEL_CHROMIUM            optional: the browser (default: chromium on PATH)
 //   KEEL_UI_NODE_DIR         optional: where `npm ci` installed playwright-core
 //                            (default: tests/ui/node_modules)
-import { mkdirSync, accessSync, constants } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join, delimiter } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { envReader, launch, Failure, check, eq, sleep, until, tid, watchedPage, runScenarios } from './lib.mjs';
 
-const env = (name, fallback) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') {
-    if (fallback !== undefined) return fallback;
-    console.error(`first_run: ${name} must be set`);
-    process.exit(2);
-  }
-  return v;
-};
-
+const env = envReader('first_run');
 const BASE = env('KEEL_UI_URL').replace(/\/+$/, '');
 const LABEL = env('KEEL_UI_LABEL_PASSWORD');
 const MODEL = env('KEEL_UI_MODEL');
@@ -47,60 +38,10 @@ const FIRMWARE = env('KEEL_UI_FIRMWARE', '');
 const BUNDLE = env('KEEL_UI_BUNDLE', '');
 const BUNDLE_VERSION = env('KEEL_UI_BUNDLE_VERSION', '');
 const BAD_BUNDLE = env('KEEL_UI_BAD_BUNDLE', '');
-// playwright-core from KEEL_UI_NODE_DIR (the build dir's npm cache), else from beside this file.
-const { chromium } = process.env.KEEL_UI_NODE_DIR
-  ? createRequire(join(process.env.KEEL_UI_NODE_DIR, 'package.json'))('playwright-core')
-  : await import('playwright-core');
-
 const NEW_PASSWORD = `garden-lantern-${randomBytes(4).toString('hex')}-river`;
 
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
   "base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-function findChromium() {
-  if (process.env.KEEL_CHROMIUM) return process.env.KEEL_CHROMIUM;
-  for (const dir of (process.env.PATH || '').split(delimiter)) {
-    for (const name of ['chromium', 'chromium-browser']) {
-      const p = join(dir, name);
-      try {
-        accessSync(p, constants.X_OK);
-        return p;
-      } catch {
-        // not here
-      }
-    }
-  }
-  console.error('first_run: no chromium on PATH (set KEEL_CHROMIUM)');
-  process.exit(2);
-}
-
-// ---- a tiny sequential runner: the scenarios share one device -------------
-
-class Failure extends Error {}
-function check(cond, what) {
-  if (!cond) throw new Failure(what);
-}
-function eq(got, want, what) {
-  if (got !== want) throw new Failure(`${what}: got ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Polls fn (async) until it returns a truthy value; fails with `what` after timeoutMs.
-async function until(fn, what, timeoutMs = 15000) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      if (e instanceof Failure) throw e;
-      last = e;
-    }
-    if (Date.now() > end) throw new Failure(`timed out waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}`);
-    await sleep(100);
-  }
-}
 
 mkdirSync(ARTIFACTS, { recursive: true });
 let shot = 0;
@@ -112,7 +53,6 @@ async function screenshot(page, name) {
 
 // ---- page helpers -----------------------------------------------------------
 
-const tid = (page, id) => page.locator(`[data-testid="${id}"]`);
 const visible = (page, id) => tid(page, id).isVisible();
 const text = async (page, id) => ((await tid(page, id).textContent()) || '').trim();
 
@@ -465,82 +405,26 @@ scenario('factory reset: password re-asked, then the label password is back', as
 // ---- run ----------------------------------------------------------------------
 
 const problems = [];
-const browser = await chromium.launch({
-  executablePath: findChromium(),
-  headless: true,
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
-let passed = 0;
-let failed = 0;
-let skipped = 0;
+const browser = await launch('first_run');
+let r;
 try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 800 } });
-  // Report CSP violations from the page itself (this runs outside the page's CSP).
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
-    });
-  });
-  context.setDefaultTimeout(15000);
-  const page = await context.newPage();
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error') return;
-    const t = msg.text();
-    // Chromium logs every 4xx answer to fetch(); the scenarios provoke those on purpose.
-    if (/^Failed to load resource: the server responded with a status of 4\d\d/.test(t)) return;
-    problems.push(`console error: ${t}`);
-  });
-  page.on('pageerror', (err) => problems.push(`uncaught exception: ${err.message}`));
-  page.on('response', (res) => {
-    if (res.status() >= 500) problems.push(`${res.status()} from ${res.request().method()} ${res.url()}`);
-  });
+  const { context, page } = await watchedPage(browser, { ignoreHTTPSErrors: true, viewport: { width: 1100, height: 800 } }, problems,
+    /^Failed to load resource: the server responded with a status of 4\d\d/); // the scenarios provoke 4xx answers on purpose
   page.on('requestfailed', (req) => {
     if (!req.url().startsWith(BASE)) problems.push(`request outside the device: ${req.url()}`);
   });
   page.on('request', (req) => {
     if (!req.url().startsWith(BASE) && !req.url().startsWith('data:')) problems.push(`request outside the device: ${req.url()}`);
   });
-
-  for (const s of scenarios) {
-    const t0 = Date.now();
-    try {
-      const note = await s.fn({ page, context });
-      // What a person sees must never be a script's placeholder.
-      const shown = await page.locator('body').innerText();
-      const junk = /\[object \w+\]|\bundefined\b|\bNaN\b|\bnull\b/.exec(shown);
-      check(!junk, `the page shows "${junk && junk[0]}"`);
-      if (typeof note === 'string' && note.startsWith('skipped')) {
-        skipped += 1;
-        console.log(`SKIP ${s.name} (${note})`);
-      } else {
-        passed += 1;
-        console.log(`ok   ${s.name} (${Date.now() - t0} ms)`);
-      }
-    } catch (e) {
-      failed += 1;
-      console.log(`FAIL ${s.name}: ${e instanceof Failure ? e.message : e.stack || e}`);
-      try {
-        await screenshot(page, 'failure');
-      } catch {
-        // the page may be gone
-      }
-      break; // the scenarios build on each other
-    }
-  }
-  const notRun = scenarios.length - passed - failed - skipped;
-  if (notRun > 0) console.log(`(${notRun} later scenario(s) not run)`);
-  if (problems.length) {
-    failed += 1;
-    console.log('FAIL the page stayed clean:');
-    for (const p of problems) console.log(`     ${p}`);
-  } else {
-    passed += 1;
-    console.log('ok   no console errors, uncaught exceptions, CSP violations or 5xx answers');
-  }
+  r = await runScenarios(scenarios, { page, context }, problems, {
+    shoot: screenshot,
+    clean: 'no console errors, uncaught exceptions, CSP violations or 5xx answers',
+  });
   await context.close();
 } finally {
   await browser.close();
 }
+const { passed, failed, skipped } = r;
 console.log(`screenshots in ${ARTIFACTS}`);
 console.log(`first_run: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 process.exit(failed ? 1 : 0);

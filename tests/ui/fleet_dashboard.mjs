@@ -17,21 +17,12 @@
 //   KEEL_UI_ARTIFACTS      directory for screenshots (created)
 //   KEEL_CHROMIUM          optional: the browser (default: chromium on PATH)
 //   KEEL_UI_NODE_DIR       optional: where `npm ci` installed playwright-core
-import { mkdirSync, accessSync, constants } from 'node:fs';
-import { createRequire } from 'node:module';
-import { join, delimiter } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { execSync } from 'node:child_process';
+import { envReader, launch, check, eq, until, tid, watchedPage, runScenarios } from './lib.mjs';
 
-const env = (name, fallback) => {
-  const v = process.env[name];
-  if (v === undefined || v === '') {
-    if (fallback !== undefined) return fallback;
-    console.error(`fleet_dashboard: ${name} must be set`);
-    process.exit(2);
-  }
-  return v;
-};
-
+const env = envReader('fleet_dashboard');
 const BASE = env('KEEL_UI_URL').replace(/\/+$/, '');
 const TOKEN = env('KEEL_UI_TOKEN');
 const DEVICES = Number(env('KEEL_UI_DEVICES'));
@@ -40,53 +31,8 @@ const CAMPAIGN = env('KEEL_UI_CAMPAIGN');
 const HOSTILE = env('KEEL_UI_HOSTILE');
 const ADD_ALERT = env('KEEL_UI_ADD_ALERT');
 const ARTIFACTS = env('KEEL_UI_ARTIFACTS');
-const { chromium } = process.env.KEEL_UI_NODE_DIR
-  ? createRequire(join(process.env.KEEL_UI_NODE_DIR, 'package.json'))('playwright-core')
-  : await import('playwright-core');
-
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; " +
   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-
-function findChromium() {
-  if (process.env.KEEL_CHROMIUM) return process.env.KEEL_CHROMIUM;
-  for (const dir of (process.env.PATH || '').split(delimiter)) {
-    for (const name of ['chromium', 'chromium-browser']) {
-      const p = join(dir, name);
-      try {
-        accessSync(p, constants.X_OK);
-        return p;
-      } catch {
-        // not here
-      }
-    }
-  }
-  console.error('fleet_dashboard: no chromium on PATH (set KEEL_CHROMIUM)');
-  process.exit(2);
-}
-
-class Failure extends Error {}
-function check(cond, what) {
-  if (!cond) throw new Failure(what);
-}
-function eq(got, want, what) {
-  if (got !== want) throw new Failure(`${what}: got ${JSON.stringify(got)}, expected ${JSON.stringify(want)}`);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function until(fn, what, timeoutMs = 15000) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      if (e instanceof Failure) throw e;
-      last = e;
-    }
-    if (Date.now() > end) throw new Failure(`timed out waiting for ${what}${last instanceof Error ? ` (${last.message})` : ''}`);
-    await sleep(100);
-  }
-}
 
 mkdirSync(ARTIFACTS, { recursive: true });
 let shot = 0;
@@ -95,7 +41,6 @@ async function screenshot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `fleet-${String(shot).padStart(2, '0')}-${name}.png`), fullPage: true });
 }
 
-const tid = (page, id) => page.locator(`[data-testid="${id}"]`);
 const text = async (page, id) => ((await tid(page, id).first().textContent()) || '').trim();
 
 async function enterToken(page, token) {
@@ -218,63 +163,23 @@ scenario('forget token: back to the prompt, nothing stored', async ({ page }) =>
 });
 
 const problems = [];
-const browser = await chromium.launch({ executablePath: findChromium(), headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-let passed = 0;
-let failed = 0;
+const browser = await launch('fleet_dashboard');
+let r;
 try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1200, height: 900 } });
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
-    });
-  });
-  context.setDefaultTimeout(15000);
-  const page = await context.newPage();
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error') return;
-    const t = msg.text();
-    // Chromium logs the 401 of the refused token on purpose.
-    if (/^Failed to load resource: the server responded with a status of 401/.test(t)) return;
-    problems.push(`console error: ${t}`);
-  });
-  page.on('pageerror', (err) => problems.push(`uncaught exception: ${err.message}`));
-  page.on('response', (res) => {
-    if (res.status() >= 500) problems.push(`${res.status()} from ${res.request().method()} ${res.url()}`);
-  });
+  const { context, page } = await watchedPage(browser, { ignoreHTTPSErrors: true, viewport: { width: 1200, height: 900 } }, problems,
+    /^Failed to load resource: the server responded with a status of 401/); // the refused token's 401, on purpose
   page.on('request', (req) => {
     if (!req.url().startsWith(BASE) && !req.url().startsWith('data:')) problems.push(`a request elsewhere: ${req.url()}`);
   });
-  for (const s of scenarios) {
-    const t0 = Date.now();
-    try {
-      await s.fn({ page, context });
-      const shown = await page.locator('body').innerText();
-      const junk = /\[object \w+\]|\bundefined\b|\bNaN\b/.exec(shown);
-      check(!junk, `the page shows "${junk && junk[0]}"`);
-      passed += 1;
-      console.log(`ok   ${s.name} (${Date.now() - t0} ms)`);
-    } catch (e) {
-      failed += 1;
-      console.log(`FAIL ${s.name}: ${e instanceof Failure ? e.message : e.stack || e}`);
-      try {
-        await screenshot(page, 'failure');
-      } catch {
-        // the page may be gone
-      }
-      break;
-    }
-  }
-  if (problems.length) {
-    failed += 1;
-    console.log('FAIL the page stayed clean:');
-    for (const p of problems) console.log(`     ${p}`);
-  } else {
-    passed += 1;
-    console.log('ok   no console errors, uncaught exceptions, CSP violations, 5xx answers or requests elsewhere');
-  }
+  r = await runScenarios(scenarios, { page, context }, problems, {
+    shoot: screenshot,
+    junk: /\[object \w+\]|\bundefined\b|\bNaN\b/,
+    clean: 'no console errors, uncaught exceptions, CSP violations, 5xx answers or requests elsewhere',
+  });
   await context.close();
 } finally {
   await browser.close();
 }
+const { passed, failed } = r;
 console.log(`fleet_dashboard: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 && passed === scenarios.length + 1 ? 0 : 1);

@@ -11,32 +11,16 @@
 //   KEEL_UI_URL          base URL, e.g. https://127.0.0.1:8443
 //   KEEL_UI_PASSWORD     the administrator password
 //   KEEL_UI_ARTIFACTS    directory for screenshots (created)
-//   KEEL_CHROMIUM        the browser
+//   KEEL_CHROMIUM        optional: the browser (default: chromium on PATH)
 //   KEEL_UI_NODE_DIR     optional: where `npm ci` installed playwright-core
 import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { envReader, launch, Failure, check, tid, noJunk, watchedPage } from './lib.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) {
-    console.error(`privacy: ${name} must be set`);
-    process.exit(2);
-  }
-  return v;
-};
+const env = envReader('privacy');
 const BASE = env('KEEL_UI_URL').replace(/\/+$/, '');
 const PASSWORD = env('KEEL_UI_PASSWORD');
 const ARTIFACTS = env('KEEL_UI_ARTIFACTS');
-const { chromium } = process.env.KEEL_UI_NODE_DIR
-  ? createRequire(join(process.env.KEEL_UI_NODE_DIR, 'package.json'))('playwright-core')
-  : await import('playwright-core');
-
-class Failure extends Error {}
-const check = (cond, what) => {
-  if (!cond) throw new Failure(what);
-};
-const tid = (page, id) => page.locator(`[data-testid="${id}"]`);
 const text = async (page, id) => ((await tid(page, id).textContent()) || '').trim();
 mkdirSync(ARTIFACTS, { recursive: true });
 
@@ -46,30 +30,11 @@ async function gotoTab(page, name) {
 }
 
 const problems = [];
-const browser = await chromium.launch({
-  executablePath: env('KEEL_CHROMIUM'),
-  headless: true,
-  args: ['--no-sandbox', '--disable-dev-shm-usage'],
-});
+const browser = await launch('privacy');
 let failed = 0;
 try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, acceptDownloads: true, viewport: { width: 1100, height: 900 } });
-  await context.addInitScript(() => {
-    document.addEventListener('securitypolicyviolation', (e) => {
-      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
-    });
-  });
-  context.setDefaultTimeout(15000);
-  const page = await context.newPage();
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' && !/^Failed to load resource: the server responded with a status of 4\d\d/.test(msg.text())) {
-      problems.push(`console error: ${msg.text()}`);
-    }
-  });
-  page.on('pageerror', (err) => problems.push(`uncaught exception: ${err.message}`));
-  page.on('response', (res) => {
-    if (res.status() >= 500) problems.push(`${res.status()} from ${res.request().method()} ${res.url()}`);
-  });
+  const { context, page } = await watchedPage(browser, { ignoreHTTPSErrors: true, acceptDownloads: true, viewport: { width: 1100, height: 900 } },
+    problems, /^Failed to load resource: the server responded with a status of 4\d\d/);
   try {
     await page.goto(BASE + '/');
     await tid(page, 'view-login').waitFor({ state: 'visible' });
@@ -128,9 +93,7 @@ try {
     check(/What it asks of the cloud/.test(await text(page, 'page-reset')), 'no deletion instructions for the cloud');
     await page.screenshot({ path: join(ARTIFACTS, 'privacy-3-reset.png'), fullPage: true });
     console.log('ok   the Factory reset page explains the erase and shows the pending cloud request');
-    const shown = await page.locator('body').innerText();
-    const junk = /\[object \w+\]|\bundefined\b|\bNaN\b|\bnull\b/.exec(shown);
-    check(!junk, `the page shows "${junk && junk[0]}"`);
+    await noJunk(page);
   } catch (e) {
     failed += 1;
     console.log(`FAIL ${e instanceof Failure ? e.message : e.stack || e}`);

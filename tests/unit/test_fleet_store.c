@@ -189,6 +189,15 @@ static void one_device(keel_fleet_db_t *db, tdev_t *d)
     import_ok(db, v, 1, 1);
 }
 
+/* Two registered devices, a and b. */
+static void two_devices(keel_fleet_db_t *db, tdev_t *a, tdev_t *b)
+{
+    tdev_new(a, "SER0001");
+    tdev_new(b, "SER0002");
+    const tdev_t *both[] = {a, b};
+    import_ok(db, both, 2, 2);
+}
+
 static keel_fleet_ingest_result_t ingest(keel_fleet_db_t *db, const char *dev, uint64_t seq, int64_t received,
                                          uint64_t dropped)
 {
@@ -381,10 +390,8 @@ static void test_import(void **state)
 {
     keel_fleet_db_t *db = ((fx_t *)*state)->db;
     tdev_t a, b;
-    tdev_new(&a, "SER0001");
-    tdev_new(&b, "SER0002");
+    two_devices(db, &a, &b);
     const tdev_t *both[] = {&a, &b};
-    import_ok(db, both, 2, 2);
 
     keel_fleet_device_t d;
     assert_int_equal(keel_fleet_device_get(db, a.id, &d), KEEL_OK);
@@ -519,10 +526,7 @@ static void test_registry_ops(void **state)
 {
     keel_fleet_db_t *db = ((fx_t *)*state)->db;
     tdev_t a, b;
-    tdev_new(&a, "SER0001");
-    tdev_new(&b, "SER0002");
-    const tdev_t *both[] = {&a, &b};
-    import_ok(db, both, 2, 2);
+    two_devices(db, &a, &b);
 
     assert_int_equal(keel_fleet_device_report_version(db, a.id, "1.2.0", 3, T0), KEEL_OK);
     assert_int_equal(keel_fleet_device_report_version(db, a.id, "bad version", 3, T0), KEEL_ERR_ARG);
@@ -822,10 +826,7 @@ static void test_campaigns(void **state)
 {
     keel_fleet_db_t *db = ((fx_t *)*state)->db;
     tdev_t a, b;
-    tdev_new(&a, "SER0001");
-    tdev_new(&b, "SER0002");
-    const tdev_t *both[] = {&a, &b};
-    import_ok(db, both, 2, 2);
+    two_devices(db, &a, &b);
 
     bool known = true;
     assert_int_equal(keel_fleet_release_known(db, "M1", "2.0.0", 2, &known), KEEL_OK);
@@ -923,10 +924,7 @@ static void test_erase(void **state)
 {
     keel_fleet_db_t *db = ((fx_t *)*state)->db;
     tdev_t a, b;
-    tdev_new(&a, "SER0001");
-    tdev_new(&b, "SER0002");
-    const tdev_t *both[] = {&a, &b};
-    import_ok(db, both, 2, 2);
+    two_devices(db, &a, &b);
     for (uint64_t s = 1; s <= 5; s++)
         ingest(db, a.id, s, T0 + (int64_t)s, 0);
     ingest(db, a.id, 8, T0 + 8, 0); /* a gap 6..7 */
