@@ -326,3 +326,11 @@ keel_status_t keel_fleet_db_int(keel_fleet_db_t *db, const char *sql, const keel
         *out = o.v;
     return o.st;
 }
+
+uint32_t keel_fleet_sql_hash(const char *sql)
+{
+    uint32_t h = 2166136261u;
+    for (; *sql != '\0'; sql++)
+        h = (h ^ (unsigned char)*sql) * 16777619u;
+    return h;
+}

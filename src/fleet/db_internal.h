@@ -73,6 +73,8 @@ keel_status_t keel_fleet_tx(keel_fleet_db_t *db, keel_fleet_tx_fn fn, void *arg)
 keel_status_t keel_fleet_col_text(const keel_fleet_val_t *v, char *dst, size_t cap) KEEL_MUST_CHECK;
 /* s is 1..max bytes of printable ASCII (no space unless `space`). */
 bool keel_fleet_word_ok(const char *s, size_t max, bool space);
+/* FNV-1a of a statement's text: the drivers' prepared-statement caches key on it. */
+uint32_t keel_fleet_sql_hash(const char *sql);
 /* n random bytes as lower-case hex (out: 2n + 1). */
 void keel_fleet_random_hex(char *out, size_t n);
 

@@ -44,14 +44,6 @@ typedef struct {
     unsigned ncache;
 } pg_t;
 
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s != '\0'; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
 /* libpq's message: one line, trailing newline gone. */
 static void pg_msg(const char *in, char *out, size_t cap)
 {
@@ -140,7 +132,7 @@ static keel_status_t pg_exec(keel_fleet_db_t *db, const char *sql, const keel_fl
                              unsigned nparams, keel_fleet_row_fn rows, void *arg, uint64_t *changed)
 {
     pg_t *p = db->impl;
-    uint32_t h = fnv1a(sql);
+    uint32_t h = keel_fleet_sql_hash(sql);
     cached_t *ent = NULL;
     for (unsigned i = 0; i < p->ncache && ent == NULL; i++)
         if (p->cache[i].hash == h && strcmp(p->cache[i].sql, sql) == 0)

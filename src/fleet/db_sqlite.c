@@ -31,14 +31,6 @@ typedef struct {
     unsigned ncache;
 } lite_t;
 
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s != '\0'; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
-}
-
 static keel_status_t lite_error(sqlite3 *db, int rc, const char *what)
 {
     int ext = sqlite3_extended_errcode(db);
@@ -82,7 +74,7 @@ static keel_status_t stmt_get(lite_t *l, const char *sql, cached_t **ent, sqlite
 {
     *ent = NULL;
     *temp = NULL;
-    uint32_t h = fnv1a(sql);
+    uint32_t h = keel_fleet_sql_hash(sql);
     for (unsigned i = 0; i < l->ncache; i++) {
         cached_t *c = &l->cache[i];
         if (c->hash == h && strcmp(c->sql, sql) == 0) {
