@@ -48,18 +48,6 @@ static int ranked_cmp(const void *a, const void *b)
     return memcmp(((const ranked_t *)a)->key, ((const ranked_t *)b)->key, KEEL_SHA256_LEN);
 }
 
-bool fleetd_campaign_selects(const char *campaign, const char *device, unsigned percent)
-{
-    /* For one device alone (no fleet to rank against): its key's position in
-     * [0, 1) against the share. The tick uses the exact rank. */
-    uint8_t k[KEEL_SHA256_LEN];
-    rank_key(campaign, device, k);
-    uint64_t x = 0;
-    for (int i = 0; i < 8; i++)
-        x = x << 8 | k[i];
-    return (double)x / 18446744073709551616.0 < percent / 100.0;
-}
-
 static json_t *offer_json(const keel_fleet_campaign_t *c)
 {
     return json_pack("{s:s, s:s, s:I, s:I, s:s, s:b}", "campaign", c->id, "version", c->version, "security_version",

@@ -189,11 +189,9 @@ typedef struct fleetd {
     int64_t started;
 } fleetd_t;
 
-/* campaign.c: staged rollout. Selection is a pure function of (campaign,
- * device): the first `percent` of the model's devices in the order of
- * SHA-256(campaign id || device id), so raising the percent only adds
- * devices and two instances agree. */
-bool fleetd_campaign_selects(const char *campaign, const char *device, unsigned percent);
+/* campaign.c: staged rollout. Selection: the first ceil(n x percent / 100)
+ * of the model's non-revoked devices in the order of SHA-256(campaign id ":"
+ * device id); two instances agree, and a device once selected stays so. */
 /* Notifies newly selected devices, halts a campaign whose failure rate
  * passed its threshold, marks finished ones done. Runs on the main loop
  * every [campaign] tick seconds and right after a create or resume. */
