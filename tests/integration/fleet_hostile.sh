@@ -145,6 +145,16 @@ grep -qi "^Content-Range: bytes \*/$SIZE" "$T/h416" || fail "a 416 does not say 
 note "Range: bytes=N- resumes; past the end, overflowing, suffix, multiple or other units: 416 with the size"
 
 fds() { ls "/proc/$PID/fd" | wc -l; }
+# fds_back N WHAT: the descriptors come back to N (a socket closes a moment
+# after the callback that logged its end), else fail naming WHAT.
+fds_back() {
+    _i=0
+    until [ "$(fds)" -le "$1" ]; do
+        _i=$((_i + 1))
+        [ $_i -lt 50 ] || fleet_die op "descriptors left behind by $2: $1 before, $(fds) after"
+        sleep 0.1
+    done
+}
 FDS0=$(fds)
 # a device vanishes mid-download, several times
 for i in 1 2 3 4 5; do
@@ -161,7 +171,7 @@ until [ "$(grep -c "$C left with .* bytes unsent" "$LOG")" -ge 5 ]; do
     [ $i -lt 100 ] || fleet_die op "the update server did not see the downloads end"
     sleep 0.1
 done
-[ "$(fds)" -le "$FDS0" ] || fleet_die op "descriptors left behind by aborted downloads: $FDS0 before, $(fds) after"
+fds_back "$FDS0" "aborted downloads"
 note "5 downloads killed mid-stream: each ended on the server, no descriptor left ($(fds) open)"
 
 # one device, many downloads at once: past the cap it gets 429
@@ -220,7 +230,7 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$T/f/service-ca/root.crt" "$URL/v1/update" 2>/dev/null || true)
     [ "$code" = 000 ] || fail "a client without a certificate got HTTP $code"
 done
-[ "$(fds)" -le "$FDS0" ] || fleet_die op "descriptors left behind: $FDS0 before, $(fds) after"
+fds_back "$FDS0" "clients without a certificate"
 alive
 note "no certificate: no HTTP, nothing left behind"
 
