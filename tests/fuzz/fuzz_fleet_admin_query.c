@@ -28,31 +28,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void must(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_fleet_admin_query: %s\n", what);
-        abort();
-    }
-}
-
 static void check_tokens(const char *p, size_t n)
 {
     static fleetd_token_t v[TOKENS_CAP];
     size_t count = 99;
     if (fleetd_tokens_parse(p, n, v, TOKENS_CAP, &count) != KEEL_OK)
         return;
-    must(count <= TOKENS_CAP, "more tokens than the cap");
+    fuzz_must(count <= TOKENS_CAP, "more tokens than the cap");
     for (size_t i = 0; i < count; i++) {
-        must(fleetd_token_name_ok(v[i].name), "a token with a bad name");
-        must(v[i].role == FLEETD_ROLE_ADMIN || v[i].role == FLEETD_ROLE_READ, "a token with no role");
+        fuzz_must(fleetd_token_name_ok(v[i].name), "a token with a bad name");
+        fuzz_must(v[i].role == FLEETD_ROLE_ADMIN || v[i].role == FLEETD_ROLE_READ, "a token with no role");
         for (size_t j = 0; j < i; j++)
-            must(strcmp(v[i].name, v[j].name) != 0, "a token name twice");
+            fuzz_must(strcmp(v[i].name, v[j].name) != 0, "a token name twice");
     }
     size_t which = 0;
     /* the input itself as a presented token: a match names an entry */
     if (fleetd_token_match(v, count, p, n, &which))
-        must(which < count, "a match outside the entries");
+        fuzz_must(which < count, "a match outside the entries");
 }
 
 static void check_bearer(const char *h)
@@ -61,10 +53,10 @@ static void check_bearer(const char *h)
     size_t len = 0;
     if (fleetd_bearer_parse(h, &tok, &len) != KEEL_OK)
         return;
-    must(tok >= h && tok + len <= h + strlen(h), "the token lies outside the header");
-    must(len >= 1 && len <= FLEETD_TOKEN_TEXT_MAX, "a token of odd length");
+    fuzz_must(tok >= h && tok + len <= h + strlen(h), "the token lies outside the header");
+    fuzz_must(len >= 1 && len <= FLEETD_TOKEN_TEXT_MAX, "a token of odd length");
     for (size_t i = 0; i < len; i++)
-        must(strchr("-._~+/=", tok[i]) != NULL || (tok[i] >= '0' && tok[i] <= '9') ||
+        fuzz_must(strchr("-._~+/=", tok[i]) != NULL || (tok[i] >= '0' && tok[i] <= '9') ||
                  (tok[i] >= 'a' && tok[i] <= 'z') || (tok[i] >= 'A' && tok[i] <= 'Z'),
              "a token character outside token68");
 }
@@ -74,15 +66,15 @@ static void check_route(uint8_t sel, const char *path)
     fleetd_route_t r;
     fleetd_method_t m = (fleetd_method_t)(sel % 3);
     int code = fleetd_admin_route(m, path, &r);
-    must(code == 0 || code == 404 || code == 405, "a route code other than 0, 404, 405");
+    fuzz_must(code == 0 || code == 404 || code == 405, "a route code other than 0, 404, 405");
     if (code == 405)
-        must(r.allow != NULL, "a 405 without Allow");
+        fuzz_must(r.allow != NULL, "a 405 without Allow");
     if (code != 0)
         return;
-    must((unsigned)r.kind <= FLEETD_R_ALERTS, "a route of no kind");
-    must(memchr(r.id, '\0', sizeof r.id) != NULL, "a route id not terminated");
-    must(r.id[0] == '\0' || fleetd_device_id_ok(r.id), "a route id a device id could not be");
-    must(!r.write || m == FLEETD_M_POST, "a write route on a GET");
+    fuzz_must((unsigned)r.kind <= FLEETD_R_ALERTS, "a route of no kind");
+    fuzz_must(memchr(r.id, '\0', sizeof r.id) != NULL, "a route id not terminated");
+    fuzz_must(r.id[0] == '\0' || fleetd_device_id_ok(r.id), "a route id a device id could not be");
+    fuzz_must(!r.write || m == FLEETD_M_POST, "a write route on a GET");
 }
 
 static void check_campaign(uint8_t sel, const char *q)
@@ -91,8 +83,8 @@ static void check_campaign(uint8_t sel, const char *q)
     unsigned def = 1 + sel % 1000u;
     if (fleetd_campaign_params(q, def, &c) != KEEL_OK)
         return;
-    must(fleetd_model_ok(c.model), "a campaign for a malformed model");
-    must(c.percent >= 1 && c.percent <= 100 && c.fail_permille >= 1 && c.fail_permille <= 1000,
+    fuzz_must(fleetd_model_ok(c.model), "a campaign for a malformed model");
+    fuzz_must(c.percent >= 1 && c.percent <= 100 && c.fail_permille >= 1 && c.fail_permille <= 1000,
          "campaign parameters out of range");
 }
 
@@ -101,12 +93,12 @@ static void check_alerts(const char *q)
     fleetd_alert_params_t a;
     if (fleetd_alert_params(q, &a) != KEEL_OK)
         return;
-    must(a.since >= 0 && a.limit >= 1 && a.limit <= FLEETD_ALERTS_LIMIT_MAX, "alert parameters out of range");
-    must(memchr(a.kind, '\0', sizeof a.kind) != NULL && memchr(a.device, '\0', sizeof a.device) != NULL,
+    fuzz_must(a.since >= 0 && a.limit >= 1 && a.limit <= FLEETD_ALERTS_LIMIT_MAX, "alert parameters out of range");
+    fuzz_must(memchr(a.kind, '\0', sizeof a.kind) != NULL && memchr(a.device, '\0', sizeof a.device) != NULL,
          "alert parameters not terminated");
-    must(a.device[0] == '\0' || fleetd_device_id_ok(a.device), "alerts of a malformed device");
+    fuzz_must(a.device[0] == '\0' || fleetd_device_id_ok(a.device), "alerts of a malformed device");
     for (const char *k = a.kind; *k != '\0'; k++)
-        must(strchr("_-", *k) != NULL || (*k >= '0' && *k <= '9') || (*k >= 'a' && *k <= 'z') ||
+        fuzz_must(strchr("_-", *k) != NULL || (*k >= '0' && *k <= '9') || (*k >= 'a' && *k <= 'z') ||
                  (*k >= 'A' && *k <= 'Z'),
              "an alert kind outside its alphabet");
 }
@@ -116,9 +108,9 @@ static void check_devices(const char *q)
     fleetd_device_params_t d;
     if (fleetd_device_params(q, &d) != KEEL_OK)
         return;
-    must(d.limit >= 1 && d.limit <= KEEL_FLEET_LIST_MAX, "a device page limit out of range");
-    must(d.model[0] == '\0' || fleetd_model_ok(d.model), "devices of a malformed model");
-    must(d.after[0] == '\0' || fleetd_device_id_ok(d.after), "a page after a malformed id");
+    fuzz_must(d.limit >= 1 && d.limit <= KEEL_FLEET_LIST_MAX, "a device page limit out of range");
+    fuzz_must(d.model[0] == '\0' || fleetd_model_ok(d.model), "devices of a malformed model");
+    fuzz_must(d.after[0] == '\0' || fleetd_device_id_ok(d.after), "a page after a malformed id");
 }
 
 static void check_body(const uint8_t *data, size_t size)
@@ -131,12 +123,12 @@ static void check_body(const uint8_t *data, size_t size)
         memcpy(b, data, size);
     json_t *j = NULL;
     keel_status_t st = fleetd_json_object(b, size, 4096, &j);
-    must((st == KEEL_OK) == (j != NULL), "a JSON body status without its object");
+    fuzz_must((st == KEEL_OK) == (j != NULL), "a JSON body status without its object");
     if (st == KEEL_OK)
-        must(json_is_object(j) && size <= 4096, "a body taken that is no object or over the cap");
+        fuzz_must(json_is_object(j) && size <= 4096, "a body taken that is no object or over the cap");
     st = fleetd_action_body(b, size);
     if (st == KEEL_OK && j != NULL)
-        must(json_object_size(j) == 0, "an action body with a field was taken");
+        fuzz_must(json_object_size(j) == 0, "an action body with a field was taken");
     json_decref(j);
     free(b);
 }
@@ -163,14 +155,14 @@ static void check_query(const char *q)
     static fleetd_query_t p, again;
     if (fleetd_query_parse(q, keys, &p) != KEEL_OK)
         return;
-    must(p.n <= FLEETD_QUERY_PARAMS_MAX, "more parameters than the cap");
+    fuzz_must(p.n <= FLEETD_QUERY_PARAMS_MAX, "more parameters than the cap");
     /* 8 x (3 x (32 + 256) + 2) */
     static char text[FLEETD_QUERY_PARAMS_MAX * (3 * (FLEETD_QUERY_KEY_MAX + FLEETD_QUERY_VALUE_MAX) + 2) + 1];
     size_t o = 0;
     for (size_t i = 0; i < p.n; i++) {
         for (const char *c = p.p[i].value; *c != '\0'; c++)
-            must(*c >= 0x20 && *c <= 0x7e, "a query value that is not printable ASCII");
-        must(fleetd_query_get(&p, p.p[i].key) == p.p[i].value, "a key that does not find its value");
+            fuzz_must(*c >= 0x20 && *c <= 0x7e, "a query value that is not printable ASCII");
+        fuzz_must(fleetd_query_get(&p, p.p[i].key) == p.p[i].value, "a key that does not find its value");
         if (i > 0)
             text[o++] = '&';
         encode(p.p[i].key, text, &o);
@@ -180,16 +172,16 @@ static void check_query(const char *q)
     text[o] = '\0';
     if (o > FLEETD_QUERY_TEXT_MAX)
         return; /* the escaped form may be over the cap the original was under */
-    must(fleetd_query_parse(text, keys, &again) == KEEL_OK && again.n == p.n, "a re-encoded query does not parse");
+    fuzz_must(fleetd_query_parse(text, keys, &again) == KEEL_OK && again.n == p.n, "a re-encoded query does not parse");
     for (size_t i = 0; i < p.n; i++)
-        must(strcmp(p.p[i].key, again.p[i].key) == 0 && strcmp(p.p[i].value, again.p[i].value) == 0,
+        fuzz_must(strcmp(p.p[i].key, again.p[i].key) == 0 && strcmp(p.p[i].value, again.p[i].value) == 0,
              "a re-encoded query parses to something else");
     uint64_t u = 0;
     bool b = false;
     if (fleetd_query_u64(&p, "limit", 5, 500, 7, &u) == KEEL_OK)
-        must(u == 7 || (u >= 5 && u <= 500), "a number out of its range");
+        fuzz_must(u == 7 || (u >= 5 && u <= 500), "a number out of its range");
     if (fleetd_query_bool(&p, "x", true, &b) == KEEL_OK && fleetd_query_get(&p, "x") != NULL)
-        must(strchr("01tf", fleetd_query_get(&p, "x")[0]) != NULL, "a boolean from another word");
+        fuzz_must(strchr("01tf", fleetd_query_get(&p, "x")[0]) != NULL, "a boolean from another word");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

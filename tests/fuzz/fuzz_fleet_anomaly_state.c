@@ -76,14 +76,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void must(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_fleet_anomaly_state: %s\n", what);
-        abort();
-    }
-}
-
 #define SAME(a, b, f) (memcmp(&(a)->f, &(b)->f, sizeof(a)->f) == 0)
 
 static int same_state(const keel_fleet_anomaly_device_t *a, const keel_fleet_anomaly_device_t *b)
@@ -103,15 +95,15 @@ static int fine(double x)
 
 static void check_fields(const keel_fleet_anomaly_device_t *d)
 {
-    must(fine(d->norm) && fine(d->rate_fast) && fine(d->rate_slow) && fine(d->size_n) && fine(d->size_mean) &&
+    fuzz_must(fine(d->norm) && fine(d->rate_fast) && fine(d->rate_slow) && fine(d->size_n) && fine(d->size_mean) &&
              fine(d->size_var) && fine(d->size_max) && fine(d->conn_fast) && fine(d->conn_slow) && fine(d->auth),
          "a NaN, infinite or negative double in the state");
-    must(d->first >= 0 && d->last >= d->first && d->credit_s >= 0 && d->credit_until >= 0 &&
+    fuzz_must(d->first >= 0 && d->last >= d->first && d->credit_s >= 0 && d->credit_until >= 0 &&
              d->security_version >= -1,
          "a time or count out of range in the state");
-    must(memchr(d->version, '\0', sizeof d->version) != NULL, "the version is not terminated");
+    fuzz_must(memchr(d->version, '\0', sizeof d->version) != NULL, "the version is not terminated");
     for (size_t i = 0; i < KEEL_FLEET_ANOMALY_DEVICE_INCIDENTS; i++)
-        must(d->incident[i].since >= 0 && (d->incident[i].since != 0 || d->incident[i].last == 0) &&
+        fuzz_must(d->incident[i].since >= 0 && (d->incident[i].since != 0 || d->incident[i].last == 0) &&
                  d->incident[i].last >= d->incident[i].since,
              "an incident out of order");
 }
@@ -119,12 +111,12 @@ static void check_fields(const keel_fleet_anomaly_device_t *d)
 static void check_fleet(const keel_fleet_anomaly_fleet_t *f)
 {
     for (int m = 0; m < KEEL_FLEET_ANOMALY_FLEET_METRICS; m++) {
-        must(fine(f->level_num[m]) && fine(f->level_den[m]) && fine(f->slot_sum[m]) && fine(f->slot_minutes[m]),
+        fuzz_must(fine(f->level_num[m]) && fine(f->level_den[m]) && fine(f->slot_sum[m]) && fine(f->slot_minutes[m]),
              "a broken fleet level");
         for (int i = 0; i < KEEL_FLEET_ANOMALY_SLOTS; i++)
-            must(fine(f->profile[m][i]), "a broken fleet profile");
+            fuzz_must(fine(f->profile[m][i]), "a broken fleet profile");
         for (int i = 0; i < KEEL_FLEET_ANOMALY_WINDOW_MAX; i++)
-            must(fine(f->win_count[m][i]) && fine(f->win_expect[m][i]), "a broken fleet window");
+            fuzz_must(fine(f->win_count[m][i]) && fine(f->win_expect[m][i]), "a broken fleet window");
     }
 }
 
@@ -146,18 +138,18 @@ static void round_trip(const keel_fleet_anomaly_device_t *d, const char *what)
         abort();
     }
     size_t len = strlen(text);
-    must(len + 1 <= KEEL_FLEET_ANOMALY_STATE_TEXT_MAX && len > 0, "the state text is over its cap");
+    fuzz_must(len + 1 <= KEEL_FLEET_ANOMALY_STATE_TEXT_MAX && len > 0, "the state text is over its cap");
     keel_fleet_anomaly_device_t again;
     if (keel_fleet_anomaly_device_parse(text, len, DEVICE, &again) != KEEL_OK) {
         fprintf(stderr, "fuzz_fleet_anomaly_state: %s: \"%s\" does not parse: %s\n", what, text,
                 keel_error_message());
         abort();
     }
-    must(same_state(d, &again), "format then parse gives another state");
+    fuzz_must(same_state(d, &again), "format then parse gives another state");
     /* too small a buffer: refused, and nothing half-written */
     char small[KEEL_FLEET_ANOMALY_STATE_TEXT_MAX];
     memset(small, 'x', sizeof small);
-    must(keel_fleet_anomaly_device_format(d, small, len) == KEEL_ERR_TOO_LARGE && small[0] == '\0',
+    fuzz_must(keel_fleet_anomaly_device_format(d, small, len) == KEEL_ERR_TOO_LARGE && small[0] == '\0',
          "a state formatted into a buffer too small");
     keel_error_clear();
 }
@@ -208,7 +200,7 @@ static void observe_all(keel_fleet_anomaly_device_t *d, const uint8_t *p, size_t
             /* a device id observe must refuse, changing nothing */
             keel_fleet_anomaly_device_t before = *d;
             o.device = (c[1] & 1) ? "" : "bad\"id";
-            must(keel_fleet_anomaly_observe(cfg, d, &fleet, &o, alerts, KEEL_FLEET_ANOMALY_OBS_ALERTS_MAX, &na) ==
+            fuzz_must(keel_fleet_anomaly_observe(cfg, d, &fleet, &o, alerts, KEEL_FLEET_ANOMALY_OBS_ALERTS_MAX, &na) ==
                          KEEL_ERR_ARG &&
                      na == 0 && same_state(&before, d),
                  "a refused observation changed the state");
@@ -221,22 +213,22 @@ static void observe_all(keel_fleet_anomaly_device_t *d, const uint8_t *p, size_t
             fprintf(stderr, "fuzz_fleet_anomaly_state: observe: %s\n", keel_error_message());
             abort();
         }
-        must(na <= KEEL_FLEET_ANOMALY_OBS_ALERTS_MAX, "more alerts than the cap");
+        fuzz_must(na <= KEEL_FLEET_ANOMALY_OBS_ALERTS_MAX, "more alerts than the cap");
         for (size_t i = 0; i < na; i++) {
             const keel_fleet_anomaly_alert_t *a = &alerts[i];
-            must(strcmp(keel_fleet_anomaly_kind_str(a->kind), "?") != 0 && a->severity != NULL &&
+            fuzz_must(strcmp(keel_fleet_anomaly_kind_str(a->kind), "?") != 0 && a->severity != NULL &&
                      (strcmp(a->severity, "warning") == 0 || strcmp(a->severity, "critical") == 0),
                  "an alert of no known kind or severity");
-            must(memchr(a->detail, '\0', sizeof a->detail) != NULL && a->detail[0] == '{' &&
+            fuzz_must(memchr(a->detail, '\0', sizeof a->detail) != NULL && a->detail[0] == '{' &&
                      memchr(a->dedupe, '\0', sizeof a->dedupe) != NULL && a->dedupe[0] != '\0',
                  "an alert without its detail or key");
-            must(isfinite(a->score), "an alert's score is not finite");
+            fuzz_must(isfinite(a->score), "an alert's score is not finite");
         }
         check_fields(d);
         if (c[0] & 0x10) {
             keel_fleet_anomaly_alert_t fa[KEEL_FLEET_ANOMALY_TICK_ALERTS_MAX];
             size_t nf = 99;
-            must(keel_fleet_anomaly_fleet_tick(cfg, &fleet, t, fa, KEEL_FLEET_ANOMALY_TICK_ALERTS_MAX, &nf) ==
+            fuzz_must(keel_fleet_anomaly_fleet_tick(cfg, &fleet, t, fa, KEEL_FLEET_ANOMALY_TICK_ALERTS_MAX, &nf) ==
                          KEEL_OK &&
                      nf <= KEEL_FLEET_ANOMALY_TICK_ALERTS_MAX,
                  "a fleet tick failed");
@@ -264,10 +256,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_fields(&d);
         round_trip(&d, "a parsed state");
     } else {
-        must(st == KEEL_ERR_FORMAT || st == KEEL_ERR_TOO_LARGE, "a refused state with an odd status");
+        fuzz_must(st == KEEL_ERR_FORMAT || st == KEEL_ERR_TOO_LARGE, "a refused state with an odd status");
         keel_fleet_anomaly_device_t fresh;
         keel_fleet_anomaly_device_init(&fresh);
-        must(same_state(&d, &fresh), "a refused state is not a fresh one");
+        fuzz_must(same_state(&d, &fresh), "a refused state is not a fresh one");
         keel_error_clear();
     }
     if (nl != NULL)

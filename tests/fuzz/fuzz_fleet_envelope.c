@@ -29,14 +29,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void must(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_fleet_envelope: %s\n", what);
-        abort();
-    }
-}
-
 /* json_equal, but a real may differ in its last digits: the body keeps 15
  * significant digits (JSON_REAL_PRECISION(15)), not the 17 a double needs. */
 static int near(const json_t *a, const json_t *b)
@@ -85,30 +77,30 @@ static void check_envelope(const char *device, fleetd_leaf_t leaf, const uint8_t
     char *body = NULL;
     keel_status_t st = fleetd_envelope_parse(device, leaf, payload, size, 1700000000, &m, &hold, &body);
     if (leaf == FLEETD_LEAF_STATE)
-        must(st == KEEL_ERR_ARG, "a state message was taken as an envelope");
+        fuzz_must(st == KEEL_ERR_ARG, "a state message was taken as an envelope");
     if (st != KEEL_OK) {
-        must(hold == NULL && body == NULL, "a refused envelope left something to free");
+        fuzz_must(hold == NULL && body == NULL, "a refused envelope left something to free");
         free(payload);
         keel_error_clear();
         return;
     }
-    must(hold != NULL && body != NULL && m.body == body, "a taken envelope without its body");
-    must(m.device != NULL && strcmp(m.device, device) == 0, "the envelope's device is not the topic's");
-    must(m.seq >= 1 && m.seq <= (uint64_t)INT64_MAX, "seq out of range");
-    must(m.ts >= 0 && m.received == 1700000000, "ts or received out of range");
-    must(m.kind != NULL && (leaf == FLEETD_LEAF_TELEMETRY
+    fuzz_must(hold != NULL && body != NULL && m.body == body, "a taken envelope without its body");
+    fuzz_must(m.device != NULL && strcmp(m.device, device) == 0, "the envelope's device is not the topic's");
+    fuzz_must(m.seq >= 1 && m.seq <= (uint64_t)INT64_MAX, "seq out of range");
+    fuzz_must(m.ts >= 0 && m.received == 1700000000, "ts or received out of range");
+    fuzz_must(m.kind != NULL && (leaf == FLEETD_LEAF_TELEMETRY
                                 ? strcmp(m.kind, "telemetry") == 0
                                 : strcmp(m.kind, "event") == 0 || strcmp(m.kind, "alert") == 0),
          "kind does not fit the topic");
-    must(m.dropped <= 3ull * UINT32_MAX, "dropped past three 32-bit counts");
-    must(m.body_len == strlen(body) && m.body_len <= KEEL_FLEET_BODY_MAX, "body over KEEL_FLEET_BODY_MAX");
+    fuzz_must(m.dropped <= 3ull * UINT32_MAX, "dropped past three 32-bit counts");
+    fuzz_must(m.body_len == strlen(body) && m.body_len <= KEEL_FLEET_BODY_MAX, "body over KEEL_FLEET_BODY_MAX");
     json_error_t e;
     json_t *again = json_loadb(body, m.body_len, JSON_REJECT_DUPLICATES, &e);
-    must(json_is_object(again), "the body is not a JSON object's text");
-    must(near(again, json_object_get(hold, "data")), "the body is not the envelope's data");
+    fuzz_must(json_is_object(again), "the body is not a JSON object's text");
+    fuzz_must(near(again, json_object_get(hold, "data")), "the body is not the envelope's data");
     /* 15 significant digits (DBL_DIG) read and written again are the same text */
     char *twice = json_dumps(again, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
-    must(twice != NULL && strcmp(twice, body) == 0, "the body is not its own normal form");
+    fuzz_must(twice != NULL && strcmp(twice, body) == 0, "the body is not its own normal form");
     free(twice);
     json_decref(again);
     free(body);
@@ -131,10 +123,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         keel_error_clear();
         return 0;
     }
-    must(keel_identity_id_ok(device) && (unsigned)leaf <= FLEETD_LEAF_STATE, "a topic parsed to a bad id or leaf");
+    fuzz_must(keel_identity_id_ok(device) && (unsigned)leaf <= FLEETD_LEAF_STATE, "a topic parsed to a bad id or leaf");
     char rebuilt[FLEETD_TOPIC_MAX + KEEL_FLEET_ID_MAX + 16];
     snprintf(rebuilt, sizeof rebuilt, FLEETD_TOPIC_ROOT "%s/%s", device, leaf_names[leaf]);
-    must(strcmp(rebuilt, topic) == 0, "a topic parsed to something other than itself");
+    fuzz_must(strcmp(rebuilt, topic) == 0, "a topic parsed to something other than itself");
     size_t off = nl != NULL ? tl + 1 : size;
     check_envelope(device, leaf, data + off, size - off);
     return 0;

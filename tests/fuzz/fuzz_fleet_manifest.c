@@ -51,14 +51,6 @@ typedef struct {
 static tdev_t devs[2];
 static char *expanded;
 
-static void must(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_fleet_manifest: %s\n", what);
-        abort();
-    }
-}
-
 static void cleanup(void)
 {
     keel_fleet_db_close(db);
@@ -100,7 +92,7 @@ static void tdev_make(tdev_t *d, int n)
     for (long serial = n; serial < 0x1000000000L; serial = serial * 256 + n)
         if (tdev_try(d, n, serial))
             return;
-    must(0, "no test certificate of a length that is a multiple of 3");
+    fuzz_must(0, "no test certificate of a length that is a multiple of 3");
 }
 
 static bool tdev_try(tdev_t *d, int n, long serial)
@@ -112,9 +104,9 @@ static bool tdev_try(tdev_t *d, int n, long serial)
     EVP_PKEY *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, sizeof seed);
     keel_wipe(seed, sizeof seed);
     X509 *x = X509_new();
-    must(key != NULL && x != NULL && keel_identity_device_id(key, d->id) == KEEL_OK, "test device key");
+    fuzz_must(key != NULL && x != NULL && keel_identity_device_id(key, d->id) == KEEL_OK, "test device key");
     X509_NAME *name = X509_get_subject_name(x);
-    must(X509_set_version(x, 2) == 1 && ASN1_INTEGER_set(X509_get_serialNumber(x), serial) == 1 &&
+    fuzz_must(X509_set_version(x, 2) == 1 && ASN1_INTEGER_set(X509_get_serialNumber(x), serial) == 1 &&
              ASN1_TIME_set(X509_getm_notBefore(x), 1700000000) != NULL &&
              ASN1_TIME_set(X509_getm_notAfter(x), 2000000000) != NULL &&
              X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)d->id, -1, -1, 0) == 1 &&
@@ -124,7 +116,7 @@ static bool tdev_try(tdev_t *d, int n, long serial)
     unsigned char *der = NULL;
     int dl = i2d_X509(x, &der);
     uint8_t h[KEEL_SHA256_LEN];
-    must(dl > 0, "test device DER");
+    fuzz_must(dl > 0, "test device DER");
     if (dl % 3 != 0) {
         OPENSSL_free(der);
         X509_free(x);
@@ -132,11 +124,11 @@ static bool tdev_try(tdev_t *d, int n, long serial)
         return false;
     }
     keel_sha256(der, (size_t)dl, h);
-    must(keel_hex_encode(h, sizeof h, d->hex, sizeof d->hex) == KEEL_OK, "test device hash");
+    fuzz_must(keel_hex_encode(h, sizeof h, d->hex, sizeof d->hex) == KEEL_OK, "test device hash");
     OPENSSL_free(der);
     BIO *b = BIO_new(BIO_s_mem());
     char *p = NULL;
-    must(b != NULL && PEM_write_bio_X509(b, x) == 1, "test device PEM");
+    fuzz_must(b != NULL && PEM_write_bio_X509(b, x) == 1, "test device PEM");
     long len = BIO_get_mem_data(b, &p);
     json_lines(p, (size_t)len, d->pem, sizeof d->pem);
     /* the base64 lines: between the armour's two lines */
@@ -144,7 +136,7 @@ static bool tdev_try(tdev_t *d, int n, long serial)
     for (const char *q = p + len - 2; q > p && e == NULL; q--)
         if (*q == '\n')
             e = q;
-    must(s != NULL && e != NULL && e > s, "test device base64");
+    fuzz_must(s != NULL && e != NULL && e > s, "test device base64");
     json_lines(s + 1, (size_t)(e - s - 1), d->b64, sizeof d->b64);
     BIO_free(b);
     X509_free(x);
@@ -193,10 +185,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     tdev_make(&devs[0], 1);
     tdev_make(&devs[1], 2);
     expanded = malloc(EXPANDED_MAX);
-    must(expanded != NULL, "out of memory");
+    fuzz_must(expanded != NULL, "out of memory");
     const char *tmp = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/keel-fuzz-manifest-XXXXXX", tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    must(mkdtemp(dir) != NULL, "mkdtemp");
+    fuzz_must(mkdtemp(dir) != NULL, "mkdtemp");
     char url[512];
     snprintf(url, sizeof url, "sqlite:%s/fleet.db", dir);
     if (keel_fleet_db_open(url, &db) != KEEL_OK) {
@@ -212,10 +204,10 @@ static keel_status_t device_row(void *arg, const keel_fleet_val_t *c, unsigned n
 {
     unsigned *rows = arg;
     (*rows)++;
-    must(n == 3 && c[0].type == KEEL_FV_TEXT && c[1].type == KEEL_FV_TEXT && c[2].type == KEEL_FV_TEXT,
+    fuzz_must(n == 3 && c[0].type == KEEL_FV_TEXT && c[1].type == KEEL_FV_TEXT && c[2].type == KEEL_FV_TEXT,
          "a registry row without id, cert_sha256 or certificate");
     char id[KEEL_FLEET_ID_MAX + 1], sha[65];
-    must(c[0].len <= KEEL_FLEET_ID_MAX && c[1].len == 64, "a registry row with an id or cert_sha256 of odd length");
+    fuzz_must(c[0].len <= KEEL_FLEET_ID_MAX && c[1].len == 64, "a registry row with an id or cert_sha256 of odd length");
     memcpy(id, c[0].s, c[0].len);
     id[c[0].len] = '\0';
     memcpy(sha, c[1].s, 64);
@@ -226,26 +218,26 @@ static keel_status_t device_row(void *arg, const keel_fleet_val_t *c, unsigned n
     char *name = NULL, *header = NULL;
     unsigned char *der = NULL;
     long dl = 0;
-    must(b != NULL && PEM_read_bio(b, &name, &header, &der, &dl) == 1 && dl > 0,
+    fuzz_must(b != NULL && PEM_read_bio(b, &name, &header, &der, &dl) == 1 && dl > 0,
          "a registered certificate is not PEM");
-    must(strcmp(name, PEM_STRING_X509) == 0, "a registered certificate is not a CERTIFICATE block");
+    fuzz_must(strcmp(name, PEM_STRING_X509) == 0, "a registered certificate is not a CERTIFICATE block");
     uint8_t h[KEEL_SHA256_LEN];
     char hex[65];
     keel_sha256(der, (size_t)dl, h);
-    must(keel_hex_encode(h, sizeof h, hex, sizeof hex) == KEEL_OK && strcmp(hex, sha) == 0,
+    fuzz_must(keel_hex_encode(h, sizeof h, hex, sizeof hex) == KEEL_OK && strcmp(hex, sha) == 0,
          "a registered device's cert_sha256 is not its certificate's");
 
     const unsigned char *q = der;
     X509 *x = d2i_X509(NULL, &q, dl);
-    must(x != NULL && q == der + dl, "a registered certificate's DER does not parse whole");
+    fuzz_must(x != NULL && q == der + dl, "a registered certificate's DER does not parse whole");
     X509_NAME *sub = X509_get_subject_name(x);
     int at = X509_NAME_get_index_by_NID(sub, NID_commonName, -1);
-    must(at >= 0 && X509_NAME_get_index_by_NID(sub, NID_commonName, at) < 0, "a registered certificate's CN count");
+    fuzz_must(at >= 0 && X509_NAME_get_index_by_NID(sub, NID_commonName, at) < 0, "a registered certificate's CN count");
     const ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(sub, at));
-    must((size_t)ASN1_STRING_length(cn) == strlen(id) && memcmp(ASN1_STRING_get0_data(cn), id, strlen(id)) == 0,
+    fuzz_must((size_t)ASN1_STRING_length(cn) == strlen(id) && memcmp(ASN1_STRING_get0_data(cn), id, strlen(id)) == 0,
          "a registered certificate's CN is not the id");
     char derived[KEEL_DEVICE_ID_LEN + 1];
-    must(keel_identity_device_id(X509_get0_pubkey(x), derived) == KEEL_OK && strcmp(derived, id) == 0,
+    fuzz_must(keel_identity_device_id(X509_get0_pubkey(x), derived) == KEEL_OK && strcmp(derived, id) == 0,
          "a registered id is not derived from its certificate's key");
     X509_free(x);
     OPENSSL_free(name);
@@ -269,19 +261,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     keel_fleet_import_stats_t s = {0};
     keel_status_t st = keel_fleet_import_manifest(db, m, 1700000000, &s);
     json_decref(m);
-    must(st != KEEL_ERR_BUSY && st != KEEL_ERR_DB, "the database failed under the import");
-    must(!keel_fleet_db_in_tx(db), "the import left a transaction open");
+    fuzz_must(st != KEEL_ERR_BUSY && st != KEEL_ERR_DB, "the database failed under the import");
+    fuzz_must(!keel_fleet_db_in_tx(db), "the import left a transaction open");
     unsigned rows = 0;
-    must(keel_fleet_db_exec(db, "SELECT id, cert_sha256, certificate FROM devices", NULL, 0, device_row, &rows,
+    fuzz_must(keel_fleet_db_exec(db, "SELECT id, cert_sha256, certificate FROM devices", NULL, 0, device_row, &rows,
                             NULL) == KEEL_OK,
          "the registry does not read back");
     if (st == KEEL_OK)
-        must(rows == s.added, "the registry does not hold the devices the import counted");
+        fuzz_must(rows == s.added, "the registry does not hold the devices the import counted");
     else
-        must(rows == 0, "a refused import wrote to the registry");
+        fuzz_must(rows == 0, "a refused import wrote to the registry");
     keel_error_clear();
     if (rows > 0)
-        must(keel_fleet_db_exec(db, "DELETE FROM device_seq", NULL, 0, NULL, NULL, NULL) == KEEL_OK &&
+        fuzz_must(keel_fleet_db_exec(db, "DELETE FROM device_seq", NULL, 0, NULL, NULL, NULL) == KEEL_OK &&
                  keel_fleet_db_exec(db, "DELETE FROM devices", NULL, 0, NULL, NULL, NULL) == KEEL_OK,
              "the registry does not empty");
     return 0;

@@ -27,14 +27,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void must(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_report: %s\n", what);
-        abort();
-    }
-}
-
 /* Well-formed UTF-8 (no overlong form, surrogate or code point past U+10FFFF);
  * *nonchar set when U+FFFE or U+FFFF is there. */
 static int utf8_ok(const uint8_t *p, size_t n, int *nonchar)
@@ -102,26 +94,26 @@ static void render(const json_t *report)
     keel_buf_init(&md, RENDER_CAP);
     keel_buf_init(&html, RENDER_CAP);
     keel_buf_init(&xml, RENDER_CAP);
-    must(keel_assess_report_md(report, &md) == KEEL_OK, "report.md of a checked report");
-    must(keel_assess_report_html(report, &html) == KEEL_OK, "report.html of a checked report");
-    must(keel_assess_report_junit(report, &xml) == KEEL_OK, "junit.xml of a checked report");
+    fuzz_must(keel_assess_report_md(report, &md) == KEEL_OK, "report.md of a checked report");
+    fuzz_must(keel_assess_report_html(report, &html) == KEEL_OK, "report.html of a checked report");
+    fuzz_must(keel_assess_report_junit(report, &xml) == KEEL_OK, "junit.xml of a checked report");
     int nonchar = 0;
-    must(utf8_ok(md.data, md.len, &nonchar), "report.md is not UTF-8");
-    must(memchr(md.data, '\0', md.len) == NULL, "report.md holds a NUL");
+    fuzz_must(utf8_ok(md.data, md.len, &nonchar), "report.md is not UTF-8");
+    fuzz_must(memchr(md.data, '\0', md.len) == NULL, "report.md holds a NUL");
 
     const char *h = (const char *)html.data;
-    must(utf8_ok(html.data, html.len, &nonchar), "report.html is not UTF-8");
-    must(!has_ci(h, html.len, "<script"), "report.html holds <script");
-    must(entities_ok(h, html.len), "report.html holds a raw '&'");
+    fuzz_must(utf8_ok(html.data, html.len, &nonchar), "report.html is not UTF-8");
+    fuzz_must(!has_ci(h, html.len, "<script"), "report.html holds <script");
+    fuzz_must(entities_ok(h, html.len), "report.html holds a raw '&'");
     for (size_t i = 0; i < html.len; i++)
-        must(html.data[i] >= 0x20 || html.data[i] == '\n' || html.data[i] == '\t', "report.html holds a control");
+        fuzz_must(html.data[i] >= 0x20 || html.data[i] == '\n' || html.data[i] == '\t', "report.html holds a control");
 
     const char *x = (const char *)xml.data;
-    must(utf8_ok(xml.data, xml.len, &nonchar) && !nonchar, "junit.xml is not XML 1.0 characters");
-    must(entities_ok(x, xml.len), "junit.xml holds a raw '&'");
+    fuzz_must(utf8_ok(xml.data, xml.len, &nonchar) && !nonchar, "junit.xml is not XML 1.0 characters");
+    fuzz_must(entities_ok(x, xml.len), "junit.xml holds a raw '&'");
     for (size_t i = 0; i < xml.len; i++)
-        must(xml.data[i] >= 0x20 || xml.data[i] == '\n' || xml.data[i] == '\t', "junit.xml holds a control");
-    must(strstr(x, "]]>") == NULL, "junit.xml holds ]]>");
+        fuzz_must(xml.data[i] >= 0x20 || xml.data[i] == '\n' || xml.data[i] == '\t', "junit.xml holds a control");
+    fuzz_must(strstr(x, "]]>") == NULL, "junit.xml holds ]]>");
     keel_buf_free(&md);
     keel_buf_free(&html);
     keel_buf_free(&xml);
@@ -142,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* a refused report renders nothing */
         keel_buf_t b;
         keel_buf_init(&b, RENDER_CAP);
-        must(keel_assess_report_md(report, &b) == st && b.len == 0, "a refused report was rendered");
+        fuzz_must(keel_assess_report_md(report, &b) == st && b.len == 0, "a refused report was rendered");
         keel_buf_free(&b);
     }
     json_decref(report);
