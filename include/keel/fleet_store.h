@@ -144,10 +144,17 @@ typedef struct {
  * (erased data does not come back with a late redelivery). An unknown or
  * revoked device is KEEL_OK with res->unknown. KEEL_ERR_ARG for seq 0 or
  * past INT64_MAX, another kind, or a body past KEEL_FLEET_BODY_MAX;
- * KEEL_ERR_FORMAT for text that is not UTF-8 without NUL. Three statements
- * for a message in order. */
+ * KEEL_ERR_FORMAT for text that is not UTF-8 without NUL. */
 keel_status_t keel_fleet_ingest(keel_fleet_db_t *db, const keel_fleet_msg_t *m,
                                 keel_fleet_ingest_result_t *res) KEEL_MUST_CHECK;
+/* The same for m[0..n), res[i] for m[i], in one transaction (the caller's
+ * or its own). Consecutive messages of one device are a run: the device's
+ * row is read and written once for the run, and each message costs one
+ * INSERT, so callers group a batch by device (arrival order kept within a
+ * device). Any message failing the checks above fails the call before
+ * anything is stored. */
+keel_status_t keel_fleet_ingest_many(keel_fleet_db_t *db, const keel_fleet_msg_t *m, size_t n,
+                                     keel_fleet_ingest_result_t *res) KEEL_MUST_CHECK;
 
 /* Gaps opened before `older_than` and not yet settled: each is settled once,
  * as explained (the device reported at least that many more drops than were

@@ -327,10 +327,26 @@ keel_status_t keel_fleet_db_int(keel_fleet_db_t *db, const char *sql, const keel
     return o.st;
 }
 
-uint32_t keel_fleet_sql_hash(const char *sql)
+unsigned keel_fleet_sql_find(const keel_fleet_sql_key_t *keys, unsigned n, const char *sql, uint32_t *hash)
 {
+    for (unsigned i = 0; i < n; i++)
+        if (keys[i].ptr == sql && strcmp(keys[i].sql, sql) == 0)
+            return i;
     uint32_t h = 2166136261u;
-    for (; *sql != '\0'; sql++)
-        h = (h ^ (unsigned char)*sql) * 16777619u;
-    return h;
+    for (const char *c = sql; *c != '\0'; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    *hash = h;
+    for (unsigned i = 0; i < n; i++)
+        if (keys[i].hash == h && strcmp(keys[i].sql, sql) == 0)
+            return i;
+    return n;
+}
+
+bool keel_fleet_sql_key_set(keel_fleet_sql_key_t *k, const char *sql, uint32_t hash)
+{
+    if ((k->sql = strdup(sql)) == NULL)
+        return false;
+    k->ptr = sql;
+    k->hash = hash;
+    return true;
 }

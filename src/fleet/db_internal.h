@@ -73,8 +73,20 @@ keel_status_t keel_fleet_tx(keel_fleet_db_t *db, keel_fleet_tx_fn fn, void *arg)
 keel_status_t keel_fleet_col_text(const keel_fleet_val_t *v, char *dst, size_t cap) KEEL_MUST_CHECK;
 /* s is 1..max bytes of printable ASCII (no space unless `space`). */
 bool keel_fleet_word_ok(const char *s, size_t max, bool space);
-/* FNV-1a of a statement's text: the drivers' prepared-statement caches key on it. */
-uint32_t keel_fleet_sql_hash(const char *sql);
+/* A driver's prepared statements are kept by their SQL text. keys[i] is
+ * the key of entry i: the text (a copy), where the caller's text was (a
+ * literal mostly: the next call passes the same address, found without
+ * hashing, and strcmp still confirms it) and its FNV-1a hash. */
+typedef struct {
+    char *sql;
+    const char *ptr;
+    uint32_t hash;
+} keel_fleet_sql_key_t;
+/* The index of sql among keys[0..n), or n when absent (*hash then holds its
+ * hash, for keel_fleet_sql_key_set). */
+unsigned keel_fleet_sql_find(const keel_fleet_sql_key_t *keys, unsigned n, const char *sql, uint32_t *hash);
+/* k becomes sql's key (a copy of the text); false when out of memory. */
+bool keel_fleet_sql_key_set(keel_fleet_sql_key_t *k, const char *sql, uint32_t hash);
 /* n random bytes as lower-case hex (out: 2n + 1). */
 void keel_fleet_random_hex(char *out, size_t n);
 

@@ -32,14 +32,13 @@
 #define OID_NUMERIC 1700
 
 typedef struct {
-    char *sql;
-    uint32_t hash;
     unsigned nparams;
     bool prepared; /* on the server under name "keel_<index>" */
 } cached_t;
 
 typedef struct {
     PGconn *conn;
+    keel_fleet_sql_key_t keys[KEEL_FLEET_DB_CACHE_MAX]; /* keys[i] is cache[i]'s */
     cached_t cache[KEEL_FLEET_DB_CACHE_MAX];
     unsigned ncache;
 } pg_t;
@@ -132,11 +131,9 @@ static keel_status_t pg_exec(keel_fleet_db_t *db, const char *sql, const keel_fl
                              unsigned nparams, keel_fleet_row_fn rows, void *arg, uint64_t *changed)
 {
     pg_t *p = db->impl;
-    uint32_t h = keel_fleet_sql_hash(sql);
-    cached_t *ent = NULL;
-    for (unsigned i = 0; i < p->ncache && ent == NULL; i++)
-        if (p->cache[i].hash == h && strcmp(p->cache[i].sql, sql) == 0)
-            ent = &p->cache[i];
+    uint32_t h = 0;
+    unsigned found = keel_fleet_sql_find(p->keys, p->ncache, sql, &h);
+    cached_t *ent = found < p->ncache ? &p->cache[found] : NULL;
     unsigned want = 0;
     keel_status_t st = KEEL_OK;
     if (ent != NULL) {
@@ -176,8 +173,7 @@ static keel_status_t pg_exec(keel_fleet_db_t *db, const char *sql, const keel_fl
 
     if (ent == NULL && p->ncache < KEEL_FLEET_DB_CACHE_MAX) {
         cached_t *c = &p->cache[p->ncache];
-        if ((c->sql = strdup(sql)) != NULL) {
-            c->hash = h;
+        if (keel_fleet_sql_key_set(&p->keys[p->ncache], sql, h)) {
             c->nparams = want;
             c->prepared = false;
             ent = c;
@@ -240,7 +236,7 @@ static void pg_close(keel_fleet_db_t *db)
     if (p == NULL)
         return;
     for (unsigned i = 0; i < p->ncache; i++)
-        free(p->cache[i].sql);
+        free(p->keys[i].sql);
     PQfinish(p->conn);
     free(p);
     db->impl = NULL;

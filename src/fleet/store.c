@@ -709,20 +709,6 @@ keel_status_t keel_fleet_detector_put(keel_fleet_db_t *db, const char *id, const
 
 typedef struct {
     bool seen;
-    int64_t v;
-} one_t;
-
-static keel_status_t one_row(void *arg, const keel_fleet_val_t *c, unsigned n)
-{
-    one_t *o = arg;
-    if (o->seen || n < 1)
-        return KEEL_OK;
-    o->seen = true;
-    return keel_fleet_val_int(&c[0], &o->v);
-}
-
-typedef struct {
-    bool seen;
     int64_t first, last, opened, settled;
     char state[16];
 } gap_row_t;
@@ -780,81 +766,160 @@ static keel_status_t gap_fill(keel_fleet_db_t *db, const char *device, int64_t s
                               s, 6, NULL, NULL, NULL);
 }
 
+/* A device's sequence row, read once for the run of its messages. */
 typedef struct {
-    const keel_fleet_msg_t *m;
-    keel_fleet_ingest_result_t *res;
-} ingest_t;
+    bool seen;
+    int64_t last_seq, erased_seq, first_seen, last_seen, dropped;
+} seqrow_t;
 
-/* Why a message was not stored: no such device (or revoked), or a duplicate. */
-static keel_status_t not_stored(keel_fleet_db_t *db, const keel_fleet_val_t *dev, keel_fleet_ingest_result_t *res)
+static keel_status_t seqrow(void *arg, const keel_fleet_val_t *c, unsigned n)
 {
-    int64_t n = 0;
-    keel_status_t st = keel_fleet_db_int(db, "SELECT COUNT(*) FROM devices WHERE id = $1 AND state <> 'revoked'",
-                                         dev, 1, &n);
-    res->unknown = st == KEEL_OK && n == 0;
-    res->duplicate = st == KEEL_OK && n > 0;
+    seqrow_t *r = arg;
+    if (r->seen || n != 5)
+        return KEEL_OK;
+    r->seen = true;
+    keel_status_t st = keel_fleet_val_int(&c[0], &r->last_seq);
+    if (st == KEEL_OK)
+        st = keel_fleet_val_int(&c[1], &r->erased_seq);
+    if (st == KEEL_OK)
+        st = keel_fleet_val_int(&c[2], &r->first_seen);
+    if (st == KEEL_OK)
+        st = keel_fleet_val_int(&c[3], &r->last_seen);
+    if (st == KEEL_OK)
+        st = keel_fleet_val_int(&c[4], &r->dropped);
     return st;
 }
 
 /*
- * Two statements for a message in order: the INSERT (which also checks the
- * device and the erased seqs, and drops a duplicate), then the device's
- * UPDATE, which returns the last seq before it. On PostgreSQL that UPDATE
- * holds the device's row lock until the commit, so two fleetd instances
- * ingesting for one device keep its gaps one after the other.
+ * The messages m[0..n) of one device, in order: its sequence row is read
+ * once (on PostgreSQL locked until the commit, so two fleetd instances
+ * ingesting for one device keep its gaps one after the other; SQLite's
+ * writer holds the whole file), each message is one INSERT (a duplicate
+ * changes nothing), gaps are worked out here from the running last seq,
+ * and the row is written once.
  */
+static keel_status_t ingest_run(keel_fleet_db_t *db, const keel_fleet_msg_t *m, size_t n,
+                                keel_fleet_ingest_result_t *res)
+{
+    seqrow_t r = {0};
+    keel_fleet_val_t dev[] = {KEEL_FV_S(m[0].device)};
+    keel_status_t st = keel_fleet_db_exec(
+        db,
+        keel_fleet_db_driver(db) == KEEL_FLEET_DB_POSTGRES
+            ? "SELECT s.last_seq, s.erased_seq, s.first_seen, s.last_seen, s.dropped_reported FROM device_seq s "
+              "JOIN devices d ON d.id = s.device WHERE s.device = $1 AND d.state <> 'revoked' FOR UPDATE OF s"
+            : "SELECT s.last_seq, s.erased_seq, s.first_seen, s.last_seen, s.dropped_reported FROM device_seq s "
+              "JOIN devices d ON d.id = s.device WHERE s.device = $1 AND d.state <> 'revoked'",
+        dev, 1, seqrow, &r, NULL);
+    if (st != KEEL_OK)
+        return st;
+    if (!r.seen) {
+        for (size_t i = 0; i < n; i++)
+            res[i].unknown = true;
+        return KEEL_OK;
+    }
+    int64_t last = r.last_seq, before = r.last_seq;
+    bool stored = false;
+    for (size_t i = 0; i < n && st == KEEL_OK; i++) {
+        int64_t seq = (int64_t)m[i].seq;
+        uint64_t changed = 0;
+        if (seq > r.erased_seq) {
+            keel_fleet_val_t p[] = {KEEL_FV_S(m[i].device),   KEEL_FV_I(seq),       KEEL_FV_I(m[i].ts),
+                                    KEEL_FV_I(m[i].received), KEEL_FV_S(m[i].kind), KEEL_FV_SN(m[i].body, m[i].body_len),
+                                    KEEL_FV_I(m[i].body_len)};
+            st = keel_fleet_db_exec(db,
+                                    "INSERT INTO messages (device, seq, ts, received, kind, body, bytes) "
+                                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (device, seq) DO NOTHING",
+                                    p, 7, NULL, NULL, &changed);
+        }
+        /* At or below an erase's last seq: erased data does not come back. */
+        if (st != KEEL_OK || changed == 0) {
+            res[i].duplicate = true;
+            continue;
+        }
+        stored = true;
+        if (m[i].received > r.last_seen)
+            r.last_seen = m[i].received;
+        if (r.first_seen == 0)
+            r.first_seen = m[i].received;
+        if ((int64_t)m[i].dropped > r.dropped)
+            r.dropped = (int64_t)m[i].dropped;
+        if (seq > last + 1) {
+            keel_fleet_val_t g[] = {KEEL_FV_S(m[i].device), KEEL_FV_I(last + 1), KEEL_FV_I(seq - 1),
+                                    KEEL_FV_I(m[i].received)};
+            st = keel_fleet_db_exec(db,
+                                    "INSERT INTO gaps (device, seq_first, seq_last, opened, state) "
+                                    "VALUES ($1, $2, $3, $4, 'open')",
+                                    g, 4, NULL, NULL, NULL);
+            res[i].gap_first = (uint64_t)last + 1;
+            res[i].gap_last = m[i].seq - 1;
+        } else if (seq < last) {
+            st = gap_fill(db, m[i].device, seq, &res[i].filled_gap);
+        }
+        before = last;
+        if (seq > last)
+            last = seq;
+    }
+    if (st != KEEL_OK || !stored)
+        return st;
+    keel_fleet_val_t u[] = {KEEL_FV_S(m[0].device), KEEL_FV_I(last),      KEEL_FV_I(before),
+                            KEEL_FV_I(r.last_seen), KEEL_FV_I(r.first_seen), KEEL_FV_I(r.dropped)};
+    st = keel_fleet_db_exec(db,
+                            "UPDATE device_seq SET last_seq = $2, seq_before = $3, last_seen = $4, first_seen = $5, "
+                            "dropped_reported = $6 WHERE device = $1",
+                            u, 6, NULL, NULL, NULL);
+    /* The device's first message: registered becomes active (once per device). */
+    if (st == KEEL_OK && r.last_seq == 0)
+        st = keel_fleet_db_exec(db, "UPDATE devices SET state = 'active' WHERE id = $1 AND state = 'registered'", dev,
+                                1, NULL, NULL, NULL);
+    return st;
+}
+
+static keel_status_t msg_check(const keel_fleet_msg_t *m)
+{
+    if (m == NULL || !id_ok(m->device) || m->kind == NULL || m->body == NULL)
+        return keel_errorf(KEEL_ERR_ARG, "ingest: bad message");
+    if (m->seq == 0 || m->seq > INT64_MAX || m->dropped > INT64_MAX)
+        return keel_errorf(KEEL_ERR_ARG, "ingest: seq must be 1..2^63-1");
+    if (strcmp(m->kind, "telemetry") != 0 && strcmp(m->kind, "event") != 0 && strcmp(m->kind, "alert") != 0)
+        return keel_errorf(KEEL_ERR_ARG, "ingest: kind must be telemetry, event or alert");
+    if (m->body_len > KEEL_FLEET_BODY_MAX)
+        return keel_errorf(KEEL_ERR_ARG, "ingest: body longer than %u bytes", KEEL_FLEET_BODY_MAX);
+    return KEEL_OK;
+}
+
+typedef struct {
+    const keel_fleet_msg_t *m;
+    size_t n;
+    keel_fleet_ingest_result_t *res;
+} ingest_t;
+
 static keel_status_t ingest_tx(keel_fleet_db_t *db, void *arg)
 {
-    const keel_fleet_msg_t *m = ((ingest_t *)arg)->m;
-    keel_fleet_ingest_result_t *res = ((ingest_t *)arg)->res;
-    *res = (keel_fleet_ingest_result_t){0};
-    int64_t seq = (int64_t)m->seq;
-    keel_fleet_val_t p[] = {KEEL_FV_S(m->device),   KEEL_FV_I(seq),     KEEL_FV_I(m->ts),
-                            KEEL_FV_I(m->received), KEEL_FV_S(m->kind), KEEL_FV_SN(m->body, m->body_len),
-                            KEEL_FV_I(m->body_len)};
-    uint64_t changed = 0;
-    keel_status_t st = keel_fleet_db_exec(db,
-                                          "INSERT INTO messages (device, seq, ts, received, kind, body, bytes) "
-                                          "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM devices d "
-                                          "JOIN device_seq s ON s.device = d.id "
-                                          "WHERE d.id = $1 AND d.state <> 'revoked' AND s.erased_seq < $2) "
-                                          "ON CONFLICT (device, seq) DO NOTHING",
-                                          p, 7, NULL, NULL, &changed);
-    if (st != KEEL_OK || changed == 0)
-        return st != KEEL_OK ? st : not_stored(db, p, res);
-    keel_fleet_val_t u[] = {KEEL_FV_S(m->device), KEEL_FV_I(seq), KEEL_FV_I(m->received), KEEL_FV_I(m->dropped)};
-    one_t before = {0};
-    st = keel_fleet_db_exec(db,
-                            "UPDATE device_seq SET seq_before = last_seq, "
-                            "last_seq = CASE WHEN $2 > last_seq THEN $2 ELSE last_seq END, "
-                            "last_seen = CASE WHEN $3 > last_seen THEN $3 ELSE last_seen END, "
-                            "first_seen = CASE WHEN first_seen = 0 THEN $3 ELSE first_seen END, "
-                            "dropped_reported = CASE WHEN $4 > dropped_reported THEN $4 ELSE dropped_reported END "
-                            "WHERE device = $1 AND erased_seq < $2 RETURNING seq_before",
-                            u, 4, one_row, &before, NULL);
-    /* The device's first message: registered becomes active (once per device). */
-    if (st == KEEL_OK && before.seen && before.v == 0)
-        st = keel_fleet_db_exec(db, "UPDATE devices SET state = 'active' WHERE id = $1 AND state = 'registered'", p, 1,
-                                NULL, NULL, NULL);
-    if (st == KEEL_OK && !before.seen) {
-        /* Erased since the INSERT looked (another fleetd): not kept. */
-        st = keel_fleet_db_exec(db, "DELETE FROM messages WHERE device = $1 AND seq = $2", p, 2, NULL, NULL, NULL);
-        return st == KEEL_OK ? not_stored(db, p, res) : st;
-    }
-    int64_t last = before.v;
-    if (st == KEEL_OK && seq > last + 1) {
-        keel_fleet_val_t g[] = {KEEL_FV_S(m->device), KEEL_FV_I(last + 1), KEEL_FV_I(seq - 1),
-                                KEEL_FV_I(m->received)};
-        st = keel_fleet_db_exec(db,
-                                "INSERT INTO gaps (device, seq_first, seq_last, opened, state) "
-                                "VALUES ($1, $2, $3, $4, 'open')",
-                                g, 4, NULL, NULL, NULL);
-        res->gap_first = (uint64_t)last + 1;
-        res->gap_last = m->seq - 1;
-    } else if (st == KEEL_OK && seq < last) {
-        st = gap_fill(db, m->device, seq, &res->filled_gap);
+    const ingest_t *in = arg;
+    keel_status_t st = KEEL_OK;
+    for (size_t i = 0; i < in->n; i++)
+        in->res[i] = (keel_fleet_ingest_result_t){0};
+    for (size_t i = 0, j; i < in->n && st == KEEL_OK; i = j) {
+        for (j = i + 1; j < in->n && strcmp(in->m[j].device, in->m[i].device) == 0; j++)
+            ;
+        st = ingest_run(db, &in->m[i], j - i, &in->res[i]);
     }
     return st;
+}
+
+keel_status_t keel_fleet_ingest_many(keel_fleet_db_t *db, const keel_fleet_msg_t *m, size_t n,
+                                     keel_fleet_ingest_result_t *res)
+{
+    if (db == NULL || (n > 0 && (m == NULL || res == NULL)))
+        return keel_errorf(KEEL_ERR_ARG, "ingest: bad arguments");
+    for (size_t i = 0; i < n; i++) {
+        keel_status_t st = msg_check(&m[i]);
+        if (st != KEEL_OK)
+            return st;
+    }
+    ingest_t in = {m, n, res};
+    return n == 0 ? KEEL_OK : keel_fleet_tx(db, ingest_tx, &in);
 }
 
 keel_status_t keel_fleet_ingest(keel_fleet_db_t *db, const keel_fleet_msg_t *m, keel_fleet_ingest_result_t *res)
@@ -863,16 +928,9 @@ keel_status_t keel_fleet_ingest(keel_fleet_db_t *db, const keel_fleet_msg_t *m, 
     if (res == NULL)
         res = &ignored;
     *res = (keel_fleet_ingest_result_t){0};
-    if (db == NULL || m == NULL || !id_ok(m->device) || m->kind == NULL || m->body == NULL)
+    if (m == NULL)
         return keel_errorf(KEEL_ERR_ARG, "ingest: bad message");
-    if (m->seq == 0 || m->seq > INT64_MAX || m->dropped > INT64_MAX)
-        return keel_errorf(KEEL_ERR_ARG, "ingest: seq must be 1..2^63-1");
-    if (strcmp(m->kind, "telemetry") != 0 && strcmp(m->kind, "event") != 0 && strcmp(m->kind, "alert") != 0)
-        return keel_errorf(KEEL_ERR_ARG, "ingest: kind must be telemetry, event or alert");
-    if (m->body_len > KEEL_FLEET_BODY_MAX)
-        return keel_errorf(KEEL_ERR_ARG, "ingest: body longer than %u bytes", KEEL_FLEET_BODY_MAX);
-    ingest_t in = {m, res};
-    return keel_fleet_tx(db, ingest_tx, &in);
+    return keel_fleet_ingest_many(db, m, 1, res);
 }
 
 typedef struct {

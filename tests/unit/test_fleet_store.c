@@ -631,6 +631,81 @@ static void test_ingest(void **state)
     tdev_free(&a);
 }
 
+/* A batch in one call: runs per device, duplicates inside the batch, an
+ * unknown and a revoked device, late messages, drops, then an erase. */
+static void test_ingest_many(void **state)
+{
+    keel_fleet_db_t *db = ((fx_t *)*state)->db;
+    tdev_t a, b;
+    two_devices(db, &a, &b);
+    const char *ghost = "aaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *body = "{\"n\":1}";
+    struct {
+        const char *dev;
+        uint64_t seq, dropped;
+    } in[] = {{a.id, 1, 0}, {a.id, 2, 0}, {a.id, 5, 7}, {a.id, 3, 2}, {a.id, 3, 0},
+              {ghost, 1, 0}, {b.id, 1, 0},  {b.id, 1, 0}, {a.id, 9, 0}};
+    enum { N = sizeof in / sizeof in[0] };
+    keel_fleet_msg_t m[N];
+    keel_fleet_ingest_result_t r[N];
+    for (size_t i = 0; i < N; i++)
+        m[i] = (keel_fleet_msg_t){.device = in[i].dev, .seq = in[i].seq, .ts = T0, .received = T0 + (int64_t)i,
+                                  .kind = "telemetry", .body = body, .body_len = strlen(body),
+                                  .dropped = in[i].dropped};
+    assert_int_equal(keel_fleet_ingest_many(db, m, N, r), KEEL_OK);
+    assert_false(r[0].duplicate || r[0].unknown || r[1].duplicate);
+    assert_int_equal(r[2].gap_first, 3);
+    assert_int_equal(r[2].gap_last, 4);
+    assert_true(r[3].filled_gap && !r[3].duplicate);
+    assert_true(r[4].duplicate);
+    assert_true(r[5].unknown);
+    assert_false(r[6].duplicate || r[6].unknown);
+    assert_true(r[7].duplicate);
+    /* a again after b: a run of its own, from the last seq the first run left */
+    assert_int_equal(r[8].gap_first, 6);
+    assert_int_equal(r[8].gap_last, 8);
+    keel_fleet_device_t d;
+    assert_int_equal(keel_fleet_device_get(db, a.id, &d), KEEL_OK);
+    assert_int_equal(d.state, KEEL_FLEET_DEV_ACTIVE);
+    assert_int_equal(d.last_seq, 9);
+    assert_int_equal(d.first_seen, T0);
+    assert_int_equal(d.last_seen, T0 + 8);
+    assert_int_equal(q_int(db, "SELECT dropped_reported FROM device_seq WHERE device = $1", a.id), 7);
+    keel_fleet_seq_stats_t s;
+    assert_int_equal(keel_fleet_seq_stats(db, a.id, &s), KEEL_OK);
+    assert_int_equal(s.messages, 5);
+    assert_int_equal(s.open_gaps, 2);
+    assert_int_equal(s.open_missing, 4);
+    assert_int_equal(q_int(db, "SELECT COUNT(*) FROM messages WHERE device = $1", ghost), 0);
+
+    /* Revoked: nothing more of b. Erased: a's old seqs do not come back, new ones do. */
+    assert_int_equal(keel_fleet_device_revoke(db, b.id, T0 + 50), KEEL_OK);
+    keel_fleet_erasure_t e;
+    assert_int_equal(keel_fleet_erase(db, a.id, "00112233445566778899aabbccddeeff", "device", T0 + 60, &e), KEEL_OK);
+    keel_fleet_msg_t late[] = {
+        {.device = a.id, .seq = 4, .ts = T0, .received = T0 + 70, .kind = "event", .body = body, .body_len = 7},
+        {.device = a.id, .seq = 10, .ts = T0, .received = T0 + 71, .kind = "event", .body = body, .body_len = 7},
+        {.device = b.id, .seq = 2, .ts = T0, .received = T0 + 72, .kind = "event", .body = body, .body_len = 7},
+    };
+    keel_fleet_ingest_result_t lr[3];
+    assert_int_equal(keel_fleet_ingest_many(db, late, 3, lr), KEEL_OK);
+    assert_true(lr[0].duplicate);
+    assert_false(lr[1].duplicate || lr[1].unknown);
+    assert_true(lr[2].unknown);
+    assert_int_equal(q_int(db, "SELECT COUNT(*) FROM messages WHERE device = $1", a.id), 1);
+    assert_int_equal(q_int(db, "SELECT COUNT(*) FROM messages WHERE device = $1", b.id), 1);
+
+    /* One bad message refuses the whole call before anything is stored. */
+    late[1].seq = 11;
+    late[2].kind = "other";
+    assert_int_equal(keel_fleet_ingest_many(db, late, 3, lr), KEEL_ERR_ARG);
+    keel_error_clear();
+    assert_int_equal(q_int(db, "SELECT COUNT(*) FROM messages WHERE device = $1", a.id), 1);
+    assert_int_equal(keel_fleet_ingest_many(db, NULL, 0, NULL), KEEL_OK);
+    tdev_free(&a);
+    tdev_free(&b);
+}
+
 static void test_gaps(void **state)
 {
     keel_fleet_db_t *db = ((fx_t *)*state)->db;
@@ -1168,6 +1243,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_import, setup, teardown),
         cmocka_unit_test_setup_teardown(test_registry_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ingest_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gaps_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alerts, setup, teardown),
