@@ -339,7 +339,7 @@ static void get_status(admin_req_t *r)
                                               u64j(atomic_load(&cs->published)), "publish_failed",
                                               u64j(atomic_load(&cs->publish_failed)));
     json_t *ingest = is == NULL ? json_null()
-                                : json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "stored",
+                                : json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "stored",
                                             u64j(atomic_load(&is->stored)), "duplicates",
                                             u64j(atomic_load(&is->duplicates)), "unknown",
                                             u64j(atomic_load(&is->unknown)), "malformed",
@@ -347,7 +347,8 @@ static void get_status(admin_req_t *r)
                                             u64j(atomic_load(&is->batches)), "alerts", u64j(atomic_load(&is->alerts)),
                                             "gaps_lost", u64j(atomic_load(&is->gaps_lost)), "retries",
                                             u64j(atomic_load(&is->retries)), "last_commit",
-                                            (json_int_t)atomic_load(&is->last_commit));
+                                            (json_int_t)atomic_load(&is->last_commit), "last_commit_ms",
+                                            (json_int_t)atomic_load(&is->last_commit_ms));
     json_t *sequence = json_pack("{s:I, s:I, s:I, s:I, s:I}", "messages", u64j(seq.messages), "open_gaps",
                                  u64j(seq.open_gaps), "open_missing", u64j(seq.open_missing), "lost", u64j(seq.lost),
                                  "explained", u64j(seq.explained));

@@ -47,8 +47,20 @@ struct fleetd_queue {
     pthread_cond_t not_empty, not_full;
     fleetd_item_t *head, *tail;
     size_t n, cap;
+    size_t want; /* a push wakes the ingest thread once this many are queued */
     bool closed;
 };
+
+static void deadline_in(struct timespec *t, unsigned ms)
+{
+    clock_gettime(CLOCK_REALTIME, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
 
 keel_status_t fleetd_queue_new(size_t cap, fleetd_queue_t **out)
 {
@@ -58,6 +70,7 @@ keel_status_t fleetd_queue_new(size_t cap, fleetd_queue_t **out)
         return keel_errorf(cap == 0 ? KEEL_ERR_ARG : KEEL_ERR_NOMEM, "queue: cannot create");
     }
     q->cap = cap;
+    q->want = 1;
     if (pthread_mutex_init(&q->mu, NULL) != 0 || pthread_cond_init(&q->not_empty, NULL) != 0 ||
         pthread_cond_init(&q->not_full, NULL) != 0) {
         free(q);
@@ -104,27 +117,31 @@ bool fleetd_queue_push(fleetd_queue_t *q, fleetd_item_t *it)
         q->head = it;
     q->tail = it;
     q->n++;
-    pthread_cond_signal(&q->not_empty);
+    if (q->n >= q->want)
+        pthread_cond_signal(&q->not_empty);
     pthread_mutex_unlock(&q->mu);
     return true;
 }
 
-fleetd_item_t *fleetd_queue_pop(fleetd_queue_t *q, size_t max, unsigned wait_ms, size_t *n)
+fleetd_item_t *fleetd_queue_pop(fleetd_queue_t *q, size_t max, unsigned wait_ms, unsigned linger_ms, size_t *n)
 {
     *n = 0;
     pthread_mutex_lock(&q->mu);
+    struct timespec until;
     if (q->n == 0 && !q->closed && wait_ms > 0) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        deadline_in(&until, wait_ms);
         while (q->n == 0 && !q->closed)
             if (pthread_cond_timedwait(&q->not_empty, &q->mu, &until) == ETIMEDOUT)
                 break;
+    }
+    if (q->n > 0 && q->n < max && !q->closed && linger_ms > 0) {
+        /* The pushes wake us only when the batch is full (or the time is up). */
+        q->want = max < q->cap ? max : q->cap;
+        deadline_in(&until, linger_ms);
+        while (q->n < q->want && !q->closed)
+            if (pthread_cond_timedwait(&q->not_empty, &q->mu, &until) == ETIMEDOUT)
+                break;
+        q->want = 1;
     }
     fleetd_item_t *first = q->head, *last = NULL;
     size_t k = 0;

@@ -48,6 +48,94 @@ static bool uint_of(const json_t *v, uint64_t max, uint64_t *out)
     return true;
 }
 
+/* ---- where "data" is in the envelope's text ----
+ * The body stored is the device's own text of its "data" value, not a
+ * re-serialization: nothing is lost or reformatted, and it costs a scan
+ * instead of a dump. The scan runs only on text jansson has accepted as
+ * one object without duplicate keys, so it can be this small; any key
+ * written with an escape sends the caller back to json_dumps. */
+
+static size_t skip_ws(const char *p, size_t i, size_t n)
+{
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* i at a '"': the index after its closing quote (n if none). */
+static size_t skip_string(const char *p, size_t i, size_t n, bool *escaped)
+{
+    for (i++; i < n; i++) {
+        if (p[i] == '\\') {
+            *escaped = true;
+            i++;
+        } else if (p[i] == '"') {
+            return i + 1;
+        }
+    }
+    return n;
+}
+
+/* i at a value's first byte: the index after the value (n if it does not end). */
+static size_t skip_value(const char *p, size_t i, size_t n)
+{
+    size_t depth = 0;
+    bool escaped = false;
+    while (i < n) {
+        char c = p[i];
+        if (c == '"') {
+            i = skip_string(p, i, n, &escaped);
+            if (depth == 0)
+                return i;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0)
+                return i; /* the end of a scalar */
+            if (--depth == 0)
+                return i + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+            return i;
+        }
+        i++;
+    }
+    return depth == 0 ? n : n + 1;
+}
+
+static bool data_span(const char *p, size_t n, const char **out, size_t *out_len)
+{
+    size_t i = skip_ws(p, 0, n);
+    if (i >= n || p[i] != '{')
+        return false;
+    for (i = skip_ws(p, i + 1, n); i < n && p[i] == '"';) {
+        bool escaped = false;
+        size_t k = i + 1;
+        i = skip_string(p, i, n, &escaped);
+        if (escaped || i >= n)
+            return false;
+        bool is_data = i - 1 - k == 4 && memcmp(p + k, "data", 4) == 0;
+        i = skip_ws(p, i, n);
+        if (i >= n || p[i] != ':')
+            return false;
+        size_t v = skip_ws(p, i + 1, n);
+        i = skip_value(p, v, n);
+        if (i > n)
+            return false;
+        if (is_data) {
+            *out = p + v;
+            *out_len = i - v;
+            return true;
+        }
+        i = skip_ws(p, i, n);
+        if (i >= n || p[i] != ',')
+            return false;
+        i = skip_ws(p, i + 1, n);
+    }
+    return false;
+}
+
 keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,
                                     int64_t received, keel_fleet_msg_t *m, json_t **hold, char **body_text)
 {
@@ -106,10 +194,17 @@ keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, cons
             total += n;
         }
     }
-    char *body = st == KEEL_OK ? json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15)) : NULL;
-    if (st == KEEL_OK && body == NULL)
-        st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-    if (st == KEEL_OK && strlen(body) > KEEL_FLEET_BODY_MAX)
+    const char *text = NULL;
+    size_t text_len = 0;
+    char *body = NULL;
+    if (st == KEEL_OK && !data_span(payload, len, &text, &text_len)) {
+        body = json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
+        if (body == NULL)
+            st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+        text = body;
+        text_len = body != NULL ? strlen(body) : 0;
+    }
+    if (st == KEEL_OK && text_len > KEEL_FLEET_BODY_MAX)
         st = keel_errorf(KEEL_ERR_TOO_LARGE, "data is over %u bytes", KEEL_FLEET_BODY_MAX);
     if (st != KEEL_OK) {
         free(body);
@@ -121,8 +216,8 @@ keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, cons
     m->ts = (int64_t)ts;
     m->received = received;
     m->kind = kind;
-    m->body = body;
-    m->body_len = strlen(body);
+    m->body = text;
+    m->body_len = text_len;
     m->dropped = total;
     *hold = j;
     *body_text = body;

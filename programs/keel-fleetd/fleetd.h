@@ -55,9 +55,10 @@ keel_status_t fleetd_queue_new(size_t cap, fleetd_queue_t **out) KEEL_MUST_CHECK
 void fleetd_queue_free(fleetd_queue_t *q);
 /* Blocks while full; false once the queue is closed (the item is freed). */
 bool fleetd_queue_push(fleetd_queue_t *q, fleetd_item_t *it);
-/* Up to max items (a list), waiting up to wait_ms for the first; NULL when
- * closed and empty, or on timeout. */
-fleetd_item_t *fleetd_queue_pop(fleetd_queue_t *q, size_t max, unsigned wait_ms, size_t *n);
+/* Up to max items (a list), waiting up to wait_ms for the first, then up
+ * to linger_ms more for max (a full batch costs the store less per message
+ * than a trickle of small ones); NULL when closed and empty, or on timeout. */
+fleetd_item_t *fleetd_queue_pop(fleetd_queue_t *q, size_t max, unsigned wait_ms, unsigned linger_ms, size_t *n);
 void fleetd_queue_close(fleetd_queue_t *q);
 size_t fleetd_queue_depth(fleetd_queue_t *q);
 void fleetd_item_free_list(fleetd_item_t *it);
@@ -108,7 +109,8 @@ typedef struct {
 
 typedef struct {
     atomic_uint_fast64_t stored, duplicates, unknown, malformed, batches, alerts, gaps_lost, retries;
-    atomic_int_fast64_t last_commit; /* Unix seconds */
+    atomic_int_fast64_t last_commit;    /* Unix seconds */
+    atomic_int_fast64_t last_commit_ms; /* the same in milliseconds (make bench times the ingest by it) */
 } fleetd_ingest_stats_t;
 
 keel_status_t fleetd_ingest_start(const fleetd_ingest_config_t *c, fleetd_ingest_t **out) KEEL_MUST_CHECK;
@@ -119,7 +121,10 @@ void fleetd_ingest_free(fleetd_ingest_t *in);
 
 /* Envelope parsing (pure, unit-tested): `payload` from topic
  * keel/v1/<id>/<leaf>. KEEL_ERR_FORMAT with the reason. `m` points into
- * `*hold` (freed by the caller with json_decref). */
+ * `*hold` (freed by the caller with json_decref) and into `payload`:
+ * m->body is the device's own text of "data" (body_len bytes, no NUL),
+ * except when a key is written with escapes: then it is jansson's
+ * compact dump, in *body_text (freed by the caller; NULL otherwise). */
 typedef enum { FLEETD_LEAF_TELEMETRY, FLEETD_LEAF_EVENTS, FLEETD_LEAF_STATE } fleetd_leaf_t;
 keel_status_t fleetd_topic_parse(const char *topic, char device[KEEL_FLEET_ID_MAX + 1], fleetd_leaf_t *leaf) KEEL_MUST_CHECK;
 keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #define RETRIES_OTHER 3     /* a batch failing for another reason than BUSY */
+#define LINGER_MS 100 /* a batch waits this long to fill: at most this much latency for a tenth of the CPU */
 #define SETTLE_EVERY_S 5
 #define FLUSH_EVERY_S 30    /* detector states written back */
 #define CACHE_MAX 200000u   /* devices whose detector state is held in memory */
@@ -408,62 +409,112 @@ static keel_status_t observe(fleetd_ingest_t *in, keel_fleet_anomaly_obs_t *o, i
     return alerts_store(in, alerts, n, now);
 }
 
-static keel_status_t one(fleetd_ingest_t *in, const fleetd_item_t *it)
-{
+/* A batch's item once parsed (before the transaction, once however often
+ * the batch is retried). */
+typedef struct {
+    enum { ITEM_DROPPED, ITEM_STATE, ITEM_MESSAGE } what;
     char device[KEEL_FLEET_ID_MAX + 1];
+    size_t msg;   /* ITEM_MESSAGE: its index in the batch's messages */
+    json_t *hold; /* the envelope (the message points into it) */
+    char *body;
+} parsed_t;
+
+typedef struct {
+    size_t n, n_msg;
+    parsed_t *p;               /* n */
+    keel_fleet_msg_t *msg;     /* n_msg */
+    keel_fleet_ingest_result_t *res;
+    uint64_t stored, duplicates, unknown, malformed;
+} batch_t;
+
+static void parse_one(batch_t *b, const fleetd_item_t *it, parsed_t *p)
+{
     fleetd_leaf_t leaf;
-    if (fleetd_topic_parse(it->topic, device, &leaf) != KEEL_OK) {
-        atomic_fetch_add(&in->stats.malformed, 1);
+    p->what = ITEM_DROPPED;
+    if (fleetd_topic_parse(it->topic, p->device, &leaf) != KEEL_OK) {
+        b->malformed++;
         keel_log(KEEL_LOG_DEBUG, "fleet: message on an unexpected topic dropped: %s", keel_error_message());
         keel_error_clear();
-        return KEEL_OK;
+        return;
     }
-    int64_t now = it->received;
     if (leaf == FLEETD_LEAF_STATE) {
-        if (it->retained)
-            return KEEL_OK; /* a replay, not a connection */
-        keel_fleet_device_t d;
-        keel_status_t st = keel_fleet_device_get(in->db, device, &d);
-        if (st == KEEL_ERR_NOT_FOUND || (st == KEEL_OK && d.state == KEEL_FLEET_DEV_REVOKED)) {
-            keel_error_clear();
-            atomic_fetch_add(&in->stats.unknown, 1);
-            return KEEL_OK;
-        }
-        if (st != KEEL_OK)
-            return st;
-        keel_fleet_anomaly_obs_t o = {.device = device, .time = now, .kind = KEEL_FLEET_OBS_STATE,
-                                      .security_version = -1};
-        return observe(in, &o, now);
+        if (!it->retained) /* a retained one is a replay, not a connection */
+            p->what = ITEM_STATE;
+        return;
     }
-    keel_fleet_msg_t m;
-    json_t *hold = NULL;
-    char *body = NULL;
-    keel_status_t st = fleetd_envelope_parse(device, leaf, it->payload, it->len, now, &m, &hold, &body);
-    if (st != KEEL_OK) {
-        atomic_fetch_add(&in->stats.malformed, 1);
-        keel_log(KEEL_LOG_DEBUG, "fleet: a message from %s dropped: %s", device, keel_error_message());
+    keel_fleet_msg_t *m = &b->msg[b->n_msg];
+    if (fleetd_envelope_parse(p->device, leaf, it->payload, it->len, it->received, m, &p->hold, &p->body) !=
+        KEEL_OK) {
+        b->malformed++;
+        keel_log(KEEL_LOG_DEBUG, "fleet: a message from %s dropped: %s", p->device, keel_error_message());
         keel_error_clear();
+        return;
+    }
+    p->what = ITEM_MESSAGE;
+    p->msg = b->n_msg++;
+}
+
+static void batch_free(batch_t *b)
+{
+    for (size_t i = 0; b->p != NULL && i < b->n; i++) {
+        free(b->p[i].body);
+        json_decref(b->p[i].hold);
+    }
+    free(b->p);
+    free(b->msg);
+    free(b->res);
+    memset(b, 0, sizeof *b);
+}
+
+static keel_status_t batch_parse(batch_t *b, fleetd_item_t *const *items, size_t n)
+{
+    memset(b, 0, sizeof *b);
+    b->p = calloc(n, sizeof *b->p);
+    b->msg = calloc(n, sizeof *b->msg);
+    b->res = calloc(n, sizeof *b->res);
+    if (b->p == NULL || b->msg == NULL || b->res == NULL) {
+        batch_free(b);
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    }
+    b->n = n;
+    for (size_t i = 0; i < n; i++)
+        parse_one(b, items[i], &b->p[i]);
+    return KEEL_OK;
+}
+
+/* A connection report: counted by the detectors (reconnect rate). */
+static keel_status_t on_state(fleetd_ingest_t *in, batch_t *b, const char *device, int64_t now)
+{
+    keel_fleet_device_t d;
+    keel_status_t st = keel_fleet_device_get(in->db, device, &d);
+    if (st == KEEL_ERR_NOT_FOUND || (st == KEEL_OK && d.state == KEEL_FLEET_DEV_REVOKED)) {
+        keel_error_clear();
+        b->unknown++;
         return KEEL_OK;
     }
-    keel_fleet_ingest_result_t r;
-    st = keel_fleet_ingest(in->db, &m, &r);
-    if (st == KEEL_OK && r.unknown)
-        atomic_fetch_add(&in->stats.unknown, 1);
-    else if (st == KEEL_OK && r.duplicate)
-        atomic_fetch_add(&in->stats.duplicates, 1);
-    if (st != KEEL_OK || r.unknown || r.duplicate)
-        goto out;
-    atomic_fetch_add(&in->stats.stored, 1);
-    json_t *data = json_object_get(hold, "data");
+    if (st != KEEL_OK)
+        return st;
+    keel_fleet_anomaly_obs_t o = {.device = device, .time = now, .kind = KEEL_FLEET_OBS_STATE, .security_version = -1};
+    return observe(in, &o, now);
+}
+
+/* A stored message: the device's events, then the detectors. */
+static keel_status_t on_message(fleetd_ingest_t *in, batch_t *b, const parsed_t *p)
+{
+    const keel_fleet_msg_t *m = &b->msg[p->msg];
+    const char *device = p->device;
+    int64_t now = m->received;
+    keel_status_t st = KEEL_OK;
+    json_t *data = json_object_get(p->hold, "data");
     const char *type = str_of(data, "type");
     keel_fleet_anomaly_obs_t o = {
         .device = device,
         .time = now,
-        .device_time = m.ts,
-        .kind = strcmp(m.kind, "telemetry") == 0 ? KEEL_FLEET_OBS_TELEMETRY
-                : strcmp(m.kind, "alert") == 0   ? KEEL_FLEET_OBS_ALERT
-                                                 : KEEL_FLEET_OBS_EVENT,
-        .size = m.body_len,
+        .device_time = m->ts,
+        .kind = strcmp(m->kind, "telemetry") == 0 ? KEEL_FLEET_OBS_TELEMETRY
+                : strcmp(m->kind, "alert") == 0   ? KEEL_FLEET_OBS_ALERT
+                                                  : KEEL_FLEET_OBS_EVENT,
+        .size = m->body_len,
         .security_version = -1,
     };
     if (o.kind == KEEL_FLEET_OBS_ALERT && type != NULL && strcmp(type, "tamper") == 0)
@@ -488,11 +539,11 @@ static keel_status_t one(fleetd_ingest_t *in, const fleetd_item_t *it)
             const char *id = str_of(data, "id");
             o.event = KEEL_FLEET_EV_ERASE_REQUEST;
             /* 32 hex digits or nothing: the id is logged and sent back in the receipt. */
-            post_t *p = id != NULL && strlen(id) == 32 && strspn(id, HEX_DIGITS) == 32 ? post_add(in) : NULL;
-            if (p != NULL) {
-                p->what = POST_ERASE;
-                snprintf(p->device, sizeof p->device, "%s", device);
-                snprintf(p->id, sizeof p->id, "%s", id);
+            post_t *q = id != NULL && strlen(id) == 32 && strspn(id, HEX_DIGITS) == 32 ? post_add(in) : NULL;
+            if (q != NULL) {
+                q->what = POST_ERASE;
+                snprintf(q->device, sizeof q->device, "%s", device);
+                snprintf(q->id, sizeof q->id, "%s", id);
             }
         }
     }
@@ -501,17 +552,12 @@ static keel_status_t one(fleetd_ingest_t *in, const fleetd_item_t *it)
     if (st == KEEL_ERR_ARG) {
         /* An event the store's checks refused (before any SQL ran): it costs
          * the device its event, never the batch of other devices' messages. */
-        atomic_fetch_add(&in->stats.malformed, 1);
+        b->malformed++;
         keel_log(KEEL_LOG_DEBUG, "fleet: an event from %s ignored: %s", device, keel_error_message());
         keel_error_clear();
         st = KEEL_OK;
     }
-    if (st == KEEL_OK)
-        st = observe(in, &o, now);
-out:
-    free(body);
-    json_decref(hold);
-    return st;
+    return st == KEEL_OK ? observe(in, &o, now) : st;
 }
 
 /* ---- the thread ----------------------------------------------------------------------------------------- */
@@ -543,20 +589,41 @@ static int item_cmp(const void *a, const void *b)
     return c != 0 ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-static keel_status_t batch_run(fleetd_ingest_t *in, fleetd_item_t **items, size_t n)
+/* One attempt at storing the batch: its messages first (grouped by device,
+ * as the items are sorted), then, in arrival order per device, what each
+ * item means. Counts are the attempt's own: kept only when it commits. */
+static keel_status_t batch_run(fleetd_ingest_t *in, batch_t *b, fleetd_item_t *const *items)
 {
     in->fleet_undo = in->fleet;
+    b->stored = b->duplicates = b->unknown = 0;
+    uint64_t malformed = b->malformed;
     keel_status_t st = keel_fleet_db_begin(in->db);
-    for (size_t i = 0; st == KEEL_OK && i < n; i++)
-        st = one(in, items[i]);
+    if (st == KEEL_OK)
+        st = keel_fleet_ingest_many(in->db, b->msg, b->n_msg, b->res);
+    for (size_t i = 0; st == KEEL_OK && i < b->n; i++) {
+        const parsed_t *p = &b->p[i];
+        if (p->what == ITEM_STATE) {
+            st = on_state(in, b, p->device, items[i]->received);
+        } else if (p->what == ITEM_MESSAGE) {
+            const keel_fleet_ingest_result_t *r = &b->res[p->msg];
+            if (r->unknown)
+                b->unknown++;
+            else if (r->duplicate)
+                b->duplicates++;
+            else if ((st = on_message(in, b, p)) == KEEL_OK)
+                b->stored++;
+        }
+    }
     if (st == KEEL_OK)
         st = keel_fleet_db_commit(in->db);
     if (st != KEEL_OK && keel_fleet_db_in_tx(in->db))
         keel_fleet_db_rollback(in->db);
-    if (st == KEEL_OK)
+    if (st == KEEL_OK) {
         batch_keep(in);
-    else
+    } else {
         batch_undo(in);
+        b->malformed = malformed;
+    }
     return st;
 }
 
@@ -608,7 +675,7 @@ static void *ingest_main(void *arg)
     fleetd_ingest_t *in = arg;
     for (;;) {
         size_t n = 0;
-        fleetd_item_t *items = fleetd_queue_pop(in->c.queue, in->c.batch, 200, &n);
+        fleetd_item_t *items = fleetd_queue_pop(in->c.queue, in->c.batch, 200, LINGER_MS, &n);
         if (items == NULL) {
             if (atomic_load(&in->stopping) && fleetd_queue_depth(in->c.queue) == 0) {
                 if (cache_flush(in) != KEEL_OK) {
@@ -633,6 +700,15 @@ static void *ingest_main(void *arg)
             arr[k] = it;
         }
         qsort(arr, k, sizeof *arr, item_cmp);
+        batch_t b;
+        if (batch_parse(&b, arr, k) != KEEL_OK) {
+            keel_log(KEEL_LOG_ERROR, "fleet: %s; a batch of %zu messages is lost (loss alerts follow)",
+                     keel_error_message(), n);
+            keel_error_clear();
+            free(arr);
+            fleetd_item_free_list(items);
+            continue;
+        }
         /* BUSY (locked, a serialization failure, a database that went away
          * and is coming back) is retried for as long as it lasts: the queue
          * fills, the MQTT thread stops reading, the broker keeps the rest.
@@ -643,7 +719,7 @@ static void *ingest_main(void *arg)
         unsigned attempt = 0, other = 0;
         for (;;) {
             post_clear(in);
-            st = batch_run(in, arr, k);
+            st = batch_run(in, &b, arr);
             if (st == KEEL_OK)
                 break;
             snprintf(why, sizeof why, "%s", keel_error_message());
@@ -667,9 +743,17 @@ static void *ingest_main(void *arg)
             keel_log(KEEL_LOG_ERROR, "fleet: a batch of %zu messages was not stored: %s", n, why);
             post_clear(in);
         } else {
+            atomic_fetch_add(&in->stats.stored, b.stored);
+            atomic_fetch_add(&in->stats.duplicates, b.duplicates);
+            atomic_fetch_add(&in->stats.unknown, b.unknown);
             atomic_fetch_add(&in->stats.batches, 1);
-            atomic_store(&in->stats.last_commit, (int64_t)time(NULL));
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            atomic_store(&in->stats.last_commit, (int64_t)ts.tv_sec);
+            atomic_store(&in->stats.last_commit_ms, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
         }
+        atomic_fetch_add(&in->stats.malformed, b.malformed);
+        batch_free(&b);
         fleetd_item_free_list(items);
         periodic(in);
     }

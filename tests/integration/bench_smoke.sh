@@ -130,16 +130,22 @@ grep -Eq '^verdict: fleet anomaly precision and recall >= 0\.90 for every kind \
     "$work/out.txt" || fail "no fleet_anomaly verdict line"
 python3 -c 'import json,sys; k=json.load(open(sys.argv[1]))["fleet_anomaly"]["kinds"]; sys.exit(len(k) != 7)' \
     "$work/bench.json" || fail "BENCH_JSON has no fleet_anomaly with its 7 kinds"
-# fleet_ingest (bench/fleet_ingest.sh): the five rows, the goal line, zero loss, its JSON.
+# fleet_ingest (bench/fleet_ingest.sh): the five rows (live and drain), the goal line, zero loss, its JSON.
 for row in "mosquitto_sub \(ceiling\)" "keel-fleetd, SQLite" "keel-fleetd, PostgreSQL" \
     "2 x keel-fleetd, SQLite \(1 file\)" "2 x keel-fleetd, PostgreSQL"; do
-    grep -Eq "^$row +[0-9]+ +[0-9.]+$" "$work/out.txt" || fail "no '$row' row in the fleet ingest table"
+    grep -Eq "^$row( +[0-9]+ +[0-9.]+( +[0-9.]+)?){2} *$" "$work/out.txt" ||
+        fail "no '$row' row in the fleet ingest table"
 done
-grep -Eq '^ratio keel-fleetd SQLite / ceiling: +[0-9.]+x +\(goal >= 0\.80x\) +(PASS|MISS)$' "$work/out.txt" ||
-    fail "no fleet ingest ratio line"
+grep -Eq '^ratio keel-fleetd SQLite / ceiling: live [0-9.]+x \(goal >= 0\.80x: (PASS|MISS)\); drain [0-9.]+x \(capacity, no goal\)$' \
+    "$work/out.txt" || fail "no fleet ingest ratio line"
 grep -q '^zero loss: every run stored exactly the 400 messages' "$work/out.txt" || fail "no fleet zero-loss line"
-python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["fleet_ingest"]; sys.exit(not f["zero_loss"] or len(f["rates"]) != 5)' \
-    "$work/bench.json" || fail "BENCH_JSON has no fleet_ingest with its 5 rates"
+python3 -c '
+import json, sys
+f = json.load(open(sys.argv[1]))["fleet_ingest"]
+keys = ("ceiling", "sqlite", "postgresql", "sqlite_2", "postgresql_2")
+sys.exit(not f["zero_loss"] or any(f[m][k] is None for m in ("live", "drain") for k in keys)
+         or any(f[m]["cpu_us_per_message"][k] < 0 for m in ("live", "drain") for k in keys[1:]))' \
+    "$work/bench.json" || fail "BENCH_JSON has no fleet_ingest with its live and drain rates"
 storm_rc=0
 "$KEEL_BUILD_DIR/bench/link_storm" --devices 0 >/dev/null 2>&1 || storm_rc=$?
 [ "$storm_rc" -eq 2 ] || fail "link_storm --devices 0 exited $storm_rc, not 2 (usage)"
