@@ -49,6 +49,8 @@ void keel_error_clear(void);
 /* Logging to stderr or syslog, one line per call; level filter set by the program. */
 typedef enum { KEEL_LOG_ERROR, KEEL_LOG_WARN, KEEL_LOG_INFO, KEEL_LOG_DEBUG } keel_log_level_t;
 void keel_log_set_level(keel_log_level_t level);
+/* Whether a message at `level` would be written: skip building what would not be. */
+bool keel_log_enabled(keel_log_level_t level);
 void keel_log(keel_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "error", "warn", "info", "debug" (KEEL_ERR_CONFIG otherwise). */
 keel_status_t keel_log_level_parse(const char *s, keel_log_level_t *out) KEEL_MUST_CHECK;

@@ -443,7 +443,10 @@ keel_status_t fleetd_consumer_start(const fleetd_consumer_config_t *cfg, fleetd_
         mosquitto_connect_v5_callback_set(c->mosq, cb_connect);
         mosquitto_disconnect_v5_callback_set(c->mosq, cb_disconnect);
         mosquitto_message_v5_callback_set(c->mosq, cb_message);
-        mosquitto_log_callback_set(c->mosq, cb_log);
+        /* Only when it would be written: with a callback set, libmosquitto
+         * formats a line for every packet (4 % of the MQTT thread's CPU). */
+        if (keel_log_enabled(KEEL_LOG_DEBUG))
+            mosquitto_log_callback_set(c->mosq, cb_log);
         if (pthread_create(&c->thread, NULL, consumer_main, c) != 0)
             st = keel_errorf(KEEL_ERR_NOMEM, "fleet: cannot start the MQTT thread");
         else

@@ -44,6 +44,24 @@ typedef struct {
     keel_fleet_anomaly_device_t st, undo;
 } devcache_t;
 
+/* A batch's item once parsed (before the transaction, once however often
+ * the batch is retried). */
+typedef struct {
+    enum { ITEM_DROPPED, ITEM_STATE, ITEM_MESSAGE } what;
+    char device[KEEL_FLEET_ID_MAX + 1];
+    size_t msg;   /* ITEM_MESSAGE: its index in the batch's messages */
+    json_t *hold; /* the envelope (the message points into it) */
+    char *body;
+} parsed_t;
+
+typedef struct {
+    size_t n, n_msg;
+    parsed_t *p;               /* n */
+    keel_fleet_msg_t *msg;     /* n_msg */
+    keel_fleet_ingest_result_t *res;
+    uint64_t stored, duplicates, unknown, malformed;
+} batch_t;
+
 struct fleetd_ingest {
     fleetd_ingest_config_t c;
     char db_url[KEEL_FLEET_DB_URL_MAX + 1];
@@ -62,6 +80,7 @@ struct fleetd_ingest {
     size_t n_touched, cap_touched;
     keel_fleet_anomaly_fleet_t fleet_undo;
     int64_t last_flush;
+    batch_t batch;               /* the batch being stored (its arrays kept from one to the next) */
 };
 
 /* ---- post-commit actions --------------------------------------------------------------- */
@@ -409,28 +428,13 @@ static keel_status_t observe(fleetd_ingest_t *in, keel_fleet_anomaly_obs_t *o, i
     return alerts_store(in, alerts, n, now);
 }
 
-/* A batch's item once parsed (before the transaction, once however often
- * the batch is retried). */
-typedef struct {
-    enum { ITEM_DROPPED, ITEM_STATE, ITEM_MESSAGE } what;
-    char device[KEEL_FLEET_ID_MAX + 1];
-    size_t msg;   /* ITEM_MESSAGE: its index in the batch's messages */
-    json_t *hold; /* the envelope (the message points into it) */
-    char *body;
-} parsed_t;
-
-typedef struct {
-    size_t n, n_msg;
-    parsed_t *p;               /* n */
-    keel_fleet_msg_t *msg;     /* n_msg */
-    keel_fleet_ingest_result_t *res;
-    uint64_t stored, duplicates, unknown, malformed;
-} batch_t;
 
 static void parse_one(batch_t *b, const fleetd_item_t *it, parsed_t *p)
 {
     fleetd_leaf_t leaf;
     p->what = ITEM_DROPPED;
+    p->hold = NULL;
+    p->body = NULL;
     if (fleetd_topic_parse(it->topic, p->device, &leaf) != KEEL_OK) {
         b->malformed++;
         keel_log(KEEL_LOG_DEBUG, "fleet: message on an unexpected topic dropped: %s", keel_error_message());
@@ -454,32 +458,49 @@ static void parse_one(batch_t *b, const fleetd_item_t *it, parsed_t *p)
     p->msg = b->n_msg++;
 }
 
-static void batch_free(batch_t *b)
+/* What the last batch left: its envelopes go, the arrays stay for the next. */
+static void batch_clear(batch_t *b)
 {
-    for (size_t i = 0; b->p != NULL && i < b->n; i++) {
+    for (size_t i = 0; i < b->n; i++) {
         free(b->p[i].body);
         json_decref(b->p[i].hold);
+        b->p[i].body = NULL;
+        b->p[i].hold = NULL;
     }
+    b->n = b->n_msg = 0;
+    b->stored = b->duplicates = b->unknown = b->malformed = 0;
+}
+
+static void batch_free(batch_t *b)
+{
+    if (b->p != NULL)
+        batch_clear(b);
     free(b->p);
     free(b->msg);
     free(b->res);
     memset(b, 0, sizeof *b);
 }
 
-static keel_status_t batch_parse(batch_t *b, fleetd_item_t *const *items, size_t n)
+/* The arrays are allocated once, for the largest batch. */
+static keel_status_t batch_init(batch_t *b, size_t cap)
 {
     memset(b, 0, sizeof *b);
-    b->p = calloc(n, sizeof *b->p);
-    b->msg = calloc(n, sizeof *b->msg);
-    b->res = calloc(n, sizeof *b->res);
+    b->p = calloc(cap, sizeof *b->p);
+    b->msg = calloc(cap, sizeof *b->msg);
+    b->res = calloc(cap, sizeof *b->res);
     if (b->p == NULL || b->msg == NULL || b->res == NULL) {
         batch_free(b);
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
     }
+    return KEEL_OK;
+}
+
+static void batch_parse(batch_t *b, fleetd_item_t *const *items, size_t n)
+{
+    batch_clear(b);
     b->n = n;
     for (size_t i = 0; i < n; i++)
         parse_one(b, items[i], &b->p[i]);
-    return KEEL_OK;
 }
 
 /* A connection report: counted by the detectors (reconnect rate). */
@@ -700,15 +721,8 @@ static void *ingest_main(void *arg)
             arr[k] = it;
         }
         qsort(arr, k, sizeof *arr, item_cmp);
-        batch_t b;
-        if (batch_parse(&b, arr, k) != KEEL_OK) {
-            keel_log(KEEL_LOG_ERROR, "fleet: %s; a batch of %zu messages is lost (loss alerts follow)",
-                     keel_error_message(), n);
-            keel_error_clear();
-            free(arr);
-            fleetd_item_free_list(items);
-            continue;
-        }
+        batch_t *b = &in->batch;
+        batch_parse(b, arr, k);
         /* BUSY (locked, a serialization failure, a database that went away
          * and is coming back) is retried for as long as it lasts: the queue
          * fills, the MQTT thread stops reading, the broker keeps the rest.
@@ -719,7 +733,7 @@ static void *ingest_main(void *arg)
         unsigned attempt = 0, other = 0;
         for (;;) {
             post_clear(in);
-            st = batch_run(in, &b, arr);
+            st = batch_run(in, b, arr);
             if (st == KEEL_OK)
                 break;
             snprintf(why, sizeof why, "%s", keel_error_message());
@@ -743,17 +757,17 @@ static void *ingest_main(void *arg)
             keel_log(KEEL_LOG_ERROR, "fleet: a batch of %zu messages was not stored: %s", n, why);
             post_clear(in);
         } else {
-            atomic_fetch_add(&in->stats.stored, b.stored);
-            atomic_fetch_add(&in->stats.duplicates, b.duplicates);
-            atomic_fetch_add(&in->stats.unknown, b.unknown);
+            atomic_fetch_add(&in->stats.stored, b->stored);
+            atomic_fetch_add(&in->stats.duplicates, b->duplicates);
+            atomic_fetch_add(&in->stats.unknown, b->unknown);
             atomic_fetch_add(&in->stats.batches, 1);
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             atomic_store(&in->stats.last_commit, (int64_t)ts.tv_sec);
             atomic_store(&in->stats.last_commit_ms, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
         }
-        atomic_fetch_add(&in->stats.malformed, b.malformed);
-        batch_free(&b);
+        atomic_fetch_add(&in->stats.malformed, b->malformed);
+        batch_clear(b);
         fleetd_item_free_list(items);
         periodic(in);
     }
@@ -772,6 +786,8 @@ keel_status_t fleetd_ingest_start(const fleetd_ingest_config_t *c, fleetd_ingest
     in->c.db_url = in->db_url;
     if (st == KEEL_OK)
         st = keel_fleet_db_open(in->db_url, &in->db);
+    if (st == KEEL_OK)
+        st = batch_init(&in->batch, c->batch);
     if (st == KEEL_OK) {
         keel_fleet_anomaly_fleet_init(&in->fleet);
         in->last_tick = in->last_settle = in->last_flush = (int64_t)time(NULL);
@@ -809,6 +825,7 @@ void fleetd_ingest_free(fleetd_ingest_t *in)
         return;
     fleetd_ingest_stop(in);
     post_clear(in);
+    batch_free(&in->batch);
     free(in->cache);
     free(in->touched);
     keel_fleet_db_close(in->db);

@@ -59,6 +59,11 @@ void keel_log_set_level(keel_log_level_t level)
     log_level = level;
 }
 
+bool keel_log_enabled(keel_log_level_t level)
+{
+    return level <= log_level;
+}
+
 void keel_log_to_syslog(const char *ident)
 {
     if (ident != NULL) {

@@ -138,8 +138,30 @@ static const char v1[] =
     " PRIMARY KEY (pseudonym, day, kind));\n"
     "CREATE INDEX aggregates_day ON aggregates (day);\n";
 
+/* messages again, with its kind check written as comparisons: SQLite
+ * evaluates "kind IN (three values)" by building an ephemeral table on
+ * every INSERT (a pager, its page buffers), which was a quarter of
+ * ingest's CPU (make bench: 34 -> 26 us per message). The rows are copied;
+ * a large store takes a while, once. */
+static const char v2[] =
+    "CREATE TABLE messages_v2 ("
+    " device TEXT NOT NULL,"
+    " seq BIGINT NOT NULL,"
+    " ts BIGINT NOT NULL,"
+    " received BIGINT NOT NULL,"
+    " kind TEXT NOT NULL CHECK (kind = 'telemetry' OR kind = 'event' OR kind = 'alert'),"
+    " body TEXT NOT NULL,"
+    " bytes BIGINT NOT NULL,"
+    " PRIMARY KEY (device, seq));\n"
+    "INSERT INTO messages_v2 (device, seq, ts, received, kind, body, bytes)"
+    " SELECT device, seq, ts, received, kind, body, bytes FROM messages;\n"
+    "DROP TABLE messages;\n"
+    "ALTER TABLE messages_v2 RENAME TO messages;\n"
+    "CREATE INDEX messages_received ON messages (received);\n";
+
 const keel_fleet_migration_t keel_fleet_migrations[] = {
     {1, v1},
+    {2, v2},
 };
 const unsigned keel_fleet_migrations_n = sizeof keel_fleet_migrations / sizeof keel_fleet_migrations[0];
 

@@ -257,6 +257,44 @@ static void test_migrations(void **state)
     tdev_free(&d);
 }
 
+/* A store at version 1 (messages with its first kind check) comes up to
+ * date on open, its messages kept, the check still refusing a bad kind. */
+static void test_migration_v2(void **state)
+{
+    fx_t *fx = *state;
+    tdev_t d;
+    one_device(fx->db, &d);
+    static const char *const v1[] = {
+        "DROP TABLE messages",
+        "CREATE TABLE messages (device TEXT NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL,"
+        " received BIGINT NOT NULL, kind TEXT NOT NULL CHECK (kind IN ('telemetry', 'event', 'alert')),"
+        " body TEXT NOT NULL, bytes BIGINT NOT NULL, PRIMARY KEY (device, seq))",
+        "CREATE INDEX messages_received ON messages (received)",
+        "DELETE FROM schema_version WHERE version >= 2",
+    };
+    for (size_t i = 0; i < sizeof v1 / sizeof v1[0]; i++)
+        assert_int_equal(keel_fleet_db_exec(fx->db, v1[i], NULL, 0, NULL, NULL, NULL), KEEL_OK);
+    ingest(fx->db, d.id, 1, T0, 0);
+    ingest(fx->db, d.id, 3, T0 + 1, 0);
+    keel_fleet_db_close(fx->db);
+    fx->db = NULL;
+    assert_int_equal(keel_fleet_db_open(fx->url, &fx->db), KEEL_OK);
+    assert_int_equal(keel_fleet_db_schema_version(fx->db), keel_fleet_schema_latest());
+    assert_int_equal(q_int(fx->db, "SELECT COUNT(*) FROM messages WHERE device = $1", d.id), 2);
+    keel_fleet_seq_stats_t s;
+    assert_int_equal(keel_fleet_seq_stats(fx->db, d.id, &s), KEEL_OK);
+    assert_int_equal(s.open_gaps, 1);
+    keel_fleet_val_t p[] = {KEEL_FV_S(d.id)};
+    assert_int_equal(keel_fleet_db_exec(fx->db,
+                                        "INSERT INTO messages (device, seq, ts, received, kind, body, bytes) "
+                                        "VALUES ($1, 9, 0, 0, 'other', '{}', 2)",
+                                        p, 1, NULL, NULL, NULL),
+                     KEEL_ERR_DB);
+    keel_error_clear();
+    assert_int_equal(ingest(fx->db, d.id, 2, T0 + 2, 0).filled_gap, true);
+    tdev_free(&d);
+}
+
 static void test_sqlite_file_mode(void **state)
 {
     fx_t *fx = *state;
@@ -1237,6 +1275,7 @@ int main(int argc, char **argv)
         return bench(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_v2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sqlite_file_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_placeholders, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exists_and_tx, setup, teardown),
