@@ -3,6 +3,7 @@
 
 #include "keel/identity.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 keel_status_t fleetd_topic_parse(const char *topic, char device[KEEL_FLEET_ID_MAX + 1], fleetd_leaf_t *leaf)
@@ -136,6 +137,238 @@ static bool data_span(const char *p, size_t n, const char **out, size_t *out_len
     return false;
 }
 
+/* ---- a quick check of telemetry's data ----
+ * jansson builds a tree for every value and copies strings a byte at a
+ * time: for a 250-byte envelope that was the largest share of ingest's CPU,
+ * and for telemetry the tree of "data" is never used. This check walks
+ * the text without allocating and answers true only for what jansson
+ * would surely accept as one object (JSON_REJECT_DUPLICATES): strings
+ * without escapes, in valid UTF-8 without control characters; numbers
+ * without exponent, at most 18 integer digits; at most QUICK_DEPTH levels
+ * and QUICK_KEYS keys open at once, no key twice in an object. Anything
+ * else is false, and the caller lets jansson parse the whole envelope (it
+ * decides). fuzz_fleet_envelope checks that true implies jansson's yes. */
+#define QUICK_DEPTH 16
+#define QUICK_KEYS 128
+
+typedef struct {
+    const unsigned char *p;
+    size_t n, i;
+    size_t key_at[QUICK_KEYS], key_len[QUICK_KEYS];
+    size_t nkeys;
+} quick_t;
+
+static void q_ws(quick_t *q)
+{
+    while (q->i < q->n && (q->p[q->i] == ' ' || q->p[q->i] == '\t' || q->p[q->i] == '\n' || q->p[q->i] == '\r'))
+        q->i++;
+}
+
+static bool q_cont(quick_t *q, size_t at, unsigned char lo, unsigned char hi)
+{
+    return at < q->n && q->p[at] >= lo && q->p[at] <= hi;
+}
+
+/* One UTF-8 sequence of two to four bytes at q->i (the well-formed ones of Unicode's table 3-7). */
+static bool q_utf8(quick_t *q)
+{
+    unsigned char c = q->p[q->i];
+    size_t i = q->i;
+    bool ok;
+    if (c >= 0xC2 && c <= 0xDF) {
+        ok = q_cont(q, i + 1, 0x80, 0xBF);
+        q->i += 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        ok = q_cont(q, i + 1, lo, hi) && q_cont(q, i + 2, 0x80, 0xBF);
+        q->i += 3;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        ok = q_cont(q, i + 1, lo, hi) && q_cont(q, i + 2, 0x80, 0xBF) && q_cont(q, i + 3, 0x80, 0xBF);
+        q->i += 4;
+    } else {
+        ok = false;
+    }
+    return ok;
+}
+
+/* A string at q->i (its opening quote); its bytes between the quotes in *at, *len. */
+static bool q_string(quick_t *q, size_t *at, size_t *len)
+{
+    if (q->i >= q->n || q->p[q->i] != '"')
+        return false;
+    *at = ++q->i;
+    while (q->i < q->n) {
+        unsigned char c = q->p[q->i];
+        if (c == '"') {
+            *len = q->i - *at;
+            q->i++;
+            return true;
+        }
+        if (c < 0x20 || c == '\\')
+            return false; /* a control character (invalid) or an escape (jansson decides) */
+        if (c < 0x80)
+            q->i++;
+        else if (!q_utf8(q))
+            return false;
+    }
+    return false;
+}
+
+static bool q_digits(quick_t *q, size_t *count)
+{
+    size_t from = q->i;
+    while (q->i < q->n && q->p[q->i] >= '0' && q->p[q->i] <= '9')
+        q->i++;
+    *count = q->i - from;
+    return *count > 0;
+}
+
+static bool q_number(quick_t *q)
+{
+    size_t ints = 0, frac = 0;
+    if (q->i < q->n && q->p[q->i] == '-')
+        q->i++;
+    size_t first = q->i;
+    if (!q_digits(q, &ints) || ints > 18 || (ints > 1 && q->p[first] == '0'))
+        return false;
+    if (q->i < q->n && q->p[q->i] == '.') {
+        q->i++;
+        if (!q_digits(q, &frac))
+            return false;
+    }
+    return !(q->i < q->n && (q->p[q->i] == 'e' || q->p[q->i] == 'E'));
+}
+
+static bool q_word(quick_t *q, const char *w)
+{
+    size_t k = strlen(w);
+    if (q->n - q->i < k || memcmp(q->p + q->i, w, k) != 0)
+        return false;
+    q->i += k;
+    return true;
+}
+
+static bool q_value(quick_t *q, unsigned depth);
+
+static bool q_object(quick_t *q, unsigned depth)
+{
+    size_t base = q->nkeys;
+    q->i++; /* '{' */
+    q_ws(q);
+    if (q->i < q->n && q->p[q->i] == '}') {
+        q->i++;
+        return true;
+    }
+    for (;;) {
+        size_t at = 0, len = 0;
+        if (!q_string(q, &at, &len) || q->nkeys >= QUICK_KEYS)
+            return false;
+        for (size_t k = base; k < q->nkeys; k++)
+            if (q->key_len[k] == len && memcmp(q->p + q->key_at[k], q->p + at, len) == 0)
+                return false; /* a key twice */
+        q->key_at[q->nkeys] = at;
+        q->key_len[q->nkeys++] = len;
+        q_ws(q);
+        if (q->i >= q->n || q->p[q->i] != ':')
+            return false;
+        q->i++;
+        q_ws(q);
+        if (!q_value(q, depth))
+            return false;
+        q_ws(q);
+        if (q->i < q->n && q->p[q->i] == ',') {
+            q->i++;
+            q_ws(q);
+            continue;
+        }
+        if (q->i < q->n && q->p[q->i] == '}') {
+            q->i++;
+            q->nkeys = base;
+            return true;
+        }
+        return false;
+    }
+}
+
+static bool q_array(quick_t *q, unsigned depth)
+{
+    q->i++; /* '[' */
+    q_ws(q);
+    if (q->i < q->n && q->p[q->i] == ']') {
+        q->i++;
+        return true;
+    }
+    for (;;) {
+        if (!q_value(q, depth))
+            return false;
+        q_ws(q);
+        if (q->i < q->n && q->p[q->i] == ',') {
+            q->i++;
+            q_ws(q);
+            continue;
+        }
+        if (q->i < q->n && q->p[q->i] == ']') {
+            q->i++;
+            return true;
+        }
+        return false;
+    }
+}
+
+static bool q_value(quick_t *q, unsigned depth)
+{
+    if (q->i >= q->n)
+        return false;
+    size_t at, len;
+    switch (q->p[q->i]) {
+    case '{':
+        return depth < QUICK_DEPTH && q_object(q, depth + 1);
+    case '[':
+        return depth < QUICK_DEPTH && q_array(q, depth + 1);
+    case '"':
+        return q_string(q, &at, &len);
+    case 't':
+        return q_word(q, "true");
+    case 'f':
+        return q_word(q, "false");
+    case 'n':
+        return q_word(q, "null");
+    default:
+        return q_number(q);
+    }
+}
+
+bool fleetd_json_object_quick(const char *text, size_t len)
+{
+    quick_t q;
+    q.p = (const unsigned char *)text;
+    q.n = len;
+    q.i = 0;
+    q.nkeys = 0;
+    q_ws(&q);
+    bool ok = q.i < q.n && q.p[q.i] == '{' && q_object(&q, 1);
+    q_ws(&q);
+    return ok && q.i == q.n;
+}
+
+/* The envelope with its data value (at text, len bytes) written as {}: the
+ * rest, parsed by jansson. NULL when that does not parse (or no memory). */
+static json_t *load_without_data(const char *payload, size_t len, const char *text, size_t text_len)
+{
+    size_t head = (size_t)(text - payload), tail = len - head - text_len;
+    char *buf = malloc(head + 2 + tail);
+    if (buf == NULL)
+        return NULL;
+    memcpy(buf, payload, head);
+    memcpy(buf + head, "{}", 2);
+    memcpy(buf + head + 2, text + text_len, tail);
+    json_error_t e;
+    json_t *j = json_loadb(buf, head + 2 + tail, JSON_REJECT_DUPLICATES, &e);
+    free(buf);
+    return j;
+}
+
 keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,
                                     int64_t received, keel_fleet_msg_t *m, json_t **hold, char **body_text)
 {
@@ -144,8 +377,18 @@ keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, cons
     memset(m, 0, sizeof *m);
     if (leaf == FLEETD_LEAF_STATE)
         return keel_errorf(KEEL_ERR_ARG, "a state message has no envelope");
-    json_error_t e;
-    json_t *j = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &e);
+    /* Telemetry whose data passes the quick check: jansson parses the rest only. */
+    const char *text = NULL;
+    size_t text_len = 0;
+    bool quick = leaf == FLEETD_LEAF_TELEMETRY && data_span(payload, len, &text, &text_len) &&
+                 text_len <= KEEL_FLEET_BODY_MAX && fleetd_json_object_quick(text, text_len);
+    json_t *j;
+    if (quick) {
+        j = load_without_data(payload, len, text, text_len);
+    } else {
+        json_error_t e;
+        j = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &e);
+    }
     if (!json_is_object(j)) {
         json_decref(j);
         return keel_errorf(KEEL_ERR_FORMAT, "the envelope is not a JSON object");
@@ -194,10 +437,8 @@ keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, cons
             total += n;
         }
     }
-    const char *text = NULL;
-    size_t text_len = 0;
     char *body = NULL;
-    if (st == KEEL_OK && !data_span(payload, len, &text, &text_len)) {
+    if (st == KEEL_OK && !quick && !data_span(payload, len, &text, &text_len)) {
         body = json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
         if (body == NULL)
             st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");

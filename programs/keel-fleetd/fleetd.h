@@ -124,8 +124,15 @@ void fleetd_ingest_free(fleetd_ingest_t *in);
  * `*hold` (freed by the caller with json_decref) and into `payload`:
  * m->body is the device's own text of "data" (body_len bytes, no NUL),
  * except when a key is written with escapes: then it is jansson's
- * compact dump, in *body_text (freed by the caller; NULL otherwise). */
+ * compact dump, in *body_text (freed by the caller; NULL otherwise).
+ * Telemetry whose data passes fleetd_json_object_quick is not given to
+ * jansson whole: *hold's "data" is then {} (telemetry's tree is never
+ * used; the body is the text). */
 typedef enum { FLEETD_LEAF_TELEMETRY, FLEETD_LEAF_EVENTS, FLEETD_LEAF_STATE } fleetd_leaf_t;
+/* True only for text jansson surely accepts as one object without
+ * duplicate keys (a conservative subset: see envelope.c); false decides
+ * nothing. Pure, no allocation. */
+bool fleetd_json_object_quick(const char *text, size_t len);
 keel_status_t fleetd_topic_parse(const char *topic, char device[KEEL_FLEET_ID_MAX + 1], fleetd_leaf_t *leaf) KEEL_MUST_CHECK;
 keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,
                                     int64_t received, keel_fleet_msg_t *m, json_t **hold,

@@ -7,10 +7,13 @@
  * What must hold: a topic that parses names a well-formed device id and one
  * of the three leaves, and is exactly root/id/leaf; a state message has no
  * envelope; an envelope that is taken belongs to the topic's device, has
- * 1 <= seq <= INT64_MAX, a kind that fits the topic, and a body that is the
- * compact JSON text of an object of at most KEEL_FLEET_BODY_MAX bytes,
- * without NUL, that parses back to the envelope's "data" (reals to 15
- * significant digits, what the body keeps) and is its own normal form.
+ * 1 <= seq <= INT64_MAX, a kind that fits the topic, is one jansson accepts
+ * whole, and has a body of at most KEEL_FLEET_BODY_MAX bytes that is either
+ * the payload's own text of "data" (then it parses alone to exactly that
+ * data) or jansson's compact dump of it (reals to 15 significant digits,
+ * what the dump keeps; its own normal form). And fleetd_json_object_quick,
+ * run on the payload as it is, never says yes to text jansson refuses as
+ * an object without duplicate keys.
  */
 #include "fuzz.h"
 
@@ -78,12 +81,19 @@ static void check_envelope(const char *device, fleetd_leaf_t leaf, const uint8_t
     keel_status_t st = fleetd_envelope_parse(device, leaf, payload, size, 1700000000, &m, &hold, &body);
     if (leaf == FLEETD_LEAF_STATE)
         fuzz_must(st == KEEL_ERR_ARG, "a state message was taken as an envelope");
+    /* The quick check against jansson, on the whole payload (an object of its own). */
+    json_error_t e;
+    json_t *full = json_loadb(payload, size, JSON_REJECT_DUPLICATES, &e);
+    if (fleetd_json_object_quick(payload, size))
+        fuzz_must(json_is_object(full), "the quick check took text jansson refuses as an object");
     if (st != KEEL_OK) {
         fuzz_must(hold == NULL && body == NULL, "a refused envelope left something to free");
+        json_decref(full);
         free(payload);
         keel_error_clear();
         return;
     }
+    fuzz_must(json_is_object(full), "an envelope was taken that jansson refuses whole");
     /* The body is the payload's own text of "data", or (a key with escapes) a dump in `body`. */
     fuzz_must(hold != NULL && m.body != NULL, "a taken envelope without its body");
     fuzz_must(body != NULL ? m.body == body
@@ -99,21 +109,21 @@ static void check_envelope(const char *device, fleetd_leaf_t leaf, const uint8_t
     fuzz_must(m.dropped <= 3ull * UINT32_MAX, "dropped past three 32-bit counts");
     fuzz_must((body == NULL || m.body_len == strlen(body)) && m.body_len <= KEEL_FLEET_BODY_MAX,
               "body over KEEL_FLEET_BODY_MAX");
-    json_error_t e;
     json_t *again = json_loadb(m.body, m.body_len, JSON_REJECT_DUPLICATES, &e);
     fuzz_must(json_is_object(again), "the body is not a JSON object's text");
     if (body == NULL) {
         /* the device's own text: exactly its data, no more (it parsed alone) and nothing around it */
-        fuzz_must(json_equal(again, json_object_get(hold, "data")), "the body is not the envelope's data");
+        fuzz_must(json_equal(again, json_object_get(full, "data")), "the body is not the envelope's data");
         fuzz_must(m.body[0] == '{' && m.body[m.body_len - 1] == '}', "the body has more than the object");
     } else {
-        fuzz_must(near(again, json_object_get(hold, "data")), "the body is not the envelope's data");
+        fuzz_must(near(again, json_object_get(full, "data")), "the body is not the envelope's data");
         /* 15 significant digits (DBL_DIG) read and written again are the same text */
         char *twice = json_dumps(again, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
         fuzz_must(twice != NULL && strcmp(twice, body) == 0, "the body is not its own normal form");
         free(twice);
     }
     json_decref(again);
+    json_decref(full);
     free(body);
     json_decref(hold);
     free(payload);

@@ -103,8 +103,7 @@ trap broker_cleanup EXIT
 trap 'exit 130' INT TERM
 
 broker_free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    free_port # lib.sh's
 }
 
 # Show the broker's log, then fail.

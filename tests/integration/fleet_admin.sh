@@ -69,7 +69,7 @@ expect_rc 0 "$KEEL" fleet campaign resume "$CID"
 grep -q 'state *running' "$T/out" || fail "resume: $(cat "$T/out")"
 expect_rc 1 "$KEEL" fleet campaign show 0123456789abcdef0123456789abcdef
 cp "$T/v11.kb" "$T/bad.kb"
-printf 'X' | dd of="$T/bad.kb" bs=1 seek=5000 conv=notrunc 2>/dev/null
+flip_byte "$T/bad.kb" 5000
 badsha=$(sha256sum "$T/bad.kb" | cut -d' ' -f1)
 expect_rc 1 "$KEEL" fleet campaign create --bundle "$T/bad.kb" --model plug-1
 grep -q 'HTTP 422 bundle_rejected' "$T/err" || fail "a tampered bundle: $(cat "$T/err")"

@@ -75,7 +75,7 @@ stop_keeld
 wait_notify STOPPING=1 1
 
 note "one byte of the running slot changed on disk: keel boot refuses it, keeld reports it"
-printf '\001' | dd of="$D/update/slot-a.img" bs=1 seek=1000 conv=notrunc 2>/dev/null
+flip_byte "$D/update/slot-a.img" 1000
 expect_rc 1 "$KEEL" boot --state "$D"
 grep -q "TAMPER ALERT" "$T/err" || fail "keel boot raised no tamper alert: $(cat "$T/err")"
 start_keeld

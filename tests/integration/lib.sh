@@ -29,9 +29,36 @@ expect_rc() {
 FAST_ARGON="--argon2-t 1 --argon2-m 64"
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+# flip_byte FILE OFFSET: the byte at OFFSET gets every bit inverted, so the
+# file surely changes (writing a fixed byte leaves it as it was when the
+# byte already had that value: one run in 256 of a random file).
+flip_byte() {
+    _fb=$(dd if="$1" bs=1 skip="$2" count=1 2>/dev/null | od -An -tu1 | tr -d ' \n')
+    [ -n "$_fb" ] || fail "flip_byte: $1 has no byte at $2"
+    printf "$(printf '\\%03o' $((_fb ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null ||
+        fail "flip_byte: cannot write $1"
+}
+
+# It is picked at random below the kernel's ephemeral range (which bind(0)
+# would pick from): there, every outgoing connection of the tests running
+# beside this one takes ports too, and one took a "free" port before its
+# server bound it (EADDRINUSE, or an MQTT client talking to an HTTP server).
 free_port() {
-    python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    python3 -c 'import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    p = random.randrange(10000, max(lo, 10001))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(p)
+    break
+else:
+    raise SystemExit("free_port: no free port below the ephemeral range")'
 }
 
 # ui_node_setup: playwright-core for the browser tests, installed once per
