@@ -51,6 +51,8 @@ struct fleetd_queue {
     bool closed;
 };
 
+#define LINGER_STEP_MS 10
+
 static void deadline_in(struct timespec *t, unsigned ms)
 {
     clock_gettime(CLOCK_REALTIME, t);
@@ -135,12 +137,19 @@ fleetd_item_t *fleetd_queue_pop(fleetd_queue_t *q, size_t max, unsigned wait_ms,
                 break;
     }
     if (q->n > 0 && q->n < max && !q->closed && linger_ms > 0) {
-        /* The pushes wake us only when the batch is full (or the time is up). */
+        /* The pushes wake us only when the batch is full; we look every
+         * LINGER_STEP_MS, and a step without a new message ends the wait
+         * (the stream paused: no reason to hold what came). */
         q->want = max < q->cap ? max : q->cap;
-        deadline_in(&until, linger_ms);
-        while (q->n < q->want && !q->closed)
-            if (pthread_cond_timedwait(&q->not_empty, &q->mu, &until) == ETIMEDOUT)
+        for (unsigned waited = 0; waited < linger_ms && q->n < q->want && !q->closed; waited += LINGER_STEP_MS) {
+            size_t before = q->n;
+            deadline_in(&until, LINGER_STEP_MS);
+            while (q->n < q->want && !q->closed)
+                if (pthread_cond_timedwait(&q->not_empty, &q->mu, &until) == ETIMEDOUT)
+                    break;
+            if (q->n == before)
                 break;
+        }
         q->want = 1;
     }
     fleetd_item_t *first = q->head, *last = NULL;

@@ -251,56 +251,38 @@ static bool q_word(quick_t *q, const char *w)
 
 static bool q_value(quick_t *q, unsigned depth);
 
-static bool q_object(quick_t *q, unsigned depth)
+/* An object's key at q->i, not one of its object's keys since `base`, and its colon. */
+static bool q_key(quick_t *q, size_t base)
 {
-    size_t base = q->nkeys;
-    q->i++; /* '{' */
-    q_ws(q);
-    if (q->i < q->n && q->p[q->i] == '}') {
-        q->i++;
-        return true;
-    }
-    for (;;) {
-        size_t at = 0, len = 0;
-        if (!q_string(q, &at, &len) || q->nkeys >= QUICK_KEYS)
-            return false;
-        for (size_t k = base; k < q->nkeys; k++)
-            if (q->key_len[k] == len && memcmp(q->p + q->key_at[k], q->p + at, len) == 0)
-                return false; /* a key twice */
-        q->key_at[q->nkeys] = at;
-        q->key_len[q->nkeys++] = len;
-        q_ws(q);
-        if (q->i >= q->n || q->p[q->i] != ':')
-            return false;
-        q->i++;
-        q_ws(q);
-        if (!q_value(q, depth))
-            return false;
-        q_ws(q);
-        if (q->i < q->n && q->p[q->i] == ',') {
-            q->i++;
-            q_ws(q);
-            continue;
-        }
-        if (q->i < q->n && q->p[q->i] == '}') {
-            q->i++;
-            q->nkeys = base;
-            return true;
-        }
+    size_t at = 0, len = 0;
+    if (!q_string(q, &at, &len) || q->nkeys >= QUICK_KEYS)
         return false;
-    }
+    for (size_t k = base; k < q->nkeys; k++)
+        if (q->key_len[k] == len && memcmp(q->p + q->key_at[k], q->p + at, len) == 0)
+            return false; /* a key twice */
+    q->key_at[q->nkeys] = at;
+    q->key_len[q->nkeys++] = len;
+    q_ws(q);
+    if (q->i >= q->n || q->p[q->i] != ':')
+        return false;
+    q->i++;
+    q_ws(q);
+    return true;
 }
 
-static bool q_array(quick_t *q, unsigned depth)
+/* An object or an array at q->i (its opening bracket): members to the closing one. */
+static bool q_members(quick_t *q, unsigned depth, bool object)
 {
-    q->i++; /* '[' */
+    unsigned char close = object ? '}' : ']';
+    size_t base = q->nkeys;
+    q->i++;
     q_ws(q);
-    if (q->i < q->n && q->p[q->i] == ']') {
+    if (q->i < q->n && q->p[q->i] == close) {
         q->i++;
         return true;
     }
     for (;;) {
-        if (!q_value(q, depth))
+        if ((object && !q_key(q, base)) || !q_value(q, depth))
             return false;
         q_ws(q);
         if (q->i < q->n && q->p[q->i] == ',') {
@@ -308,8 +290,9 @@ static bool q_array(quick_t *q, unsigned depth)
             q_ws(q);
             continue;
         }
-        if (q->i < q->n && q->p[q->i] == ']') {
+        if (q->i < q->n && q->p[q->i] == close) {
             q->i++;
+            q->nkeys = base;
             return true;
         }
         return false;
@@ -323,9 +306,8 @@ static bool q_value(quick_t *q, unsigned depth)
     size_t at, len;
     switch (q->p[q->i]) {
     case '{':
-        return depth < QUICK_DEPTH && q_object(q, depth + 1);
     case '[':
-        return depth < QUICK_DEPTH && q_array(q, depth + 1);
+        return depth < QUICK_DEPTH && q_members(q, depth + 1, q->p[q->i] == '{');
     case '"':
         return q_string(q, &at, &len);
     case 't':
@@ -347,7 +329,7 @@ bool fleetd_json_object_quick(const char *text, size_t len)
     q.i = 0;
     q.nkeys = 0;
     q_ws(&q);
-    bool ok = q.i < q.n && q.p[q.i] == '{' && q_object(&q, 1);
+    bool ok = q.i < q.n && q.p[q.i] == '{' && q_members(&q, 1, true);
     q_ws(&q);
     return ok && q.i == q.n;
 }

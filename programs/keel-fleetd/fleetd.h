@@ -57,7 +57,8 @@ void fleetd_queue_free(fleetd_queue_t *q);
 bool fleetd_queue_push(fleetd_queue_t *q, fleetd_item_t *it);
 /* Up to max items (a list), waiting up to wait_ms for the first, then up
  * to linger_ms more for max (a full batch costs the store less per message
- * than a trickle of small ones); NULL when closed and empty, or on timeout. */
+ * than a trickle of small ones) unless 10 ms pass without a new one; NULL
+ * when closed and empty, or on timeout. */
 fleetd_item_t *fleetd_queue_pop(fleetd_queue_t *q, size_t max, unsigned wait_ms, unsigned linger_ms, size_t *n);
 void fleetd_queue_close(fleetd_queue_t *q);
 size_t fleetd_queue_depth(fleetd_queue_t *q);

@@ -102,8 +102,15 @@ broker_cleanup() {
 trap broker_cleanup EXIT
 trap 'exit 130' INT TERM
 
+# lib.sh's free_port (below the ephemeral range) when it was sourced; the
+# demos in scripts/ source this file without it, and run alone.
 broker_free_port() {
-    free_port # lib.sh's
+    if command -v free_port >/dev/null 2>&1; then
+        free_port
+    else
+        python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    fi
 }
 
 # Show the broker's log, then fail.
