@@ -21,6 +21,7 @@
 #define SETTLE_EVERY_S 5
 #define FLUSH_EVERY_S 30    /* detector states written back */
 #define CACHE_MAX 200000u   /* devices whose detector state is held in memory */
+#define CACHE_INITIAL 8u    /* slots at first (a power of two); doubled at 3/4 full */
 #define PENDING_MAX 4096 /* post-commit actions per batch */
 #define DETECTOR_TEXT_MAX 4096
 #define UPDATE_DETAIL_MAX 1024 /* the store's cap on a campaign device's detail */
@@ -198,12 +199,17 @@ static void cache_reset(fleetd_ingest_t *in)
     in->n_cache = 0;
 }
 
+/* Twice the slots. It may run in the middle of a batch (a device not seen
+ * before): the batch's list of touched entries then points into the old
+ * table and is pointed at the new one. The table starts small, so that
+ * tests with a handful of devices grow it mid-batch too. */
 static keel_status_t cache_grow(fleetd_ingest_t *in)
 {
-    size_t cap = in->cap_cache ? in->cap_cache * 2 : 1024;
+    size_t cap = in->cap_cache ? in->cap_cache * 2 : CACHE_INITIAL;
     devcache_t *g = calloc(cap, sizeof *g);
     if (g == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    size_t touched = 0;
     for (size_t i = 0; i < in->cap_cache; i++) {
         devcache_t *d = &in->cache[i];
         if (d->id[0] == '\0')
@@ -212,6 +218,8 @@ static keel_status_t cache_grow(fleetd_ingest_t *in)
         while (g[j].id[0] != '\0')
             j = (j + 1) & (cap - 1);
         g[j] = *d;
+        if (g[j].touched && touched < in->n_touched)
+            in->touched[touched++] = &g[j];
     }
     free(in->cache);
     in->cache = g;
