@@ -137,17 +137,17 @@ static bool data_span(const char *p, size_t n, const char **out, size_t *out_len
     return false;
 }
 
-/* ---- a quick check of telemetry's data ----
+/* ---- a quick check of JSON text ----
  * jansson builds a tree for every value and copies strings a byte at a
  * time: for a 250-byte envelope that was the largest share of ingest's CPU,
- * and for telemetry the tree of "data" is never used. This check walks
- * the text without allocating and answers true only for what jansson
- * would surely accept as one object (JSON_REJECT_DUPLICATES): strings
- * without escapes, in valid UTF-8 without control characters; numbers
- * without exponent, at most 18 integer digits; at most QUICK_DEPTH levels
- * and QUICK_KEYS keys open at once, no key twice in an object. Anything
- * else is false, and the caller lets jansson parse the whole envelope (it
- * decides). fuzz_fleet_envelope checks that true implies jansson's yes. */
+ * and telemetry's tree is never used. This walk reads the text without
+ * allocating and answers true only for what jansson would surely accept
+ * as one object (JSON_REJECT_DUPLICATES): strings without escapes, in
+ * valid UTF-8 without control characters; numbers without exponent, at
+ * most 18 integer digits; at most QUICK_DEPTH levels and QUICK_KEYS keys
+ * open at once, no key twice in an object. Anything else is false, and
+ * the caller lets jansson decide. fuzz_fleet_envelope checks that true
+ * implies jansson's yes. */
 #define QUICK_DEPTH 16
 #define QUICK_KEYS 128
 
@@ -270,11 +270,17 @@ static bool q_key(quick_t *q, size_t base)
     return true;
 }
 
-/* An object or an array at q->i (its opening bracket): members to the closing one. */
-static bool q_members(quick_t *q, unsigned depth, bool object)
+/* One member's value at q->i; an object's member has its key at q->p[at..at+len). */
+typedef bool (*q_member_fn)(quick_t *q, unsigned depth, size_t at, size_t len, void *arg);
+
+/* An object or an array at q->i (its opening bracket): the members to the
+ * closing one, each value read by `fn` (any JSON value when fn is NULL). */
+static bool q_members(quick_t *q, unsigned depth, bool object, q_member_fn fn, void *arg)
 {
     unsigned char close = object ? '}' : ']';
     size_t base = q->nkeys;
+    if (q->i >= q->n || q->p[q->i] != (object ? '{' : '['))
+        return false;
     q->i++;
     q_ws(q);
     if (q->i < q->n && q->p[q->i] == close) {
@@ -282,7 +288,10 @@ static bool q_members(quick_t *q, unsigned depth, bool object)
         return true;
     }
     for (;;) {
-        if ((object && !q_key(q, base)) || !q_value(q, depth))
+        if (object && !q_key(q, base))
+            return false;
+        size_t at = object ? q->key_at[q->nkeys - 1] : 0, len = object ? q->key_len[q->nkeys - 1] : 0;
+        if (!(fn != NULL ? fn(q, depth, at, len, arg) : q_value(q, depth)))
             return false;
         q_ws(q);
         if (q->i < q->n && q->p[q->i] == ',') {
@@ -307,7 +316,7 @@ static bool q_value(quick_t *q, unsigned depth)
     switch (q->p[q->i]) {
     case '{':
     case '[':
-        return depth < QUICK_DEPTH && q_members(q, depth + 1, q->p[q->i] == '{');
+        return depth < QUICK_DEPTH && q_members(q, depth + 1, q->p[q->i] == '{', NULL, NULL);
     case '"':
         return q_string(q, &at, &len);
     case 't':
@@ -321,34 +330,126 @@ static bool q_value(quick_t *q, unsigned depth)
     }
 }
 
+static void q_init(quick_t *q, const char *text, size_t len)
+{
+    q->p = (const unsigned char *)text;
+    q->n = len;
+    q->i = 0;
+    q->nkeys = 0; /* key_at and key_len fill as keys come */
+    q_ws(q);
+}
+
 bool fleetd_json_object_quick(const char *text, size_t len)
 {
     quick_t q;
-    q.p = (const unsigned char *)text;
-    q.n = len;
-    q.i = 0;
-    q.nkeys = 0;
-    q_ws(&q);
-    bool ok = q.i < q.n && q.p[q.i] == '{' && q_members(&q, 1, true);
+    q_init(&q, text, len);
+    bool ok = q_members(&q, 1, true, NULL, NULL);
     q_ws(&q);
     return ok && q.i == q.n;
 }
 
-/* The envelope with its data value (at text, len bytes) written as {}: the
- * rest, parsed by jansson. NULL when that does not parse (or no memory). */
-static json_t *load_without_data(const char *payload, size_t len, const char *text, size_t text_len)
+/* ---- the quick path for a whole telemetry envelope ----
+ * The same walk reads the envelope's own members, so that the commonest
+ * message never reaches jansson: device (the topic's, without escapes),
+ * seq and ts (plain digits: no sign, fraction, exponent or leading zero,
+ * at most 18 of them), kind "telemetry", data (an object the quick check
+ * takes), dropped (telemetry, event, alert: plain digits up to
+ * UINT32_MAX). Anything else, including every envelope that is to be
+ * refused, goes to fleetd_envelope_parse_json, which decides. The fuzz
+ * target holds the two paths to the same answer. */
+
+static bool q_is(const quick_t *q, size_t at, size_t len, const char *word)
 {
-    size_t head = (size_t)(text - payload), tail = len - head - text_len;
-    char *buf = malloc(head + 2 + tail);
-    if (buf == NULL)
-        return NULL;
-    memcpy(buf, payload, head);
-    memcpy(buf + head, "{}", 2);
-    memcpy(buf + head + 2, text + text_len, tail);
-    json_error_t e;
-    json_t *j = json_loadb(buf, head + 2 + tail, JSON_REJECT_DUPLICATES, &e);
-    free(buf);
-    return j;
+    return len == strlen(word) && memcmp(q->p + at, word, len) == 0;
+}
+
+static bool q_uint(quick_t *q, uint64_t *out)
+{
+    size_t from = q->i, count = 0;
+    if (!q_digits(q, &count) || count > 18 || (count > 1 && q->p[from] == '0'))
+        return false;
+    if (q->i < q->n && (q->p[q->i] == '.' || q->p[q->i] == 'e' || q->p[q->i] == 'E'))
+        return false;
+    uint64_t v = 0;
+    for (size_t k = from; k < q->i; k++)
+        v = v * 10 + (uint64_t)(q->p[k] - '0');
+    *out = v;
+    return true;
+}
+
+enum { Q_DEVICE = 1, Q_SEQ = 2, Q_TS = 4, Q_KIND = 8, Q_DATA = 16 };
+#define Q_REQUIRED (Q_DEVICE | Q_SEQ | Q_TS | Q_KIND | Q_DATA)
+
+typedef struct {
+    const char *device;
+    unsigned seen;
+    uint64_t seq, ts, dropped;
+    size_t data_at, data_len;
+} quick_envelope_t;
+
+static bool q_dropped_member(quick_t *q, unsigned depth, size_t at, size_t len, void *arg)
+{
+    (void)depth;
+    uint64_t *total = arg, n = 0;
+    if (!q_is(q, at, len, "telemetry") && !q_is(q, at, len, "event") && !q_is(q, at, len, "alert"))
+        return false;
+    if (!q_uint(q, &n) || n > UINT32_MAX)
+        return false;
+    *total += n;
+    return true;
+}
+
+static bool q_envelope_member(quick_t *q, unsigned depth, size_t at, size_t len, void *arg)
+{
+    quick_envelope_t *e = arg;
+    size_t s_at = 0, s_len = 0;
+    if (q_is(q, at, len, "device")) {
+        e->seen |= Q_DEVICE;
+        return q_string(q, &s_at, &s_len) && q_is(q, s_at, s_len, e->device);
+    }
+    if (q_is(q, at, len, "seq")) {
+        e->seen |= Q_SEQ;
+        return q_uint(q, &e->seq) && e->seq > 0;
+    }
+    if (q_is(q, at, len, "ts")) {
+        e->seen |= Q_TS;
+        return q_uint(q, &e->ts);
+    }
+    if (q_is(q, at, len, "kind")) {
+        e->seen |= Q_KIND;
+        return q_string(q, &s_at, &s_len) && q_is(q, s_at, s_len, "telemetry");
+    }
+    if (q_is(q, at, len, "data")) {
+        e->seen |= Q_DATA;
+        e->data_at = q->i;
+        bool ok = q_members(q, depth + 1, true, NULL, NULL);
+        e->data_len = q->i - e->data_at;
+        return ok;
+    }
+    if (q_is(q, at, len, "dropped"))
+        return q_members(q, depth + 1, true, q_dropped_member, &e->dropped);
+    return false; /* an unknown field: the full path names it */
+}
+
+static bool envelope_quick(const char *device, const char *payload, size_t len, int64_t received,
+                           keel_fleet_msg_t *m)
+{
+    quick_t q;
+    quick_envelope_t e = {.device = device};
+    q_init(&q, payload, len);
+    bool ok = q_members(&q, 1, true, q_envelope_member, &e);
+    q_ws(&q);
+    if (!ok || q.i != q.n || (e.seen & Q_REQUIRED) != Q_REQUIRED || e.data_len > KEEL_FLEET_BODY_MAX)
+        return false;
+    m->device = device;
+    m->seq = e.seq;
+    m->ts = (int64_t)e.ts;
+    m->received = received;
+    m->kind = "telemetry";
+    m->body = payload + e.data_at;
+    m->body_len = e.data_len;
+    m->dropped = e.dropped;
+    return true;
 }
 
 keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,
@@ -356,21 +457,26 @@ keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, cons
 {
     *hold = NULL;
     *body_text = NULL;
+    if (leaf == FLEETD_LEAF_TELEMETRY) {
+        memset(m, 0, sizeof *m);
+        if (envelope_quick(device, payload, len, received, m))
+            return KEEL_OK;
+    }
+    return fleetd_envelope_parse_json(device, leaf, payload, len, received, m, hold, body_text);
+}
+
+keel_status_t fleetd_envelope_parse_json(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,
+                                         int64_t received, keel_fleet_msg_t *m, json_t **hold, char **body_text)
+{
+    *hold = NULL;
+    *body_text = NULL;
     memset(m, 0, sizeof *m);
     if (leaf == FLEETD_LEAF_STATE)
         return keel_errorf(KEEL_ERR_ARG, "a state message has no envelope");
-    /* Telemetry whose data passes the quick check: jansson parses the rest only. */
     const char *text = NULL;
     size_t text_len = 0;
-    bool quick = leaf == FLEETD_LEAF_TELEMETRY && data_span(payload, len, &text, &text_len) &&
-                 text_len <= KEEL_FLEET_BODY_MAX && fleetd_json_object_quick(text, text_len);
-    json_t *j;
-    if (quick) {
-        j = load_without_data(payload, len, text, text_len);
-    } else {
-        json_error_t e;
-        j = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &e);
-    }
+    json_error_t e;
+    json_t *j = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &e);
     if (!json_is_object(j)) {
         json_decref(j);
         return keel_errorf(KEEL_ERR_FORMAT, "the envelope is not a JSON object");
@@ -420,7 +526,7 @@ keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, cons
         }
     }
     char *body = NULL;
-    if (st == KEEL_OK && !quick && !data_span(payload, len, &text, &text_len)) {
+    if (st == KEEL_OK && !data_span(payload, len, &text, &text_len)) {
         body = json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
         if (body == NULL)
             st = keel_errorf(KEEL_ERR_NOMEM, "out of memory");

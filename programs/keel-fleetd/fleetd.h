@@ -120,15 +120,18 @@ const fleetd_ingest_stats_t *fleetd_ingest_stats(const fleetd_ingest_t *in);
 void fleetd_ingest_stop(fleetd_ingest_t *in);
 void fleetd_ingest_free(fleetd_ingest_t *in);
 
-/* Envelope parsing (pure, unit-tested): `payload` from topic
- * keel/v1/<id>/<leaf>. KEEL_ERR_FORMAT with the reason. `m` points into
- * `*hold` (freed by the caller with json_decref) and into `payload`:
- * m->body is the device's own text of "data" (body_len bytes, no NUL),
- * except when a key is written with escapes: then it is jansson's
- * compact dump, in *body_text (freed by the caller; NULL otherwise).
- * Telemetry whose data passes fleetd_json_object_quick is not given to
- * jansson whole: *hold's "data" is then {} (telemetry's tree is never
- * used; the body is the text). */
+/* Envelope parsing (pure; tests/unit/test_fleetd_envelope.c,
+ * tests/fuzz/fuzz_fleet_envelope.c): `payload` from topic
+ * keel/v1/<id>/<leaf>. KEEL_ERR_FORMAT with the reason. m->body is the
+ * device's own text of "data" (body_len bytes, no NUL, in `payload`),
+ * except when a key is written with escapes: then it is jansson's compact
+ * dump, in *body_text (freed by the caller; NULL otherwise). m->device is
+ * `device` or in *hold, m->kind a literal or in *hold (*hold freed by the
+ * caller with json_decref; NULL when jansson was not needed).
+ * fleetd_envelope_parse takes a telemetry envelope of the common form
+ * without jansson (envelope.c says which form) and gives every other
+ * payload to fleetd_envelope_parse_json, which decides: both answer the
+ * same for every payload. */
 typedef enum { FLEETD_LEAF_TELEMETRY, FLEETD_LEAF_EVENTS, FLEETD_LEAF_STATE } fleetd_leaf_t;
 /* True only for text jansson surely accepts as one object without
  * duplicate keys (a conservative subset: see envelope.c); false decides
@@ -138,6 +141,9 @@ keel_status_t fleetd_topic_parse(const char *topic, char device[KEEL_FLEET_ID_MA
 keel_status_t fleetd_envelope_parse(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,
                                     int64_t received, keel_fleet_msg_t *m, json_t **hold,
                                     char **body_text) KEEL_MUST_CHECK;
+keel_status_t fleetd_envelope_parse_json(const char *device, fleetd_leaf_t leaf, const char *payload, size_t len,
+                                         int64_t received, keel_fleet_msg_t *m, json_t **hold,
+                                         char **body_text) KEEL_MUST_CHECK;
 
 /* ---- HTTPS listeners (https.c) ------------------------------------------------------------- */
 
