@@ -219,6 +219,7 @@ void keel_fleet_db_close(keel_fleet_db_t *db)
         return;
     if (db->drv != NULL)
         db->drv->close(db);
+    keel_fleet_seqmem_free(db->seqmem);
     free(db);
 }
 

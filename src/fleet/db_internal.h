@@ -34,7 +34,16 @@ struct keel_fleet_db {
     keel_fleet_db_driver_t kind;
     void *impl;
     int schema_version;
+    /* SQLite: ingest's memory of device_seq rows between its transactions
+     * (store.c). It holds while no other connection commits (PRAGMA
+     * data_version) and this one neither rolls back nor writes devices or
+     * device_seq other than through ingest (seq_own): the driver's rollback
+     * and update hooks set seq_stale. */
+    struct keel_fleet_seqmem *seqmem;
+    bool seq_stale, seq_own;
 };
+/* Frees a handle's seqmem (store.c; NULL is fine). */
+void keel_fleet_seqmem_free(struct keel_fleet_seqmem *m);
 
 /* Drivers: open the connection and set the session up (no migration). */
 keel_status_t keel_fleet_sqlite_open(const char *path, keel_fleet_db_t *db) KEEL_MUST_CHECK;

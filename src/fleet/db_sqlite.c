@@ -245,6 +245,24 @@ static void lite_global(void)
     (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
+/* What ingest remembers of device_seq (db_internal.h) goes stale when this
+ * connection changes devices or device_seq other than through ingest, or
+ * rolls back. (The truncate optimization skips this hook: the store never
+ * deletes from either table.) */
+static void lite_update_hook(void *arg, int op, const char *dbname, const char *table, sqlite3_int64 rowid)
+{
+    keel_fleet_db_t *db = arg;
+    (void)op, (void)dbname, (void)rowid;
+    if (!db->seq_own && (strcmp(table, "device_seq") == 0 || strcmp(table, "devices") == 0))
+        db->seq_stale = true;
+}
+
+static void lite_rollback_hook(void *arg)
+{
+    keel_fleet_db_t *db = arg;
+    db->seq_stale = true;
+}
+
 keel_status_t keel_fleet_sqlite_open(const char *path, keel_fleet_db_t *db)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -270,6 +288,9 @@ keel_status_t keel_fleet_sqlite_open(const char *path, keel_fleet_db_t *db)
     db->kind = KEEL_FLEET_DB_SQLITE;
     db->impl = l;
     sqlite3_extended_result_codes(l->db, 1);
+    db->seq_stale = true;
+    sqlite3_update_hook(l->db, lite_update_hook, db);
+    sqlite3_rollback_hook(l->db, lite_rollback_hook, db);
     if (sqlite3_busy_timeout(l->db, 5000) != SQLITE_OK)
         st = lite_error(l->db, SQLITE_ERROR, "busy timeout");
     /* journal_mode answers with the mode it ended in: WAL or nothing. */

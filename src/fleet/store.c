@@ -790,6 +790,121 @@ static keel_status_t seqrow(void *arg, const keel_fleet_val_t *c, unsigned n)
     return st;
 }
 
+/* ---- SQLite: device_seq rows remembered between ingest's transactions ----
+ * Each batch read every device's sequence row again (a join of two indexed
+ * tables per device and batch: with 1000 devices, half a SELECT per
+ * message). SQLite has one writer at a time, and while the rows cannot have
+ * changed under us (db_internal.h: data_version, the hooks) the values
+ * ingest itself wrote are the table's. PostgreSQL reads them each time: its
+ * SELECT ... FOR UPDATE is also the lock two instances take turns on. */
+#define SEQMEM_ID_MAX 32       /* longer ids are not remembered (keel's are 26) */
+#define SEQMEM_SLOTS_MAX 65536 /* at most 3/4 used; past that it starts over */
+
+typedef struct {
+    char device[SEQMEM_ID_MAX + 1]; /* "" = empty slot */
+    seqrow_t r;
+} seqmem_slot_t;
+
+struct keel_fleet_seqmem {
+    seqmem_slot_t *slot;
+    size_t cap, n; /* cap: a power of two */
+    int64_t data_version;
+};
+
+void keel_fleet_seqmem_free(struct keel_fleet_seqmem *m)
+{
+    if (m != NULL)
+        free(m->slot);
+    free(m);
+}
+
+static size_t seqmem_at(const struct keel_fleet_seqmem *m, const char *device)
+{
+    uint32_t h = 2166136261u;
+    for (const char *c = device; *c != '\0'; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    size_t i = h & (m->cap - 1);
+    while (m->slot[i].device[0] != '\0' && strcmp(m->slot[i].device, device) != 0)
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static void seqmem_clear(struct keel_fleet_seqmem *m)
+{
+    for (size_t i = 0; i < m->cap; i++)
+        m->slot[i].device[0] = '\0';
+    m->n = 0;
+}
+
+/* The memory for this transaction (SQLite only; NULL: read every row). */
+static struct keel_fleet_seqmem *seqmem_begin(keel_fleet_db_t *db)
+{
+    if (keel_fleet_db_driver(db) != KEEL_FLEET_DB_SQLITE)
+        return NULL;
+    int64_t v = 0;
+    if (keel_fleet_db_int(db, "PRAGMA data_version", NULL, 0, &v) != KEEL_OK) {
+        keel_error_clear();
+        return NULL;
+    }
+    struct keel_fleet_seqmem *m = db->seqmem;
+    if (m == NULL) {
+        if ((m = calloc(1, sizeof *m)) == NULL || (m->slot = calloc(64, sizeof *m->slot)) == NULL) {
+            free(m);
+            return NULL;
+        }
+        m->cap = 64;
+        db->seqmem = m;
+        db->seq_stale = true;
+    }
+    if (db->seq_stale || v != m->data_version)
+        seqmem_clear(m);
+    m->data_version = v;
+    db->seq_stale = false;
+    return m;
+}
+
+static bool seqmem_get(const struct keel_fleet_seqmem *m, const char *device, seqrow_t *r)
+{
+    if (m == NULL || strlen(device) > SEQMEM_ID_MAX)
+        return false;
+    const seqmem_slot_t *s = &m->slot[seqmem_at(m, device)];
+    if (s->device[0] == '\0')
+        return false;
+    *r = s->r;
+    return true;
+}
+
+static void seqmem_put(struct keel_fleet_seqmem *m, const char *device, const seqrow_t *r)
+{
+    size_t len = strlen(device);
+    if (m == NULL || len > SEQMEM_ID_MAX || !r->seen)
+        return;
+    if ((m->n + 1) * 4 > m->cap * 3) {
+        seqmem_slot_t *old = m->slot;
+        size_t old_cap = m->cap, cap = m->cap * 2;
+        seqmem_slot_t *grown = cap <= SEQMEM_SLOTS_MAX ? calloc(cap, sizeof *grown) : NULL;
+        if (grown == NULL) {
+            seqmem_clear(m); /* at its size (or out of memory): start over */
+        } else {
+            m->slot = grown;
+            m->cap = cap;
+            m->n = 0;
+            for (size_t i = 0; i < old_cap; i++)
+                if (old[i].device[0] != '\0') {
+                    m->slot[seqmem_at(m, old[i].device)] = old[i];
+                    m->n++;
+                }
+            free(old);
+        }
+    }
+    seqmem_slot_t *s = &m->slot[seqmem_at(m, device)];
+    if (s->device[0] == '\0') {
+        memcpy(s->device, device, len + 1);
+        m->n++;
+    }
+    s->r = *r;
+}
+
 /*
  * The messages m[0..n) of one device, in order: its sequence row is read
  * once (on PostgreSQL locked until the commit, so two fleetd instances
@@ -798,12 +913,13 @@ static keel_status_t seqrow(void *arg, const keel_fleet_val_t *c, unsigned n)
  * changes nothing), gaps are worked out here from the running last seq,
  * and the row is written once.
  */
-static keel_status_t ingest_run(keel_fleet_db_t *db, const keel_fleet_msg_t *m, size_t n,
-                                keel_fleet_ingest_result_t *res)
+static keel_status_t ingest_run(keel_fleet_db_t *db, struct keel_fleet_seqmem *mem, const keel_fleet_msg_t *m,
+                                size_t n, keel_fleet_ingest_result_t *res)
 {
     seqrow_t r = {0};
     keel_fleet_val_t dev[] = {KEEL_FV_S(m[0].device)};
-    keel_status_t st = keel_fleet_db_exec(
+    bool remembered = seqmem_get(mem, m[0].device, &r);
+    keel_status_t st = remembered ? KEEL_OK : keel_fleet_db_exec(
         db,
         keel_fleet_db_driver(db) == KEEL_FLEET_DB_POSTGRES
             ? "SELECT s.last_seq, s.erased_seq, s.first_seen, s.last_seen, s.dropped_reported FROM device_seq s "
@@ -860,18 +976,34 @@ static keel_status_t ingest_run(keel_fleet_db_t *db, const keel_fleet_msg_t *m, 
         if (seq > last)
             last = seq;
     }
-    if (st != KEEL_OK || !stored)
+    if (st != KEEL_OK)
         return st;
+    if (!stored) {
+        seqmem_put(mem, m[0].device, &r);
+        return KEEL_OK;
+    }
     keel_fleet_val_t u[] = {KEEL_FV_S(m[0].device), KEEL_FV_I(last),      KEEL_FV_I(before),
                             KEEL_FV_I(r.last_seen), KEEL_FV_I(r.first_seen), KEEL_FV_I(r.dropped)};
+    uint64_t changed = 0;
+    db->seq_own = true; /* ingest's own writes leave its memory right */
     st = keel_fleet_db_exec(db,
                             "UPDATE device_seq SET last_seq = $2, seq_before = $3, last_seen = $4, first_seen = $5, "
                             "dropped_reported = $6 WHERE device = $1",
-                            u, 6, NULL, NULL, NULL);
+                            u, 6, NULL, NULL, &changed);
     /* The device's first message: registered becomes active (once per device). */
     if (st == KEEL_OK && r.last_seq == 0)
         st = keel_fleet_db_exec(db, "UPDATE devices SET state = 'active' WHERE id = $1 AND state = 'registered'", dev,
                                 1, NULL, NULL, NULL);
+    db->seq_own = false;
+    if (st == KEEL_OK && changed != 1) {
+        /* The row it remembered is gone: nothing should do that, but if something did, read again. */
+        db->seq_stale = true;
+        return keel_errorf(KEEL_ERR_BUSY, "ingest: the sequence row of %s changed underneath; retry", m[0].device);
+    }
+    if (st == KEEL_OK) {
+        r.last_seq = last;
+        seqmem_put(mem, m[0].device, &r);
+    }
     return st;
 }
 
@@ -898,12 +1030,13 @@ static keel_status_t ingest_tx(keel_fleet_db_t *db, void *arg)
 {
     const ingest_t *in = arg;
     keel_status_t st = KEEL_OK;
+    struct keel_fleet_seqmem *mem = seqmem_begin(db);
     for (size_t i = 0; i < in->n; i++)
         in->res[i] = (keel_fleet_ingest_result_t){0};
     for (size_t i = 0, j; i < in->n && st == KEEL_OK; i = j) {
         for (j = i + 1; j < in->n && strcmp(in->m[j].device, in->m[i].device) == 0; j++)
             ;
-        st = ingest_run(db, &in->m[i], j - i, &in->res[i]);
+        st = ingest_run(db, mem, &in->m[i], j - i, &in->res[i]);
     }
     return st;
 }

@@ -6,7 +6,8 @@
  * driver. Each group prints "fleet_store: <driver>: N tests passed" so the
  * integration test can tell the PostgreSQL cases ran.
  *
- *   test_fleet_store --bench URL   times 100k ingests in batches of 500 (not a test)
+ *   test_fleet_store --bench URL   times 100k ingests in batches of 500, then 100k as keel-fleetd
+ *                                  stores them (not a test)
  */
 #include "testutil.h"
 
@@ -20,6 +21,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -744,6 +746,80 @@ static void test_ingest_many(void **state)
     tdev_free(&b);
 }
 
+/* What ingest remembers of a device's sequence between transactions
+ * (SQLite, store.c) never outlives a change made elsewhere: by another
+ * connection, by this one outside ingest, or undone by a rollback. Each
+ * step below goes wrong if it did (a false gap, a lost message, a revoked
+ * device's message taken, erased data back). */
+static void test_seq_memory(void **state)
+{
+    fx_t *fx = *state;
+    keel_fleet_db_t *db = fx->db, *other = NULL;
+    tdev_t a, b;
+    two_devices(db, &a, &b);
+    for (uint64_t s = 1; s <= 3; s++)
+        ingest(db, a.id, s, T0 + (int64_t)s, 0);
+    /* another connection takes 4 and 5: this one must not see a gap before 6 */
+    assert_int_equal(keel_fleet_db_open(fx->url, &other), KEEL_OK);
+    ingest(other, a.id, 4, T0 + 4, 0);
+    ingest(other, a.id, 5, T0 + 5, 0);
+    keel_fleet_ingest_result_t r = ingest(db, a.id, 6, T0 + 6, 0);
+    assert_false(r.duplicate || r.unknown || r.filled_gap);
+    assert_int_equal(r.gap_first, 0);
+    /* a rolled-back transaction's messages were never stored: 7 is new again, 8 follows it */
+    assert_int_equal(keel_fleet_db_begin(db), KEEL_OK);
+    ingest(db, a.id, 7, T0 + 7, 0);
+    ingest(db, a.id, 9, T0 + 9, 0);
+    keel_fleet_db_rollback(db);
+    r = ingest(db, a.id, 7, T0 + 7, 0);
+    assert_false(r.duplicate || r.filled_gap);
+    assert_int_equal(r.gap_first, 0);
+    r = ingest(db, a.id, 8, T0 + 8, 0);
+    assert_false(r.duplicate || r.filled_gap);
+    assert_int_equal(r.gap_first, 0);
+    keel_fleet_seq_stats_t st;
+    assert_int_equal(keel_fleet_seq_stats(db, a.id, &st), KEEL_OK);
+    assert_int_equal(st.messages, 8);
+    assert_int_equal(st.open_gaps, 0);
+    keel_fleet_device_t d;
+    assert_int_equal(keel_fleet_device_get(db, a.id, &d), KEEL_OK);
+    assert_int_equal(d.last_seq, 8);
+    /* revoked through this connection: its next message is refused */
+    assert_int_equal(keel_fleet_device_revoke(db, a.id, T0 + 10), KEEL_OK);
+    r = ingest(db, a.id, 9, T0 + 9, 0);
+    assert_true(r.unknown);
+    /* ... and through the other one, for b */
+    ingest(db, b.id, 1, T0 + 1, 0);
+    assert_int_equal(keel_fleet_device_revoke(other, b.id, T0 + 10), KEEL_OK);
+    r = ingest(db, b.id, 2, T0 + 2, 0);
+    assert_true(r.unknown);
+    keel_fleet_db_close(other);
+    tdev_free(&a);
+    tdev_free(&b);
+}
+
+/* Erased through this connection: the erased seqs stay refused (the erase resets ingest's memory). */
+static void test_seq_memory_erase(void **state)
+{
+    keel_fleet_db_t *db = ((fx_t *)*state)->db;
+    tdev_t a;
+    one_device(db, &a);
+    for (uint64_t s = 1; s <= 3; s++)
+        ingest(db, a.id, s, T0 + (int64_t)s, 0);
+    keel_fleet_erasure_t e;
+    assert_int_equal(keel_fleet_erase(db, a.id, "00112233445566778899aabbccddeeff", "device", T0 + 10, &e), KEEL_OK);
+    assert_int_equal(e.messages, 3);
+    keel_fleet_ingest_result_t r = ingest(db, a.id, 2, T0 + 2, 0);
+    assert_true(r.duplicate);
+    r = ingest(db, a.id, 4, T0 + 4, 0);
+    assert_false(r.duplicate || r.unknown);
+    assert_int_equal(r.gap_first, 0);
+    keel_fleet_seq_stats_t st;
+    assert_int_equal(keel_fleet_seq_stats(db, a.id, &st), KEEL_OK);
+    assert_int_equal(st.messages, 1);
+    tdev_free(&a);
+}
+
 static void test_gaps(void **state)
 {
     keel_fleet_db_t *db = ((fx_t *)*state)->db;
@@ -1204,6 +1280,14 @@ static void test_retention(void **state)
 
 /* ---- the benchmark (not a test) --------------------------------------------------------------------------------- */
 
+static double cpu_seconds(void)
+{
+    struct rusage u;
+    if (getrusage(RUSAGE_SELF, &u) != 0)
+        return 0;
+    return (double)u.ru_utime.tv_sec + (double)u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
 static int bench(const char *url)
 {
     keel_fleet_db_t *db = NULL;
@@ -1261,6 +1345,33 @@ static int bench(const char *url)
     double dt = keel_now() - t;
     printf("%s: %d messages in batches of %d: %.2f s, %.0f messages/s\n", keel_fleet_db_driver_name(db), TOTAL, BATCH,
            dt, TOTAL / dt);
+    /* As keel-fleetd stores them: batches of FLEET_BATCH, sorted by device, RUN messages per device and batch. */
+    enum { FLEET_BATCH = 2000, RUN = 2 };
+    keel_fleet_msg_t *mb = calloc(FLEET_BATCH, sizeof *mb);
+    keel_fleet_ingest_result_t *rb = calloc(FLEET_BATCH, sizeof *rb);
+    if (mb == NULL || rb == NULL)
+        return 1;
+    double cpu = cpu_seconds();
+    t = keel_now();
+    for (int done = 0, next = 0; done < TOTAL; done += FLEET_BATCH) {
+        for (int i = 0; i < FLEET_BATCH; i += RUN, next = (next + 1) % (FLEET_BATCH / RUN))
+            for (int k = 0; k < RUN; k++)
+                mb[i + k] = (keel_fleet_msg_t){.device = devs[next].id, .seq = ++seq[next], .ts = T0,
+                                               .received = T0 + done, .kind = "telemetry", .body = body,
+                                               .body_len = strlen(body)};
+        if (keel_fleet_db_begin(db) != KEEL_OK || keel_fleet_ingest_many(db, mb, FLEET_BATCH, rb) != KEEL_OK ||
+            keel_fleet_db_commit(db) != KEEL_OK) {
+            fprintf(stderr, "ingest_many: %s\n", keel_error_message());
+            return 1;
+        }
+    }
+    dt = keel_now() - t;
+    cpu = cpu_seconds() - cpu;
+    printf("%s: %d messages as keel-fleetd stores them (%d devices, %d per device and batch of %d): %.0f messages/s, "
+           "%.1f us CPU each\n",
+           keel_fleet_db_driver_name(db), TOTAL, FLEET_BATCH / RUN, RUN, FLEET_BATCH, TOTAL / dt, cpu * 1e6 / TOTAL);
+    free(mb);
+    free(rb);
     for (int i = 0; i < DEVICES; i++)
         tdev_free(&devs[i]);
     free(devs);
@@ -1283,6 +1394,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_registry_ops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ingest_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seq_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seq_memory_erase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gaps_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alerts, setup, teardown),
