@@ -304,7 +304,7 @@ keel_status_t keel_fleet_sqlite_open(const char *path, keel_fleet_db_t *db)
     if (st == KEEL_OK && strcmp(mode, "wal") != 0)
         st = keel_errorf(KEEL_ERR_DB, "fleet database %s: WAL mode refused (%s)", path, mode);
     if (st == KEEL_OK)
-        st = lite_script(db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA trusted_schema=OFF; PRAGMA wal_autocheckpoint=8192; PRAGMA cache_size=-32768");
+        st = lite_script(db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL; PRAGMA trusted_schema=OFF; PRAGMA wal_autocheckpoint=32768; PRAGMA cache_size=-32768");
     if (st != KEEL_OK) {
         lite_close(db);
         db->drv = NULL;
