@@ -658,8 +658,8 @@ static void test_deep_and_long_names(void **state)
     tree_t t = {0};
     char deep[256 * 2 + 16] = "";
     for (int i = 0; i < 100; i++)
-        strcat(deep, "d/");
-    strcat(deep, "shadow");
+        memcpy(deep + 2 * i, "d/", 2);
+    memcpy(deep + 200, "shadow", sizeof "shadow");
     add_text(&t, deep, "root::1::::::\n", 0600);
     char f[KEEL_PATH_MAX];
     snprintf(f, sizeof f, "%s/deep.tar", root);
@@ -690,8 +690,9 @@ static void test_deep_and_long_names(void **state)
     snprintf(d, sizeof d, "%s/deepdir", root);
     assert_int_equal(mkdir(d, 0755), 0);
     size_t len = strlen(d);
+    assert_true(len + 80 * 2 < sizeof d);
     for (int i = 0; i < 80; i++) {
-        strcat(d, "/x");
+        memcpy(d + len + 2 * (size_t)i, "/x", sizeof "/x");
         assert_int_equal(mkdir(d, 0755), 0);
     }
     d[len] = '\0';
@@ -707,7 +708,7 @@ static void test_huge_declared_size(void **state)
     (void)state;
     uint8_t blk[512 + 10];
     memset(blk, 0, sizeof blk);
-    strcpy((char *)blk, "etc/shadow");
+    memcpy(blk, "etc/shadow", sizeof "etc/shadow");
     memcpy(blk + 100, "0000644", 8);
     memcpy(blk + 108, "0000000", 8);
     memcpy(blk + 116, "0000000", 8);

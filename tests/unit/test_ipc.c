@@ -371,12 +371,9 @@ static void test_proto_requests(void **state)
     assert_int_equal(parse("{\"op\":\"listen\"} {}"), KEEL_ERR_FORMAT);
     assert_int_equal(parse("[\"listen\"]"), KEEL_ERR_FORMAT);
     assert_int_equal(parse(""), KEEL_ERR_FORMAT);
-    char deep[256] = "{\"op\":\"publish\",\"telemetry\":{\"t\":";
-    for (int i = 0; i < 20; i++)
-        strcat(deep, "[");
-    for (int i = 0; i < 20; i++)
-        strcat(deep, "]");
-    strcat(deep, "}}");
+    char deep[256];
+    snprintf(deep, sizeof deep, "{\"op\":\"publish\",\"telemetry\":{\"t\":%.20s%.20s}}",
+             "[[[[[[[[[[[[[[[[[[[[", "]]]]]]]]]]]]]]]]]]]]"); /* 20 levels */
     assert_int_equal(parse(deep), KEEL_ERR_FORMAT);
     assert_non_null(strstr(keel_error_message(), "nested"));
 
