@@ -133,6 +133,14 @@ keel_status_t keel_fleet_val_int(const keel_fleet_val_t *v, int64_t *out)
     return KEEL_OK;
 }
 
+keel_status_t keel_fleet_val_ints(const keel_fleet_val_t *v, unsigned n, int64_t *const out[])
+{
+    keel_status_t st = KEEL_OK;
+    for (unsigned i = 0; i < n && st == KEEL_OK; i++)
+        st = keel_fleet_val_int(&v[i], out[i]);
+    return st;
+}
+
 static keel_status_t migrate(keel_fleet_db_t *db)
 {
     int latest = keel_fleet_schema_latest();

@@ -58,6 +58,8 @@ keel_status_t keel_fleet_sql_scan(const char *sql, unsigned *maxn, char **sqlite
 /* An integer from a column: INT, or TEXT holding a decimal integer (a
  * PostgreSQL numeric). KEEL_ERR_NOT_FOUND for NULL, KEEL_ERR_FORMAT otherwise. */
 keel_status_t keel_fleet_val_int(const keel_fleet_val_t *v, int64_t *out) KEEL_MUST_CHECK;
+/* v[0..n) into *out[0..n), as keel_fleet_val_int; stops at the first error. */
+keel_status_t keel_fleet_val_ints(const keel_fleet_val_t *v, unsigned n, int64_t *const out[]) KEEL_MUST_CHECK;
 
 /* The ordered migrations (schema.c): version i + 1 is migrations[i]. */
 typedef struct {

@@ -719,13 +719,8 @@ static keel_status_t gap_row(void *arg, const keel_fleet_val_t *c, unsigned n)
     if (g->seen || n != 5)
         return KEEL_OK;
     g->seen = true;
-    keel_status_t st = keel_fleet_val_int(&c[0], &g->first);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[1], &g->last);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[2], &g->opened);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[3], &g->settled);
+    int64_t *const to[] = {&g->first, &g->last, &g->opened, &g->settled};
+    keel_status_t st = keel_fleet_val_ints(c, 4, to);
     if (st == KEEL_OK)
         st = keel_fleet_col_text(&c[4], g->state, sizeof g->state);
     return st;
@@ -778,16 +773,8 @@ static keel_status_t seqrow(void *arg, const keel_fleet_val_t *c, unsigned n)
     if (r->seen || n != 5)
         return KEEL_OK;
     r->seen = true;
-    keel_status_t st = keel_fleet_val_int(&c[0], &r->last_seq);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[1], &r->erased_seq);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[2], &r->first_seen);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[3], &r->last_seen);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[4], &r->dropped);
-    return st;
+    int64_t *const to[] = {&r->last_seq, &r->erased_seq, &r->first_seen, &r->last_seen, &r->dropped};
+    return keel_fleet_val_ints(c, 5, to);
 }
 
 /* ---- SQLite: device_seq rows remembered between ingest's transactions ----

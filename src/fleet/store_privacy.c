@@ -34,13 +34,10 @@ static keel_status_t erasure_row(void *arg, const keel_fleet_val_t *c, unsigned 
     if (n != 4 || e->seen)
         return KEEL_OK;
     e->seen = true;
+    int64_t *const to[] = {&e->at, &e->messages, &e->gaps};
     keel_status_t st = keel_fleet_col_text(&c[0], e->device, sizeof e->device);
     if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[1], &e->at);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[2], &e->messages);
-    if (st == KEEL_OK)
-        st = keel_fleet_val_int(&c[3], &e->gaps);
+        st = keel_fleet_val_ints(c + 1, 3, to);
     return st;
 }
 
