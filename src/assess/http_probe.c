@@ -1759,7 +1759,7 @@ static int field_name_ok(const char *s)
  * password inputs. */
 static int find_form(probe_t *p, const char *page_path, const keel_buf_t *b)
 {
-    const char *s = (const char *)b->data, *end = s + b->len;
+    const char *s = (const char *)b->data, *end = s != NULL ? s + b->len : NULL;
     const char *pw = s ? ci_find(s, b->len, "type=\"password\"") : NULL;
     if (pw == NULL && s != NULL)
         pw = ci_find(s, b->len, "type='password'");

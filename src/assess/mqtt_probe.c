@@ -593,7 +593,7 @@ static keel_status_t attempt(probe_t *p, int version, const keel_cred_pair_t *pa
         return st;
     }
     double deadline = keel_now() + p->timeout_ms / 1000.0;
-    pkt_t pk;
+    pkt_t pk = {0};
     pkt_state_t ps = PKT_ERROR;
     if (conn_send(c, pkt, n, deadline) != 0)
         snprintf(a->why, sizeof a->why, "send failed");

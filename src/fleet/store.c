@@ -428,7 +428,7 @@ static keel_status_t device_row(void *arg, const keel_fleet_val_t *c, unsigned n
     keel_fleet_device_t *d = arg;
     if (n != 15)
         return keel_errorf(KEEL_ERR_FORMAT, "fleet store: device row");
-    char state[16];
+    char state[16] = ""; /* read below unless an earlier column failed */
     keel_status_t st = keel_fleet_col_text(&c[0], d->id, sizeof d->id);
     if (st == KEEL_OK)
         st = keel_fleet_col_text(&c[1], d->serial, sizeof d->serial);

@@ -115,7 +115,7 @@ static keel_status_t camp_row(void *arg, const keel_fleet_val_t *v, unsigned n)
         return KEEL_OK;
     r->seen = true;
     keel_fleet_campaign_t *c = r->c;
-    char state[16];
+    char state[16] = ""; /* read below unless an earlier column failed */
     int64_t percent = 0, security = 0, fail = 0;
     keel_status_t st = keel_fleet_col_text(&v[0], c->id, sizeof c->id);
     if (st == KEEL_OK)

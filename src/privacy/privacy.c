@@ -236,7 +236,7 @@ static keel_status_t check_sensing(const json_t *arr, const char *path)
     const json_t *e;
     json_array_foreach(arr, i, e) {
         char p[PATH_MAX_LEN];
-        const char *id;
+        const char *id = NULL;
         bool personal;
         item(p, path, i);
         keel_status_t st = keys_only(e, p, keys, 3);
