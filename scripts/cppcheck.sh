@@ -8,16 +8,15 @@ set -eu
 [ $# -eq 1 ] || { echo "usage: cppcheck.sh BUILD_DIR" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/.." && pwd)
-db=$1/compile_commands.json
-[ -f "$db" ] || { echo "cppcheck: $db: no compile database (configure the build first)" >&2; exit 1; }
+[ -f "$1/compile_commands.json" ] ||
+    { echo "cppcheck: $1/compile_commands.json: no compile database (configure the build first)" >&2; exit 1; }
 command -v cppcheck >/dev/null 2>&1 || { echo "cppcheck: not installed (scripts/deps.sh installs it)" >&2; exit 1; }
+# An absolute database: cppcheck then names every file by its absolute path, which is what the
+# skips (-i) and the suppressions are written against. Tests and benches are not product code.
 db=$(cd "$1" && pwd)/compile_commands.json
 jobs=$(nproc 2>/dev/null || echo 2)
-# cppcheck names files as the compile database reaches them: relative to the top of the tree when
-# the build is inside it, absolute otherwise; skips (-i) and suppressions are given both ways.
-# Tests, benches and fuzz targets are not product code.
 cd "$src"
-exec cppcheck --project="$db" -i tests -i bench -i "$src/tests/" -i "$src/bench/" \
+exec cppcheck --project="$db" -i "$src/tests/" -i "$src/bench/" \
     --enable=warning,portability --inline-suppr --error-exitcode=1 --quiet -j "$jobs" \
     --library="$here/cppcheck/keel.cfg" --suppressions-list="$here/cppcheck/suppressions.txt" \
     --template='cppcheck: {file}:{line}: {severity}: {id}: {message}'

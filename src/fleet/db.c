@@ -336,14 +336,20 @@ keel_status_t keel_fleet_db_int(keel_fleet_db_t *db, const char *sql, const keel
     return o.st;
 }
 
+uint32_t keel_fleet_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (const char *c = s; *c != '\0'; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    return h;
+}
+
 unsigned keel_fleet_sql_find(const keel_fleet_sql_key_t *keys, unsigned n, const char *sql, uint32_t *hash)
 {
     for (unsigned i = 0; i < n; i++)
         if (keys[i].ptr == sql && strcmp(keys[i].sql, sql) == 0)
             return i;
-    uint32_t h = 2166136261u;
-    for (const char *c = sql; *c != '\0'; c++)
-        h = (h ^ (unsigned char)*c) * 16777619u;
+    uint32_t h = keel_fleet_hash(sql);
     *hash = h;
     for (unsigned i = 0; i < n; i++)
         if (keys[i].hash == h && strcmp(keys[i].sql, sql) == 0)

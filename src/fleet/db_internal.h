@@ -93,6 +93,8 @@ typedef struct {
     const char *ptr;
     uint32_t hash;
 } keel_fleet_sql_key_t;
+/* FNV-1a of a NUL-terminated string: the statement cache's and ingest's seqmem's keys. */
+uint32_t keel_fleet_hash(const char *s);
 /* The index of sql among keys[0..n), or n when absent (*hash then holds its
  * hash, for keel_fleet_sql_key_set). */
 unsigned keel_fleet_sql_find(const keel_fleet_sql_key_t *keys, unsigned n, const char *sql, uint32_t *hash);

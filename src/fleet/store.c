@@ -807,10 +807,7 @@ void keel_fleet_seqmem_free(struct keel_fleet_seqmem *m)
 
 static size_t seqmem_at(const struct keel_fleet_seqmem *m, const char *device)
 {
-    uint32_t h = 2166136261u;
-    for (const char *c = device; *c != '\0'; c++)
-        h = (h ^ (unsigned char)*c) * 16777619u;
-    size_t i = h & (m->cap - 1);
+    size_t i = keel_fleet_hash(device) & (m->cap - 1);
     while (m->slot[i].device[0] != '\0' && strcmp(m->slot[i].device, device) != 0)
         i = (i + 1) & (m->cap - 1);
     return i;
