@@ -1,6 +1,7 @@
 # Keel: the two commands of the quick start, and the rest of the developer loop.
-# These are test builds (fault-injection hooks compiled in); a product build is
-# plain cmake, where KEEL_FAULT_INJECTION defaults to OFF.
+# These are test builds (KEEL_PROFILE=test: the test hooks compiled in); a
+# product build is plain cmake, whose profile is production
+# (docs/internals/build-profiles.md).
 BUILD   ?= build
 ASAN    ?= build-asan
 CC      ?= cc
@@ -14,7 +15,7 @@ deps:
 	@sh scripts/deps.sh
 
 $(BUILD)/build.ninja:
-	@cmake -S . -B $(BUILD) -G Ninja -DKEEL_FAULT_INJECTION=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(BUILD) -G Ninja -DKEEL_PROFILE=test $(CMAKE_FLAGS) >/dev/null
 
 build: deps $(BUILD)/build.ninja
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -23,7 +24,7 @@ check: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_FLAGS)
 
 $(ASAN)/build.ninja:
-	@CC=clang cmake -S . -B $(ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_SANITIZE=ON -DKEEL_FAULT_INJECTION=ON $(CMAKE_FLAGS) >/dev/null
+	@CC=clang cmake -S . -B $(ASAN) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_SANITIZE=ON -DKEEL_PROFILE=test $(CMAKE_FLAGS) >/dev/null
 
 asan: deps $(ASAN)/build.ninja
 	@cmake --build $(ASAN) -j $(JOBS)

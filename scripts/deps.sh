@@ -12,6 +12,8 @@ libevent-dev curl chromium libmosquitto-dev mosquitto mosquitto-clients
 nmap testssl.sh libarchive-dev
 libcurl4-openssl-dev libssh-dev lighttpd busybox dropbear-bin vsftpd inetutils-telnetd socat telnet
 libpq-dev postgresql nginx-light
+libseccomp-dev
+man-db
 "
 # The UI tests drive Chromium with playwright-core (npm): Node.js from Debian
 # when the machine has none of its own.

@@ -52,6 +52,14 @@ void keel_log_set_level(keel_log_level_t level);
 /* Whether a message at `level` would be written: skip building what would not be. */
 bool keel_log_enabled(keel_log_level_t level);
 void keel_log(keel_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * The production profile (KEEL_LOG_NO_DEBUG, docs/internals/build-profiles.md)
+ * compiles debug messages out: their text, which describes internals, is not
+ * in the binary, and log.level=debug logs what info does (5.6-4A).
+ */
+#ifdef KEEL_LOG_NO_DEBUG
+#define keel_log(level, ...) ((level) == KEEL_LOG_DEBUG ? (void)0 : keel_log((level), __VA_ARGS__))
+#endif
 /* "error", "warn", "info", "debug" (KEEL_ERR_CONFIG otherwise). */
 keel_status_t keel_log_level_parse(const char *s, keel_log_level_t *out) KEEL_MUST_CHECK;
 /* Log to syslog (LOG_DAEMON) under `ident`; NULL goes back to stderr. */
@@ -153,16 +161,36 @@ keel_status_t keel_dir_remove_tree(const char *path) KEEL_MUST_CHECK;
 int keel_path_exists(const char *path);
 
 /*
- * Fault injection (test builds only, KEEL_FAULT_INJECTION): the N-th storage
+ * Fault injection (the test profile only, KEEL_TEST_HOOKS): the N-th storage
  * operation (write, fsync or rename through the helpers above) fails with EIO,
  * as a power cut would leave it. Armed by keel_fault_arm() or by the
  * environment variable KEEL_FAULT_AT=N; KEEL_FAULT_MODE=kill makes the process
- * die with SIGKILL instead of returning the error. In production builds these
- * are no-ops and keel_fault_count() returns 0.
+ * die with SIGKILL instead of returning the error. Other builds get inline
+ * no-ops (keel_fault_count() returns 0): no symbol, no variable read, no
+ * check left in the binary. Tests ask for the hooks as KEEL_FAULT_INJECTION.
  */
+#ifdef KEEL_TEST_HOOKS
+#ifndef KEEL_FAULT_INJECTION
+#define KEEL_FAULT_INJECTION 1
+#endif
 void keel_fault_arm(unsigned long n);
 unsigned long keel_fault_count(void);
 /* Internal: returns nonzero when the current operation must fail. */
 int keel_fault_hit(const char *op);
+#else
+static inline void keel_fault_arm(unsigned long n)
+{
+    (void)n;
+}
+static inline unsigned long keel_fault_count(void)
+{
+    return 0;
+}
+static inline int keel_fault_hit(const char *op)
+{
+    (void)op;
+    return 0;
+}
+#endif
 
 #endif

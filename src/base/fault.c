@@ -1,6 +1,7 @@
 /*
  * Storage fault injection for power-cut tests. Compiled in only with
- * KEEL_FAULT_INJECTION; production builds get the no-op versions.
+ * KEEL_TEST_HOOKS (the test profile); other builds get the inline no-ops of
+ * keel/base.h and this file is empty.
  */
 #include "keel/base.h"
 
@@ -10,12 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifdef KEEL_FAULT_INJECTION
+#ifdef KEEL_TEST_HOOKS
 #include <stdatomic.h>
 #include <threads.h>
-#endif
-
-#ifdef KEEL_FAULT_INJECTION
 
 static _Atomic unsigned long fault_at; /* 0 = disarmed */
 static _Atomic unsigned long fault_ops; /* operations counted so far, from any thread */
@@ -61,24 +59,6 @@ int keel_fault_hit(const char *op)
     }
     keel_log(KEEL_LOG_DEBUG, "fault injected at %s #%lu", op, n);
     return 1;
-}
-
-#else
-
-void keel_fault_arm(unsigned long n)
-{
-    (void)n;
-}
-
-unsigned long keel_fault_count(void)
-{
-    return 0;
-}
-
-int keel_fault_hit(const char *op)
-{
-    (void)op;
-    return 0;
 }
 
 #endif

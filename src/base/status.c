@@ -61,6 +61,10 @@ void keel_log_set_level(keel_log_level_t level)
 
 bool keel_log_enabled(keel_log_level_t level)
 {
+#ifdef KEEL_LOG_NO_DEBUG
+    if (level == KEEL_LOG_DEBUG)
+        return false; /* compiled out: nothing to build for it */
+#endif
     return level <= log_level;
 }
 
@@ -86,7 +90,8 @@ keel_status_t keel_log_level_parse(const char *s, keel_log_level_t *out)
     return keel_errorf(KEEL_ERR_CONFIG, "log level must be error, warn, info or debug");
 }
 
-void keel_log(keel_log_level_t level, const char *fmt, ...)
+/* In parentheses: not the production profile's macro of keel/base.h. */
+void(keel_log)(keel_log_level_t level, const char *fmt, ...)
 {
     static const char *const names[] = {"error", "warning", "info", "debug"};
     static const int prio[] = {LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG};

@@ -17,7 +17,6 @@
 #include "keel/tls.h"
 #include "link_internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <jansson.h>
@@ -67,7 +66,9 @@ struct keel_link {
     char topic_telemetry[TOPIC_MAX], topic_events[TOPIC_MAX], topic_state[TOPIC_MAX];
     char topic_cmd[TOPIC_MAX];    /* the subscription: .../cmd/# */
     char cmd_prefix[TOPIC_MAX];   /* .../cmd/ */
+#ifdef KEEL_TEST_HOOKS
     char *topic_override;         /* test hook */
+#endif
     SSL_CTX *ssl;
     const char *sni;              /* server_name or the broker host; NULL for an address */
 
@@ -105,8 +106,19 @@ struct keel_link {
     bool state_pending;           /* set_state while offline: send after CONNACK */
     int state_mid;
 
-    keel_link_counters_t counters;
+#ifdef KEEL_TEST_HOOKS
+    keel_link_counters_t counters; /* test hook */
+#endif
 };
+
+/* The test profile's hooks (link_internal.h); nothing of them in other builds. */
+#ifdef KEEL_TEST_HOOKS
+#define TEST_COUNT(l, field) ((l)->counters.field++)
+#define TEST_TOPIC(l) ((l)->topic_override)
+#else
+#define TEST_COUNT(l, field) ((void)0)
+#define TEST_TOPIC(l) ((const char *)NULL)
+#endif
 
 static int ssl_app_index = -1;
 static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
@@ -126,104 +138,11 @@ static void lib_init(void)
     ssl_app_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
-const char *keel_link_state_name(keel_link_state_t s)
-{
-    switch (s) {
-    case KEEL_LINK_OFFLINE:
-        return "offline";
-    case KEEL_LINK_CONNECTING:
-        return "connecting";
-    case KEEL_LINK_ONLINE:
-        return "online";
-    case KEEL_LINK_STOPPED:
-        return "stopped";
-    }
-    return "unknown";
-}
-
 double keel_link_random_unit(void)
 {
     uint64_t x;
     keel_random_bytes(&x, sizeof x);
     return (double)(x >> 11) * 0x1.0p-53;
-}
-
-static int host_char_ok(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-           ch == '.';
-}
-
-static bool name_is_ip(const char *name)
-{
-    unsigned char addr[16];
-    return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
-}
-
-/* A name the broker's certificate can be checked against: an address, or a
- * DNS name. An empty name would make X509_VERIFY_PARAM_set1_host clear the
- * check instead of setting it (any certificate of the service CA would do). */
-static bool server_name_ok(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > KEEL_LINK_HOST_MAX)
-        return false;
-    if (name_is_ip(name))
-        return true;
-    for (size_t i = 0; i < n; i++)
-        if (!host_char_ok(name[i]))
-            return false;
-    return name[0] != '-' && name[0] != '.';
-}
-
-keel_status_t keel_link_split_broker(const char *broker, char *host, size_t cap, int *port)
-{
-    if (broker == NULL || host == NULL || port == NULL || cap == 0)
-        return keel_errorf(KEEL_ERR_ARG, "link.broker: missing");
-    const char *colon, *h = broker;
-    size_t hlen;
-    bool v6 = broker[0] == '[';
-    if (v6) {
-        const char *end = strchr(broker, ']');
-        if (end == NULL || end[1] != ':')
-            return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" is not [address]:port", broker);
-        h = broker + 1;
-        hlen = (size_t)(end - h);
-        colon = end + 1;
-    } else {
-        colon = strrchr(broker, ':');
-        if (colon == NULL)
-            return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" is not host:port", broker);
-        hlen = (size_t)(colon - broker);
-    }
-    if (hlen == 0 || hlen >= cap || hlen > KEEL_LINK_HOST_MAX)
-        return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" has no usable host", broker);
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    if (v6) {
-        struct in6_addr a6;
-        if (inet_pton(AF_INET6, host, &a6) != 1)
-            return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" is not an IPv6 address", host);
-    } else {
-        for (size_t i = 0; i < hlen; i++)
-            if (!host_char_ok(host[i]))
-                return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" is not a host name or address", host);
-        if (host[0] == '-' || host[0] == '.')
-            return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" is not a host name or address", host);
-    }
-    const char *p = colon + 1;
-    unsigned long v = 0;
-    if (*p == '\0')
-        return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" has no port", broker);
-    for (; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' || v > 65535)
-            return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" has no valid port", broker);
-        v = v * 10 + (unsigned long)(*p - '0');
-    }
-    if (v == 0 || v > 65535)
-        return keel_errorf(KEEL_ERR_CONFIG, "link.broker: \"%s\" has no valid port", broker);
-    *port = (int)v;
-    return KEEL_OK;
 }
 
 /* ---- the TLS context ---------------------------------------------------------- */
@@ -295,7 +214,7 @@ static keel_status_t tls_context(keel_link_t *l, const keel_link_config_t *c)
         return st;
     /* libmosquitto checks no name when it is handed a context: we do. */
     const char *name = l->server_name != NULL ? l->server_name : l->host;
-    l->sni = name_is_ip(name) ? NULL : name;
+    l->sni = keel_link_name_is_ip(name) ? NULL : name;
     if ((st = keel_tls_expect_server(ctx, name)) != KEEL_OK)
         return keel_errorf(st, "the broker's server name: %s", keel_error_message());
     return keel_tls_use_identity(ctx, c->ks, c->key_label, c->cert_path, c->chain_path);
@@ -653,7 +572,7 @@ static int connect_properties(struct mosquitto *m)
 static void attempt_connect(keel_link_t *l)
 {
     attempt_reset(l);
-    l->counters.attempts++;
+    TEST_COUNT(l, attempts);
     l->attempt_started = keel_now();
     set_state(l, KEEL_LINK_CONNECTING);
     l->mosq = mosquitto_new(l->device_id, true, l);
@@ -756,7 +675,7 @@ static int pump(keel_link_t *l)
             l->cursor = l->msg.seq;
             continue;
         }
-        const char *topic = l->topic_override != NULL ? l->topic_override
+        const char *topic = TEST_TOPIC(l) != NULL ? TEST_TOPIC(l)
                             : l->msg.kind == KEEL_OUTBOX_TELEMETRY ? l->topic_telemetry
                                                                    : l->topic_events;
         int mid = 0;
@@ -935,7 +854,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     keel_link_t *l = arg;
-    l->counters.wakeups++;
+    TEST_COUNT(l, wakeups);
     const char *why = NULL;
     if (handshake_stuck(l, &why) || (l->st.state == KEEL_LINK_CONNECTING && peer_gone(fd, &why))) {
         link_down(l, MOSQ_ERR_CONN_LOST, why);
@@ -961,7 +880,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     keel_link_t *l = arg;
-    l->counters.wakeups++;
+    TEST_COUNT(l, wakeups);
     const char *why = NULL;
     if (handshake_stuck(l, &why)) {
         link_down(l, MOSQ_ERR_CONN_LOST, why);
@@ -1022,7 +941,7 @@ static keel_status_t config_check(const keel_link_config_t *c)
         return keel_errorf(KEEL_ERR_ARG, "link: incomplete configuration");
     if (!keel_identity_id_ok(c->device_id))
         return keel_errorf(KEEL_ERR_ARG, "link: \"%s\" is not a device id", c->device_id);
-    if (c->server_name != NULL && !server_name_ok(c->server_name))
+    if (c->server_name != NULL && !keel_link_server_name_ok(c->server_name))
         return keel_errorf(KEEL_ERR_CONFIG, "link.server_name: \"%.64s\" is not a host name or address",
                            c->server_name);
     const keel_backoff_t *b = &c->backoff;
@@ -1191,12 +1110,15 @@ void keel_link_free(keel_link_t *l)
     free(l->broker);
     free(l->key_label);
     free(l->server_name);
+#ifdef KEEL_TEST_HOOKS
     free(l->topic_override);
+#endif
     free(l->state_json);
     keel_wipe(&l->msg, sizeof l->msg);
     free(l);
 }
 
+#ifdef KEEL_TEST_HOOKS
 keel_status_t keel_link_test_set_topic(keel_link_t *l, const char *topic)
 {
     if (l == NULL)
@@ -1214,3 +1136,4 @@ void keel_link_test_counters(const keel_link_t *l, keel_link_counters_t *out)
     if (l != NULL && out != NULL)
         *out = l->counters;
 }
+#endif

@@ -1,6 +1,7 @@
 /*
  * The link module's inside, for its tests and test tools only (not part of
- * keel/link.h): parsing helpers and test hooks.
+ * keel/link.h): parsing helpers, and the test hooks (KEEL_TEST_HOOKS, the
+ * test profile only).
  */
 #ifndef KEEL_LINK_INTERNAL_H
 #define KEEL_LINK_INTERNAL_H
@@ -25,6 +26,13 @@ bool keel_link_refusal_is_final(int reason);
 /* A uniform double in [0, 1) from the CSPRNG (53 random bits). */
 double keel_link_random_unit(void);
 
+/* A name a certificate can be checked against: an address, or a DNS name
+ * (never empty: X509_VERIFY_PARAM_set1_host would clear the check). */
+bool keel_link_server_name_ok(const char *name);
+/* An IPv4 or IPv6 address, not a name (no SNI for it). */
+bool keel_link_name_is_ip(const char *name);
+
+#ifdef KEEL_TEST_HOOKS
 /* Test hook: publish every outbox message to `topic` instead of the
  * device's own telemetry/events topic (to prove the broker's ACL refuses
  * it). NULL restores the normal topics. */
@@ -37,5 +45,6 @@ typedef struct {
     uint64_t attempts;
 } keel_link_counters_t;
 void keel_link_test_counters(const keel_link_t *l, keel_link_counters_t *out);
+#endif /* KEEL_TEST_HOOKS: the test profile only */
 
 #endif
