@@ -35,6 +35,21 @@ foreach(u IN LISTS KEEL_UNITS)
   endif()
 endforeach()
 
+# The users the units run as (systemd-sysusers), one file per daemon, beside the units.
+execute_process(COMMAND ${PKG_CONFIG_EXECUTABLE} --variable=sysusersdir systemd
+                OUTPUT_VARIABLE _sysusersdir OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE _rc)
+if(NOT _rc EQUAL 0 OR _sysusersdir STREQUAL "")
+  set(_sysusersdir lib/sysusers.d)
+endif()
+set(KEEL_SYSUSERS_DIR "${_sysusersdir}" CACHE PATH "where the systemd-sysusers files are installed")
+file(GLOB KEEL_SYSUSERS CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/packaging/sysusers.d/*.conf)
+foreach(u IN LISTS KEEL_SYSUSERS)
+  get_filename_component(_prog ${u} NAME_WE)
+  if(TARGET ${_prog})
+    install(FILES ${u} DESTINATION ${KEEL_SYSUSERS_DIR})
+  endif()
+endforeach()
+
 # Examples (not live configurations: keeld's keeld.conf is written per device
 # by keel factory provision, and the others name example hosts).
 set(KEEL_EXAMPLES_DIR ${CMAKE_INSTALL_DOCDIR}/examples)

@@ -120,4 +120,15 @@ keel_status_t keel_api_update_policy(keel_api_t *api, bool *automatic, char post
 /* The SHA-256 fingerprint of the certificate the API presents. */
 const char *keel_api_fingerprint(const keel_api_t *api);
 
+/*
+ * The systemd watchdog for a daemon's loop (src/api/watchdog.c): when systemd
+ * set WATCHDOG_USEC, a timer on `base` sends WATCHDOG=1 three times per
+ * interval while `alive(arg)` (may be NULL) says the daemon's other threads
+ * still turn. *out stays NULL without a watchdog. Free before the base.
+ */
+typedef struct keel_watchdog keel_watchdog_t;
+keel_status_t keel_watchdog_start(struct event_base *base, bool (*alive)(void *arg), void *arg,
+                                  keel_watchdog_t **out) KEEL_MUST_CHECK;
+void keel_watchdog_free(keel_watchdog_t *w);
+
 #endif

@@ -67,6 +67,16 @@ void keel_log_to_syslog(const char *ident);
 /* The program name before each stderr line ("keel" unless set). */
 void keel_log_set_prefix(const char *prefix);
 
+/*
+ * systemd notification (sd_notify(3)'s protocol, no libsystemd): `msg` such as
+ * "READY=1", "RELOADING=1", "STOPPING=1" or "WATCHDOG=1" goes to
+ * $NOTIFY_SOCKET; a no-op when it is unset. keel_notify_watchdog_usec() is
+ * the watchdog interval systemd asked for (WatchDogSec=, 0 when none, or
+ * when WATCHDOG_PID names another process): ping at least twice per interval.
+ */
+void keel_notify(const char *msg);
+uint64_t keel_notify_watchdog_usec(void);
+
 /* Seconds on the monotonic clock (for durations, never for dates). */
 double keel_now(void);
 

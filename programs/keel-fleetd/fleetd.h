@@ -12,6 +12,7 @@
 #ifndef KEEL_FLEETD_H
 #define KEEL_FLEETD_H
 
+#include "keel/api.h"
 #include "keel/base.h"
 #include "keel/config.h"
 #include "keel/fleet_anomaly.h"
@@ -112,6 +113,7 @@ typedef struct {
     atomic_uint_fast64_t stored, duplicates, unknown, malformed, batches, alerts, gaps_lost, retries;
     atomic_int_fast64_t last_commit;    /* Unix seconds */
     atomic_int_fast64_t last_commit_ms; /* the same in milliseconds (make bench times the ingest by it) */
+    atomic_int_fast64_t turned_ms;      /* keel_now() of the thread's last turn, in ms (the watchdog's check) */
 } fleetd_ingest_stats_t;
 
 keel_status_t fleetd_ingest_start(const fleetd_ingest_config_t *c, fleetd_ingest_t **out) KEEL_MUST_CHECK;
@@ -184,6 +186,9 @@ keel_status_t fleetd_server_ctx_crl(SSL_CTX *ctx, const char *client_ca, const c
 /* A PEM private key file: must be a regular file no one else can read. */
 keel_status_t fleetd_load_key(const char *path, EVP_PKEY **out) KEEL_MUST_CHECK;
 
+/* schema.c: the schema of keel-fleetd.conf, [anomaly] included (malloc'ed, n entries). */
+keel_cfg_key_t *fleetd_config_schema(size_t *n);
+
 /* ---- the service (main.c) ----------------------------------------------------------------- */
 
 typedef struct fleetd {
@@ -206,6 +211,12 @@ typedef struct fleetd {
     char release_root[KEEL_PATH_MAX]; /* [trust] release_root: bundles must verify to it */
     char tokens_path[KEEL_PATH_MAX];  /* [admin] tokens */
     int64_t started;
+    /* SIGHUP re-reads config_path with the same overrides against the same schema (main.c). */
+    char *const *overrides;
+    size_t n_overrides;
+    const keel_cfg_key_t *schema;
+    size_t n_schema;
+    keel_watchdog_t *watchdog;        /* NULL unless systemd asked for one (WatchdogSec=) */
 } fleetd_t;
 
 /* campaign.c: staged rollout. Selection: the first ceil(n x percent / 100)

@@ -496,10 +496,8 @@ static keel_status_t batch_init(batch_t *b, size_t cap)
     b->p = calloc(cap, sizeof *b->p);
     b->msg = calloc(cap, sizeof *b->msg);
     b->res = calloc(cap, sizeof *b->res);
-    if (b->p == NULL || b->msg == NULL || b->res == NULL) {
-        batch_free(b);
-        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-    }
+    if (b->p == NULL || b->msg == NULL || b->res == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory"); /* the caller's batch_free frees what was had */
     return KEEL_OK;
 }
 
@@ -602,7 +600,7 @@ static void on_gap(void *arg, const char *device, uint64_t first, uint64_t last,
     atomic_fetch_add(&in->stats.gaps_lost, last - first + 1);
     char detail[256], dedupe[256];
     snprintf(detail, sizeof detail, "{\"first_seq\":%llu,\"last_seq\":%llu,\"messages\":%llu}",
-             (unsigned long long)first, (unsigned long long)last, (unsigned long long)(last - first + 1));
+             (unsigned long long)first, (unsigned long long)last, (unsigned long long)last - first + 1);
     snprintf(dedupe, sizeof dedupe, "loss:%s:%llu", device, (unsigned long long)first);
     if (alert_store(in, "loss", "warning", detail, dedupe, device, (int64_t)time(NULL)) != KEEL_OK)
         keel_error_clear();
@@ -703,6 +701,7 @@ static void *ingest_main(void *arg)
 {
     fleetd_ingest_t *in = arg;
     for (;;) {
+        atomic_store(&in->stats.turned_ms, (int64_t)(keel_now() * 1000));
         size_t n = 0;
         fleetd_item_t *items = fleetd_queue_pop(in->c.queue, in->c.batch, 200, LINGER_MS, &n);
         if (items == NULL) {
@@ -740,6 +739,7 @@ static void *ingest_main(void *arg)
         char why[KEEL_ERROR_MAX] = "";
         unsigned attempt = 0, other = 0;
         for (;;) {
+            atomic_store(&in->stats.turned_ms, (int64_t)(keel_now() * 1000)); /* retrying is turning */
             post_clear(in);
             st = batch_run(in, b, arr);
             if (st == KEEL_OK)
@@ -799,6 +799,7 @@ keel_status_t fleetd_ingest_start(const fleetd_ingest_config_t *c, fleetd_ingest
     if (st == KEEL_OK) {
         keel_fleet_anomaly_fleet_init(&in->fleet);
         in->last_tick = in->last_settle = in->last_flush = (int64_t)time(NULL);
+        atomic_store(&in->stats.turned_ms, (int64_t)(keel_now() * 1000));
         if (pthread_create(&in->thread, NULL, ingest_main, in) != 0)
             st = keel_errorf(KEEL_ERR_NOMEM, "ingest: cannot start its thread");
         else

@@ -10,9 +10,14 @@
  * SIGTERM/SIGINT stop it: the listeners close, the MQTT session is left with
  * a normal DISCONNECT (the broker keeps queueing for it), what was received
  * is stored, then it exits 0.
+ * SIGHUP reloads the configuration (reload(): live keys at once, the rest at
+ * the next start). Under systemd it reports READY=1, RELOADING=1, STOPPING=1
+ * and pings the watchdog while the ingest thread turns.
  */
 #define _GNU_SOURCE
 #include "fleetd.h"
+
+#include "keel/sandbox.h"
 
 #include <event2/event.h>
 
@@ -47,81 +52,23 @@ static const char usage_text[] =
     "  -h, --help            this text\n"
     "  -V, --version         the version\n"
     "\n"
+    "Least privilege (docs/internals/sandbox.md): started as root, keel-fleetd becomes\n"
+    "[security] user before it opens its state; once started it sets no_new_privs,\n"
+    "drops every capability and installs a seccomp allow-list: [security] seccomp =\n"
+    "kill (default: an unlisted system call kills it), log (the kernel logs it) or off.\n"
+    "\n"
     "token add NAME          make an operator token (printed once; its hash goes to\n"
     "                        [admin] tokens); --read-only for the dashboard\n"
+    "\n"
+    "Signals: SIGTERM/SIGINT stop (what was received is stored); SIGHUP reloads the\n"
+    "configuration ([log], [campaign], [retention], pki.crl_days at once; the rest at\n"
+    "the next start; a broken file is refused). Under systemd (Type=notify): READY=1,\n"
+    "RELOADING=1, STOPPING=1, and WATCHDOG=1 while the ingest turns (WatchdogSec=).\n"
     "\n"
     "Exit status: 0 stopped cleanly, 1 failed, 2 usage or configuration error.\n"
     "Wire protocol: docs/fleet-protocol.md; operator API: docs/internals/fleet-admin.md.\n";
 
 /* ---- configuration ------------------------------------------------------------------------- */
-
-#define U(s, k, d, lo, hi) {s, k, KEEL_CFG_UINT, d, lo, hi}
-#define S(s, k, d) {s, k, KEEL_CFG_STRING, d, 0, 0}
-#define P(s, k, d) {s, k, KEEL_CFG_PATH, d, 0, 0}
-
-static const keel_cfg_key_t schema[] = {
-    S("log", "level", "info"),
-    S("log", "target", "stderr"),
-    S("database", "url", NULL), /* default: sqlite:<config dir>/fleet.db */
-    S("broker", "address", NULL),
-    S("broker", "server_name", NULL),
-    S("broker", "client_id", "keel-fleetd"),
-    S("broker", "share_group", "fleet"),
-    P("broker", "certificate", NULL),
-    P("broker", "chain", NULL),
-    P("broker", "key", NULL),
-    P("broker", "ca", NULL),
-    U("broker", "keepalive", "60", 5, 3600),
-    U("broker", "session_expiry", "604800", 60, 4294967294u),
-    U("broker", "receive_max", "1000", 1, 65534),
-    U("ingest", "batch", "2000", 1, 10000),
-    U("ingest", "queue", "4000", 10, 1000000),
-    U("ingest", "gap_grace", "120", 1, 86400),
-    S("update_server", "listen", NULL),
-    P("update_server", "certificate", NULL),
-    P("update_server", "chain", NULL),
-    P("update_server", "key", NULL),
-    P("update_server", "device_ca", NULL),
-    U("update_server", "max_connections", "1024", 1, 100000),
-    U("update_server", "request_timeout", "120", 5, 3600),
-    P("update_server", "bundles", "bundles"),
-    S("admin", "listen", "127.0.0.1:8445"),
-    P("admin", "certificate", NULL),
-    P("admin", "chain", NULL),
-    P("admin", "key", NULL),
-    P("admin", "tokens", "tokens"),
-    U("admin", "max_connections", "64", 1, 10000),
-    U("admin", "request_timeout", "300", 5, 3600),
-    U("admin", "body_max", "268435456", 1024, 4294967295u),
-    P("pki", "factory", NULL),
-    P("pki", "crl", NULL),
-    P("pki", "service_crl", NULL),
-    U("pki", "crl_days", "30", 1, 3650),
-    P("pki", "broker_pid_file", NULL),
-    P("trust", "release_root", NULL),
-    U("campaign", "tick", "10", 1, 86400),
-    U("campaign", "fail_permille", "200", 1, 1000),
-    U("campaign", "min_finished", "5", 1, 1000000),
-    U("retention", "raw_days", "30", 1, 3650),
-    U("retention", "aggregate_days", "400", 1, 36500),
-    U("retention", "alert_days", "180", 1, 36500),
-    U("retention", "interval", "3600", 10, 604800),
-};
-#define SCHEMA_BASE (sizeof schema / sizeof *schema)
-
-/* The schema above and the detectors' [anomaly] keys. */
-static keel_cfg_key_t *full_schema(size_t *n)
-{
-    size_t na = 0;
-    const keel_cfg_key_t *a = keel_fleet_anomaly_config_schema(&na);
-    keel_cfg_key_t *all = malloc((SCHEMA_BASE + na) * sizeof *all);
-    if (all == NULL)
-        return NULL;
-    memcpy(all, schema, sizeof schema);
-    memcpy(all + SCHEMA_BASE, a, na * sizeof *a);
-    *n = SCHEMA_BASE + na;
-    return all;
-}
 
 static keel_status_t path_or_empty(const keel_config_t *c, const char *s, const char *k, char out[KEEL_PATH_MAX])
 {
@@ -198,6 +145,9 @@ static keel_status_t config_check(fleetd_t *f)
     if (st == KEEL_OK && group != NULL && strcmp(group, "none") != 0 &&
         (group[0] == '\0' || strpbrk(group, "/+#$ ") != NULL || strlen(group) > 64))
         st = keel_errorf(KEEL_ERR_CONFIG, "[broker] share_group must be a plain name (or none)");
+    keel_sandbox_mode_t mode;
+    if (st == KEEL_OK)
+        st = keel_sandbox_mode_parse(keel_config_str(c, "security", "seccomp"), &mode);
     return st;
 }
 
@@ -234,16 +184,133 @@ static void on_retention(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Keys a reload applies at once: each is read where it is used, on the main
+ * loop (the two timers are re-armed). Every other key is read at start, or
+ * copied into a thread, and changes at the next start. */
+static const struct {
+    const char *section, *key;
+} live_keys[] = {
+    {"log", "level"},           {"log", "target"},           {"campaign", "tick"},
+    {"campaign", "fail_permille"}, {"campaign", "min_finished"}, {"retention", "raw_days"},
+    {"retention", "aggregate_days"}, {"retention", "alert_days"}, {"retention", "interval"},
+    {"pki", "crl_days"},
+};
+
+static bool is_live(const char *section, const char *key)
+{
+    for (size_t i = 0; i < sizeof live_keys / sizeof *live_keys; i++)
+        if (strcmp(live_keys[i].section, section) == 0 && strcmp(live_keys[i].key, key) == 0)
+            return true;
+    return false;
+}
+
+static bool same(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static void logging_apply(const keel_config_t *c)
+{
+    keel_log_level_t lvl = KEEL_LOG_INFO;
+    if (keel_log_level_parse(keel_config_str(c, "log", "level"), &lvl) == KEEL_OK)
+        keel_log_set_level(lvl);
+    keel_log_to_syslog(strcmp(keel_config_str(c, "log", "target"), "syslog") == 0 ? "keel-fleetd" : NULL);
+}
+
+static keel_status_t config_read(const fleetd_t *f, keel_config_t **out)
+{
+    keel_config_t *c = NULL;
+    keel_status_t st = keel_config_load(f->config_path, f->schema, f->n_schema, &c);
+    for (size_t i = 0; st == KEEL_OK && i < f->n_overrides; i++)
+        st = keel_config_override(c, f->overrides[i]);
+    if (st == KEEL_OK) {
+        fleetd_t probe = *f; /* config_check fills the derived paths of a copy */
+        probe.cfg = c;
+        st = config_check(&probe);
+    }
+    if (st != KEEL_OK) {
+        keel_config_free(c);
+        return st;
+    }
+    *out = c;
+    return KEEL_OK;
+}
+
+/* SIGHUP: the file is read and checked whole; a broken one is refused and
+ * the running configuration stays. Of a good one, the live keys are copied
+ * into the running configuration and every other change is named as waiting
+ * for the next start (the MQTT and ingest threads hold copies of theirs). */
+static void reload(fleetd_t *f)
+{
+    keel_notify("RELOADING=1");
+    keel_config_t *c = NULL;
+    if (config_read(f, &c) != KEEL_OK) {
+        keel_log(KEEL_LOG_ERROR, "fleet: reload refused, the running configuration stays: %s", keel_error_message());
+        keel_error_clear();
+        keel_notify("READY=1");
+        return;
+    }
+    unsigned applied = 0, waiting = 0;
+    uint64_t tick = keel_config_uint(f->cfg, "campaign", "tick");
+    uint64_t interval = keel_config_uint(f->cfg, "retention", "interval");
+    for (size_t i = 0; i < f->n_schema; i++) {
+        const char *sec = f->schema[i].section, *key = f->schema[i].key;
+        const char *was = keel_config_str(f->cfg, sec, key), *now = keel_config_str(c, sec, key);
+        if (same(was, now))
+            continue;
+        if (!is_live(sec, key)) {
+            keel_log(KEEL_LOG_WARN, "fleet: reload: [%s] %s changes at the next start", sec, key);
+            waiting++;
+            continue;
+        }
+        char assign[KEEL_CONFIG_VALUE_MAX + 64];
+        if (keel_snprintf(assign, sizeof assign, "%s.%s=%s", sec, key, now) != KEEL_OK ||
+            keel_config_override(f->cfg, assign) != KEEL_OK) {
+            keel_log(KEEL_LOG_ERROR, "fleet: reload: [%s] %s: %s", sec, key, keel_error_message());
+            keel_error_clear();
+            continue;
+        }
+        keel_log(KEEL_LOG_INFO, "fleet: reload: [%s] %s = %s", sec, key, now);
+        applied++;
+    }
+    keel_config_free(c);
+    logging_apply(f->cfg);
+    struct timeval tv = {.tv_sec = (time_t)keel_config_uint(f->cfg, "campaign", "tick")};
+    if (f->tick != NULL && tick != keel_config_uint(f->cfg, "campaign", "tick") && event_add(f->tick, &tv) != 0)
+        keel_log(KEEL_LOG_ERROR, "fleet: reload: cannot re-arm the campaign timer");
+    tv.tv_sec = (time_t)keel_config_uint(f->cfg, "retention", "interval");
+    if (f->retention != NULL && interval != keel_config_uint(f->cfg, "retention", "interval") &&
+        event_add(f->retention, &tv) != 0)
+        keel_log(KEEL_LOG_ERROR, "fleet: reload: cannot re-arm the retention timer");
+    keel_log(KEEL_LOG_INFO, "fleet: configuration reloaded: %u change%s applied, %u at the next start", applied,
+             applied == 1 ? "" : "s", waiting);
+    keel_notify("READY=1");
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     fleetd_t *f = arg;
     if (sig == SIGHUP) {
-        keel_log(KEEL_LOG_INFO, "fleet: SIGHUP: configuration changes apply at the next start");
+        reload(f);
         return;
     }
     keel_log(KEEL_LOG_INFO, "fleet: stopping (signal %d)", (int)sig);
+    keel_notify("STOPPING=1");
     event_base_loopbreak(f->base);
+}
+
+/* The watchdog's check of the ingest thread: it turns at least every 200 ms
+ * when idle, and between attempts when the database refuses a batch; one
+ * silent for a whole watchdog interval is stuck (a call that never returns). */
+static bool ingest_alive(void *arg)
+{
+    const fleetd_t *f = arg;
+    if (f->ingest == NULL)
+        return true;
+    int64_t limit_ms = (int64_t)(keel_notify_watchdog_usec() / 1000);
+    int64_t turned = atomic_load(&fleetd_ingest_stats(f->ingest)->turned_ms);
+    return limit_ms <= 0 || (int64_t)(keel_now() * 1000) - turned < limit_ms;
 }
 
 /* ---- start and stop ---------------------------------------------------------------------------------- */
@@ -435,7 +502,7 @@ static keel_cfg_key_t *g_schema;
 int main(int argc, char **argv)
 {
     size_t n_schema = 0;
-    keel_cfg_key_t *sch = g_schema = full_schema(&n_schema);
+    keel_cfg_key_t *sch = g_schema = fleetd_config_schema(&n_schema);
     if (sch == NULL) {
         fputs("keel-fleetd: out of memory\n", stderr);
         return EXIT_FAIL;
@@ -473,9 +540,11 @@ int main(int argc, char **argv)
         fputs(usage_text, stderr);
         return EXIT_USAGE;
     }
-    keel_status_t st = keel_config_load(f.config_path, sch, n_schema, &f.cfg);
-    for (size_t i = 0; st == KEEL_OK && i < n_over; i++)
-        st = keel_config_override(f.cfg, overrides[i]);
+    f.overrides = overrides;
+    f.n_overrides = n_over;
+    f.schema = sch;
+    f.n_schema = n_schema;
+    keel_status_t st = config_read(&f, &f.cfg);
     if (st == KEEL_OK)
         st = config_check(&f);
     if (st != KEEL_OK) {
@@ -483,11 +552,7 @@ int main(int argc, char **argv)
         keel_config_free(f.cfg);
         return EXIT_USAGE;
     }
-    keel_log_level_t lvl = KEEL_LOG_INFO;
-    if (keel_log_level_parse(keel_config_str(f.cfg, "log", "level"), &lvl) == KEEL_OK)
-        keel_log_set_level(lvl);
-    if (strcmp(keel_config_str(f.cfg, "log", "target"), "syslog") == 0)
-        keel_log_to_syslog("keel-fleetd");
+    logging_apply(f.cfg);
     if (check) {
         st = keel_fleet_db_open(f.db_url, &f.db);
         if (st == KEEL_OK)
@@ -499,7 +564,14 @@ int main(int argc, char **argv)
         keel_config_free(f.cfg);
         return st == KEEL_OK ? EXIT_OK : EXIT_FAIL;
     }
-    signal(SIGPIPE, SIG_IGN);
+    /* Before any file of the state is opened, so none is root's (5.6-7). */
+    if ((st = keel_sandbox_drop_user(keel_config_str(f.cfg, "security", "user"))) != KEEL_OK) {
+        fprintf(stderr, "keel-fleetd: %s\n", keel_error_message());
+        keel_config_free(f.cfg);
+        return st == KEEL_ERR_CONFIG ? EXIT_USAGE : EXIT_FAIL;
+    }
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        keel_log(KEEL_LOG_WARN, "cannot ignore SIGPIPE: %s", strerror(errno));
     f.started = (int64_t)time(NULL);
     f.base = event_base_new();
     struct event *sigs[3] = {NULL, NULL, NULL};
@@ -513,14 +585,29 @@ int main(int argc, char **argv)
         st = keel_errorf(KEEL_ERR_NOMEM, "event_base_new failed");
     if (st == KEEL_OK)
         st = start(&f);
+    if (st == KEEL_OK) {
+        /* Start-up is over: listeners bound, database open, MQTT and ingest threads running. */
+        keel_sandbox_mode_t mode = KEEL_SANDBOX_KILL;
+        char applied[KEEL_SANDBOX_SUMMARY_MAX];
+        if ((st = keel_sandbox_mode_parse(keel_config_str(f.cfg, "security", "seccomp"), &mode)) == KEEL_OK &&
+            (st = keel_sandbox_apply("keel-fleetd", mode, applied, sizeof applied)) == KEEL_OK)
+            keel_log(KEEL_LOG_INFO, "fleet: sandbox: %s", applied);
+    }
     int rc = EXIT_OK;
     if (st != KEEL_OK) {
         fprintf(stderr, "keel-fleetd: %s\n", keel_error_message());
         rc = st == KEEL_ERR_CONFIG ? EXIT_USAGE : EXIT_FAIL;
     } else {
         keel_log(KEEL_LOG_INFO, "fleet: ready");
+        keel_notify("READY=1");
+        if (keel_watchdog_start(f.base, ingest_alive, &f, &f.watchdog) != KEEL_OK) {
+            keel_log(KEEL_LOG_WARN, "fleet: %s", keel_error_message()); /* systemd restarts a silent fleetd */
+            keel_error_clear();
+        }
         event_base_dispatch(f.base);
     }
+    keel_watchdog_free(f.watchdog);
+    f.watchdog = NULL;
     stop(&f);
     for (int i = 0; i < 3; i++)
         if (sigs[i] != NULL)

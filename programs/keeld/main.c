@@ -8,7 +8,8 @@
  * SIGTERM/SIGINT stop it gracefully (no new connections, running password
  * checks and installs finish); SIGHUP reloads the configuration (a broken
  * file is refused and the running one kept). Under systemd (Type=notify) it
- * reports READY=1, RELOADING=1 and STOPPING=1 on $NOTIFY_SOCKET.
+ * reports READY=1, RELOADING=1 and STOPPING=1 on $NOTIFY_SOCKET, and pings
+ * the watchdog (WatchdogSec=) from its event loop.
  */
 #define _GNU_SOURCE
 #include "cloud.h"
@@ -19,6 +20,7 @@
 #include "keel/crypto.h"
 #include "keel/device.h"
 #include "keel/identity.h"
+#include "keel/sandbox.h"
 #include "keel/slots.h"
 
 #include <event2/event.h>
@@ -32,8 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #define OVERRIDES_MAX 64
@@ -58,6 +58,12 @@ static const char usage_text[] =
     "      --check           load the configuration, report, and exit\n"
     "  -h, --help            this text\n"
     "  -V, --version         the version\n"
+    "\n"
+    "Least privilege (docs/internals/sandbox.md): started as root, keeld becomes\n"
+    "[security] user (-o security.user=NAME) before it opens its state; once started\n"
+    "it sets no_new_privs, drops every capability and installs a seccomp allow-list:\n"
+    "[security] seccomp = kill (default: an unlisted system call kills keeld), log\n"
+    "(the kernel logs it; for developing the list) or off.\n"
     "\n"
     "Signals: SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration.\n"
     "Exit status: 0 stopped cleanly, 1 failed, 2 usage or configuration error.\n"
@@ -106,29 +112,6 @@ static void *wipe_realloc(void *p, size_t n)
     return q;
 }
 
-/* ---- systemd notification (sd_notify's protocol, without libsystemd) ---- */
-
-static void notify(const char *msg)
-{
-    const char *path = getenv("NOTIFY_SOCKET");
-    if (path == NULL || path[0] == '\0')
-        return;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    size_t n = strlen(path);
-    if ((path[0] != '/' && path[0] != '@') || n >= sizeof sa.sun_path)
-        return;
-    memcpy(sa.sun_path, path, n);
-    if (sa.sun_path[0] == '@')
-        sa.sun_path[0] = '\0'; /* abstract namespace */
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return;
-    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
-               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
-        keel_log(KEEL_LOG_DEBUG, "sd_notify: %s", strerror(errno));
-    close(fd);
-}
-
 /* ---- configuration ----------------------------------------------------------- */
 
 static keel_status_t logging_apply(const keel_config_t *c)
@@ -165,6 +148,9 @@ static keel_status_t config_load(keeld_t *d, keel_config_t **out)
         st = keeld_cloud_config_check(c);
     if (st == KEEL_OK)
         st = keeld_updater_config_check(c);
+    keel_sandbox_mode_t sandbox;
+    if (st == KEEL_OK)
+        st = keel_sandbox_mode_parse(keel_config_str(c, "security", "seccomp"), &sandbox);
     if (st != KEEL_OK) {
         char why[KEEL_ERROR_MAX];
         snprintf(why, sizeof why, "%s", keel_error_message());
@@ -215,7 +201,7 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
         return;
     d->stopping = true;
     keel_log(KEEL_LOG_INFO, "%s: stopping", strsignal((int)sig));
-    notify("STOPPING=1");
+    keel_notify("STOPPING=1");
     keel_api_stop_listening(d->api);
     keeld_updater_stop(d->updater);
     keeld_cloud_stop(d->cloud);
@@ -227,13 +213,13 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig, (void)what;
     keeld_t *d = arg;
-    notify("RELOADING=1");
+    keel_notify("RELOADING=1");
     keel_config_t *c = NULL;
     keel_status_t st = d->n_configs < CONFIGS_MAX ? config_load(d, &c)
                                                   : keel_errorf(KEEL_ERR_CONFIG, "too many reloads; restart keeld");
     if (st != KEEL_OK) {
         keel_log(KEEL_LOG_ERROR, "reload refused, the running configuration stays: %s", keel_error_message());
-        notify("READY=1");
+        keel_notify("READY=1");
         return;
     }
     const keel_config_t *old = d->configs[d->n_configs - 1];
@@ -251,7 +237,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
     d->configs[d->n_configs++] = c;
     keel_log(KEEL_LOG_INFO, "configuration reloaded (limits, logging, update defaults; [auth] and api.listen "
                             "apply at the next start)");
-    notify("READY=1");
+    keel_notify("READY=1");
 }
 
 /* ---- start -------------------------------------------------------------------- */
@@ -299,6 +285,11 @@ static int run(keeld_t *d)
     if (logging_apply(cfg) != KEEL_OK) {
         fprintf(stderr, "keeld: %s\n", keel_error_message());
         return EXIT_USAGE;
+    }
+    /* Before any file of the state is opened, so none is root's (5.6-7). */
+    if ((st = keel_sandbox_drop_user(keel_config_str(cfg, "security", "user"))) != KEEL_OK) {
+        fprintf(stderr, "keeld: %s\n", keel_error_message());
+        return st == KEEL_ERR_CONFIG ? EXIT_USAGE : EXIT_FAIL;
     }
     char label_hash[KEEL_PATH_MAX];
     if (keel_config_path(cfg, "identity", "label_password_hash", label_hash) != KEEL_OK) {
@@ -352,6 +343,15 @@ static int run(keeld_t *d)
             evsignal_add(sig_term, NULL) != 0 || evsignal_add(sig_int, NULL) != 0 || evsignal_add(sig_hup, NULL) != 0)
             st = keel_errorf(KEEL_ERR_NOMEM, "cannot watch signals"), what = "libevent";
     }
+    if (st == KEEL_OK) {
+        /* Start-up is over: listeners bound, keystore open, threads running. */
+        keel_sandbox_mode_t mode = KEEL_SANDBOX_KILL;
+        char applied[KEEL_SANDBOX_SUMMARY_MAX];
+        what = "sandbox";
+        if ((st = keel_sandbox_mode_parse(keel_config_str(cfg, "security", "seccomp"), &mode)) == KEEL_OK &&
+            (st = keel_sandbox_apply("keeld", mode, applied, sizeof applied)) == KEEL_OK)
+            keel_log(KEEL_LOG_INFO, "sandbox: %s", applied);
+    }
     if (st != KEEL_OK) {
         keel_log(KEEL_LOG_ERROR, "%s: %s", what, keel_error_message());
         rc = st == KEEL_ERR_CONFIG ? EXIT_USAGE : EXIT_FAIL;
@@ -365,13 +365,19 @@ static int run(keeld_t *d)
             keeld_cloud_boot(d->cloud, &bs);
         else
             keel_log(KEEL_LOG_WARN, "boot event: %s", keel_error_message()), keel_error_clear();
-        notify("READY=1");
+        keel_notify("READY=1");
+        keel_watchdog_t *wd = NULL;
+        if (keel_watchdog_start(d->base, NULL, NULL, &wd) != KEEL_OK) {
+            keel_log(KEEL_LOG_WARN, "%s", keel_error_message()); /* systemd restarts a silent keeld */
+            keel_error_clear();
+        }
         if (event_base_dispatch(d->base) != 0) {
             keel_log(KEEL_LOG_ERROR, "the event loop failed");
         } else {
             rc = EXIT_OK;
             keel_log(KEEL_LOG_INFO, "stopped");
         }
+        keel_watchdog_free(wd);
     }
     /* The transfer is aborted first; the API's installer then ends (its
      * completion runs into the updater), then the transfer thread is joined. */
@@ -442,7 +448,8 @@ int main(int argc, char **argv)
     event_set_mem_functions(malloc, wipe_realloc, wipe_free);
     json_set_alloc_funcs(malloc, wipe_free);
     /* A client that goes away mid-answer must not kill the agent. */
-    signal(SIGPIPE, SIG_IGN);
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        keel_log(KEEL_LOG_WARN, "cannot ignore SIGPIPE: %s", strerror(errno));
     int rc = run(&d);
     for (size_t i = 0; i < d.n_configs; i++)
         keel_config_free(d.configs[i]);

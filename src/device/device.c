@@ -83,6 +83,9 @@ const keel_cfg_key_t keel_device_schema[] = {
     /* keeld: logging (never a secret) */
     STR("log", "level", "info"),  /* error, warn, info, debug */
     STR("log", "target", "stderr"), /* stderr or syslog */
+    /* keeld: least privilege (keel/sandbox.h, docs/internals/sandbox.md) */
+    STR("security", "user", NULL),      /* started as root: become this user before opening the state */
+    STR("security", "seccomp", "kill"), /* kill, log or off: what an unlisted system call does */
 };
 const size_t keel_device_schema_len = sizeof keel_device_schema / sizeof keel_device_schema[0];
 

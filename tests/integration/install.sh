@@ -23,6 +23,8 @@ if [ -z "$CC_USED" ] || [ -z "$LIBDIR" ] || [ -z "$UNITDIR" ]; then
     fail "CMakeCache.txt lacks the compiler or the install dirs"
 fi
 case $UNITDIR in /*) ;; *) UNITDIR=/usr/$UNITDIR ;; esac
+SYSUSERSDIR=$(cache KEEL_SYSUSERS_DIR)
+case $SYSUSERSDIR in /*) ;; *) SYSUSERSDIR=/usr/$SYSUSERSDIR ;; esac
 SAN=
 [ "$(cache KEEL_SANITIZE)" = ON ] && SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 VERSION=$(sed -n 's/^project(keel VERSION \([0-9.]*\).*/\1/p' "$S/CMakeLists.txt")
@@ -50,6 +52,7 @@ HEADERS="base.h config.h crypto.h keystore.h identity.h vault.h auth.h device.h 
     for m in "$S"/docs/man/*.1; do echo "usr/share/man/man1/${m##*/}"; done
     for m in "$S"/docs/man/*.8; do echo "usr/share/man/man8/${m##*/}"; done
     for u in "$S"/packaging/*.service; do echo "${UNITDIR#/}/${u##*/}"; done
+    for u in "$S"/packaging/sysusers.d/*.conf; do echo "${SYSUSERSDIR#/}/${u##*/}"; done
     for f in README.md SECURITY.md LICENSE LICENSE.md COPYING; do
         [ ! -e "$S/$f" ] || echo "usr/share/doc/keel/$f"
     done
@@ -80,6 +83,26 @@ done
 
 note "units, examples and documents as shipped; binaries executable"
 for u in "$S"/packaging/*.service; do cmp "$u" "$D$UNITDIR/${u##*/}" || fail "${u##*/} differs from packaging/"; done
+for u in "$S"/packaging/sysusers.d/*.conf; do
+    cmp "$u" "$D$SYSUSERSDIR/${u##*/}" || fail "sysusers.d/${u##*/} differs from packaging/"
+done
+note "systemd-sysusers makes the users the units name, locked, without a shell"
+if command -v systemd-sysusers >/dev/null 2>&1; then
+    R=$T/sysroot
+    mkdir -p "$R/etc"
+    systemd-sysusers --root="$R" "$D$SYSUSERSDIR"/*.conf >"$T/sysusers.out" 2>&1 ||
+        fail "systemd-sysusers: $(cat "$T/sysusers.out")"
+    for u in "$S"/packaging/*.service; do
+        user=$(sed -n 's/^User=//p' "$u")
+        [ -n "$user" ] || fail "${u##*/} names no User="
+        line=$(grep "^$user:" "$R/etc/passwd") || fail "sysusers.d made no user $user for ${u##*/}"
+        case "$line" in *:/usr/sbin/nologin | *:/sbin/nologin) ;; *) fail "$user has a login shell: $line" ;; esac
+        grep -q "^$user:!" "$R/etc/shadow" || grep -q "^$user:\*" "$R/etc/shadow" ||
+            fail "$user's password is not locked: $(grep "^$user:" "$R/etc/shadow")"
+    done
+else
+    note "(systemd-sysusers is missing: the users are not checked)"
+fi
 cmp "$S/packaging/mosquitto/keel-broker.conf" "$D/usr/share/doc/keel/examples/mosquitto/keel-broker.conf" ||
     fail "keel-broker.conf differs"
 cmp "$S/README.md" "$D/usr/share/doc/keel/README.md" || fail "README.md differs"

@@ -4,7 +4,8 @@
 # counter advances; a slot tampered on disk is refused by `keel boot` and the
 # alert is shown by keeld's API and log; keeld holds the update lock while it
 # runs; under systemd (a NOTIFY_SOCKET of our own) it reports READY=1,
-# RELOADING=1 then READY=1 on SIGHUP, and STOPPING=1 on SIGTERM.
+# WATCHDOG=1 (WATCHDOG_USEC), RELOADING=1 then READY=1 on SIGHUP, and
+# STOPPING=1 on SIGTERM.
 . "$(dirname "$0")/keeld_lib.sh"
 
 provision plug-1
@@ -39,7 +40,7 @@ while [ ! -S "$NOTIFY" ]; do
 done
 : >"$T/notify.log"
 
-NOTIFY_SOCKET=$NOTIFY start_keeld
+NOTIFY_SOCKET=$NOTIFY WATCHDOG_USEC=600000 start_keeld
 wait_notify() { # MESSAGE COUNT: until MESSAGE arrived COUNT times
     i=0
     while [ "$(grep -c "^$1\$" "$T/notify.log")" -lt "$2" ]; do
@@ -48,6 +49,13 @@ wait_notify() { # MESSAGE COUNT: until MESSAGE arrived COUNT times
     done
 }
 wait_notify READY=1 1
+note "WatchdogSec=: WATCHDOG=1 from the event loop, three times per interval"
+grep -q "watchdog: systemd expects a ping every 600 ms; pinging every 200 ms" "$KEELD_LOG" ||
+    die_log "keeld did not arm the watchdog"
+w0=$(grep -c "^WATCHDOG=1\$" "$T/notify.log" || true)
+sleep 1.2
+w1=$(grep -c "^WATCHDOG=1\$" "$T/notify.log" || true)
+[ $((w1 - w0)) -ge 4 ] || die_log "only $((w1 - w0)) watchdog pings in 1.2 s"
 grep -q "slot A (1.0.0) started healthy and is confirmed; anti-rollback counter 3" "$KEELD_LOG" ||
     die_log "keeld did not confirm the booted slot"
 

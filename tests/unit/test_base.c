@@ -1,7 +1,11 @@
-/* base: bounded buffers, bounded strings, atomic writes, fault injection. */
+/* base: bounded buffers, bounded strings, atomic writes, fault injection, systemd notification. */
 #include "testutil.h"
 
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -185,6 +189,92 @@ static void test_create_and_dir_checks(void **state)
     tmpdir_free(d);
 }
 
+/* A datagram socket bound where $NOTIFY_SOCKET will point (`name`, or the
+ * abstract namespace when it starts with '@'). */
+static int notify_listener(const char *name)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(name);
+    assert_true(n < sizeof sa.sun_path);
+    memcpy(sa.sun_path, name, n);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0';
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)), 0);
+    struct timeval tv = {.tv_sec = 2};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    return fd;
+}
+
+static void expect_datagram(int fd, const char *want)
+{
+    char got[64] = "";
+    ssize_t n = recv(fd, got, sizeof got - 1, 0);
+    assert_int_equal(n, (ssize_t)strlen(want));
+    assert_string_equal(got, want);
+}
+
+static void test_notify(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new(), p[KEEL_PATH_MAX], abstract[64];
+    path_in(p, d, "notify.sock");
+    int fd = notify_listener(p);
+    assert_int_equal(setenv("NOTIFY_SOCKET", p, 1), 0);
+    keel_notify("READY=1");
+    expect_datagram(fd, "READY=1");
+    keel_notify("WATCHDOG=1");
+    expect_datagram(fd, "WATCHDOG=1");
+    close(fd);
+    snprintf(abstract, sizeof abstract, "@keel-test-notify-%ld", (long)getpid());
+    fd = notify_listener(abstract);
+    assert_int_equal(setenv("NOTIFY_SOCKET", abstract, 1), 0);
+    keel_notify("STOPPING=1");
+    expect_datagram(fd, "STOPPING=1");
+    /* Unset, relative or too long: nothing is sent, nothing breaks. */
+    assert_int_equal(setenv("NOTIFY_SOCKET", "relative.sock", 1), 0);
+    keel_notify("READY=1");
+    assert_int_equal(unsetenv("NOTIFY_SOCKET"), 0);
+    keel_notify("READY=1");
+    char n = 0;
+    assert_int_equal(recv(fd, &n, 1, MSG_DONTWAIT), -1);
+    close(fd);
+    tmpdir_free(d);
+}
+
+static void test_notify_watchdog_usec(void **state)
+{
+    (void)state;
+    char pid[32];
+    snprintf(pid, sizeof pid, "%ld", (long)getpid());
+    assert_int_equal(unsetenv("WATCHDOG_PID"), 0);
+    assert_int_equal(unsetenv("WATCHDOG_USEC"), 0);
+    assert_int_equal(keel_notify_watchdog_usec(), 0);
+    static const struct {
+        const char *usec, *pid;
+        uint64_t want;
+    } cases[] = {
+        {"30000000", NULL, 30000000},  {"30000000", "", 0}, {"5", "self", 5},
+        {"0", NULL, 0},                {"", NULL, 0},              {"-5", NULL, 0},
+        {"12x", NULL, 0},              {" 12", NULL, 0},           {"18446744073709551616", NULL, 0},
+        {"18446744073709551615", NULL, UINT64_MAX}, {"1000", "1", 0}, {"1000", "12ab", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        assert_int_equal(setenv("WATCHDOG_USEC", cases[i].usec, 1), 0);
+        if (cases[i].pid == NULL)
+            assert_int_equal(unsetenv("WATCHDOG_PID"), 0);
+        else
+            assert_int_equal(setenv("WATCHDOG_PID", strcmp(cases[i].pid, "self") == 0 ? pid : cases[i].pid, 1), 0);
+        uint64_t got = keel_notify_watchdog_usec();
+        if (got != cases[i].want)
+            fail_msg("case %zu: WATCHDOG_USEC '%s': %llu, want %llu", i, cases[i].usec, (unsigned long long)got,
+                     (unsigned long long)cases[i].want);
+    }
+    assert_int_equal(unsetenv("WATCHDOG_PID"), 0);
+    assert_int_equal(unsetenv("WATCHDOG_USEC"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -195,6 +285,8 @@ int main(void)
         cmocka_unit_test(test_shred_and_trees),
         cmocka_unit_test(test_remove_tree_keeps_link_targets),
         cmocka_unit_test(test_create_and_dir_checks),
+        cmocka_unit_test(test_notify),
+        cmocka_unit_test(test_notify_watchdog_usec),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
