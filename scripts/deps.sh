@@ -7,7 +7,7 @@ PKGS="
 build-essential cmake ninja-build pkg-config clang
 libssl-dev openssl libsodium-dev libsqlite3-dev sqlite3 libjansson-dev libcmocka-dev
 softhsm2 opensc libengine-pkcs11-openssl libp11-dev libp11-kit-dev argon2 python3
-john-data libclang-rt-14-dev time cppcheck
+john-data libclang-rt-14-dev time cppcheck clang-tidy
 libevent-dev curl chromium libmosquitto-dev mosquitto mosquitto-clients
 nmap testssl.sh libarchive-dev
 libcurl4-openssl-dev libssh-dev lighttpd busybox dropbear-bin vsftpd inetutils-telnetd socat telnet

@@ -206,7 +206,7 @@ keel_status_t fleetd_token_make(const uint8_t rnd[FLEETD_TOKEN_RANDOM], const ch
     if (!fleetd_token_name_ok(name))
         return keel_errorf(KEEL_ERR_ARG, "a token's name is 1..%d of [A-Za-z0-9._@-], not starting with '.'",
                            FLEETD_TOKEN_NAME_MAX);
-    memcpy(tok, FLEETD_TOKEN_PREFIX, 4);
+    memcpy(tok, FLEETD_TOKEN_PREFIX, 4); /* NOLINT(bugprone-not-null-terminated-result): fleetd_b64url ends the token */
     keel_status_t st = fleetd_b64url(rnd, FLEETD_TOKEN_RANDOM, tok + 4, FLEETD_TOKEN_LEN + 1 - 4);
     uint8_t d[KEEL_SHA256_LEN];
     char hex[2 * KEEL_SHA256_LEN + 1];

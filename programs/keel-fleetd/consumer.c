@@ -334,7 +334,8 @@ static void cb_log(struct mosquitto *m, void *arg, int level, const char *text)
 
 static void sleep_interruptible(fleetd_consumer_t *c, double seconds)
 {
-    for (double left = seconds; left > 0 && !atomic_load(&c->stop); left -= 0.1) {
+    /* In tenths counted as an integer: a float counter drifts (CERT FLP30-C). The delay is capped by the backoff. */
+    for (long tenths = (long)(seconds * 10.0 + 0.5); tenths > 0 && !atomic_load(&c->stop); tenths--) {
         struct timespec ts = {0, 100 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }

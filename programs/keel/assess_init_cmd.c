@@ -216,7 +216,7 @@ static keel_status_t read_sources(const char *config, char **overrides, size_t n
         return st;
     char path[KEEL_PATH_MAX];
     if (keel_config_path(s->cfg, "privacy", "declaration", path) == KEEL_OK &&
-        (st = keel_privacy_declaration_load(path, &s->decl)) != KEEL_OK)
+        keel_privacy_declaration_load(path, &s->decl) != KEEL_OK)
         return keel_errorf(KEEL_ERR_CONFIG, "[privacy] declaration: %s", keel_error_message());
     if ((st = listen_port("[api] listen", keel_config_str(s->cfg, "api", "listen"), &s->api_port)) != KEEL_OK)
         return st;
@@ -569,9 +569,8 @@ static int draft(const char *config, char **ov, size_t nov, const char *out, int
         goto done;
     }
     /* The draft must pass the same checks a lab's copy will. */
-    if ((st = keel_assess_ics_check(ics, 0, &ph1)) != KEEL_OK ||
-        (st = keel_assess_ixit_check(ixit, out, 0, &ph2)) != KEEL_OK ||
-        (st = keel_assess_cross_check(ics, ixit)) != KEEL_OK) {
+    if (keel_assess_ics_check(ics, 0, &ph1) != KEEL_OK || keel_assess_ixit_check(ixit, out, 0, &ph2) != KEEL_OK ||
+        keel_assess_cross_check(ics, ixit) != KEEL_OK) {
         fprintf(stderr, "keel: " CMD ": the draft does not validate: %s\n", keel_error_message());
         goto done;
     }
@@ -579,8 +578,8 @@ static int draft(const char *config, char **ov, size_t nov, const char *out, int
         fprintf(stderr, "keel: " CMD ": %s: %s\n", out, strerror(errno));
         goto done;
     }
-    if ((st = keel_path_join(ics_path, sizeof ics_path, out, "ics.json")) != KEEL_OK ||
-        (st = keel_path_join(ixit_path, sizeof ixit_path, out, "ixit.json")) != KEEL_OK) {
+    if (keel_path_join(ics_path, sizeof ics_path, out, "ics.json") != KEEL_OK ||
+        keel_path_join(ixit_path, sizeof ixit_path, out, "ixit.json") != KEEL_OK) {
         rc = cli_fail(CMD, KEEL_ERR_ARG);
         goto done;
     }

@@ -203,6 +203,7 @@ static time_t parse_day(const char *s)
 {
     int y, m, d;
     char tail;
+    /* NOLINTNEXTLINE(cert-err34-c): the widths cap each number at 4 digits, it cannot overflow */
     if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || s[4] != '-' || s[7] != '-' ||
         y < 1970 || m < 1 || m > 12 || d < 1 || d > 31)
         return (time_t)-1;

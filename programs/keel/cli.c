@@ -19,7 +19,8 @@ int cli_fail(const char *cmd, keel_status_t st)
     return st == KEEL_ERR_ARG || st == KEEL_ERR_CONFIG ? CLI_USAGE : CLI_FAILED;
 }
 
-int cli_usage(const char *cmd, const char *fmt, ...)
+/* In parentheses: not the analyzer's macro of cli.h. */
+int(cli_usage)(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

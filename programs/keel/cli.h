@@ -13,6 +13,10 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 /* "keel: <cmd>: <message>" on stderr; returns 2 for argument errors, else 1. */
 int cli_fail(const char *cmd, keel_status_t st);
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#ifdef __clang_analyzer__
+/* For the static analyzer, which does not follow variadic calls: what cli_usage returns. */
+#define cli_usage(...) ((void)cli_usage(__VA_ARGS__), CLI_USAGE)
+#endif
 /* Progress bar on stderr, only when stderr is a terminal. */
 void cli_progress(void *arg, unsigned done, unsigned total);
 /* Prints one JSON document on stdout. */

@@ -854,8 +854,8 @@ static int parse_since(const char *s, long long *out)
     unsigned long mul = s[n - 1] == 's' ? 1 : s[n - 1] == 'm' ? 60 : s[n - 1] == 'h' ? 3600 : s[n - 1] == 'd' ? 86400 : 0;
     if (mul == 0 || !cli_parse_uint(num, 0, 3650UL * 86400UL, &v) || v * mul > 3650UL * 86400UL)
         return 0;
-    long long now = (long long)time(NULL);
-    *out = now > (long long)(v * mul) ? now - (long long)(v * mul) : 0;
+    long long now = (long long)time(NULL), ago = (long long)v * (long long)mul;
+    *out = now > ago ? now - ago : 0;
     return 1;
 }
 

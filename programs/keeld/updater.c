@@ -537,6 +537,7 @@ static void campaign_start(keeld_updater_t *u, const keeld_offer_t *o)
     memcpy(c->feed.sha256, o->sha256, sizeof c->feed.sha256);
     int p[2] = {-1, -1};
     char why[WHY_MAX] = "";
+    bool started = false; /* not why[0]: an empty error message must not pass for a start */
     xfer_t *x = NULL;
     char path[64];
     snprintf(path, sizeof path, "/v1/bundles/%s", o->campaign);
@@ -558,9 +559,11 @@ static void campaign_start(keeld_updater_t *u, const keeld_offer_t *o)
             snprintf(why, sizeof why, "%s", keel_error_message());
             keel_error_clear();
             c->feed.fd = -1;
+        } else {
+            started = true;
         }
     }
-    if (why[0] != '\0') {
+    if (!started) {
         for (int i = 0; i < 2; i++)
             if (p[i] >= 0)
                 close(p[i]);

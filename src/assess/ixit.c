@@ -303,7 +303,7 @@ static keel_status_t check_format(vctx_t *c, const json_t *doc, const char *form
     const char *s;
     c->draft = 0; /* the status itself is never a placeholder */
     keel_status_t st = get_enum(c, doc, "$", "status", REQ, statuses, &s);
-    if (st == KEEL_OK)
+    if (st == KEEL_OK && s != NULL)
         c->draft = strcmp(s, "draft") == 0;
     return st;
 }

@@ -404,9 +404,11 @@ static json_t *judge_provision(const keel_assess_provision_t *pr, const json_t *
     fit(cid, sizeof cid, "%s/conceptual", pr->id);
     const char *cverdict;
     int skip_functional = 0;
-    if (ics == NULL) {
+    if (ics == NULL || support == NULL) {
         cverdict = KEEL_VERDICT_INCONCLUSIVE;
-        fit(reason, sizeof reason, "no ICS and IXIT (discovery mode): the design cannot be judged");
+        fit(reason, sizeof reason, "%s",
+            ics == NULL ? "no ICS and IXIT (discovery mode): the design cannot be judged"
+                        : "the ICS states no support for this provision: the design cannot be judged");
     } else if (strcmp(support, "not_applicable") == 0) {
         cverdict = KEEL_VERDICT_NA;
         const char *feat = json_string_value(json_object_get(entry, "missing_feature"));

@@ -237,7 +237,7 @@ static keel_status_t check_test(const json_t *t, const char *path, const char *p
     size_t n = strlen(pid);
     if (strncmp(id, pid, n) != 0 || id[n] != '/' || id[n + 1] == '\0')
         return bad(path, "id", "must be the provision's id, '/' and a name");
-    const json_t *findings, *evidence;
+    const json_t *findings = NULL, *evidence = NULL;
     if ((st = check_list(t, path, "findings", &findings)) != KEEL_OK ||
         (st = check_list(t, path, "evidence", &evidence)) != KEEL_OK)
         return st;

@@ -649,7 +649,7 @@ static keel_status_t probe_run(probe_t *p, json_t *doc)
     json_t *pref = hs_json(&r);
     if (pref == NULL || json_object_set_new(doc, "preferred", pref) != 0)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory for the TLS document");
-    int accepted[NVERSIONS];
+    int accepted[NVERSIONS] = {0}; /* read below even when probe_versions failed early */
     keel_status_t st = probe_versions(p, doc, accepted);
     int any = 0;
     for (size_t i = 0; i < NVERSIONS; i++)

@@ -27,7 +27,7 @@ static void base64url(const uint8_t in[TOKEN_RAW_LEN], char out[KEEL_AUTH_TOKEN_
     if (bits > 0)
         out[o++] = alphabet[(acc << (6 - bits)) & 63u];
     out[o] = '\0';
-    acc = 0;
+    keel_wipe(&acc, sizeof acc); /* it held token bits; a plain store would be optimised away */
 }
 
 static void random_token(char out[KEEL_AUTH_TOKEN_LEN + 1])

@@ -34,7 +34,8 @@ const char *keel_status_str(keel_status_t st)
     return "unknown";
 }
 
-keel_status_t keel_errorf(keel_status_t st, const char *fmt, ...)
+/* In parentheses: not the analyzer's macro of keel/base.h. */
+keel_status_t(keel_errorf)(keel_status_t st, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

@@ -8,7 +8,8 @@
 #include <sodium.h>
 #include <string.h>
 
-keel_status_t keel_crypto_error(keel_status_t st, const char *what)
+/* In parentheses: not the analyzer's macro of keel/crypto.h. */
+keel_status_t(keel_crypto_error)(keel_status_t st, const char *what)
 {
     unsigned long e = ERR_get_error();
     char reason[256] = "unknown reason";

@@ -819,7 +819,7 @@ keel_status_t keel_factory_crl(keel_factory_t *f, keel_pki_t which, const char *
         uint64_t number = 0;
         if ((st = crl_number_read(numpath, &number)) == KEEL_OK &&
             (st = crl_sign(crl, f->issuing[which], f->issuing_key[which], number + 1)) == KEEL_OK &&
-            (st = keel_snprintf(txt, sizeof txt, "%llu\n", (unsigned long long)(number + 1))) == KEEL_OK)
+            (st = keel_snprintf(txt, sizeof txt, "%llu\n", (unsigned long long)number + 1)) == KEEL_OK)
             st = keel_file_write_atomic(numpath, txt, strlen(txt), 0644);
     }
     close(lock); /* releases the flock */

@@ -624,7 +624,7 @@ static keel_status_t write_manifest(prov_t *p)
             n++;
     }
     closedir(d);
-    if (st == KEEL_OK)
+    if (st == KEEL_OK && n > 0) /* qsort's array must not be NULL, even empty */
         qsort(ids, n, sizeof *ids, cmp_str);
 
     json_t *devs = json_array();

@@ -38,6 +38,7 @@ _Static_assert(KEEL_FLEET_ANOMALY_STATE_TEXT_MAX <= 4096, "the store keeps at mo
 /* A profile half hour is learnt only from at least this many usable minutes. */
 #define FLEET_SLOT_MIN_MINUTES 10.0
 #define SLOT_S (86400 / KEEL_FLEET_ANOMALY_SLOTS)
+_Static_assert(86400 % KEEL_FLEET_ANOMALY_SLOTS == 0, "a slot is a whole number of seconds");
 /* Hysteresis of the decaying statistics (rate, reconnect, auth): an
  * incident clears only once its statistic fell below this share of its
  * threshold (incident_keep). */
@@ -769,6 +770,7 @@ static int slot_of(int64_t t)
 /* The profile at time t (a minute's start), linear between half-hour centres. */
 static double profile_at(const keel_fleet_anomaly_fleet_t *f, int m, int64_t t)
 {
+    /* NOLINTNEXTLINE(bugprone-integer-division): SLOT_S divides a day exactly (asserted above) */
     double pos = (double)((t % 86400 + 86400) % 86400 + 30) / SLOT_S - 0.5;
     double fl = floor(pos);
     double frac = pos - fl;

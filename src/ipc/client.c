@@ -203,7 +203,7 @@ static keel_status_t reply_error(const ipc_message_t *m)
 /* After a failed send: keeld may have said why it closed (forbidden, busy). */
 static keel_status_t send_failed(keel_ipc_client_t *c, int err)
 {
-    ipc_message_t m;
+    ipc_message_t m = {0};
     if (c->fd >= 0 && read_line(c, keel_now(), &m) == KEEL_OK) {
         bool said = !m.is_command && !m.ok;
         keel_status_t st = said ? reply_error(&m) : KEEL_OK;

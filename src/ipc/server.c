@@ -618,8 +618,10 @@ void keel_ipc_server_free(keel_ipc_server_t *s)
 {
     if (s == NULL)
         return;
-    while (s->clients != NULL)
-        client_free(s->clients);
+    for (ipc_client_t *cl = s->clients, *next; cl != NULL; cl = next) {
+        next = cl->next;
+        client_free(cl);
+    }
     evconnlistener_free(s->lev);
     event_free(s->resume);
     unlink_own(s);

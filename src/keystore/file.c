@@ -50,9 +50,7 @@ static keel_status_t kek_from_file(const char *path, int create, uint8_t kek[KEE
     keel_buf_t b;
     st = keel_fd_read(fd, path, KEEL_KEYSTORE_KEK_LEN, &b);
     close(fd);
-    if (st == KEEL_OK && b.len != KEEL_KEYSTORE_KEK_LEN)
-        st = keel_errorf(KEEL_ERR_FORMAT, "key-encryption key %s must be %d bytes", path, KEEL_KEYSTORE_KEK_LEN);
-    else if (st == KEEL_ERR_TOO_LARGE)
+    if (st == KEEL_ERR_TOO_LARGE || (st == KEEL_OK && b.len != KEEL_KEYSTORE_KEK_LEN))
         st = keel_errorf(KEEL_ERR_FORMAT, "key-encryption key %s must be %d bytes", path, KEEL_KEYSTORE_KEK_LEN);
     if (st == KEEL_OK)
         memcpy(kek, b.data, KEEL_KEYSTORE_KEK_LEN);

@@ -59,6 +59,7 @@ static const char *const sql[S_COUNT] = {
     [S_ROLLBACK_TO] = "ROLLBACK TO keel_outbox_put",
     [S_FIND_MSGID] = "SELECT seq FROM outbox WHERE msgid = ?1",
     /* Least important kind first, oldest first within a kind (index outbox_kind). */
+    /* NOLINTNEXTLINE(bugprone-suspicious-missing-comma): one statement over two lines */
     [S_DROP_OLDEST] = "DELETE FROM outbox WHERE seq = (SELECT seq FROM outbox WHERE kind <= ?1"
                       " ORDER BY kind, seq LIMIT 1) RETURNING kind, size",
     [S_DELETE] = "DELETE FROM outbox WHERE seq = ?1 RETURNING kind, size",

@@ -70,6 +70,10 @@ static keel_status_t bad(const char *path, const char *fmt, ...)
         msg[0] = '\0';
     return keel_errorf(KEEL_ERR_FORMAT, "declaration: %s: %s", path, msg);
 }
+#ifdef __clang_analyzer__
+/* For the static analyzer, which does not follow variadic calls: what bad returns. */
+#define bad(...) ((void)bad(__VA_ARGS__), KEEL_ERR_FORMAT)
+#endif
 
 /* JSON paths for messages; a path too long to show ends in "...". */
 static void path_done(char out[PATH_MAX_LEN], int n)

@@ -119,7 +119,7 @@ static int get_str(const uint8_t *p, size_t cap, char *out)
 void keel_bootstate_encode(const keel_bootstate_t *st, uint8_t rec[KEEL_BOOTSTATE_RECORD_LEN])
 {
     memset(rec, 0, KEEL_BOOTSTATE_RECORD_LEN);
-    memcpy(rec, REC_MAGIC, 8);
+    memcpy(rec, REC_MAGIC, 8); /* NOLINT(bugprone-not-null-terminated-result): a binary record */
     put_u32(rec + OFF_FORMAT, REC_FORMAT);
     put_u64(rec + OFF_SEQ, st->seq);
     rec[OFF_ACTIVE] = slot_byte(st->active);

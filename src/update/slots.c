@@ -242,7 +242,7 @@ keel_status_t keel_slots_reset_journal(keel_slots_t *s)
 {
     if (s == NULL || s->vault == NULL)
         return keel_errorf(KEEL_ERR_IO, "the vault is unavailable: %s", s != NULL ? s->vault_err : "");
-    uint32_t v[JOURNAL_N];
+    uint32_t v[JOURNAL_N] = {0};
     keel_status_t st = journal_read(s, v);
     if (st == KEEL_ERR_NOT_FOUND) {
         keel_error_clear();
@@ -266,7 +266,7 @@ keel_status_t keel_slots_reset_journal(keel_slots_t *s)
 
 static keel_status_t journal_finish(keel_slots_t *s)
 {
-    uint32_t v[JOURNAL_N];
+    uint32_t v[JOURNAL_N] = {0};
     keel_status_t st = journal_read(s, v);
     if (st == KEEL_ERR_NOT_FOUND) {
         keel_error_clear();
@@ -606,7 +606,7 @@ static keel_status_t write_payload(keel_bundle_reader_t *r, const keel_manifest_
         w.stop = true;
         pthread_cond_broadcast(&w.cv);
         pthread_mutex_unlock(&w.mu);
-        pthread_join(thread, NULL);
+        pthread_join(thread, NULL); /* NOLINT(clang-analyzer-core.CallAndMessage): set when w.threaded */
         pthread_cond_destroy(&w.cv);
         pthread_mutex_destroy(&w.mu);
     }

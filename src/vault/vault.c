@@ -393,7 +393,7 @@ static keel_status_t new_key(keel_vault_t *v)
 {
     uint8_t file[KEY_FILE_MAX];
     size_t n = 0;
-    memcpy(file, key_magic, KEY_MAGIC_LEN);
+    memcpy(file, key_magic, KEY_MAGIC_LEN); /* NOLINT(bugprone-not-null-terminated-result): a binary file */
     keel_random_bytes(v->key, sizeof v->key);
     keel_status_t st = keel_keystore_seal(v->ks, KEEL_VAULT_WRAP_LABEL, KEY_WRAP_AD, v->key,
                                           sizeof v->key, file + KEY_MAGIC_LEN,
