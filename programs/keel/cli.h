@@ -65,6 +65,7 @@ int cmd_boot(int argc, char **argv);
 int cmd_app(int argc, char **argv);
 int cmd_assess(int argc, char **argv);
 int cmd_fleet(int argc, char **argv); /* fleet_cmd.c */
+int cmd_disclose(int argc, char **argv); /* disclose_cmd.c */
 
 /* keel assess subcommands, each in its own file (assess_*_cmd.c). */
 int assess_init_main(int argc, char **argv);

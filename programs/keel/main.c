@@ -19,6 +19,7 @@ static const char usage[] =
     "  app        on a device: telemetry, events, product state and commands through keeld\n"
     "  assess     for labs: ICS/IXIT, functional probes and static scans of any device\n"
     "  fleet      for operators: keel-fleetd's registry, campaigns, alerts, erasure (HTTPS API)\n"
+    "  disclose   for manufacturers: security.txt and the vulnerability disclosure policy\n"
     "  version    print the version\n"
     "\n"
     "Run 'keel <command> --help' for the options of a command.\n"
@@ -54,6 +55,8 @@ int main(int argc, char **argv)
         return cmd_assess(argc - 1, argv + 1);
     if (strcmp(argv[1], "fleet") == 0)
         return cmd_fleet(argc - 1, argv + 1);
+    if (strcmp(argv[1], "disclose") == 0)
+        return cmd_disclose(argc - 1, argv + 1);
     fprintf(stderr, "keel: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }
