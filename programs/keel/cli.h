@@ -66,6 +66,8 @@ int cmd_app(int argc, char **argv);
 int cmd_assess(int argc, char **argv);
 int cmd_fleet(int argc, char **argv); /* fleet_cmd.c */
 int cmd_disclose(int argc, char **argv); /* disclose_cmd.c */
+int cmd_sbom(int argc, char **argv);     /* supply_cmd.c */
+int cmd_vulns(int argc, char **argv);    /* supply_cmd.c */
 
 /* keel assess subcommands, each in its own file (assess_*_cmd.c). */
 int assess_init_main(int argc, char **argv);

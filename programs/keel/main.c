@@ -20,6 +20,8 @@ static const char usage[] =
     "  assess     for labs: ICS/IXIT, functional probes and static scans of any device\n"
     "  fleet      for operators: keel-fleetd's registry, campaigns, alerts, erasure (HTTPS API)\n"
     "  disclose   for manufacturers: security.txt and the vulnerability disclosure policy\n"
+    "  sbom       for release engineers: a CycloneDX SBOM of the programs and every library\n"
+    "  vulns      for release engineers: OSV advisories matched against an SBOM\n"
     "  version    print the version\n"
     "\n"
     "Run 'keel <command> --help' for the options of a command.\n"
@@ -57,6 +59,10 @@ int main(int argc, char **argv)
         return cmd_fleet(argc - 1, argv + 1);
     if (strcmp(argv[1], "disclose") == 0)
         return cmd_disclose(argc - 1, argv + 1);
+    if (strcmp(argv[1], "sbom") == 0)
+        return cmd_sbom(argc - 1, argv + 1);
+    if (strcmp(argv[1], "vulns") == 0)
+        return cmd_vulns(argc - 1, argv + 1);
     fprintf(stderr, "keel: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }
