@@ -41,10 +41,8 @@ bench: build
 FUZZ ?= build-fuzz
 FUZZ_SECONDS ?= 60
 fuzz: deps
-	@CC=clang cmake -S . -B $(FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_LIBFUZZER=ON >/dev/null
-	@cmake --build $(FUZZ) -j $(JOBS) --target fuzz_labels fuzz_sealed fuzz_api fuzz_ipc \
-	    fuzz_mqtt fuzz_securitytxt fuzz_report fuzz_ixit \
-	    fuzz_fleet_envelope fuzz_fleet_anomaly_state fuzz_fleet_manifest fuzz_fleet_admin_query
+	@CC=clang cmake -S . -B $(FUZZ) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKEEL_LIBFUZZER=ON -DKEEL_PROFILE=test >/dev/null
+	@cmake --build $(FUZZ) -j $(JOBS) --target fuzz_all
 	@sh tests/fuzz/run.sh $(FUZZ) $(FUZZ_SECONDS)
 
 clean:

@@ -221,8 +221,16 @@ keel_status_t keel_config_override(keel_config_t *c, const char *assignment)
     ssize_t i = find_key(c, assignment, (size_t)(dot - assignment), dot + 1, (size_t)(eq - dot - 1));
     if (i < 0)
         return keel_errorf(KEEL_ERR_CONFIG, "override: unknown key '%.*s'", (int)(eq - assignment), assignment);
-    keel_status_t st = check_value(&c->schema[i], eq + 1, "override");
-    return st == KEEL_OK ? set_value(c, (size_t)i, eq + 1, 0) : st;
+    /* Trimmed as a file's value is: whatever -o sets, a file can hold. */
+    char *copy = strdup(eq + 1);
+    if (copy == NULL)
+        return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
+    const char *value = trim(copy);
+    keel_status_t st = check_value(&c->schema[i], value, "override");
+    if (st == KEEL_OK)
+        st = set_value(c, (size_t)i, value, 0);
+    free(copy);
+    return st;
 }
 
 static size_t index_of(const keel_config_t *c, const char *section, const char *key)

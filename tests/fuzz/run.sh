@@ -14,7 +14,10 @@ for bin in "$build"/tests/fuzz/fuzz_*; do
     mkdir -p "$work/corpus" "$work/artifacts"
     cp -n "$src/corpus/$name"/* "$work/corpus/" 2>/dev/null || true
     cp -n "$build/tests/fuzz/corpus/$name"/* "$work/corpus/" 2>/dev/null || true # seeds made by cmake
-    if "$bin" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 \
+    # Per-target libFuzzer flags, one per line (fuzz_firmware.options says why).
+    opts=$(grep -v '^#' "$src/$t.options" 2>/dev/null || true)
+    # shellcheck disable=SC2086 # one flag per word
+    if "$bin" -max_total_time="$secs" -max_len=65536 -print_final_stats=1 $opts \
         -artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1; then
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/log")
         printf '%-20s %10s executions in %ss, no finding (corpus: %s inputs)\n' "$name" "${execs:-?}" "$secs" \

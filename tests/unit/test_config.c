@@ -47,6 +47,25 @@ static void test_parse_and_types(void **state)
     tmpdir_free(d);
 }
 
+/* fuzz_config: an override kept the blanks around its value, which a file
+ * trims, so a value set with -o could not be written back into the file. */
+static void test_override_trims_like_the_file(void **state)
+{
+    (void)state;
+    char *d = tmpdir_new();
+    keel_config_t *c = NULL;
+    assert_int_equal(load_text(d, "[net]\nlisten =  a:1 \t\n", &c), KEEL_OK);
+    assert_string_equal(keel_config_str(c, "net", "listen"), "a:1");
+    assert_int_equal(keel_config_override(c, "net.listen= b:2 \t"), KEEL_OK);
+    assert_string_equal(keel_config_str(c, "net", "listen"), "b:2");
+    assert_int_equal(keel_config_override(c, "net.max_conns= 20 "), KEEL_OK);
+    assert_int_equal(keel_config_uint(c, "net", "max_conns"), 20);
+    assert_int_equal(keel_config_override(c, "net.listen=  "), KEEL_ERR_CONFIG); /* empty, as in a file */
+    keel_error_clear();
+    keel_config_free(c);
+    tmpdir_free(d);
+}
+
 static void test_errors_name_the_line(void **state)
 {
     (void)state;
@@ -142,6 +161,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_and_types),
+        cmocka_unit_test(test_override_trims_like_the_file),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_starter_config),
     };
