@@ -379,7 +379,7 @@ step_update() {
     echo "  campaign $CAMP: $(py 'd["version"]' "$W/fleet.json")"
     wait_until 60 "the device did not install 1.1.0" fleet_true 'd["counts"]["installed"] == 1' campaign show "$CAMP"
     echo "Told over MQTT, the device fetched it over mutual TLS and installed it into the inactive slot:"
-    grep "update server: sending" "$FLEET_DIR/op.log" | sed 's/^keel: info: fleet: /  keel-fleetd: /'
+    grep "update server: sending" "$FLEET_DIR/op.log" | sed 's/^keel-fleetd: info: fleet: /  keel-fleetd: /'
     grep "needs a reboot" "$W/keeld.log" | tail -n 1 | sed 's/^keeld: info: /  keeld: /'
     echo "The device reboots (emulated: keeld stops, the boot loader's step, keeld starts again);"
     echo "the thermostat regulates on meanwhile and reconnects:"
@@ -435,7 +435,7 @@ print("  link %-8s outbox %3d queued   thermostat %.1f C, heating %s" % (d["link
     _back() { [ "$(grep -c "connected to the broker" "$FLEET_DIR/op.log" || :)" -gt "$_conns" ]; }
     wait_until 70 "keel-fleetd did not come back to the broker" _back
     echo "  keel-fleetd back on the broker after $(secs $(($(now_ms) - _t))) s (its back-off: 1 s doubling to 60 s, jittered):"
-    grep "connected to the broker" "$FLEET_DIR/op.log" | tail -n 1 | sed 's/^keel: info: fleet: /  keel-fleetd: /'
+    grep "connected to the broker" "$FLEET_DIR/op.log" | tail -n 1 | sed 's/^keel-fleetd: info: fleet: /  keel-fleetd: /'
     _drained() { api 200 GET link '' "$TOKEN" >/dev/null && true_in 'd["outbox"]["pending"] == 0' "$W/resp"; }
     wait_until 30 "the outbox did not drain" _drained
     _last=$(($(py 'd["outbox"]["next_seq"]' "$W/resp") - 1))
@@ -482,7 +482,7 @@ print("    cloud:  erase request %s (%s)" % (r["cloud"]["request"], r["cloud"]["
     REQ=$(py 'd["receipt"]["cloud"]["request"]' "$W/resp")
     echo "The erase request goes to the fleet over MQTT; keel-fleetd erases and answers with its receipt:"
     wait_until 30 "the fleet did not confirm the erase" in_log "$W/keeld.log" "the fleet confirmed the cloud erase $REQ"
-    grep "erased .* messages of $DEV (request $REQ)" "$FLEET_DIR/op.log" | sed 's/^keel: info: fleet: /  keel-fleetd: /'
+    grep "erased .* messages of $DEV (request $REQ)" "$FLEET_DIR/op.log" | sed 's/^keel-fleetd: info: fleet: /  keel-fleetd: /'
     grep "the fleet confirmed the cloud erase $REQ" "$W/keeld.log" | sed 's/^keeld: info: /  keeld: /'
     _upto=$(fleet_sql "SELECT erased_seq FROM device_seq WHERE device = '$DEV'")
     _left=$(fleet_sql "SELECT count(*) FROM messages WHERE device = '$DEV' AND seq <= $_upto")
@@ -573,6 +573,47 @@ step_refused() {
     run "$KEEL" boot --state "$_d"
 }
 
+step_confined() {
+    echo "keeld and keel-fleetd confined themselves once started (5.6-7, docs/internals/sandbox.md):"
+    grep -h "sandbox:" "$W/keeld.log" "$FLEET_DIR/op.log" | sed 's/^/  /'
+    # shellcheck disable=SC2154 # FLEET_PID_op: set by fleet_start (eval)
+    for _p in "keeld:$KEELD_PID" "keel-fleetd:$FLEET_PID_op"; do
+        _st=/proc/${_p#*:}/status
+        _nnp=$(sed -n 's/^NoNewPrivs:[[:space:]]*//p' "$_st")
+        _sc=$(sed -n 's/^Seccomp:[[:space:]]*//p' "$_st")
+        _cap=$(sed -n 's/^CapEff:[[:space:]]*//p' "$_st")
+        [ "$_nnp" = 1 ] && [ "$_sc" = 2 ] && [ "$_cap" = 0000000000000000 ] ||
+            fail "${_p%%:*} is not confined: NoNewPrivs $_nnp, Seccomp $_sc, CapEff $_cap"
+        echo "  /proc of ${_p%%:*}: NoNewPrivs $_nnp, Seccomp $_sc (filter), CapEff $_cap (no capability)"
+    done
+    echo "(started by root here; under the shipped units they also run as their own users, keel and keel-fleetd)"
+}
+
+step_supply() {
+    echo "The SBOM of what ships: the programs and every library they load, from the dpkg database:"
+    FLEETD_BIN=$BUILD/programs/keel-fleetd/keel-fleetd
+    run "$KEEL" sbom --out "$W/sbom.json" "$KEEL" "$KEELD" "$FLEETD_BIN"
+    py '"  CycloneDX %s, %d components, e.g. " % (d["specVersion"], len(d["components"])) + ", ".join(
+        c["name"] + " " + c["version"] for c in d["components"] if c["name"] in ("libssl3", "libsqlite3-0", "libsodium23"))' \
+        "$W/sbom.json"
+    echo "An advisory against the installed OpenSSL (made up for the demo, in OSV's format), matched:"
+    _v=$(dpkg-query -W -f='${Version}' libssl3)
+    mkdir -p "$W/advisories"
+    cat >"$W/advisories/DEMO-2026-0001.json" <<ADV
+{"schema_version": "1.6.0", "id": "DEMO-2026-0001", "modified": "2026-11-01T00:00:00Z",
+ "summary": "a made-up flaw in OpenSSL, for the demo", "aliases": ["CVE-2099-0001"],
+ "affected": [{"package": {"ecosystem": "Debian:12", "name": "openssl"},
+               "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "$_v+demo1"}]}]}]}
+ADV
+    show_cmd "$KEEL" vulns --sbom "$W/sbom.json" --advisories "$W/advisories"
+    expect_rc 1 "$KEEL" vulns --sbom "$W/sbom.json" --advisories "$W/advisories"
+    sed 's/^/  /' "$T/out" | head -n 12
+    echo "The disclosure policy and security.txt a product publishes (5.2-1):"
+    run "$KEEL" disclose --contact mailto:security@acme.example --policy-url https://acme.example/security/policy \
+        --expires +180 --vendor "Acme Thermostats" --product thermo-1 --out "$W/disclose"
+    sed -n '/^Contact:/,$p' "$W/disclose/security.txt" | sed 's/^/  /'
+}
+
 # ---- the end --------------------------------------------------------------------------------------
 
 hold() { # KEEL_DEMO_KEEP=1 on a terminal: everything stays up until Enter
@@ -637,6 +678,8 @@ story step_assess "keel assess: the device judged against EN 303 645, as a test 
 story step_audit_flaws "The audit catches a careless factory (5.1-2)"
 story step_softhsm "Device keys made on a secure element (SoftHSM2)"
 story step_refused "Tampered and rolled-back bundles refused"
+story step_confined "Least privilege: keeld and keel-fleetd confined (no_new_privs, seccomp)"
+story step_supply "The supply chain: an SBOM, an advisory matched, the disclosure policy"
 # More steps go here (each a step_NAME function above, shown with its time in the summary);
 # they run while the device, the broker and keel-fleetd are still up.
 hold

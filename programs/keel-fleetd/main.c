@@ -501,6 +501,7 @@ static keel_cfg_key_t *g_schema;
 
 int main(int argc, char **argv)
 {
+    keel_log_set_prefix("keel-fleetd");
     size_t n_schema = 0;
     keel_cfg_key_t *sch = g_schema = fleetd_config_schema(&n_schema);
     if (sch == NULL) {
