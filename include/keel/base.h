@@ -113,6 +113,9 @@ keel_status_t keel_buf_printf(keel_buf_t *b, const char *fmt, ...)
 void keel_buf_reset(keel_buf_t *b);
 void keel_buf_free(keel_buf_t *b);
 
+/* The value of a hexadecimal digit in either case, or -1. */
+int keel_hex_digit(char c);
+
 /* Bounded string helpers: KEEL_ERR_TOO_LARGE instead of truncating. */
 keel_status_t keel_strlcpy(char *dst, const char *src, size_t cap) KEEL_MUST_CHECK;
 keel_status_t keel_snprintf(char *dst, size_t cap, const char *fmt, ...)
@@ -174,6 +177,10 @@ keel_status_t keel_file_shred(const char *path) KEEL_MUST_CHECK;
  * only if it is a real directory owned by us and not writable by others. */
 keel_status_t keel_dir_make(const char *path, mode_t mode) KEEL_MUST_CHECK;
 keel_status_t keel_dir_sync(const char *path) KEEL_MUST_CHECK;
+/* An output directory for others to read (reports, published files): made
+ * 0755 whatever the umask, its parent synced (the parent must exist); an
+ * existing one must be a directory. */
+keel_status_t keel_dir_make_public(const char *path) KEEL_MUST_CHECK;
 /* Renames and fsyncs the parent directory of `to` (commits a staged dir). */
 keel_status_t keel_rename_commit(const char *from, const char *to) KEEL_MUST_CHECK;
 /* Removes a directory tree (half-made staging directories) without ever

@@ -34,17 +34,6 @@ const char *fleetd_role_name(fleetd_role_t r)
     return r == FLEETD_ROLE_ADMIN ? "admin" : "read";
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The next field of a line: skips blanks, returns its start and length. */
 static const char *field(const char **p, const char *end, size_t *len)
 {
@@ -82,7 +71,7 @@ static keel_status_t token_line(const char *p, const char *end, unsigned lineno,
     if (lh != 2 * KEEL_SHA256_LEN)
         return keel_errorf(KEEL_ERR_FORMAT, "tokens line %u: the hash is 64 hex digits", lineno);
     for (size_t i = 0; i < KEEL_SHA256_LEN; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        int hi = keel_hex_digit(hex[2 * i]), lo = keel_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return keel_errorf(KEEL_ERR_FORMAT, "tokens line %u: the hash is 64 hex digits", lineno);
         t->sha256[i] = (uint8_t)(hi << 4 | lo);
@@ -390,7 +379,7 @@ static bool decode(const char *s, size_t n, char *out, size_t cap)
         if (c == '%') {
             if (i + 2 >= n)
                 return false;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            int hi = keel_hex_digit(s[i + 1]), lo = keel_hex_digit(s[i + 2]);
             if (hi < 0 || lo < 0)
                 return false;
             c = hi << 4 | lo;

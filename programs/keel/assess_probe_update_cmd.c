@@ -198,24 +198,6 @@ int assess_probe_update_main(int argc, char **argv)
     return assess_probe_finish(doc, json, print_update);
 }
 
-/* "YYYY-MM-DD" as midnight UTC; -1 when it is not a real date. */
-static time_t parse_day(const char *s)
-{
-    int y, m, d;
-    char tail;
-    /* NOLINTNEXTLINE(cert-err34-c): the widths cap each number at 4 digits, it cannot overflow */
-    if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || s[4] != '-' || s[7] != '-' ||
-        y < 1970 || m < 1 || m > 12 || d < 1 || d > 31)
-        return (time_t)-1;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
-    time_t t = timegm(&tm);
-    struct tm back;
-    /* 2031-02-31 normalises to March: not a date */
-    if (t == (time_t)-1 || gmtime_r(&t, &back) == NULL || back.tm_mday != d || back.tm_mon != m - 1)
-        return (time_t)-1;
-    return t;
-}
-
 static void print_publication(json_t *doc)
 {
     static const char *const keys[] = {"security_txt", "policy", "support_page"};
@@ -260,7 +242,7 @@ int assess_probe_publication_main(int argc, char **argv)
         case 's': o.security_txt = optarg; break;
         case 'p': o.policy = optarg; break;
         case 'e':
-            if (parse_day(optarg) == (time_t)-1)
+            if (cli_parse_day(optarg) == (time_t)-1)
                 return cli_usage(cmd, "--support-end must be a date YYYY-MM-DD");
             o.support_end = optarg;
             break;
@@ -268,7 +250,7 @@ int assess_probe_publication_main(int argc, char **argv)
         case 'b': o.base_dir = optarg; break;
         case 'C': o.ca_file = optarg; break;
         case 'n':
-            o.now = parse_day(optarg);
+            o.now = cli_parse_day(optarg);
             if (o.now == (time_t)-1 || o.now == 0)
                 return cli_usage(cmd, "--now must be a date YYYY-MM-DD after 1970-01-01");
             break;

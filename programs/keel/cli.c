@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,4 +176,21 @@ int cli_dispatch(const char *group, const char *usage, const cli_sub_t *subs, si
     }
     fprintf(stderr, "keel: %s: unknown subcommand '%s'\n\n%s", group, sub, usage);
     return CLI_USAGE;
+}
+
+time_t cli_parse_day(const char *s)
+{
+    int y, m, d;
+    char tail;
+    /* NOLINTNEXTLINE(cert-err34-c): the widths cap each number at 4 digits, it cannot overflow */
+    if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || s[4] != '-' || s[7] != '-' ||
+        y < 1970 || m < 1 || m > 12 || d < 1 || d > 31)
+        return (time_t)-1;
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
+    time_t t = timegm(&tm);
+    struct tm back;
+    /* 2031-02-31 normalises to March: not a date */
+    if (t == (time_t)-1 || gmtime_r(&t, &back) == NULL || back.tm_mday != d || back.tm_mon != m - 1)
+        return (time_t)-1;
+    return t;
 }

@@ -6,6 +6,7 @@
 #include "keel/factory.h"
 
 #include <jansson.h>
+#include <time.h>
 
 /* Exit codes (DESIGN.md): 0 success, 1 failed or found problems, 2 usage. */
 enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
@@ -13,6 +14,8 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 /* "keel: <cmd>: <message>" on stderr; returns 2 for argument errors, else 1. */
 int cli_fail(const char *cmd, keel_status_t st);
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "YYYY-MM-DD" as midnight UTC; (time_t)-1 when it is not a real date (1970 on). */
+time_t cli_parse_day(const char *s);
 #ifdef __clang_analyzer__
 /* For the static analyzer, which does not follow variadic calls: what cli_usage returns. */
 #define cli_usage(...) ((void)cli_usage(__VA_ARGS__), CLI_USAGE)

@@ -49,23 +49,6 @@ static const char disclose_usage[] =
     "Check the published files with 'keel assess probe publication --security-txt URL --policy URL'.\n"
     "Exit status: 0 written, 1 a file could not be written, 2 usage error (a wrong option).\n";
 
-/* "YYYY-MM-DD" as midnight UTC; (time_t)-1 when it is not a real date. */
-static time_t parse_day(const char *s)
-{
-    int y, m, d;
-    char tail;
-    /* NOLINTNEXTLINE(cert-err34-c): the widths cap each number at 4 digits, it cannot overflow */
-    if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || s[4] != '-' || s[7] != '-' ||
-        y < 1971 || m < 1 || m > 12 || d < 1 || d > 31)
-        return (time_t)-1;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
-    time_t t = timegm(&tm);
-    struct tm back;
-    if (t == (time_t)-1 || gmtime_r(&t, &back) == NULL || back.tm_mday != d || back.tm_mon != m - 1)
-        return (time_t)-1;
-    return t;
-}
-
 /* Each option once: a second value would silently win otherwise. */
 static int once(const char *cmd, const char **slot, const char *name)
 {
@@ -117,7 +100,7 @@ int cmd_disclose(int argc, char **argv)
         case 'F': rc = once(cmd, &days[2], "fix-days"); break;
         case 'o': rc = once(cmd, &out, "out"); break;
         case 'n':
-            o.now = parse_day(optarg);
+            o.now = cli_parse_day(optarg);
             if (o.now == (time_t)-1)
                 return cli_usage(cmd, "--now must be a date YYYY-MM-DD after 1970");
             break;

@@ -1340,41 +1340,6 @@ keel_status_t keel_assess_report_junit(const json_t *report, keel_buf_t *out)
 
 /* ---- the four files -------------------------------------------------------------------- */
 
-/* DIR made 0755 when missing (its parent must exist), else it must be a
- * directory. */
-static keel_status_t out_dir(const char *dir)
-{
-    if (mkdir(dir, 0755) == 0) {
-        /* mkdir honoured the umask; the report is for others to read. */
-        if (chmod(dir, 0755) != 0)
-            return keel_errorf(KEEL_ERR_IO, "chmod %s: %s", dir, strerror(errno));
-        char parent[KEEL_PATH_MAX];
-        keel_status_t st = keel_strlcpy(parent, dir, sizeof parent);
-        if (st != KEEL_OK)
-            return keel_errorf(KEEL_ERR_IO, "%s: path too long", dir);
-        size_t n = strlen(parent);
-        while (n > 1 && parent[n - 1] == '/')
-            parent[--n] = '\0';
-        char *slash = strrchr(parent, '/');
-        if (slash == NULL)
-            return keel_dir_sync(".");
-        if (slash == parent)
-            slash[1] = '\0';
-        else
-            *slash = '\0';
-        return keel_dir_sync(parent);
-    }
-    if (errno != EEXIST)
-        return keel_errorf(KEEL_ERR_IO, "mkdir %s: %s%s", dir, strerror(errno),
-                           errno == ENOENT ? " (its parent must exist)" : "");
-    struct stat sb;
-    if (stat(dir, &sb) != 0)
-        return keel_errorf(KEEL_ERR_IO, "stat %s: %s", dir, strerror(errno));
-    if (!S_ISDIR(sb.st_mode))
-        return keel_errorf(KEEL_ERR_IO, "%s exists and is not a directory", dir);
-    return KEEL_OK;
-}
-
 typedef keel_status_t (*render_fn)(const json_t *, keel_buf_t *);
 
 static keel_status_t render_json(const json_t *report, keel_buf_t *out)
@@ -1421,7 +1386,7 @@ keel_status_t keel_assess_report_write(const json_t *report, const char *dir)
         }
     }
     if (st == KEEL_OK)
-        st = out_dir(dir);
+        st = keel_dir_make_public(dir);
     for (size_t i = 0; i < NFILES && st == KEEL_OK; i++) {
         char path[KEEL_PATH_MAX];
         st = keel_path_join(path, sizeof path, dir, files[i].name);

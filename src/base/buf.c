@@ -118,3 +118,14 @@ keel_status_t keel_path_join(char *out, size_t cap, const char *dir, const char 
         return keel_errorf(KEEL_ERR_TOO_LARGE, "path %s/%s is longer than %zu bytes", dir, name, cap);
     return KEEL_OK;
 }
+
+int keel_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}

@@ -284,6 +284,27 @@ keel_status_t keel_dir_make(const char *path, mode_t mode)
     return KEEL_OK;
 }
 
+keel_status_t keel_dir_make_public(const char *path)
+{
+    if (mkdir(path, 0755) == 0) {
+        char parent[KEEL_PATH_MAX];
+        keel_status_t st = parent_dir(path, parent, sizeof parent);
+        /* mkdir honoured the umask; these files are for others to read */
+        if (st == KEEL_OK && chmod(path, 0755) != 0)
+            st = keel_errorf(KEEL_ERR_IO, "chmod %s: %s", path, strerror(errno));
+        return st == KEEL_OK ? keel_dir_sync(parent) : st;
+    }
+    if (errno != EEXIST)
+        return keel_errorf(KEEL_ERR_IO, "mkdir %s: %s%s", path, strerror(errno),
+                           errno == ENOENT ? " (its parent must exist)" : "");
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return keel_errorf(KEEL_ERR_IO, "stat %s: %s", path, strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return keel_errorf(KEEL_ERR_IO, "%s exists and is not a directory", path);
+    return KEEL_OK;
+}
+
 keel_status_t keel_rename_commit(const char *from, const char *to)
 {
     char dir[KEEL_PATH_MAX];

@@ -872,40 +872,6 @@ keel_status_t keel_disclose_policy_md(const keel_disclose_opts_t *d, keel_buf_t 
 
 /* ---- writing ------------------------------------------------------------------------ */
 
-/* DIR made 0755 when missing (the files are for the public), else it must be
- * a directory. */
-static keel_status_t out_dir(const char *dir)
-{
-    if (mkdir(dir, 0755) == 0) {
-        /* mkdir honoured the umask */
-        if (chmod(dir, 0755) != 0)
-            return keel_errorf(KEEL_ERR_IO, "chmod %s: %s", dir, strerror(errno));
-        char parent[KEEL_PATH_MAX];
-        if (keel_strlcpy(parent, dir, sizeof parent) != KEEL_OK)
-            return keel_errorf(KEEL_ERR_ARG, "%s: path too long", dir);
-        size_t n = strlen(parent);
-        while (n > 1 && parent[n - 1] == '/')
-            parent[--n] = '\0';
-        char *slash = strrchr(parent, '/');
-        if (slash == NULL)
-            return keel_dir_sync(".");
-        if (slash == parent)
-            slash[1] = '\0';
-        else
-            *slash = '\0';
-        return keel_dir_sync(parent);
-    }
-    if (errno != EEXIST)
-        return keel_errorf(KEEL_ERR_IO, "mkdir %s: %s%s", dir, strerror(errno),
-                           errno == ENOENT ? " (its parent must exist)" : "");
-    struct stat sb;
-    if (stat(dir, &sb) != 0)
-        return keel_errorf(KEEL_ERR_IO, "stat %s: %s", dir, strerror(errno));
-    if (!S_ISDIR(sb.st_mode))
-        return keel_errorf(KEEL_ERR_IO, "%s exists and is not a directory", dir);
-    return KEEL_OK;
-}
-
 keel_status_t keel_disclose_write(const keel_disclose_opts_t *d, const char *dir)
 {
     if (dir == NULL || dir[0] == '\0')
@@ -927,7 +893,7 @@ keel_status_t keel_disclose_write(const keel_disclose_opts_t *d, const char *dir
     for (size_t i = 0; i < NFILES && st == KEEL_OK; i++)
         st = files[i].render(d, &bufs[i]);
     if (st == KEEL_OK)
-        st = out_dir(dir);
+        st = keel_dir_make_public(dir);
     for (size_t i = 0; i < NFILES && st == KEEL_OK; i++) {
         char path[KEEL_PATH_MAX];
         st = keel_path_join(path, sizeof path, dir, files[i].name);

@@ -20,17 +20,6 @@ typedef struct {
     const char *purl;
 } comp_t;
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes [s, s + n) into dst of KEEL_DPKG_FIELD_MAX bytes; false if malformed or too long. */
 static bool pct_decode(const char *s, size_t n, char *dst)
 {
@@ -40,7 +29,7 @@ static bool pct_decode(const char *s, size_t n, char *dst)
         if (c == '%') {
             if (i + 2 >= n)
                 return false;
-            int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+            int hi = keel_hex_digit(s[i + 1]), lo = keel_hex_digit(s[i + 2]);
             if (hi < 0 || lo < 0)
                 return false;
             c = hi * 16 + lo;
