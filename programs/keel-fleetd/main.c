@@ -217,17 +217,13 @@ static void logging_apply(const keel_config_t *c)
     keel_log_to_syslog(strcmp(keel_config_str(c, "log", "target"), "syslog") == 0 ? "keel-fleetd" : NULL);
 }
 
+/* The file with the command line's overrides (not yet checked: config_check). */
 static keel_status_t config_read(const fleetd_t *f, keel_config_t **out)
 {
     keel_config_t *c = NULL;
     keel_status_t st = keel_config_load(f->config_path, f->schema, f->n_schema, &c);
     for (size_t i = 0; st == KEEL_OK && i < f->n_overrides; i++)
         st = keel_config_override(c, f->overrides[i]);
-    if (st == KEEL_OK) {
-        fleetd_t probe = *f; /* config_check fills the derived paths of a copy */
-        probe.cfg = c;
-        st = config_check(&probe);
-    }
     if (st != KEEL_OK) {
         keel_config_free(c);
         return st;
@@ -244,7 +240,16 @@ static void reload(fleetd_t *f)
 {
     keel_notify("RELOADING=1");
     keel_config_t *c = NULL;
-    if (config_read(f, &c) != KEEL_OK) {
+    keel_status_t st = config_read(f, &c);
+    if (st == KEEL_OK) {
+        fleetd_t probe = *f; /* config_check fills the derived paths: of a copy, the running ones stay */
+        probe.cfg = c;
+        if ((st = config_check(&probe)) != KEEL_OK) {
+            keel_config_free(c);
+            c = NULL;
+        }
+    }
+    if (st != KEEL_OK) {
         keel_log(KEEL_LOG_ERROR, "fleet: reload refused, the running configuration stays: %s", keel_error_message());
         keel_error_clear();
         keel_notify("READY=1");
