@@ -115,6 +115,20 @@ void keel_buf_free(keel_buf_t *b);
 
 /* The value of a hexadecimal digit in either case, or -1. */
 int keel_hex_digit(char c);
+/* Percent-decodes [s, s + n) into out (cap bytes with the NUL); false on a
+ * bad escape, a NUL byte or no room. Callers check the bytes they allow. */
+bool keel_pct_decode(const char *s, size_t n, char *out, size_t cap);
+
+/* A writer with one sticky status, for renderers: after the first failure
+ * (the buffer's cap, memory) every later write is skipped and `st` kept, so
+ * the status is checked once at the end. */
+typedef struct {
+    keel_buf_t *b;
+    keel_status_t st;
+} keel_out_t;
+void keel_out_put(keel_out_t *o, const void *p, size_t n);
+void keel_out_puts(keel_out_t *o, const char *s);
+void keel_out_printf(keel_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Bounded string helpers: KEEL_ERR_TOO_LARGE instead of truncating. */
 keel_status_t keel_strlcpy(char *dst, const char *src, size_t cap) KEEL_MUST_CHECK;

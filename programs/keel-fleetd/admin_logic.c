@@ -373,23 +373,11 @@ int fleetd_admin_route(fleetd_method_t m, const char *path, fleetd_route_t *out)
 /* Percent-decodes [s, s+n) into out (cap with NUL); printable ASCII only. */
 static bool decode(const char *s, size_t n, char *out, size_t cap)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return false;
-            int hi = keel_hex_digit(s[i + 1]), lo = keel_hex_digit(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return false;
-            c = hi << 4 | lo;
-            i += 2;
-        }
-        if (c < 0x20 || c > 0x7E || o + 1 >= cap)
+    if (!keel_pct_decode(s, n, out, cap))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)out; *p != '\0'; p++)
+        if (*p < 0x20 || *p > 0x7E)
             return false;
-        out[o++] = (char)c;
-    }
-    out[o] = '\0';
     return true;
 }
 

@@ -421,45 +421,29 @@ keel_status_t keel_assess_report_check(const json_t *report)
 
 /* ---- output with one sticky status ------------------------------------------------------ */
 
-typedef struct {
-    keel_buf_t *b;
-    keel_status_t st;
-} out_t;
-
-static void put(out_t *o, const char *s, size_t n)
-{
-    if (o->st == KEEL_OK && n > 0)
-        o->st = keel_buf_append(o->b, s, n);
-}
-
-static void puts_(out_t *o, const char *s)
-{
-    put(o, s, strlen(s));
-}
-
-static void put_ll(out_t *o, long long v)
+static void put_ll(keel_out_t *o, long long v)
 {
     char tmp[32];
     int n = snprintf(tmp, sizeof tmp, "%lld", v);
     if (n > 0 && (size_t)n < sizeof tmp)
-        put(o, tmp, (size_t)n);
+        keel_out_put(o, tmp, (size_t)n);
     else if (o->st == KEEL_OK)
         o->st = keel_errorf(KEEL_ERR_FORMAT, "formatting failed");
 }
 
 /* Seconds with three decimals, for junit's time attributes. */
-static void put_seconds(out_t *o, long long us)
+static void put_seconds(keel_out_t *o, long long us)
 {
     char tmp[48];
     int n = snprintf(tmp, sizeof tmp, "%lld.%03lld", us / 1000000, (us % 1000000) / 1000);
     if (n > 0 && (size_t)n < sizeof tmp)
-        put(o, tmp, (size_t)n);
+        keel_out_put(o, tmp, (size_t)n);
     else if (o->st == KEEL_OK)
         o->st = keel_errorf(KEEL_ERR_FORMAT, "formatting failed");
 }
 
 /* A duration for people: "850 us", "12.4 ms", "41.2 s", "3 min 07 s". */
-static void put_duration(out_t *o, long long us)
+static void put_duration(keel_out_t *o, long long us)
 {
     char tmp[64];
     int n;
@@ -472,7 +456,7 @@ static void put_duration(out_t *o, long long us)
     else
         n = snprintf(tmp, sizeof tmp, "%lld min %02lld s", us / 60000000, (us / 1000000) % 60);
     if (n > 0 && (size_t)n < sizeof tmp)
-        put(o, tmp, (size_t)n);
+        keel_out_put(o, tmp, (size_t)n);
     else if (o->st == KEEL_OK)
         o->st = keel_errorf(KEEL_ERR_FORMAT, "formatting failed");
 }
@@ -548,7 +532,7 @@ static const char *replacement(esc_t esc, uint32_t cp, size_t len, unsigned char
 }
 
 /* Appends n bytes of s escaped for `esc`, copying runs that need nothing. */
-static void text_put(out_t *o, esc_t esc, const char *s, size_t n)
+static void text_put(keel_out_t *o, esc_t esc, const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t run = 0, i = 0;
@@ -562,28 +546,28 @@ static void text_put(out_t *o, esc_t esc, const char *s, size_t n)
             i += step;
             continue;
         }
-        put(o, (const char *)p + run, i - run);
-        puts_(o, r);
+        keel_out_put(o, (const char *)p + run, i - run);
+        keel_out_puts(o, r);
         i += step;
         run = i;
     }
-    put(o, (const char *)p + run, n - run);
+    keel_out_put(o, (const char *)p + run, n - run);
 }
 
-static void text(out_t *o, esc_t esc, const char *s)
+static void text(keel_out_t *o, esc_t esc, const char *s)
 {
     text_put(o, esc, s, strlen(s));
 }
 
 /* obj[key] escaped (its full length: an embedded NUL is escaped too). */
-static void field(out_t *o, esc_t esc, const json_t *obj, const char *key)
+static void field(keel_out_t *o, esc_t esc, const json_t *obj, const char *key)
 {
     text_put(o, esc, str_of(obj, key), len_of(obj, key));
 }
 
 /* At most `cap` bytes of obj[key], cut on a character boundary, with "..."
  * when cut. */
-static void field_capped(out_t *o, esc_t esc, const json_t *obj, const char *key, size_t cap)
+static void field_capped(keel_out_t *o, esc_t esc, const json_t *obj, const char *key, size_t cap)
 {
     const char *s = str_of(obj, key);
     size_t n = len_of(obj, key);
@@ -594,11 +578,11 @@ static void field_capped(out_t *o, esc_t esc, const json_t *obj, const char *key
     while (cap > 0 && ((unsigned char)s[cap] & 0xC0) == 0x80)
         cap--;
     text_put(o, esc, s, cap);
-    puts_(o, "...");
+    keel_out_puts(o, "...");
 }
 
 /* "Acme thermo-1 1.4.2" from the product, else "the device at <host>". */
-static void product_name(out_t *o, esc_t esc, const json_t *report)
+static void product_name(keel_out_t *o, esc_t esc, const json_t *report)
 {
     const json_t *pr = json_object_get(report, "product");
     const char *keys[] = {"manufacturer", "model", "firmware_version"};
@@ -607,25 +591,25 @@ static void product_name(out_t *o, esc_t esc, const json_t *report)
         if (!json_is_object(pr) || len_of(pr, keys[i]) == 0)
             continue;
         if (any)
-            puts_(o, " ");
+            keel_out_puts(o, " ");
         field(o, esc, pr, keys[i]);
         any = 1;
     }
     if (!any) {
-        puts_(o, "the device at ");
+        keel_out_puts(o, "the device at ");
         field(o, esc, json_object_get(report, "target"), "host");
     }
 }
 
 /* "host" or "host (address)" when they differ. */
-static void target_name(out_t *o, esc_t esc, const json_t *report)
+static void target_name(keel_out_t *o, esc_t esc, const json_t *report)
 {
     const json_t *t = json_object_get(report, "target");
     field(o, esc, t, "host");
     if (has_str(t, "address") && strcmp(str_of(t, "address"), str_of(t, "host")) != 0) {
-        puts_(o, " (");
+        keel_out_puts(o, " (");
         field(o, esc, t, "address");
-        puts_(o, ")");
+        keel_out_puts(o, ")");
     }
 }
 
@@ -659,77 +643,77 @@ static void count(const json_t *report, long long all[V_COUNT], long long mandat
     }
 }
 
-static void overall_line(out_t *o, long long mandatory_fail)
+static void overall_line(keel_out_t *o, long long mandatory_fail)
 {
     if (mandatory_fail == 0) {
-        puts_(o, "conforming: no mandatory provision fails");
+        keel_out_puts(o, "conforming: no mandatory provision fails");
         return;
     }
-    puts_(o, "NOT conforming: ");
+    keel_out_puts(o, "NOT conforming: ");
     put_ll(o, mandatory_fail);
-    puts_(o, mandatory_fail == 1 ? " mandatory provision fails" : " mandatory provisions fail");
+    keel_out_puts(o, mandatory_fail == 1 ? " mandatory provision fails" : " mandatory provisions fail");
 }
 
-static keel_status_t finish(out_t *o)
+static keel_status_t finish(keel_out_t *o)
 {
     return o->st;
 }
 
 /* ---- report.md ------------------------------------------------------------------------- */
 
-static void md_provision_line(out_t *o, const json_t *p)
+static void md_provision_line(keel_out_t *o, const json_t *p)
 {
-    puts_(o, "- **");
+    keel_out_puts(o, "- **");
     field(o, ESC_MD, p, "id");
-    puts_(o, "** (");
-    puts_(o, str_of(p, "status")[0] == 'M' ? "mandatory" : "recommended");
-    puts_(o, ") ");
+    keel_out_puts(o, "** (");
+    keel_out_puts(o, str_of(p, "status")[0] == 'M' ? "mandatory" : "recommended");
+    keel_out_puts(o, ") ");
     field(o, ESC_MD, p, "title");
-    puts_(o, ": ");
+    keel_out_puts(o, ": ");
     field(o, ESC_MD, p, "reason");
-    puts_(o, "\n");
+    keel_out_puts(o, "\n");
 }
 
-static void md_test(out_t *o, const json_t *t)
+static void md_test(keel_out_t *o, const json_t *t)
 {
-    puts_(o, "- ");
+    keel_out_puts(o, "- ");
     field(o, ESC_MD, t, "id");
-    puts_(o, " (");
+    keel_out_puts(o, " (");
     field(o, ESC_MD, t, "kind");
-    puts_(o, "): **");
+    keel_out_puts(o, "): **");
     field(o, ESC_MD, t, "verdict");
-    puts_(o, "**: ");
+    keel_out_puts(o, "**: ");
     field(o, ESC_MD, t, "reason");
-    puts_(o, "\n");
+    keel_out_puts(o, "\n");
     const json_t *findings = json_object_get(t, "findings");
     for (size_t i = 0; i < json_array_size(findings); i++) {
         const json_t *f = json_array_get(findings, i);
-        puts_(o, "  - ");
+        keel_out_puts(o, "  - ");
         field(o, ESC_MD, f, "severity");
-        puts_(o, ": ");
+        keel_out_puts(o, ": ");
         field(o, ESC_MD, f, "what");
-        puts_(o, "\n");
+        keel_out_puts(o, "\n");
     }
     const json_t *ev = json_object_get(t, "evidence");
     size_t n = json_array_size(ev);
     for (size_t i = 0; i < n && i < MD_EVIDENCE_SHOWN; i++) {
         const json_t *e = json_array_get(ev, i);
-        puts_(o, "  - evidence: sent ");
+        keel_out_puts(o, "  - evidence: sent ");
         if (has_str(e, "sent"))
             field_capped(o, ESC_MD, e, "sent", MD_EVIDENCE_TEXT);
         else
-            puts_(o, "nothing");
-        puts_(o, "; observed ");
+            keel_out_puts(o, "nothing");
+        keel_out_puts(o, "; observed ");
         if (has_str(e, "observed"))
             field_capped(o, ESC_MD, e, "observed", MD_EVIDENCE_TEXT);
         else
-            puts_(o, "nothing");
-        puts_(o, "\n");
+            keel_out_puts(o, "nothing");
+        keel_out_puts(o, "\n");
     }
     if (n > MD_EVIDENCE_SHOWN) {
-        puts_(o, "  - ");
+        keel_out_puts(o, "  - ");
         put_ll(o, (long long)(n - MD_EVIDENCE_SHOWN));
-        puts_(o, " more evidence entries in report.html and report.json\n");
+        keel_out_puts(o, " more evidence entries in report.html and report.json\n");
     }
 }
 
@@ -740,45 +724,45 @@ keel_status_t keel_assess_report_md(const json_t *report, keel_buf_t *out)
     keel_status_t st = keel_assess_report_check(report);
     if (st != KEEL_OK)
         return st;
-    out_t o = {out, KEEL_OK};
+    keel_out_t o = {out, KEEL_OK};
     const json_t *provisions = json_object_get(report, "provisions");
     long long all[V_COUNT], man[V_COUNT];
     count(report, all, man);
 
-    puts_(&o, "# EN 303 645 assessment of ");
+    keel_out_puts(&o, "# EN 303 645 assessment of ");
     product_name(&o, ESC_MD, report);
-    puts_(&o, "\n\n- Target: ");
+    keel_out_puts(&o, "\n\n- Target: ");
     target_name(&o, ESC_MD, report);
-    puts_(&o, "\n- Mode: ");
+    keel_out_puts(&o, "\n- Mode: ");
     field(&o, ESC_MD, report, "mode");
-    puts_(&o, "\n- Started: ");
+    keel_out_puts(&o, "\n- Started: ");
     field(&o, ESC_MD, report, "started");
-    puts_(&o, "\n- Duration: ");
+    keel_out_puts(&o, "\n- Duration: ");
     put_duration(&o, int_of(report, "duration_us"));
-    puts_(&o, "\n- Generator: ");
+    keel_out_puts(&o, "\n- Generator: ");
     field(&o, ESC_MD, report, "generator");
-    puts_(&o, "\n\n**");
+    keel_out_puts(&o, "\n\n**");
     overall_line(&o, man[V_FAIL]);
-    puts_(&o, ".**\n\n| provisions | PASS | FAIL | NOT\\_APPLICABLE | INCONCLUSIVE | total |\n"
-              "|---|---:|---:|---:|---:|---:|\n");
+    keel_out_puts(&o, ".**\n\n| provisions | PASS | FAIL | NOT\\_APPLICABLE | INCONCLUSIVE | total |\n"
+                  "|---|---:|---:|---:|---:|---:|\n");
     for (int row = 0; row < 2; row++) {
         const long long *c = row == 0 ? all : man;
-        puts_(&o, row == 0 ? "| all |" : "| mandatory |");
+        keel_out_puts(&o, row == 0 ? "| all |" : "| mandatory |");
         long long total = 0;
         for (int v = 0; v < V_COUNT; v++) {
-            puts_(&o, " ");
+            keel_out_puts(&o, " ");
             put_ll(&o, c[v]);
-            puts_(&o, " |");
+            keel_out_puts(&o, " |");
             total += c[v];
         }
-        puts_(&o, " ");
+        keel_out_puts(&o, " ");
         put_ll(&o, total);
-        puts_(&o, " |\n");
+        keel_out_puts(&o, " |\n");
     }
 
-    puts_(&o, "\n## Failures\n\n");
+    keel_out_puts(&o, "\n## Failures\n\n");
     if (all[V_FAIL] == 0)
-        puts_(&o, "None.\n");
+        keel_out_puts(&o, "None.\n");
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < json_array_size(provisions); i++) {
             const json_t *p = json_array_get(provisions, i);
@@ -786,7 +770,7 @@ keel_status_t keel_assess_report_md(const json_t *report, keel_buf_t *out)
                 md_provision_line(&o, p);
         }
     if (all[V_INCONCLUSIVE] > 0) {
-        puts_(&o, "\n## Inconclusive\n\n");
+        keel_out_puts(&o, "\n## Inconclusive\n\n");
         for (int pass = 0; pass < 2; pass++)
             for (size_t i = 0; i < json_array_size(provisions); i++) {
                 const json_t *p = json_array_get(provisions, i);
@@ -796,51 +780,51 @@ keel_status_t keel_assess_report_md(const json_t *report, keel_buf_t *out)
             }
     }
 
-    puts_(&o, "\n## All provisions\n\n| id | M/R | verdict | title | reason |\n|---|---|---|---|---|\n");
+    keel_out_puts(&o, "\n## All provisions\n\n| id | M/R | verdict | title | reason |\n|---|---|---|---|---|\n");
     for (size_t i = 0; i < json_array_size(provisions); i++) {
         const json_t *p = json_array_get(provisions, i);
-        puts_(&o, "| ");
+        keel_out_puts(&o, "| ");
         field(&o, ESC_MD, p, "id");
-        puts_(&o, " | ");
+        keel_out_puts(&o, " | ");
         field(&o, ESC_MD, p, "status");
-        puts_(&o, " | ");
+        keel_out_puts(&o, " | ");
         field(&o, ESC_MD, p, "verdict");
-        puts_(&o, " | ");
+        keel_out_puts(&o, " | ");
         field(&o, ESC_MD, p, "title");
-        puts_(&o, " | ");
+        keel_out_puts(&o, " | ");
         field(&o, ESC_MD, p, "reason");
-        puts_(&o, " |\n");
+        keel_out_puts(&o, " |\n");
     }
 
     if (all[V_FAIL] + all[V_INCONCLUSIVE] > 0)
-        puts_(&o, "\n## Tests of the provisions that fail or are inconclusive\n");
+        keel_out_puts(&o, "\n## Tests of the provisions that fail or are inconclusive\n");
     for (size_t i = 0; i < json_array_size(provisions); i++) {
         const json_t *p = json_array_get(provisions, i);
         int v = verdict_index(str_of(p, "verdict"));
         if (v != V_FAIL && v != V_INCONCLUSIVE)
             continue;
-        puts_(&o, "\n### ");
+        keel_out_puts(&o, "\n### ");
         field(&o, ESC_MD, p, "id");
-        puts_(&o, " ");
+        keel_out_puts(&o, " ");
         field(&o, ESC_MD, p, "title");
-        puts_(&o, "\n\n");
+        keel_out_puts(&o, "\n\n");
         field(&o, ESC_MD, p, "verdict");
-        puts_(&o, str_of(p, "status")[0] == 'M' ? " (mandatory): " : " (recommended): ");
+        keel_out_puts(&o, str_of(p, "status")[0] == 'M' ? " (mandatory): " : " (recommended): ");
         field(&o, ESC_MD, p, "reason");
-        puts_(&o, "\n");
+        keel_out_puts(&o, "\n");
         if (has_str(p, "support")) {
-            puts_(&o, "\nICS: ");
+            keel_out_puts(&o, "\nICS: ");
             field(&o, ESC_MD, p, "support");
             if (len_of(p, "justification") > 0) {
-                puts_(&o, "; justification: ");
+                keel_out_puts(&o, "; justification: ");
                 field(&o, ESC_MD, p, "justification");
             }
-            puts_(&o, "\n");
+            keel_out_puts(&o, "\n");
         }
-        puts_(&o, "\n");
+        keel_out_puts(&o, "\n");
         const json_t *tests = json_object_get(p, "tests");
         if (json_array_size(tests) == 0)
-            puts_(&o, "No test ran.\n");
+            keel_out_puts(&o, "No test ran.\n");
         for (size_t j = 0; j < json_array_size(tests); j++)
             md_test(&o, json_array_get(tests, j));
     }
@@ -930,146 +914,146 @@ static const char *verdict_short(int v)
     return s[v];
 }
 
-static void html_tag(out_t *o, const char *verdict)
+static void html_tag(keel_out_t *o, const char *verdict)
 {
-    puts_(o, "<span class=\"tag v-");
+    keel_out_puts(o, "<span class=\"tag v-");
     text(o, ESC_HTML, verdict);
-    puts_(o, "\">");
+    keel_out_puts(o, "\">");
     text(o, ESC_HTML, verdict);
-    puts_(o, "</span>");
+    keel_out_puts(o, "</span>");
 }
 
 /* A <dt>/<dd> pair when obj[key] is a non-empty string. */
-static void html_dd(out_t *o, const char *label, const json_t *obj, const char *key)
+static void html_dd(keel_out_t *o, const char *label, const json_t *obj, const char *key)
 {
     if (len_of(obj, key) == 0)
         return;
-    puts_(o, "<dt>");
-    puts_(o, label);
-    puts_(o, "</dt><dd>");
+    keel_out_puts(o, "<dt>");
+    keel_out_puts(o, label);
+    keel_out_puts(o, "</dt><dd>");
     field(o, ESC_HTML, obj, key);
-    puts_(o, "</dd>");
+    keel_out_puts(o, "</dd>");
 }
 
-static void html_test(out_t *o, const json_t *t)
+static void html_test(keel_out_t *o, const json_t *t)
 {
-    puts_(o, "<div class=\"test\" data-testid=\"test\"><p class=\"reason\"><span class=\"tid\">");
+    keel_out_puts(o, "<div class=\"test\" data-testid=\"test\"><p class=\"reason\"><span class=\"tid\">");
     field(o, ESC_HTML, t, "id");
-    puts_(o, "</span> <span class=\"kind\">");
+    keel_out_puts(o, "</span> <span class=\"kind\">");
     field(o, ESC_HTML, t, "kind");
     if (len_of(t, "unit") > 0) {
-        puts_(o, ", unit ");
+        keel_out_puts(o, ", unit ");
         field(o, ESC_HTML, t, "unit");
     }
     if (len_of(t, "interface") > 0) {
-        puts_(o, " on ");
+        keel_out_puts(o, " on ");
         field(o, ESC_HTML, t, "interface");
     }
-    puts_(o, "</span> ");
+    keel_out_puts(o, "</span> ");
     html_tag(o, str_of(t, "verdict"));
-    puts_(o, "<br>");
+    keel_out_puts(o, "<br>");
     field(o, ESC_HTML, t, "reason");
-    puts_(o, "</p>\n");
+    keel_out_puts(o, "</p>\n");
     const json_t *findings = json_object_get(t, "findings");
     if (json_array_size(findings) > 0) {
-        puts_(o, "<ul class=\"findings\">");
+        keel_out_puts(o, "<ul class=\"findings\">");
         for (size_t i = 0; i < json_array_size(findings); i++) {
             const json_t *f = json_array_get(findings, i);
-            puts_(o, "<li class=\"sev-");
+            keel_out_puts(o, "<li class=\"sev-");
             field(o, ESC_HTML, f, "severity");
-            puts_(o, "\"><span class=\"sev\">");
+            keel_out_puts(o, "\"><span class=\"sev\">");
             field(o, ESC_HTML, f, "severity");
-            puts_(o, "</span> ");
+            keel_out_puts(o, "</span> ");
             field(o, ESC_HTML, f, "what");
-            puts_(o, "</li>");
+            keel_out_puts(o, "</li>");
         }
-        puts_(o, "</ul>\n");
+        keel_out_puts(o, "</ul>\n");
     }
     const json_t *ev = json_object_get(t, "evidence");
     if (json_array_size(ev) == 0) {
-        puts_(o, "</div>\n");
+        keel_out_puts(o, "</div>\n");
         return;
     }
-    puts_(o, "<details><summary>Evidence (");
+    keel_out_puts(o, "<details><summary>Evidence (");
     put_ll(o, (long long)json_array_size(ev));
-    puts_(o, ")</summary><table class=\"ev\"><colgroup><col class=\"n\"><col><col><col class=\"t\"></colgroup>"
-             "<thead><tr><th scope=\"col\">#</th><th scope=\"col\">Sent</th><th scope=\"col\">Observed</th>"
-             "<th scope=\"col\">Time</th></tr></thead><tbody>\n");
+    keel_out_puts(o, ")</summary><table class=\"ev\"><colgroup><col class=\"n\"><col><col><col class=\"t\"></colgroup>"
+                  "<thead><tr><th scope=\"col\">#</th><th scope=\"col\">Sent</th><th scope=\"col\">Observed</th>"
+                  "<th scope=\"col\">Time</th></tr></thead><tbody>\n");
     for (size_t i = 0; i < json_array_size(ev); i++) {
         const json_t *e = json_array_get(ev, i);
-        puts_(o, "<tr><td>");
+        keel_out_puts(o, "<tr><td>");
         put_ll(o, (long long)i + 1);
-        puts_(o, "</td><td class=\"x\">");
+        keel_out_puts(o, "</td><td class=\"x\">");
         field(o, ESC_HTML, e, "sent");
-        puts_(o, "</td><td class=\"x\">");
+        keel_out_puts(o, "</td><td class=\"x\">");
         field(o, ESC_HTML, e, "observed");
         if (json_is_true(json_object_get(e, "truncated")))
-            puts_(o, " <em>(truncated)</em>");
-        puts_(o, "</td><td>");
+            keel_out_puts(o, " <em>(truncated)</em>");
+        keel_out_puts(o, "</td><td>");
         if (json_is_integer(json_object_get(e, "duration_us")))
             put_duration(o, int_of(e, "duration_us"));
-        puts_(o, "</td></tr>\n");
+        keel_out_puts(o, "</td></tr>\n");
     }
-    puts_(o, "</tbody></table></details></div>\n");
+    keel_out_puts(o, "</tbody></table></details></div>\n");
 }
 
-static void html_provision(out_t *o, const json_t *p)
+static void html_provision(keel_out_t *o, const json_t *p)
 {
     int mandatory = str_of(p, "status")[0] == 'M';
-    puts_(o, "<article class=\"prov v-");
+    keel_out_puts(o, "<article class=\"prov v-");
     field(o, ESC_HTML, p, "verdict");
-    puts_(o, "\" id=\"p-");
+    keel_out_puts(o, "\" id=\"p-");
     field(o, ESC_HTML, p, "id");
-    puts_(o, "\" data-verdict=\"");
+    keel_out_puts(o, "\" data-verdict=\"");
     field(o, ESC_HTML, p, "verdict");
-    puts_(o, "\"><h3>");
+    keel_out_puts(o, "\"><h3>");
     field(o, ESC_HTML, p, "id");
-    puts_(o, " ");
+    keel_out_puts(o, " ");
     field(o, ESC_HTML, p, "title");
-    puts_(o, " ");
+    keel_out_puts(o, " ");
     html_tag(o, str_of(p, "verdict"));
-    puts_(o, mandatory ? " <span class=\"kind\">mandatory</span>" : " <span class=\"kind\">recommended</span>");
-    puts_(o, "</h3>\n<p class=\"reason\" data-testid=\"reason\">");
+    keel_out_puts(o, mandatory ? " <span class=\"kind\">mandatory</span>" : " <span class=\"kind\">recommended</span>");
+    keel_out_puts(o, "</h3>\n<p class=\"reason\" data-testid=\"reason\">");
     field(o, ESC_HTML, p, "reason");
-    puts_(o, "</p>\n");
+    keel_out_puts(o, "</p>\n");
     if (len_of(p, "feature") + len_of(p, "support") + len_of(p, "justification") > 0) {
-        puts_(o, "<dl class=\"ics\">");
+        keel_out_puts(o, "<dl class=\"ics\">");
         html_dd(o, "Applies with", p, "feature");
         html_dd(o, "ICS support", p, "support");
         html_dd(o, "Justification", p, "justification");
-        puts_(o, "</dl>\n");
+        keel_out_puts(o, "</dl>\n");
     }
     const json_t *tests = json_object_get(p, "tests");
     if (json_array_size(tests) == 0)
-        puts_(o, "<p class=\"kind\">No test ran.</p>\n");
+        keel_out_puts(o, "<p class=\"kind\">No test ran.</p>\n");
     for (size_t i = 0; i < json_array_size(tests); i++)
         html_test(o, json_array_get(tests, i));
-    puts_(o, "</article>\n");
+    keel_out_puts(o, "</article>\n");
 }
 
-static void html_cell(out_t *o, const json_t *p)
+static void html_cell(keel_out_t *o, const json_t *p)
 {
     int mandatory = str_of(p, "status")[0] == 'M';
     int v = verdict_index(str_of(p, "verdict"));
-    puts_(o, "<li><a class=\"cell v-");
+    keel_out_puts(o, "<li><a class=\"cell v-");
     field(o, ESC_HTML, p, "verdict");
-    puts_(o, mandatory ? " m" : " r");
-    puts_(o, "\" data-testid=\"cell\" data-verdict=\"");
+    keel_out_puts(o, mandatory ? " m" : " r");
+    keel_out_puts(o, "\" data-testid=\"cell\" data-verdict=\"");
     field(o, ESC_HTML, p, "verdict");
-    puts_(o, "\" href=\"#p-");
+    keel_out_puts(o, "\" href=\"#p-");
     field(o, ESC_HTML, p, "id");
-    puts_(o, "\" title=\"");
+    keel_out_puts(o, "\" title=\"");
     field(o, ESC_HTML, p, "id");
-    puts_(o, mandatory ? " (mandatory) " : " (recommended) ");
+    keel_out_puts(o, mandatory ? " (mandatory) " : " (recommended) ");
     field(o, ESC_HTML, p, "verdict");
-    puts_(o, ": ");
+    keel_out_puts(o, ": ");
     field(o, ESC_HTML, p, "title");
-    puts_(o, "\"><span class=\"pid\">");
+    keel_out_puts(o, "\"><span class=\"pid\">");
     field(o, ESC_HTML, p, "id");
-    puts_(o, "</span>");
-    puts_(o, mandatory ? "M " : "R ");
-    puts_(o, verdict_short(v));
-    puts_(o, "</a></li>");
+    keel_out_puts(o, "</span>");
+    keel_out_puts(o, mandatory ? "M " : "R ");
+    keel_out_puts(o, verdict_short(v));
+    keel_out_puts(o, "</a></li>");
 }
 
 keel_status_t keel_assess_report_html(const json_t *report, keel_buf_t *out)
@@ -1082,77 +1066,78 @@ keel_status_t keel_assess_report_html(const json_t *report, keel_buf_t *out)
     char hash[64];
     if ((st = css_hash(hash)) != KEEL_OK)
         return st;
-    out_t o = {out, KEEL_OK};
+    keel_out_t o = {out, KEEL_OK};
     const json_t *provisions = json_object_get(report, "provisions");
     size_t np = json_array_size(provisions);
     long long all[V_COUNT], man[V_COUNT];
     count(report, all, man);
 
-    puts_(&o, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-              "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'sha256-");
-    puts_(&o, hash);
-    puts_(&o, "'; img-src 'none'; base-uri 'none'; form-action 'none'\">\n"
-              "<meta name=\"referrer\" content=\"no-referrer\">\n"
-              "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-              "<title>EN 303 645 assessment: ");
+    keel_out_puts(&o, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                  "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'sha256-");
+    keel_out_puts(&o, hash);
+    keel_out_puts(&o, "'; img-src 'none'; base-uri 'none'; form-action 'none'\">\n"
+                  "<meta name=\"referrer\" content=\"no-referrer\">\n"
+                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                  "<title>EN 303 645 assessment: ");
     product_name(&o, ESC_HTML, report);
-    puts_(&o, "</title>\n<style>");
-    puts_(&o, html_css);
-    puts_(&o, "</style>\n</head>\n<body>\n<header>\n<h1>EN 303 645 assessment of <span data-testid=\"product\">");
+    keel_out_puts(&o, "</title>\n<style>");
+    keel_out_puts(&o, html_css);
+    keel_out_puts(&o, "</style>\n</head>\n<body>\n<header>\n"
+                  "<h1>EN 303 645 assessment of <span data-testid=\"product\">");
     product_name(&o, ESC_HTML, report);
-    puts_(&o, "</span></h1>\n<dl class=\"meta\">");
+    keel_out_puts(&o, "</span></h1>\n<dl class=\"meta\">");
     const json_t *pr = json_object_get(report, "product");
     if (json_is_object(pr)) {
         html_dd(&o, "Manufacturer", pr, "manufacturer");
         html_dd(&o, "Model", pr, "model");
         html_dd(&o, "Firmware", pr, "firmware_version");
     }
-    puts_(&o, "<dt>Target</dt><dd data-testid=\"target\">");
+    keel_out_puts(&o, "<dt>Target</dt><dd data-testid=\"target\">");
     target_name(&o, ESC_HTML, report);
-    puts_(&o, "</dd><dt>Mode</dt><dd data-testid=\"mode\">");
+    keel_out_puts(&o, "</dd><dt>Mode</dt><dd data-testid=\"mode\">");
     field(&o, ESC_HTML, report, "mode");
-    puts_(&o, "</dd><dt>Started</dt><dd data-testid=\"started\">");
+    keel_out_puts(&o, "</dd><dt>Started</dt><dd data-testid=\"started\">");
     field(&o, ESC_HTML, report, "started");
-    puts_(&o, "</dd><dt>Duration</dt><dd data-testid=\"duration\">");
+    keel_out_puts(&o, "</dd><dt>Duration</dt><dd data-testid=\"duration\">");
     put_duration(&o, int_of(report, "duration_us"));
-    puts_(&o, "</dd><dt>Generator</dt><dd>");
+    keel_out_puts(&o, "</dd><dt>Generator</dt><dd>");
     field(&o, ESC_HTML, report, "generator");
-    puts_(&o, "</dd></dl>\n</header>\n<main>\n<section aria-labelledby=\"h-summary\">\n"
-              "<h2 id=\"h-summary\">Summary</h2>\n<p class=\"overall ");
-    puts_(&o, man[V_FAIL] == 0 ? "ok" : "bad");
-    puts_(&o, "\" data-testid=\"overall\">");
+    keel_out_puts(&o, "</dd></dl>\n</header>\n<main>\n<section aria-labelledby=\"h-summary\">\n"
+                  "<h2 id=\"h-summary\">Summary</h2>\n<p class=\"overall ");
+    keel_out_puts(&o, man[V_FAIL] == 0 ? "ok" : "bad");
+    keel_out_puts(&o, "\" data-testid=\"overall\">");
     overall_line(&o, man[V_FAIL]);
     if (man[V_INCONCLUSIVE] > 0) {
-        puts_(&o, " (");
+        keel_out_puts(&o, " (");
         put_ll(&o, man[V_INCONCLUSIVE]);
-        puts_(&o, man[V_INCONCLUSIVE] == 1 ? " mandatory provision inconclusive)"
+        keel_out_puts(&o, man[V_INCONCLUSIVE] == 1 ? " mandatory provision inconclusive)"
                                            : " mandatory provisions inconclusive)");
     }
-    puts_(&o, "</p>\n<table class=\"counts\"><thead><tr><th scope=\"col\">Verdict</th>"
-              "<th scope=\"col\">All provisions</th><th scope=\"col\">Mandatory</th></tr></thead><tbody>\n");
+    keel_out_puts(&o, "</p>\n<table class=\"counts\"><thead><tr><th scope=\"col\">Verdict</th>"
+                  "<th scope=\"col\">All provisions</th><th scope=\"col\">Mandatory</th></tr></thead><tbody>\n");
     for (int v = 0; v < V_COUNT; v++) {
-        puts_(&o, "<tr><th scope=\"row\">");
+        keel_out_puts(&o, "<tr><th scope=\"row\">");
         html_tag(&o, verdicts[v]);
-        puts_(&o, "</th><td data-testid=\"count-");
-        puts_(&o, verdicts[v]);
-        puts_(&o, "\">");
+        keel_out_puts(&o, "</th><td data-testid=\"count-");
+        keel_out_puts(&o, verdicts[v]);
+        keel_out_puts(&o, "\">");
         put_ll(&o, all[v]);
-        puts_(&o, "</td><td data-testid=\"mandatory-");
-        puts_(&o, verdicts[v]);
-        puts_(&o, "\">");
+        keel_out_puts(&o, "</td><td data-testid=\"mandatory-");
+        keel_out_puts(&o, verdicts[v]);
+        keel_out_puts(&o, "\">");
         put_ll(&o, man[v]);
-        puts_(&o, "</td></tr>\n");
+        keel_out_puts(&o, "</td></tr>\n");
     }
-    puts_(&o, "<tr><th scope=\"row\">Total</th><td data-testid=\"count-provisions\">");
+    keel_out_puts(&o, "<tr><th scope=\"row\">Total</th><td data-testid=\"count-provisions\">");
     put_ll(&o, (long long)np);
-    puts_(&o, "</td><td data-testid=\"count-mandatory\">");
+    keel_out_puts(&o, "</td><td data-testid=\"count-mandatory\">");
     put_ll(&o, man[V_PASS] + man[V_FAIL] + man[V_NA] + man[V_INCONCLUSIVE]);
-    puts_(&o, "</td></tr>\n</tbody></table>\n</section>\n"
-              "<section aria-labelledby=\"h-grid\">\n<h2 id=\"h-grid\">Provisions</h2>\n"
-              "<p class=\"legend\">One cell per provision: its id, M (mandatory, thick border) or R "
-              "(recommended), and its verdict (PASS; FAIL; N/A: not applicable, dashed; INCONCL.: "
-              "inconclusive, dotted). Each cell links to the provision's tests below.</p>\n"
-              "<nav class=\"grid\" data-testid=\"grid\" aria-label=\"Provisions by chapter\">\n");
+    keel_out_puts(&o, "</td></tr>\n</tbody></table>\n</section>\n"
+                  "<section aria-labelledby=\"h-grid\">\n<h2 id=\"h-grid\">Provisions</h2>\n"
+                  "<p class=\"legend\">One cell per provision: its id, M (mandatory, thick border) or R "
+                  "(recommended), and its verdict (PASS; FAIL; N/A: not applicable, dashed; INCONCL.: "
+                  "inconclusive, dotted). Each cell links to the provision's tests below.</p>\n"
+                  "<nav class=\"grid\" data-testid=\"grid\" aria-label=\"Provisions by chapter\">\n");
     char chapter[CHAPTER_MAX] = "";
     for (size_t i = 0; i < np; i++) {
         const json_t *p = json_array_get(provisions, i);
@@ -1160,15 +1145,15 @@ keel_status_t keel_assess_report_html(const json_t *report, keel_buf_t *out)
         chapter_of(str_of(p, "id"), ch);
         if (strcmp(ch, chapter) != 0) {
             if (i > 0)
-                puts_(&o, "</ol>\n");
-            puts_(&o, "<span class=\"ch\">");
+                keel_out_puts(&o, "</ol>\n");
+            keel_out_puts(&o, "<span class=\"ch\">");
             text(&o, ESC_HTML, ch);
-            puts_(&o, "</span><ol>");
+            keel_out_puts(&o, "</span><ol>");
             memcpy(chapter, ch, sizeof chapter);
         }
         html_cell(&o, p);
     }
-    puts_(&o, "</ol>\n</nav>\n</section>\n");
+    keel_out_puts(&o, "</ol>\n</nav>\n</section>\n");
     chapter[0] = '\0';
     for (size_t i = 0; i < np; i++) {
         const json_t *p = json_array_get(provisions, i);
@@ -1176,110 +1161,110 @@ keel_status_t keel_assess_report_html(const json_t *report, keel_buf_t *out)
         chapter_of(str_of(p, "id"), ch);
         if (strcmp(ch, chapter) != 0) {
             if (i > 0)
-                puts_(&o, "</section>\n");
-            puts_(&o, "<section class=\"chapter\" id=\"ch-");
+                keel_out_puts(&o, "</section>\n");
+            keel_out_puts(&o, "<section class=\"chapter\" id=\"ch-");
             text(&o, ESC_HTML, ch);
-            puts_(&o, "\">\n<h2>");
+            keel_out_puts(&o, "\">\n<h2>");
             text(&o, ESC_HTML, ch);
-            puts_(&o, " ");
+            keel_out_puts(&o, " ");
             text(&o, ESC_HTML, chapter_title(ch));
-            puts_(&o, "</h2>\n");
+            keel_out_puts(&o, "</h2>\n");
             memcpy(chapter, ch, sizeof chapter);
         }
         html_provision(&o, p);
     }
-    puts_(&o, "</section>\n</main>\n<footer>Written by ");
+    keel_out_puts(&o, "</section>\n</main>\n<footer>Written by ");
     field(&o, ESC_HTML, report, "generator");
-    puts_(&o, " (keel-assess-report-1). Evidence that came from the target is shown as text, "
-              "escaped; the machine-readable report is report.json beside this file.</footer>\n"
-              "</body>\n</html>\n");
+    keel_out_puts(&o, " (keel-assess-report-1). Evidence that came from the target is shown as text, "
+                  "escaped; the machine-readable report is report.json beside this file.</footer>\n"
+                  "</body>\n</html>\n");
     return finish(&o);
 }
 
 /* ---- junit.xml -------------------------------------------------------------------------- */
 
-static void xml_attr(out_t *o, const char *name, const char *s, size_t n)
+static void xml_attr(keel_out_t *o, const char *name, const char *s, size_t n)
 {
-    puts_(o, " ");
-    puts_(o, name);
-    puts_(o, "=\"");
+    keel_out_puts(o, " ");
+    keel_out_puts(o, name);
+    keel_out_puts(o, "=\"");
     text_put(o, ESC_XML_ATTR, s, n);
-    puts_(o, "\"");
+    keel_out_puts(o, "\"");
 }
 
-static void xml_attr_ll(out_t *o, const char *name, long long v)
+static void xml_attr_ll(keel_out_t *o, const char *name, long long v)
 {
-    puts_(o, " ");
-    puts_(o, name);
-    puts_(o, "=\"");
+    keel_out_puts(o, " ");
+    keel_out_puts(o, name);
+    keel_out_puts(o, "=\"");
     put_ll(o, v);
-    puts_(o, "\"");
+    keel_out_puts(o, "\"");
 }
 
 /* The body of a <failure>/<error>/<skipped>: each test with its verdict,
  * reason and findings, one per line. */
-static void junit_tests_text(out_t *o, const json_t *p)
+static void junit_tests_text(keel_out_t *o, const json_t *p)
 {
-    puts_(o, str_of(p, "status")[0] == 'M' ? "mandatory provision\n" : "recommended provision\n");
+    keel_out_puts(o, str_of(p, "status")[0] == 'M' ? "mandatory provision\n" : "recommended provision\n");
     if (len_of(p, "support") > 0) {
-        puts_(o, "ICS: ");
+        keel_out_puts(o, "ICS: ");
         field(o, ESC_XML, p, "support");
         if (len_of(p, "justification") > 0) {
-            puts_(o, "; justification: ");
+            keel_out_puts(o, "; justification: ");
             field(o, ESC_XML, p, "justification");
         }
-        puts_(o, "\n");
+        keel_out_puts(o, "\n");
     }
     const json_t *tests = json_object_get(p, "tests");
     for (size_t i = 0; i < json_array_size(tests); i++) {
         const json_t *t = json_array_get(tests, i);
         field(o, ESC_XML, t, "id");
-        puts_(o, ": ");
+        keel_out_puts(o, ": ");
         field(o, ESC_XML, t, "verdict");
-        puts_(o, ": ");
+        keel_out_puts(o, ": ");
         field(o, ESC_XML, t, "reason");
-        puts_(o, "\n");
+        keel_out_puts(o, "\n");
         const json_t *findings = json_object_get(t, "findings");
         for (size_t j = 0; j < json_array_size(findings); j++) {
             const json_t *f = json_array_get(findings, j);
-            puts_(o, "  [");
+            keel_out_puts(o, "  [");
             field(o, ESC_XML, f, "severity");
-            puts_(o, "] ");
+            keel_out_puts(o, "] ");
             field(o, ESC_XML, f, "what");
-            puts_(o, "\n");
+            keel_out_puts(o, "\n");
         }
     }
 }
 
-static void junit_case(out_t *o, const json_t *p, const char *chapter)
+static void junit_case(keel_out_t *o, const json_t *p, const char *chapter)
 {
-    puts_(o, "    <testcase classname=\"EN303645.");
+    keel_out_puts(o, "    <testcase classname=\"EN303645.");
     text(o, ESC_XML_ATTR, chapter);
-    puts_(o, "\" name=\"");
+    keel_out_puts(o, "\" name=\"");
     field(o, ESC_XML_ATTR, p, "id");
-    puts_(o, " ");
+    keel_out_puts(o, " ");
     field(o, ESC_XML_ATTR, p, "title");
-    puts_(o, "\" time=\"");
+    keel_out_puts(o, "\" time=\"");
     put_seconds(o, evidence_us(p));
-    puts_(o, "\">\n");
+    keel_out_puts(o, "\">\n");
     int v = verdict_index(str_of(p, "verdict"));
     const char *el = v == V_FAIL ? "failure" : v == V_INCONCLUSIVE ? "error" : v == V_NA ? "skipped" : NULL;
     if (el != NULL) {
-        puts_(o, "      <");
-        puts_(o, el);
+        keel_out_puts(o, "      <");
+        keel_out_puts(o, el);
         xml_attr(o, "message", str_of(p, "reason"), len_of(p, "reason"));
         xml_attr(o, "type", str_of(p, "verdict"), len_of(p, "verdict"));
-        puts_(o, ">");
+        keel_out_puts(o, ">");
         junit_tests_text(o, p);
-        puts_(o, "</");
-        puts_(o, el);
-        puts_(o, ">\n");
+        keel_out_puts(o, "</");
+        keel_out_puts(o, el);
+        keel_out_puts(o, ">\n");
     } else {
-        puts_(o, "      <system-out>");
+        keel_out_puts(o, "      <system-out>");
         junit_tests_text(o, p);
-        puts_(o, "</system-out>\n");
+        keel_out_puts(o, "</system-out>\n");
     }
-    puts_(o, "    </testcase>\n");
+    keel_out_puts(o, "    </testcase>\n");
 }
 
 keel_status_t keel_assess_report_junit(const json_t *report, keel_buf_t *out)
@@ -1289,20 +1274,20 @@ keel_status_t keel_assess_report_junit(const json_t *report, keel_buf_t *out)
     keel_status_t st = keel_assess_report_check(report);
     if (st != KEEL_OK)
         return st;
-    out_t o = {out, KEEL_OK};
+    keel_out_t o = {out, KEEL_OK};
     const json_t *provisions = json_object_get(report, "provisions");
     size_t np = json_array_size(provisions);
     long long all[V_COUNT], man[V_COUNT];
     count(report, all, man);
 
-    puts_(&o, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"keel assess\"");
+    keel_out_puts(&o, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"keel assess\"");
     xml_attr_ll(&o, "tests", (long long)np);
     xml_attr_ll(&o, "failures", all[V_FAIL]);
     xml_attr_ll(&o, "errors", all[V_INCONCLUSIVE]);
     xml_attr_ll(&o, "skipped", all[V_NA]);
-    puts_(&o, " time=\"");
+    keel_out_puts(&o, " time=\"");
     put_seconds(&o, int_of(report, "duration_us"));
-    puts_(&o, "\">\n");
+    keel_out_puts(&o, "\">\n");
     for (size_t i = 0; i < np;) {
         char ch[CHAPTER_MAX];
         chapter_of(str_of(json_array_get(provisions, i), "id"), ch);
@@ -1320,21 +1305,21 @@ keel_status_t keel_assess_report_junit(const json_t *report, keel_buf_t *out)
             if (us <= LLONG_MAX - e)
                 us += e;
         }
-        puts_(&o, "  <testsuite name=\"EN 303 645 ");
+        keel_out_puts(&o, "  <testsuite name=\"EN 303 645 ");
         text(&o, ESC_XML_ATTR, ch);
-        puts_(&o, "\"");
+        keel_out_puts(&o, "\"");
         xml_attr_ll(&o, "tests", (long long)(end - i));
         xml_attr_ll(&o, "failures", c[V_FAIL]);
         xml_attr_ll(&o, "errors", c[V_INCONCLUSIVE]);
         xml_attr_ll(&o, "skipped", c[V_NA]);
-        puts_(&o, " time=\"");
+        keel_out_puts(&o, " time=\"");
         put_seconds(&o, us);
-        puts_(&o, "\">\n");
+        keel_out_puts(&o, "\">\n");
         for (; i < end; i++)
             junit_case(&o, json_array_get(provisions, i), ch);
-        puts_(&o, "  </testsuite>\n");
+        keel_out_puts(&o, "  </testsuite>\n");
     }
-    puts_(&o, "</testsuites>\n");
+    keel_out_puts(&o, "</testsuites>\n");
     return finish(&o);
 }
 

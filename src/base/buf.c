@@ -43,33 +43,66 @@ keel_status_t keel_buf_append(keel_buf_t *b, const void *p, size_t n)
     return KEEL_OK;
 }
 
-keel_status_t keel_buf_printf(keel_buf_t *b, const char *fmt, ...)
+static keel_status_t buf_vprintf(keel_buf_t *b, const char *fmt, va_list ap)
 {
     char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
+    va_list again;
+    va_copy(again, ap);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
     if (n < 0) {
+        va_end(again);
         keel_wipe(tmp, sizeof tmp);
         return keel_errorf(KEEL_ERR_FORMAT, "formatting failed");
     }
     if ((size_t)n < sizeof tmp) {
+        va_end(again);
         keel_status_t st = keel_buf_append(b, tmp, (size_t)n);
         keel_wipe(tmp, sizeof tmp);
         return st;
     }
     char *big = malloc((size_t)n + 1);
-    if (big == NULL)
+    if (big == NULL) {
+        va_end(again);
+        keel_wipe(tmp, sizeof tmp);
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-    va_start(ap, fmt);
-    (void)vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    }
+    (void)vsnprintf(big, (size_t)n + 1, fmt, again);
+    va_end(again);
     keel_status_t st = keel_buf_append(b, big, (size_t)n);
     keel_wipe(big, (size_t)n + 1);
     free(big);
     keel_wipe(tmp, sizeof tmp);
     return st;
+}
+
+keel_status_t keel_buf_printf(keel_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    keel_status_t st = buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+void keel_out_put(keel_out_t *o, const void *p, size_t n)
+{
+    if (o->st == KEEL_OK && n > 0)
+        o->st = keel_buf_append(o->b, p, n);
+}
+
+void keel_out_puts(keel_out_t *o, const char *s)
+{
+    keel_out_put(o, s, strlen(s));
+}
+
+void keel_out_printf(keel_out_t *o, const char *fmt, ...)
+{
+    if (o->st != KEEL_OK)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    o->st = buf_vprintf(o->b, fmt, ap);
+    va_end(ap);
 }
 
 void keel_buf_reset(keel_buf_t *b)
@@ -128,4 +161,28 @@ int keel_hex_digit(char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+bool keel_pct_decode(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return false;
+            int hi = keel_hex_digit(s[i + 1]), lo = keel_hex_digit(s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return false;
+            c = hi << 4 | lo;
+            i += 2;
+        }
+        if (c == 0 || k + 1 >= cap)
+            return false;
+        out[k++] = (char)c;
+    }
+    if (cap == 0)
+        return false;
+    out[k] = '\0';
+    return true;
 }

@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -392,39 +391,7 @@ keel_status_t keel_disclose_check(const keel_disclose_opts_t *o, long long *expi
 
 /* ---- rendering --------------------------------------------------------------------- */
 
-typedef struct {
-    keel_buf_t *b;
-    keel_status_t st;
-} out_t;
-
-static void put(out_t *o, const char *s, size_t n)
-{
-    if (o->st == KEEL_OK && n > 0)
-        o->st = keel_buf_append(o->b, s, n);
-}
-
-static void puts_(out_t *o, const char *s)
-{
-    put(o, s, strlen(s));
-}
-
-static void putf(out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(out_t *o, const char *fmt, ...)
-{
-    char tmp[KEEL_DISCLOSE_URI_MAX + 64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp) {
-        if (o->st == KEEL_OK)
-            o->st = keel_errorf(KEEL_ERR_TOO_LARGE, "disclose: a formatted piece is too long");
-        return;
-    }
-    put(o, tmp, (size_t)n);
-}
-
-static void html(out_t *o, const char *s)
+static void html(keel_out_t *o, const char *s)
 {
     const char *run = s;
     for (; *s != '\0'; s++) {
@@ -437,30 +404,30 @@ static void html(out_t *o, const char *s)
         case '\'': r = "&#39;"; break;
         default: continue;
         }
-        put(o, run, (size_t)(s - run));
-        puts_(o, r);
+        keel_out_put(o, run, (size_t)(s - run));
+        keel_out_puts(o, r);
         run = s + 1;
     }
-    put(o, run, (size_t)(s - run));
+    keel_out_put(o, run, (size_t)(s - run));
 }
 
 /* CommonMark: a backslash before each character that could start markup
  * inside a line (names never start one). */
-static void md(out_t *o, const char *s)
+static void md(keel_out_t *o, const char *s)
 {
     const char *run = s;
     for (; *s != '\0'; s++) {
         if (strchr("\\`*_[]<>|&~!", *s) == NULL)
             continue;
-        put(o, run, (size_t)(s - run));
-        put(o, "\\", 1);
-        put(o, s, 1);
+        keel_out_put(o, run, (size_t)(s - run));
+        keel_out_put(o, "\\", 1);
+        keel_out_put(o, s, 1);
         run = s + 1;
     }
-    put(o, run, (size_t)(s - run));
+    keel_out_put(o, run, (size_t)(s - run));
 }
 
-typedef void (*esc_fn)(out_t *o, const char *s);
+typedef void (*esc_fn)(keel_out_t *o, const char *s);
 
 static unsigned or_default(unsigned v, unsigned d)
 {
@@ -474,7 +441,7 @@ static const char *plural(unsigned n)
 
 /* A checked language list as "en, de" (letters, digits and '-' only: the
  * same in every document). */
-static void languages(out_t *o, const char *c)
+static void languages(keel_out_t *o, const char *c)
 {
     int first = 1;
     while (*c != '\0') {
@@ -484,8 +451,8 @@ static void languages(out_t *o, const char *c)
         if (n == 0)
             break;
         if (!first)
-            puts_(o, ", ");
-        put(o, c, n);
+            keel_out_puts(o, ", ");
+        keel_out_put(o, c, n);
         first = 0;
         c += n;
     }
@@ -503,19 +470,19 @@ static const char *contact_shown(const char *c)
 }
 
 /* "Thermo-1 by Acme", "Thermo-1", "the products of Acme", "our products". */
-static void scope_name(out_t *o, const keel_disclose_opts_t *d, esc_fn esc)
+static void scope_name(keel_out_t *o, const keel_disclose_opts_t *d, esc_fn esc)
 {
     if (d->product != NULL) {
         esc(o, d->product);
         if (d->vendor != NULL) {
-            puts_(o, " by ");
+            keel_out_puts(o, " by ");
             esc(o, d->vendor);
         }
     } else if (d->vendor != NULL) {
-        puts_(o, "the products of ");
+        keel_out_puts(o, "the products of ");
         esc(o, d->vendor);
     } else {
-        puts_(o, "our products");
+        keel_out_puts(o, "our products");
     }
 }
 
@@ -527,31 +494,31 @@ keel_status_t keel_disclose_security_txt(const keel_disclose_opts_t *d, keel_buf
         return st;
     if (out == NULL)
         return keel_errorf(KEEL_ERR_ARG, "disclose: no output buffer");
-    out_t o = {out, KEEL_OK};
+    keel_out_t o = {out, KEEL_OK};
     char when[32];
     fmt_utc(expires, when, sizeof when, 0);
     /* The names stand in a comment: checked to hold no line break. */
-    puts_(&o, "# How to report a security vulnerability in ");
-    scope_name(&o, d, puts_);
-    puts_(&o, ".\n# The policy (scope, timeline, safe harbour) is at the Policy URL below.\n"
-              "# Written by keel disclose; renew it before it expires.\n\n");
+    keel_out_puts(&o, "# How to report a security vulnerability in ");
+    scope_name(&o, d, keel_out_puts);
+    keel_out_puts(&o, ".\n# The policy (scope, timeline, safe harbour) is at the Policy URL below.\n"
+                  "# Written by keel disclose; renew it before it expires.\n\n");
     for (size_t i = 0; i < d->n_contacts; i++)
-        putf(&o, "Contact: %s\n", d->contacts[i]);
-    putf(&o, "Expires: %s\n", when);
+        keel_out_printf(&o, "Contact: %s\n", d->contacts[i]);
+    keel_out_printf(&o, "Expires: %s\n", when);
     if (d->encryption != NULL)
-        putf(&o, "Encryption: %s\n", d->encryption);
+        keel_out_printf(&o, "Encryption: %s\n", d->encryption);
     if (d->acknowledgments != NULL)
-        putf(&o, "Acknowledgments: %s\n", d->acknowledgments);
+        keel_out_printf(&o, "Acknowledgments: %s\n", d->acknowledgments);
     if (d->preferred_languages != NULL) {
-        puts_(&o, "Preferred-Languages: ");
+        keel_out_puts(&o, "Preferred-Languages: ");
         languages(&o, d->preferred_languages);
-        puts_(&o, "\n");
+        keel_out_puts(&o, "\n");
     }
     if (d->canonical != NULL)
-        putf(&o, "Canonical: %s\n", d->canonical);
-    putf(&o, "Policy: %s\n", d->policy_url);
+        keel_out_printf(&o, "Canonical: %s\n", d->canonical);
+    keel_out_printf(&o, "Policy: %s\n", d->policy_url);
     if (d->hiring != NULL)
-        putf(&o, "Hiring: %s\n", d->hiring);
+        keel_out_printf(&o, "Hiring: %s\n", d->hiring);
     return o.st;
 }
 
@@ -577,16 +544,16 @@ static keel_status_t css_hash(char out[64])
 }
 
 /* An anchor to a checked URI, showing `shown`. */
-static void html_link(out_t *o, const char *testid, const char *href, const char *shown)
+static void html_link(keel_out_t *o, const char *testid, const char *href, const char *shown)
 {
-    puts_(o, "<a");
+    keel_out_puts(o, "<a");
     if (testid != NULL)
-        putf(o, " data-testid=\"%s\"", testid);
-    puts_(o, " href=\"");
+        keel_out_printf(o, " data-testid=\"%s\"", testid);
+    keel_out_puts(o, " href=\"");
     html(o, href);
-    puts_(o, "\">");
+    keel_out_puts(o, "\">");
     html(o, shown);
-    puts_(o, "</a>");
+    keel_out_puts(o, "</a>");
 }
 
 /*
@@ -595,7 +562,7 @@ static void html_link(out_t *o, const char *testid, const char *href, const char
  * picks piece by piece.
  */
 typedef struct {
-    out_t *o;
+    keel_out_t *o;
     int md;
 } doc_t;
 
@@ -610,66 +577,67 @@ static void esc(doc_t *w, const char *s)
 static void section(doc_t *w, const char *testid, const char *title)
 {
     if (w->md)
-        putf(w->o, "## %s\n\n", title);
+        keel_out_printf(w->o, "## %s\n\n", title);
     else
-        putf(w->o, "<section data-testid=\"%s\">\n<h2>%s</h2>\n", testid, title);
+        keel_out_printf(w->o, "<section data-testid=\"%s\">\n<h2>%s</h2>\n", testid, title);
 }
 
 static void section_end(doc_t *w)
 {
     if (!w->md)
-        puts_(w->o, "</section>\n");
+        keel_out_puts(w->o, "</section>\n");
 }
 
 static void para(doc_t *w, const char *s)
 {
-    puts_(w->o, w->md ? "" : "<p>");
-    puts_(w->o, s);
-    puts_(w->o, w->md ? "\n\n" : "</p>\n");
+    keel_out_puts(w->o, w->md ? "" : "<p>");
+    keel_out_puts(w->o, s);
+    keel_out_puts(w->o, w->md ? "\n\n" : "</p>\n");
 }
 
 static void list(doc_t *w, int ordered, int begin)
 {
     if (!w->md)
-        puts_(w->o, begin ? (ordered ? "<ol class=\"timeline\">\n" : "<ul>\n") : (ordered ? "</ol>\n" : "</ul>\n"));
+        keel_out_puts(w->o, begin ? (ordered ? "<ol class=\"timeline\">\n" : "<ul>\n")
+                                  : (ordered ? "</ol>\n" : "</ul>\n"));
     else if (!begin)
-        puts_(w->o, "\n");
+        keel_out_puts(w->o, "\n");
 }
 
 static void item_begin(doc_t *w, const char *testid, unsigned n)
 {
     if (w->md)
-        putf(w->o, n > 0 ? "%u. " : "- ", n);
+        keel_out_printf(w->o, n > 0 ? "%u. " : "- ", n);
     else if (testid != NULL)
-        putf(w->o, "<li data-testid=\"%s\">", testid);
+        keel_out_printf(w->o, "<li data-testid=\"%s\">", testid);
     else
-        puts_(w->o, "<li>");
+        keel_out_puts(w->o, "<li>");
 }
 
 static void item_end(doc_t *w)
 {
-    puts_(w->o, w->md ? "\n" : "</li>\n");
+    keel_out_puts(w->o, w->md ? "\n" : "</li>\n");
 }
 
 static void item(doc_t *w, const char *s)
 {
     item_begin(w, NULL, 0);
-    puts_(w->o, s);
+    keel_out_puts(w->o, s);
     item_end(w);
 }
 
 static void strong_days(doc_t *w, unsigned n, const char *unit)
 {
-    putf(w->o, w->md ? "**%u %s%s**" : "<strong>%u %s%s</strong>", n, unit, plural(n));
+    keel_out_printf(w->o, w->md ? "**%u %s%s**" : "<strong>%u %s%s</strong>", n, unit, plural(n));
 }
 
 /* A link to a checked URI: an autolink in Markdown. */
 static void doc_link(doc_t *w, const char *testid, const char *href, const char *shown)
 {
     if (w->md) {
-        puts_(w->o, "<");
-        puts_(w->o, href);
-        puts_(w->o, ">");
+        keel_out_puts(w->o, "<");
+        keel_out_puts(w->o, href);
+        keel_out_puts(w->o, ">");
     } else {
         html_link(w->o, testid, href, shown);
     }
@@ -677,25 +645,25 @@ static void doc_link(doc_t *w, const char *testid, const char *href, const char 
 
 static void policy_body(doc_t *w, const keel_disclose_opts_t *d, const char *expires_day)
 {
-    out_t *o = w->o;
+    keel_out_t *o = w->o;
     unsigned ack = or_default(d->ack_days, KEEL_DISCLOSE_ACK_DAYS);
     unsigned upd = or_default(d->update_days, KEEL_DISCLOSE_UPDATE_DAYS);
     unsigned fix = or_default(d->fix_days, KEEL_DISCLOSE_FIX_DAYS);
 
-    puts_(o, w->md ? "" : "<p data-testid=\"intro\">");
-    puts_(o, "If you have found a security vulnerability in ");
+    keel_out_puts(o, w->md ? "" : "<p data-testid=\"intro\">");
+    keel_out_puts(o, "If you have found a security vulnerability in ");
     scope_name(o, d, w->md ? md : html);
-    puts_(o, ", please tell us. This page says how to reach us, what to send, what we do with your report and how "
-             "soon, and what we promise you in return.");
-    puts_(o, w->md ? "\n\n" : "</p>\n");
+    keel_out_puts(o, ", please tell us. This page says how to reach us, what to send, what we do with your report "
+                  "and how soon, and what we promise you in return.");
+    keel_out_puts(o, w->md ? "\n\n" : "</p>\n");
 
     section(w, "scope", "Scope");
-    puts_(o, w->md ? "" : "<p>");
-    puts_(o, "This policy covers ");
+    keel_out_puts(o, w->md ? "" : "<p>");
+    keel_out_puts(o, "This policy covers ");
     scope_name(o, d, w->md ? md : html);
-    puts_(o, ": the device, its firmware, and the apps and cloud services it works with. A vulnerability in a "
-             "third-party component we ship is in scope too; we pass it on to its maintainers and tell you.");
-    puts_(o, w->md ? "\n\n" : "</p>\n");
+    keel_out_puts(o, ": the device, its firmware, and the apps and cloud services it works with. A vulnerability in a "
+                  "third-party component we ship is in scope too; we pass it on to its maintainers and tell you.");
+    keel_out_puts(o, w->md ? "\n\n" : "</p>\n");
     section_end(w);
 
     section(w, "contacts", "How to report a vulnerability");
@@ -708,24 +676,24 @@ static void policy_body(doc_t *w, const keel_disclose_opts_t *d, const char *exp
     }
     list(w, 0, 0);
     if (d->encryption != NULL) {
-        puts_(o, w->md ? "" : "<p data-testid=\"encryption\">");
-        puts_(o, "Please encrypt your report with our key: ");
+        keel_out_puts(o, w->md ? "" : "<p data-testid=\"encryption\">");
+        keel_out_puts(o, "Please encrypt your report with our key: ");
         if (has_prefix(d->encryption, "https://"))
             doc_link(w, NULL, d->encryption, d->encryption);
         else if (w->md)
             md(o, d->encryption);
         else {
-            puts_(o, "<code>");
+            keel_out_puts(o, "<code>");
             html(o, d->encryption);
-            puts_(o, "</code>");
+            keel_out_puts(o, "</code>");
         }
-        puts_(o, w->md ? ".\n\n" : ".</p>\n");
+        keel_out_puts(o, w->md ? ".\n\n" : ".</p>\n");
     }
     if (d->preferred_languages != NULL) {
-        puts_(o, w->md ? "" : "<p data-testid=\"languages\">");
-        puts_(o, "We read reports in these languages: ");
+        keel_out_puts(o, w->md ? "" : "<p data-testid=\"languages\">");
+        keel_out_puts(o, "We read reports in these languages: ");
         languages(o, d->preferred_languages);
-        puts_(o, w->md ? ".\n\n" : ".</p>\n");
+        keel_out_puts(o, w->md ? ".\n\n" : ".</p>\n");
     }
     para(w, "Please do not report through public issue trackers, forums or social media before a fix is out.");
     section_end(w);
@@ -743,24 +711,24 @@ static void policy_body(doc_t *w, const keel_disclose_opts_t *d, const char *exp
     section(w, "timeline", "What happens next");
     list(w, 1, 1);
     item_begin(w, "ack", 1);
-    puts_(o, "We acknowledge your report within ");
+    keel_out_puts(o, "We acknowledge your report within ");
     strong_days(w, ack, "working day");
-    puts_(o, ".");
+    keel_out_puts(o, ".");
     item_end(w);
     item_begin(w, "updates", 2);
-    puts_(o, "We tell you where things stand at least every ");
+    keel_out_puts(o, "We tell you where things stand at least every ");
     strong_days(w, upd, "day");
-    puts_(o, " until the issue is resolved: whether we could reproduce it, how severe we judge it, and when a fix "
-             "is planned.");
+    keel_out_puts(o, " until the issue is resolved: whether we could reproduce it, how severe we judge it, and when "
+                  "a fix is planned.");
     item_end(w);
     item_begin(w, "fix", 3);
-    puts_(o, "We aim to release a fix within ");
+    keel_out_puts(o, "We aim to release a fix within ");
     strong_days(w, fix, "day");
-    puts_(o, " of your report, and agree with you when the vulnerability is disclosed publicly. If we need "
-             "longer, we tell you why and for how long.");
+    keel_out_puts(o, " of your report, and agree with you when the vulnerability is disclosed publicly. If we need "
+                  "longer, we tell you why and for how long.");
     item_end(w);
     item_begin(w, "advisory", 4);
-    puts_(o, "With the fix we publish a security advisory, and credit you if you wish.");
+    keel_out_puts(o, "With the fix we publish a security advisory, and credit you if you wish.");
     item_end(w);
     list(w, 1, 0);
     section_end(w);
@@ -780,42 +748,42 @@ static void policy_body(doc_t *w, const keel_disclose_opts_t *d, const char *exp
     section_end(w);
 
     section(w, "recognition", "Recognition");
-    puts_(o, w->md ? "" : "<p>");
-    puts_(o, "We thank everyone who reports a vulnerability to us in our security advisories");
+    keel_out_puts(o, w->md ? "" : "<p>");
+    keel_out_puts(o, "We thank everyone who reports a vulnerability to us in our security advisories");
     if (d->acknowledgments != NULL) {
-        puts_(o, " and on our acknowledgments page: ");
+        keel_out_puts(o, " and on our acknowledgments page: ");
         doc_link(w, "acknowledgments", d->acknowledgments, d->acknowledgments);
     }
-    puts_(o, w->md ? ".\n\n" : ".</p>\n");
+    keel_out_puts(o, w->md ? ".\n\n" : ".</p>\n");
     if (d->hiring != NULL) {
-        puts_(o, w->md ? "" : "<p>");
-        puts_(o, "We are hiring for security: ");
+        keel_out_puts(o, w->md ? "" : "<p>");
+        keel_out_puts(o, "We are hiring for security: ");
         doc_link(w, "hiring", d->hiring, d->hiring);
-        puts_(o, w->md ? ".\n\n" : ".</p>\n");
+        keel_out_puts(o, w->md ? ".\n\n" : ".</p>\n");
     }
     section_end(w);
 
-    puts_(o, w->md ? "---\n\n" : "<footer data-testid=\"footer\">\n<p>");
-    puts_(o, "This policy is published at ");
+    keel_out_puts(o, w->md ? "---\n\n" : "<footer data-testid=\"footer\">\n<p>");
+    keel_out_puts(o, "This policy is published at ");
     doc_link(w, "policy-url", d->policy_url, d->policy_url);
-    puts_(o, ". Its machine-readable form is the security.txt (RFC 9116)");
+    keel_out_puts(o, ". Its machine-readable form is the security.txt (RFC 9116)");
     if (d->canonical != NULL) {
-        puts_(o, " at ");
+        keel_out_puts(o, " at ");
         doc_link(w, "canonical", d->canonical, d->canonical);
     }
-    putf(o, ", valid until %s.", expires_day);
-    puts_(o, w->md ? "\n" : "</p>\n</footer>\n");
+    keel_out_printf(o, ", valid until %s.", expires_day);
+    keel_out_puts(o, w->md ? "\n" : "</p>\n</footer>\n");
 }
 
 /* "Vulnerability disclosure policy: Thermo-1 by Acme" (or "of Acme"). */
 static void title(doc_t *w, const keel_disclose_opts_t *d)
 {
-    puts_(w->o, "Vulnerability disclosure policy");
+    keel_out_puts(w->o, "Vulnerability disclosure policy");
     if (d->product != NULL) {
-        puts_(w->o, ": ");
+        keel_out_puts(w->o, ": ");
         scope_name(w->o, d, w->md ? md : html);
     } else if (d->vendor != NULL) {
-        puts_(w->o, " of ");
+        keel_out_puts(w->o, " of ");
         esc(w, d->vendor);
     }
 }
@@ -832,22 +800,22 @@ keel_status_t keel_disclose_policy_html(const keel_disclose_opts_t *d, keel_buf_
     if ((st = css_hash(hash)) != KEEL_OK)
         return st;
     fmt_utc(expires, day, sizeof day, 1);
-    out_t o = {out, KEEL_OK};
+    keel_out_t o = {out, KEEL_OK};
     doc_t w = {&o, 0};
-    puts_(&o, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-              "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'sha256-");
-    puts_(&o, hash);
-    puts_(&o, "'; img-src 'none'; base-uri 'none'; form-action 'none'\">\n"
-              "<meta name=\"referrer\" content=\"no-referrer\">\n"
-              "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>");
+    keel_out_puts(&o, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                  "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'sha256-");
+    keel_out_puts(&o, hash);
+    keel_out_puts(&o, "'; img-src 'none'; base-uri 'none'; form-action 'none'\">\n"
+                  "<meta name=\"referrer\" content=\"no-referrer\">\n"
+                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>");
     title(&w, d);
-    puts_(&o, "</title>\n<style>");
-    puts_(&o, policy_css);
-    puts_(&o, "</style>\n</head>\n<body>\n<main>\n<h1 data-testid=\"title\">");
+    keel_out_puts(&o, "</title>\n<style>");
+    keel_out_puts(&o, policy_css);
+    keel_out_puts(&o, "</style>\n</head>\n<body>\n<main>\n<h1 data-testid=\"title\">");
     title(&w, d);
-    puts_(&o, "</h1>\n");
+    keel_out_puts(&o, "</h1>\n");
     policy_body(&w, d, day);
-    puts_(&o, "</main>\n</body>\n</html>\n");
+    keel_out_puts(&o, "</main>\n</body>\n</html>\n");
     return o.st;
 }
 
@@ -861,11 +829,11 @@ keel_status_t keel_disclose_policy_md(const keel_disclose_opts_t *d, keel_buf_t 
         return keel_errorf(KEEL_ERR_ARG, "disclose: no output buffer");
     char day[16];
     fmt_utc(expires, day, sizeof day, 1);
-    out_t o = {out, KEEL_OK};
+    keel_out_t o = {out, KEEL_OK};
     doc_t w = {&o, 1};
-    puts_(&o, "# ");
+    keel_out_puts(&o, "# ");
     title(&w, d);
-    puts_(&o, "\n\n");
+    keel_out_puts(&o, "\n\n");
     policy_body(&w, d, day);
     return o.st;
 }

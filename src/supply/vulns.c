@@ -23,24 +23,12 @@ typedef struct {
 /* Percent-decodes [s, s + n) into dst of KEEL_DPKG_FIELD_MAX bytes; false if malformed or too long. */
 static bool pct_decode(const char *s, size_t n, char *dst)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n)
-                return false;
-            int hi = keel_hex_digit(s[i + 1]), lo = keel_hex_digit(s[i + 2]);
-            if (hi < 0 || lo < 0)
-                return false;
-            c = hi * 16 + lo;
-            i += 2;
-        }
-        if (c < 0x21 || c == 0x7f || k + 1 >= KEEL_DPKG_FIELD_MAX)
+    if (!keel_pct_decode(s, n, dst, KEEL_DPKG_FIELD_MAX) || dst[0] == '\0')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)dst; *p != '\0'; p++)
+        if (*p < 0x21 || *p == 0x7f)
             return false;
-        dst[k++] = (char)c;
-    }
-    dst[k] = '\0';
-    return k > 0;
+    return true;
 }
 
 /* pkg:deb/<namespace>/<name>@<version>[?qualifiers][#subpath] */
