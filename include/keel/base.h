@@ -195,6 +195,9 @@ keel_status_t keel_dir_sync(const char *path) KEEL_MUST_CHECK;
  * 0755 whatever the umask, its parent synced (the parent must exist); an
  * existing one must be a directory. */
 keel_status_t keel_dir_make_public(const char *path) KEEL_MUST_CHECK;
+/* Writes DIR/NAME atomically, mode 0644 (a file for others to read); an
+ * error names DIR/NAME. */
+keel_status_t keel_file_publish(const char *dir, const char *name, const void *data, size_t len) KEEL_MUST_CHECK;
 /* Renames and fsyncs the parent directory of `to` (commits a staged dir). */
 keel_status_t keel_rename_commit(const char *from, const char *to) KEEL_MUST_CHECK;
 /* Removes a directory tree (half-made staging directories) without ever

@@ -305,6 +305,21 @@ keel_status_t keel_dir_make_public(const char *path)
     return KEEL_OK;
 }
 
+keel_status_t keel_file_publish(const char *dir, const char *name, const void *data, size_t len)
+{
+    char path[KEEL_PATH_MAX];
+    keel_status_t st = keel_path_join(path, sizeof path, dir, name);
+    if (st == KEEL_OK)
+        st = keel_file_write_atomic(path, data, len, 0644);
+    if (st != KEEL_OK) {
+        char msg[KEEL_ERROR_MAX];
+        if (keel_strlcpy(msg, keel_error_message(), sizeof msg) != KEEL_OK)
+            msg[0] = '\0';
+        st = keel_errorf(KEEL_ERR_IO, "%s/%s: %s", dir, name, msg);
+    }
+    return st;
+}
+
 keel_status_t keel_rename_commit(const char *from, const char *to)
 {
     char dir[KEEL_PATH_MAX];

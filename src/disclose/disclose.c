@@ -862,18 +862,8 @@ keel_status_t keel_disclose_write(const keel_disclose_opts_t *d, const char *dir
         st = files[i].render(d, &bufs[i]);
     if (st == KEEL_OK)
         st = keel_dir_make_public(dir);
-    for (size_t i = 0; i < NFILES && st == KEEL_OK; i++) {
-        char path[KEEL_PATH_MAX];
-        st = keel_path_join(path, sizeof path, dir, files[i].name);
-        if (st == KEEL_OK)
-            st = keel_file_write_atomic(path, bufs[i].data, bufs[i].len, 0644);
-        if (st != KEEL_OK) {
-            char msg[KEEL_ERROR_MAX];
-            if (keel_strlcpy(msg, keel_error_message(), sizeof msg) != KEEL_OK)
-                msg[0] = '\0';
-            st = keel_errorf(KEEL_ERR_IO, "%s/%s: %s", dir, files[i].name, msg);
-        }
-    }
+    for (size_t i = 0; i < NFILES && st == KEEL_OK; i++)
+        st = keel_file_publish(dir, files[i].name, bufs[i].data, bufs[i].len);
     for (size_t i = 0; i < NFILES; i++)
         keel_buf_free(&bufs[i]);
     return st;
