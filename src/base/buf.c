@@ -43,6 +43,7 @@ keel_status_t keel_buf_append(keel_buf_t *b, const void *p, size_t n)
     return KEEL_OK;
 }
 
+static keel_status_t buf_vprintf(keel_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static keel_status_t buf_vprintf(keel_buf_t *b, const char *fmt, va_list ap)
 {
     char tmp[1024];
