@@ -8,7 +8,9 @@
  *           option, for development boards without secure hardware).
  *   pkcs11  keys generated ON a PKCS#11 token (secure element, SoftHSM2 in
  *           tests), CKA_SENSITIVE and not CKA_EXTRACTABLE.
- * A TPM 2.0 driver plugs in as one more file (src/keystore/tpm2.c).
+ *   tpm2    keys created IN a TPM 2.0 (fixedTPM, fixedParent, with an
+ *           authorization value under the TPM's dictionary-attack lockout),
+ *           kept as TSS2 blobs that only that TPM can load.
  *
  * Keys are named by a label ([A-Za-z0-9._-], at most KEEL_KEYSTORE_LABEL_MAX).
  * Every key is ECDSA P-256. Private key bytes never cross this interface.
@@ -35,19 +37,24 @@ typedef struct keel_keystore keel_keystore_t;
 typedef keel_status_t (*keel_keystore_kek_fn)(void *arg, uint8_t kek[KEEL_KEYSTORE_KEK_LEN]);
 
 typedef struct {
-    const char *driver;   /* "file" or "pkcs11" */
-    /* file driver */
-    const char *dir;      /* where sealed keys are kept */
+    const char *driver;   /* "file", "pkcs11" or "tpm2" */
+    /* file and tpm2 drivers */
+    const char *dir;      /* where sealed keys (file) or TSS2 key blobs (tpm2) are kept */
     const char *kek_file; /* key-encryption key (used when kek_hook is NULL) */
     keel_keystore_kek_fn kek_hook;
     void *kek_arg;
     int create;           /* create the KEK file if it does not exist */
-    /* pkcs11 driver: the PIN comes from a file or an environment variable,
-     * never from a URI or argv. */
+    /* pkcs11 driver */
     const char *module;   /* path of the PKCS#11 module */
     const char *token;    /* token label */
+    /* pkcs11: the user PIN; tpm2: the keys' authorization value. From a file
+     * or an environment variable, never from a URI or argv. */
     const char *pin_file;
     const char *pin_env;
+    /* tpm2 driver: the TSS2 TCTI, e.g. "device:/dev/tpmrm0" (the kernel's
+     * resource manager) or "tabrmd:bus_type=system"; NULL: $TPM2OPENSSL_TCTI,
+     * else the TSS default search. */
+    const char *tcti;
 } keel_keystore_config_t;
 
 keel_status_t keel_keystore_open(const keel_keystore_config_t *cfg, keel_keystore_t **out) KEEL_MUST_CHECK;

@@ -3,8 +3,10 @@
 
 #include "keel/crypto.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct keel_keystore {
     const keel_keystore_driver_t *drv;
@@ -14,7 +16,63 @@ struct keel_keystore {
 static const keel_keystore_driver_t *const drivers[] = {
     &keel_keystore_file_driver,
     &keel_keystore_pkcs11_driver,
+    &keel_keystore_tpm2_driver,
 };
+
+/* Copies the first line of p into out, NUL-terminated. */
+static keel_status_t secret_set(const char *what, const void *p, size_t n, const char *source, char *out,
+                                size_t cap, size_t *len)
+{
+    const char *c = p;
+    const char *eol = memchr(c, '\n', n);
+    if (eol != NULL)
+        n = (size_t)(eol - c);
+    while (n > 0 && c[n - 1] == '\r')
+        n--;
+    if (n == 0)
+        return keel_errorf(KEEL_ERR_CONFIG, "%s from %s is empty", what, source);
+    if (n >= cap)
+        return keel_errorf(KEEL_ERR_CONFIG, "%s from %s exceeds %zu bytes", what, source, cap - 1);
+    if (memchr(c, '\0', n) != NULL)
+        return keel_errorf(KEEL_ERR_CONFIG, "%s from %s contains a NUL byte", what, source);
+    memcpy(out, c, n);
+    out[n] = '\0';
+    *len = n;
+    return KEEL_OK;
+}
+
+keel_status_t keel_keystore_secret_read(const char *what, const char *file, const char *env, char *out,
+                                        size_t cap, size_t *len)
+{
+    if (file != NULL) {
+        int fd = -1;
+        if (keel_file_open_private(file, &fd) != KEEL_OK) {
+            char why[KEEL_ERROR_MAX];
+            snprintf(why, sizeof why, "%s", keel_error_message());
+            return keel_errorf(KEEL_ERR_CONFIG, "%s: file %s", what, why);
+        }
+        keel_buf_t b;
+        /* a line, its CR LF, and one byte to tell "too long" */
+        keel_status_t st = keel_fd_read(fd, file, cap + 2, &b);
+        close(fd);
+        if (st == KEEL_ERR_TOO_LARGE)
+            return keel_errorf(KEEL_ERR_CONFIG, "%s: file %s is larger than %zu bytes", what, file, cap + 1);
+        if (st != KEEL_OK)
+            return st;
+        st = secret_set(what, b.data, b.len, file, out, cap, len);
+        keel_buf_free(&b); /* wipes */
+        return st;
+    }
+    if (env == NULL || env[0] == '\0')
+        return keel_errorf(KEEL_ERR_CONFIG, "%s: no file or variable configured", what);
+    const char *v = getenv(env);
+    if (v == NULL)
+        return keel_errorf(KEEL_ERR_CONFIG, "%s: environment variable %s is not set", what, env);
+    char source[80];
+    if (keel_snprintf(source, sizeof source, "$%s", env) != KEEL_OK)
+        return keel_errorf(KEEL_ERR_CONFIG, "%s: variable name too long", what);
+    return secret_set(what, v, strnlen(v, cap + 1), source, out, cap, len);
+}
 
 int keel_keystore_label_ok(const char *label)
 {
@@ -50,7 +108,7 @@ keel_status_t keel_keystore_open(const keel_keystore_config_t *cfg, keel_keystor
         if (strcmp(drivers[i]->name, name) == 0)
             drv = drivers[i];
     if (drv == NULL)
-        return keel_errorf(KEEL_ERR_UNSUPPORTED, "unknown keystore driver '%s' (file, pkcs11)", name);
+        return keel_errorf(KEEL_ERR_UNSUPPORTED, "unknown keystore driver '%s' (file, pkcs11, tpm2)", name);
     keel_status_t st = keel_crypto_init();
     if (st != KEEL_OK)
         return st;

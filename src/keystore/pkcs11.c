@@ -50,7 +50,6 @@
 
 #define P11_PIN_MAX 256
 /* The PIN file may end in "\r\n". */
-#define P11_PIN_FILE_MAX (P11_PIN_MAX + 2)
 /* Token labels are 32 bytes, blank padded. */
 #define P11_TOKEN_LABEL_LEN 32
 #define P11_SLOTS_MAX 64
@@ -145,59 +144,6 @@ static void trim_right(char *s)
     size_t n = strlen(s);
     while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\n' || s[n - 1] == '\r'))
         s[--n] = '\0';
-}
-
-/* Copies the first line of p (the PIN) into s->pin, NUL-terminated. */
-static keel_status_t pin_set(p11_state_t *s, const void *p, size_t n, const char *source)
-{
-    const char *c = p;
-    const char *eol = memchr(c, '\n', n);
-    if (eol != NULL)
-        n = (size_t)(eol - c);
-    while (n > 0 && c[n - 1] == '\r')
-        n--;
-    if (n == 0)
-        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: the PIN from %s is empty", source);
-    if (n > P11_PIN_MAX)
-        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: the PIN from %s exceeds %d bytes", source,
-                           P11_PIN_MAX);
-    if (memchr(c, '\0', n) != NULL)
-        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: the PIN from %s contains a NUL byte", source);
-    memcpy(s->pin, c, n);
-    s->pin[n] = '\0';
-    s->pinlen = n;
-    return KEEL_OK;
-}
-
-static keel_status_t pin_read(const keel_keystore_config_t *cfg, p11_state_t *s)
-{
-    if (cfg->pin_file != NULL) {
-        int fd = -1;
-        if (keel_file_open_private(cfg->pin_file, &fd) != KEEL_OK) {
-            char why[KEEL_ERROR_MAX];
-            snprintf(why, sizeof why, "%s", keel_error_message());
-            return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s", why);
-        }
-        keel_buf_t b;
-        keel_status_t st = keel_fd_read(fd, cfg->pin_file, P11_PIN_FILE_MAX, &b);
-        close(fd);
-        if (st == KEEL_ERR_TOO_LARGE)
-            return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN file %s is larger than %d bytes", cfg->pin_file,
-                               P11_PIN_FILE_MAX);
-        if (st != KEEL_OK)
-            return st;
-        st = pin_set(s, b.data, b.len, cfg->pin_file);
-        keel_buf_free(&b); /* wipes */
-        return st;
-    }
-    const char *v = getenv(cfg->pin_env);
-    if (v == NULL)
-        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: environment variable %s (the PIN) is not set",
-                           cfg->pin_env);
-    char source[80];
-    if (keel_snprintf(source, sizeof source, "$%s", cfg->pin_env) != KEEL_OK)
-        return keel_errorf(KEEL_ERR_CONFIG, "pkcs11: PIN variable name too long");
-    return pin_set(s, v, strnlen(v, P11_PIN_FILE_MAX + 1), source);
 }
 
 static keel_status_t module_load(p11_state_t *s)
@@ -339,7 +285,8 @@ static keel_status_t p11_open(const keel_keystore_config_t *cfg, void **state)
         st = keel_strlcpy(s->token, cfg->token, sizeof s->token);
     if (st == KEEL_OK) {
         trim_right(s->token);
-        st = s->token[0] != '\0' ? pin_read(cfg, s)
+        st = s->token[0] != '\0' ? keel_keystore_secret_read("pkcs11: the PIN", cfg->pin_file, cfg->pin_env,
+                                                            s->pin, sizeof s->pin, &s->pinlen)
                                   : keel_errorf(KEEL_ERR_ARG, "pkcs11 keystore: token label is blank");
     }
     if (st == KEEL_OK)

@@ -1,0 +1,192 @@
+# A software TPM 2.0 for the integration tests: swtpm (TCP on 127.0.0.1, on
+# two ports picked here), a private D-Bus and the tpm2-abrmd resource manager
+# on it, all run unprivileged (as nobody when the test runs as root). POSIX sh;
+# source it AFTER lib.sh and the other *_lib.sh (it chains their exit cleanup).
+# Everything started here is stopped by pid on every exit path.
+#
+#   tpm_start NAME     Starts a TPM called NAME with fresh state (its own
+#                      directory, ports and bus). The first one started is
+#                      also exported as the process's TPM: TPM2OPENSSL_TCTI,
+#                      TPM2TOOLS_TCTI and DBUS_SESSION_BUS_ADDRESS are set.
+#                      Sets TPM_TCTI (the tabrmd TCTI string, same for every
+#                      TPM: the bus address tells them apart).
+#   tpm_env NAME       Prints the environment assignments that select NAME,
+#                      for `env $(tpm_env NAME) cmd ...`.
+#   tpm_stop NAME      Stops NAME's daemons and deletes its state.
+#   tpm_tools NAME ARGS...
+#                      Runs a tpm2-tools command against NAME (under `timeout`:
+#                      a tabrmd client on a bus that stopped answering hangs).
+#
+# Without a resource manager the TPM has three object slots, and OpenSSL's
+# tpm2 provider runs out of them: the tests always go through tpm2-abrmd.
+# On a device, /dev/tpmrm0 (the kernel's resource manager) takes its place.
+
+TPM_TCTI="tabrmd:bus_type=session"
+TPM_NAMES=
+_TPM_BASE=
+
+for _c in swtpm tpm2-abrmd dbus-daemon tpm2_getrandom setpriv; do
+    command -v "$_c" >/dev/null 2>&1 || fail "tpm_lib: $_c not found (run scripts/deps.sh)"
+done
+
+if command -v pg_cleanup >/dev/null 2>&1; then
+    _tpm_prev_cleanup=pg_cleanup
+elif command -v broker_cleanup >/dev/null 2>&1; then
+    _tpm_prev_cleanup=broker_cleanup
+elif command -v keeld_cleanup >/dev/null 2>&1; then
+    _tpm_prev_cleanup=keeld_cleanup
+else
+    _tpm_prev_cleanup=cleanup
+fi
+tpm_cleanup() {
+    for _n in $TPM_NAMES; do
+        tpm_stop "$_n"
+    done
+    [ -z "$_TPM_BASE" ] || rm -rf "$_TPM_BASE"
+    $_tpm_prev_cleanup
+}
+trap tpm_cleanup EXIT
+trap 'exit 130' INT TERM
+
+# The bus socket lives in the TPM's directory and a unix socket path has at
+# most 107 bytes, so the base is a short directory of its own.
+_tpm_base() {
+    [ -n "$_TPM_BASE" ] && return 0
+    _TPM_BASE=$(mktemp -d "${TMPDIR:-/tmp}/ktpm.XXXXXX")
+    [ ${#_TPM_BASE} -lt 70 ] || fail "tpm_lib: TMPDIR path too long for a bus socket: $_TPM_BASE"
+    chmod 755 "$_TPM_BASE"
+}
+
+_tpm_dir() { printf '%s/%s' "$_TPM_BASE" "$1"; }
+
+# _tpm_runas CMD...: as nobody when root (the daemons need no privilege).
+_tpm_runas() {
+    if [ "$(id -u)" = 0 ]; then
+        setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"
+    else
+        "$@"
+    fi
+}
+
+tpm_env() {
+    printf 'DBUS_SESSION_BUS_ADDRESS=unix:path=%s/bus TPM2OPENSSL_TCTI=%s TPM2TOOLS_TCTI=%s\n' \
+        "$(_tpm_dir "$1")" "$TPM_TCTI" "$TPM_TCTI"
+}
+
+tpm_tools() {
+    _tt_n=$1
+    shift
+    # shellcheck disable=SC2046
+    env $(tpm_env "$_tt_n") timeout 20 "$@"
+}
+
+_tpm_port_free() {
+    python3 -c 'import socket, sys
+for p in (int(sys.argv[1]), int(sys.argv[1]) + 1):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        sys.exit(1)
+    finally:
+        s.close()' "$1"
+}
+
+tpm_start() {
+    _n=$1
+    _tpm_base
+    _d=$(_tpm_dir "$_n")
+    [ ! -e "$_d" ] || fail "tpm_start: TPM $_n already exists"
+    mkdir -p "$_d/state"
+    [ "$(id -u)" != 0 ] || chown -R nobody:nogroup "$_d"
+    TPM_NAMES="$TPM_NAMES $_n"
+
+    # swtpm on two consecutive free ports (server, control); retried when
+    # another test takes a port between the check and the bind.
+    _ok=
+    for _try in 1 2 3 4 5 6 7 8; do
+        _p=$(free_port)
+        _tpm_port_free "$_p" || continue
+        if _tpm_runas swtpm socket --tpm2 \
+            --server "type=tcp,port=$_p,bindaddr=127.0.0.1" \
+            --ctrl "type=tcp,port=$((_p + 1)),bindaddr=127.0.0.1" \
+            --tpmstate "dir=$_d/state" --flags not-need-init,startup-clear \
+            --pid "file=$_d/swtpm.pid" --log "file=$_d/swtpm.log,level=1" \
+            --daemon >>"$_d/swtpm.err" 2>&1 </dev/null; then
+            _ok=1
+            break
+        fi
+    done
+    [ -n "$_ok" ] || { cat "$_d/swtpm.err" >&2; fail "tpm_start: swtpm did not start"; }
+    echo "$_p" >"$_d/port"
+    _direct="swtpm:host=127.0.0.1,port=$_p"
+    _i=0
+    until timeout 3 tpm2_getrandom -T "$_direct" 4 >/dev/null 2>&1; do
+        _i=$((_i + 1))
+        [ $_i -lt 50 ] || fail "tpm_start: swtpm not answering on port $_p"
+        sleep 0.1
+    done
+
+    # A private session bus: nobody owns it, root (the test) talks on it.
+    cat >"$_d/bus.conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path=$_d/bus</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+EOF
+    _tpm_runas dbus-daemon --config-file="$_d/bus.conf" --fork --print-pid=1 >"$_d/dbus.pid" ||
+        fail "tpm_start: dbus-daemon did not start"
+    # setsid: its own process group, out of reach of the test's job control.
+    # --flush-all: a fresh TPM, nothing left from an earlier client.
+    setsid sh -c 'echo $$ >"$1/abrmd.pid"; shift; exec "$@"' sh "$_d" \
+        env DBUS_SESSION_BUS_ADDRESS="unix:path=$_d/bus" \
+        $( [ "$(id -u)" = 0 ] && echo setpriv --reuid=nobody --regid=nogroup --clear-groups -- ) \
+        tpm2-abrmd --session --flush-all --logger=stdout --tcti="$_direct" \
+        >"$_d/abrmd.log" 2>&1 </dev/null &
+    _i=0
+    until tpm_tools "$_n" tpm2_getrandom -T "$TPM_TCTI" 4 >/dev/null 2>&1; do
+        _i=$((_i + 1))
+        [ $_i -lt 100 ] || { cat "$_d/abrmd.log" >&2; fail "tpm_start: tpm2-abrmd not ready"; }
+        sleep 0.1
+    done
+    if [ -z "${TPM2OPENSSL_TCTI:-}" ]; then
+        DBUS_SESSION_BUS_ADDRESS="unix:path=$_d/bus"
+        TPM2OPENSSL_TCTI=$TPM_TCTI
+        TPM2TOOLS_TCTI=$TPM_TCTI
+        export DBUS_SESSION_BUS_ADDRESS TPM2OPENSSL_TCTI TPM2TOOLS_TCTI
+    fi
+}
+
+_tpm_kill() {
+    [ -s "$1" ] || return 0
+    _pid=$(cat "$1")
+    kill -TERM "$_pid" 2>/dev/null || return 0
+    _i=0
+    while kill -0 "$_pid" 2>/dev/null; do
+        _i=$((_i + 1))
+        if [ $_i -ge 30 ]; then
+            kill -KILL "$_pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    rm -f "$1"
+}
+
+tpm_stop() {
+    _d=$(_tpm_dir "$1")
+    [ -d "$_d" ] || return 0
+    _tpm_kill "$_d/abrmd.pid"
+    _tpm_kill "$_d/dbus.pid"
+    _tpm_kill "$_d/swtpm.pid"
+    rm -rf "$_d"
+}
