@@ -51,6 +51,8 @@ keel_status_t keel_identity_password_normalize(const char *in, char *out, size_t
 #define KEEL_STATE_LABEL_HASH "identity/label.hash"
 #define KEEL_STATE_KEYSTORE_DIR "keystore"
 #define KEEL_STATE_KEK "keystore/kek"
+/* tpm2 keystore: the keys' authorization value, when the factory made one */
+#define KEEL_STATE_TPM2_PIN "keystore/tpm2.pin"
 #define KEEL_STATE_RELEASE_ROOT "trust/release-root.pem"
 #define KEEL_STATE_SERVICE_ROOT "trust/service-root.pem"
 #define KEEL_STATE_VAULT_DIR "vault"

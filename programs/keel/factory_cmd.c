@@ -44,11 +44,18 @@ static const char provision_usage[] =
     "An interrupted run never leaves half a device; the next run cleans up.\n"
     "\n"
     "options:\n"
-    "  --keystore file|pkcs11     where device keys are generated (default file)\n"
+    "  --keystore file|pkcs11|tpm2\n"
+    "                             where device keys are generated (default file); tpm2:\n"
+    "                             in the TPM 2.0 the TCTI reaches (run on the device)\n"
     "  --pkcs11-module PATH       PKCS#11 module (e.g. the SoftHSM2 or secure element library)\n"
     "  --pkcs11-token LABEL       token label\n"
     "  --pkcs11-pin-file FILE     user PIN, first line of FILE\n"
     "  --pkcs11-pin-env VAR       user PIN from environment variable VAR\n"
+    "  --tpm2-tcti TCTI           how to reach the TPM (default: $TPM2OPENSSL_TCTI, else\n"
+    "                             the TSS search: /dev/tpmrm0 first); e.g. device:/dev/tpmrm0\n"
+    "  --tpm2-pin-file FILE       the keys' authorization value, first line of FILE\n"
+    "  --tpm2-pin-env VAR         ... or from environment variable VAR\n"
+    "                             (default: a random one per device, in keystore/tpm2.pin)\n"
     "  --argon2-t N               Argon2id passes (default 2)\n"
     "  --argon2-m KIB             Argon2id memory in KiB (default 19456)\n"
     "  --product FILE             the product file (docs/privacy.md): its data declaration\n"
@@ -170,6 +177,9 @@ static int cmd_provision(int argc, char **argv)
         {"pkcs11-token", required_argument, NULL, 'T'},
         {"pkcs11-pin-file", required_argument, NULL, 'P'},
         {"pkcs11-pin-env", required_argument, NULL, 'E'},
+        {"tpm2-tcti", required_argument, NULL, 'C'},
+        {"tpm2-pin-file", required_argument, NULL, 'F'},
+        {"tpm2-pin-env", required_argument, NULL, 'V'},
         {"argon2-t", required_argument, NULL, 't'},
         {"argon2-m", required_argument, NULL, 'r'},
         {"product", required_argument, NULL, 'p'},
@@ -179,7 +189,7 @@ static int cmd_provision(int argc, char **argv)
     keel_provision_opts_t o = {.argon2 = keel_argon2_defaults()};
     o.keystore.driver = "file";
     unsigned long v = 0;
-    int json = 0, c, have_count = 0;
+    int json = 0, c, have_count = 0, tpm2_opt = 0;
     while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         switch (c) {
         case 'd': dir = optarg; break;
@@ -192,14 +202,17 @@ static int cmd_provision(int argc, char **argv)
             break;
         case 'o': o.out = optarg; break;
         case 'k':
-            if (strcmp(optarg, "file") != 0 && strcmp(optarg, "pkcs11") != 0)
-                return cli_usage(cmd, "--keystore must be file or pkcs11");
+            if (strcmp(optarg, "file") != 0 && strcmp(optarg, "pkcs11") != 0 && strcmp(optarg, "tpm2") != 0)
+                return cli_usage(cmd, "--keystore must be file, pkcs11 or tpm2");
             o.keystore.driver = optarg;
             break;
         case 'M': o.keystore.module = optarg; break;
         case 'T': o.keystore.token = optarg; break;
         case 'P': o.keystore.pin_file = optarg; break;
         case 'E': o.keystore.pin_env = optarg; break;
+        case 'C': o.keystore.tcti = optarg; break;
+        case 'F': o.keystore.pin_file = optarg; tpm2_opt = 1; break;
+        case 'V': o.keystore.pin_env = optarg; tpm2_opt = 1; break;
         case 't':
             if (!cli_parse_uint(optarg, 1, 64, &v))
                 return cli_usage(cmd, "--argon2-t must be 1..64");
@@ -221,8 +234,15 @@ static int cmd_provision(int argc, char **argv)
         return cli_usage(cmd, "--dir, --model, --count and --out are required");
     if (!keel_identity_model_ok(o.model))
         return cli_usage(cmd, "--model must be 1..%d characters of [A-Za-z0-9._-]", KEEL_MODEL_MAX);
+    int tpm2 = strcmp(o.keystore.driver, "tpm2") == 0;
     if (o.keystore.pin_file != NULL && o.keystore.pin_env != NULL)
-        return cli_usage(cmd, "give --pkcs11-pin-file or --pkcs11-pin-env, not both");
+        return cli_usage(cmd, tpm2 ? "give --tpm2-pin-file or --tpm2-pin-env, not both"
+                                   : "give --pkcs11-pin-file or --pkcs11-pin-env, not both");
+    if ((tpm2_opt || o.keystore.tcti != NULL) && !tpm2)
+        return cli_usage(cmd, "--tpm2-* options need --keystore tpm2");
+    if (tpm2 && (o.keystore.module != NULL || o.keystore.token != NULL ||
+                 ((o.keystore.pin_file != NULL || o.keystore.pin_env != NULL) && !tpm2_opt)))
+        return cli_usage(cmd, "--pkcs11-* options need --keystore pkcs11");
     if (strcmp(o.keystore.driver, "pkcs11") == 0 &&
         (o.keystore.module == NULL || o.keystore.token == NULL ||
          (o.keystore.pin_file == NULL && o.keystore.pin_env == NULL)))

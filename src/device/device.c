@@ -27,6 +27,7 @@ const keel_cfg_key_t keel_device_schema[] = {
     STR("keystore", "token", NULL),
     PATH("keystore", "pin_file", NULL),
     STR("keystore", "pin_env", NULL),
+    STR("keystore", "tcti", NULL),
     PATH("trust", "release_root", KEEL_STATE_RELEASE_ROOT),
     PATH("trust", "service_root", KEEL_STATE_SERVICE_ROOT),
     PATH("vault", "dir", KEEL_STATE_VAULT_DIR),
@@ -120,6 +121,13 @@ keel_status_t keel_device_keystore_open(const keel_config_t *c, keel_keystore_t 
             k.dir = dir;
             k.kek_file = kek;
         }
+    } else if (strcmp(k.driver, "tpm2") == 0) {
+        k.pin_env = keel_config_str(c, "keystore", "pin_env");
+        k.tcti = keel_config_str(c, "keystore", "tcti");
+        if ((st = keel_config_path(c, "keystore", "dir", dir)) == KEEL_OK)
+            k.dir = dir;
+        if (st == KEEL_OK && keel_config_path(c, "keystore", "pin_file", pin) == KEEL_OK)
+            k.pin_file = pin;
     } else {
         k.token = keel_config_str(c, "keystore", "token");
         k.pin_env = keel_config_str(c, "keystore", "pin_env");

@@ -36,7 +36,7 @@
 typedef struct {
     keel_factory_t *f;
     const keel_provision_opts_t *o;
-    keel_keystore_t *shared_ks; /* pkcs11: one token for the run */
+    keel_keystore_t *shared_ks; /* pkcs11: one token for the run; file, tpm2: one keystore per device */
     keel_buf_t chain_pem, release_pem, service_pem;
     char labels[KEEL_PATH_MAX];
     char *declaration; /* the product's declaration.json, or NULL */
@@ -48,9 +48,26 @@ static int is_file_driver(const keel_provision_opts_t *o)
     return o->keystore.driver == NULL || strcmp(o->keystore.driver, "file") == 0;
 }
 
+static int is_tpm2_driver(const keel_provision_opts_t *o)
+{
+    return o->keystore.driver != NULL && strcmp(o->keystore.driver, "tpm2") == 0;
+}
+
+/* The file and tpm2 keystores live in the device's state directory; the
+ * pkcs11 one is a token shared by the run. */
+static int keystore_per_device(const keel_provision_opts_t *o)
+{
+    return is_file_driver(o) || is_tpm2_driver(o);
+}
+
+static const char *driver_name(const keel_provision_opts_t *o)
+{
+    return is_file_driver(o) ? "file" : o->keystore.driver;
+}
+
 static keel_status_t key_label(const prov_t *p, const char *serial, char *out, size_t cap)
 {
-    if (is_file_driver(p->o))
+    if (keystore_per_device(p->o))
         return keel_strlcpy(out, KEEL_DEVICE_KEY_LABEL, cap);
     return keel_snprintf(out, cap, "device-%s", serial);
 }
@@ -295,7 +312,18 @@ static keel_status_t starter_config(const prov_t *p, const char *id, const char 
     if (st == KEEL_OK && is_file_driver(p->o))
         st = keel_buf_printf(cfg, "[keystore]\ndriver = file\ndir = %s\nkek_file = %s\nkey_label = %s\n\n",
                              KEEL_STATE_KEYSTORE_DIR, KEEL_STATE_KEK, label);
-    else if (st == KEEL_OK) {
+    else if (st == KEEL_OK && is_tpm2_driver(p->o)) {
+        st = keel_buf_printf(cfg, "[keystore]\ndriver = tpm2\ndir = %s\nkey_label = %s\n", KEEL_STATE_KEYSTORE_DIR,
+                             label);
+        if (st == KEEL_OK && k->tcti != NULL)
+            st = keel_buf_printf(cfg, "tcti = %s\n", k->tcti);
+        if (st == KEEL_OK && k->pin_env != NULL)
+            st = keel_buf_printf(cfg, "pin_env = %s\n", k->pin_env);
+        else if (st == KEEL_OK)
+            st = keel_buf_printf(cfg, "pin_file = %s\n", k->pin_file != NULL ? k->pin_file : KEEL_STATE_TPM2_PIN);
+        if (st == KEEL_OK)
+            st = keel_buf_printf(cfg, "\n");
+    } else if (st == KEEL_OK) {
         st = keel_buf_printf(cfg, "[keystore]\ndriver = pkcs11\nmodule = %s\ntoken = %s\nkey_label = %s\n",
                              k->module, k->token, label);
         if (st == KEEL_OK && k->pin_file != NULL)
@@ -319,7 +347,7 @@ static keel_status_t device_json(const prov_t *p, const char *id, const char *se
     json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "format", "keel-device-1",
                           "id", id, "serial", serial, "model", p->o->model, "org",
                           keel_factory_org(p->f), "keystore",
-                          is_file_driver(p->o) ? "file" : "pkcs11", "key_label", label, "cert_sha256",
+                          driver_name(p->o), "key_label", label, "cert_sha256",
                           fp, "provisioned", (json_int_t)time(NULL));
     *out = j != NULL ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(j);
@@ -346,6 +374,24 @@ typedef struct {
     char err[KEEL_ERROR_MAX];
 } device_job_t;
 
+static keel_status_t tpm2_pin_make(const char *kdir, const char *path)
+{
+    uint8_t raw[16];
+    char hex[2 * sizeof raw + 2];
+    keel_random_bytes(raw, sizeof raw);
+    keel_status_t st = keel_hex_encode(raw, sizeof raw, hex, sizeof hex);
+    if (st == KEEL_OK)
+        st = keel_dir_make(kdir, 0700);
+    if (st == KEEL_OK) {
+        size_t n = strlen(hex);
+        hex[n] = '\n';
+        st = keel_file_create_atomic(path, hex, n + 1, 0600);
+    }
+    keel_wipe(raw, sizeof raw);
+    keel_wipe(hex, sizeof hex);
+    return st;
+}
+
 static keel_status_t prepare(device_job_t *j)
 {
     prov_t *p = j->p;
@@ -355,17 +401,26 @@ static keel_status_t prepare(device_job_t *j)
     keel_buf_t pem, cfg;
     keel_buf_init(&pem, 0);
     keel_buf_init(&cfg, 0);
-    char *dj = NULL, kdir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX];
+    char *dj = NULL, kdir[KEEL_PATH_MAX], kek[KEEL_PATH_MAX], pin[KEEL_PATH_MAX];
 
     keel_status_t st = KEEL_OK;
     if (ks == NULL) {
         keel_keystore_config_t c = p->o->keystore;
-        c.driver = "file";
+        c.driver = driver_name(p->o);
         c.create = 1;
         c.dir = kdir;
-        c.kek_file = kek;
         if ((st = keel_path_join(kdir, sizeof kdir, j->staging, KEEL_STATE_KEYSTORE_DIR)) == KEEL_OK &&
-            (st = keel_path_join(kek, sizeof kek, j->staging, KEEL_STATE_KEK)) == KEEL_OK)
+            (st = keel_path_join(kek, sizeof kek, j->staging, KEEL_STATE_KEK)) == KEEL_OK &&
+            (st = keel_path_join(pin, sizeof pin, j->staging, KEEL_STATE_TPM2_PIN)) == KEEL_OK)
+            c.kek_file = kek;
+        if (st == KEEL_OK && is_tpm2_driver(p->o) && c.pin_file == NULL && c.pin_env == NULL) {
+            /* No PIN given: each device gets its own, kept beside its key
+             * blobs. It stops other local users of the TPM, and guessing at
+             * it runs into the TPM's dictionary-attack lockout. */
+            c.pin_file = pin;
+            st = tpm2_pin_make(kdir, pin);
+        }
+        if (st == KEEL_OK)
             st = keel_keystore_open(&c, &own_ks);
         ks = own_ks;
     }
@@ -679,9 +734,14 @@ static keel_status_t check_opts(const keel_provision_opts_t *o)
     if (o->count < 1 || o->count > KEEL_PROVISION_MAX_COUNT)
         return keel_errorf(KEEL_ERR_ARG, "count must be 1..%u", KEEL_PROVISION_MAX_COUNT);
     const keel_keystore_config_t *k = &o->keystore;
-    if (!is_file_driver(o)) {
+    if (is_tpm2_driver(o)) {
+        if (!config_value_ok(k->tcti) || !config_value_ok(k->pin_file) || !config_value_ok(k->pin_env))
+            return keel_errorf(KEEL_ERR_ARG, "tpm2 settings must not contain control characters");
+        if (k->pin_file != NULL && k->pin_env != NULL)
+            return keel_errorf(KEEL_ERR_ARG, "tpm2 keystore: give a PIN file or a PIN variable, not both");
+    } else if (!is_file_driver(o)) {
         if (strcmp(k->driver, "pkcs11") != 0)
-            return keel_errorf(KEEL_ERR_ARG, "keystore must be file or pkcs11");
+            return keel_errorf(KEEL_ERR_ARG, "keystore must be file, pkcs11 or tpm2");
         if (k->module == NULL || k->token == NULL || (k->pin_file == NULL && k->pin_env == NULL))
             return keel_errorf(KEEL_ERR_ARG, "pkcs11 keystore needs a module, a token and a PIN file or variable");
         if (!config_value_ok(k->module) || !config_value_ok(k->token) || !config_value_ok(k->pin_file) ||
@@ -735,7 +795,7 @@ keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opt
         st = keel_pem_cert(keel_factory_root(f, KEEL_PKI_SERVICE), &p.service_pem);
     if (st == KEEL_OK && o->product != NULL)
         st = product_load(&p);
-    if (st == KEEL_OK && !is_file_driver(o))
+    if (st == KEEL_OK && !keystore_per_device(o))
         st = keel_keystore_open(&o->keystore, &p.shared_ks);
     if (st == KEEL_OK)
         st = recover(&p);

@@ -81,9 +81,38 @@ typedef struct {
     EVP_PKEY *key;
 } bridge_t;
 
+/*
+ * The provider's error, with the TPM's response decoded where it says what
+ * a user can act on: a wrong PIN (each one counts towards the lockout) and
+ * the dictionary-attack lockout itself.
+ */
 static keel_status_t tpm_error(keel_status_t st, const char *what)
 {
-    return keel_crypto_error(st, what);
+    const char *data = NULL;
+    int flags = 0;
+    char reason[256] = "unknown reason", detail[256] = "";
+    unsigned long e;
+    /* the first error is the TPM's; the later ones are OpenSSL passing it up */
+    if ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+        ERR_error_string_n(e, reason, sizeof reason);
+        if (data != NULL && (flags & ERR_TXT_STRING) != 0)
+            snprintf(detail, sizeof detail, "%s", data);
+    }
+    ERR_clear_error();
+    /* tpm2-openssl's data is "<response code> <decoded text>" */
+    char *end = NULL;
+    unsigned long rc = detail[0] >= '0' && detail[0] <= '9' ? strtoul(detail, &end, 10) : 0;
+    const char *hint = NULL;
+    if ((rc & 0xfffu) == 0x921u)
+        hint = "the TPM is in dictionary-attack lockout after too many wrong PINs (it forgives one failure per "
+               "recovery interval; the owner of the lockout authorization can clear it)";
+    else if ((rc & 0x80u) != 0 && ((rc & 0x3fu) == 0x0eu || (rc & 0x3fu) == 0x22u))
+        hint = "wrong PIN: the TPM refused the key's authorization value and counted a dictionary-attack failure";
+    else if ((rc & 0x80u) != 0 && (rc & 0x3fu) == 0x1fu)
+        hint = "the key blob was not made by this TPM (or was altered)";
+    if (hint != NULL)
+        return keel_errorf(st, "%s: %s (TPM response 0x%03lx)", what, hint, rc);
+    return keel_errorf(st, "%s: %s%s%s", what, reason, detail[0] ? ": " : "", detail);
 }
 
 static void tpm2_close(void *state)
@@ -107,21 +136,36 @@ static void tpm2_close(void *state)
 /*
  * The provider reads its TCTI from TPM2OPENSSL_TCTI when it is loaded (on
  * OpenSSL 3.0 there is no way to hand a freshly loaded provider a parameter
- * without a configuration file). Opening happens at start-up, before the
- * daemons start threads.
+ * without a configuration file), so a configured TCTI is put there. The
+ * daemons open their keystore at start-up, before they start threads.
  */
-static keel_status_t tcti_set(const char *tcti)
+static pthread_mutex_t provider_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Loads the provider into s->lc with `tcti`; keystores opened side by side
+ * (factory provisioning) take turns. */
+static keel_status_t provider_load(tpm2_state_t *s, const char *tcti)
 {
-    if (tcti == NULL || tcti[0] == '\0')
-        return KEEL_OK; /* the environment's, else the TSS default (/dev/tpmrm0, ...) */
-    if (strlen(tcti) > TPM2_TCTI_MAX || strpbrk(tcti, "\n\r") != NULL)
+    if (tcti != NULL && tcti[0] != '\0' && (strlen(tcti) > TPM2_TCTI_MAX || strpbrk(tcti, "\n\r") != NULL))
         return keel_errorf(KEEL_ERR_CONFIG, "tpm2 keystore: the TCTI setting is malformed");
-    const char *cur = getenv("TPM2OPENSSL_TCTI");
-    if (cur != NULL && strcmp(cur, tcti) == 0)
-        return KEEL_OK;
-    if (setenv("TPM2OPENSSL_TCTI", tcti, 1) != 0)
-        return keel_errorf(KEEL_ERR_NOMEM, "tpm2 keystore: cannot set the TCTI");
-    return KEEL_OK;
+    keel_status_t st = KEEL_OK;
+    pthread_mutex_lock(&provider_lock);
+    /* No TCTI configured: the environment's, else the TSS default search. */
+    if (tcti != NULL && tcti[0] != '\0') {
+        const char *cur = getenv("TPM2OPENSSL_TCTI");
+        if ((cur == NULL || strcmp(cur, tcti) != 0) && setenv("TPM2OPENSSL_TCTI", tcti, 1) != 0)
+            st = keel_errorf(KEEL_ERR_NOMEM, "tpm2 keystore: cannot set the TCTI");
+    }
+    /* tpm2 first: operations on TPM keys must come from it; default for the
+     * encoders, decoders and software helpers the provider leans on. */
+    if (st == KEEL_OK && (s->tpm = OSSL_PROVIDER_load(s->lc, "tpm2")) == NULL) {
+        const char *t = getenv("TPM2OPENSSL_TCTI");
+        char what[TPM2_TCTI_MAX + 128];
+        snprintf(what, sizeof what, "tpm2: no TPM answers through TCTI '%s' (or tpm2-openssl is not installed)",
+                 t != NULL ? t : "default: /dev/tpmrm0, /dev/tpm0, tabrmd, swtpm");
+        st = tpm_error(KEEL_ERR_KEYSTORE, what);
+    }
+    pthread_mutex_unlock(&provider_lock);
+    return st;
 }
 
 static keel_status_t tpm2_open(const keel_keystore_config_t *cfg, void **state)
@@ -144,15 +188,10 @@ static keel_status_t tpm2_open(const keel_keystore_config_t *cfg, void **state)
                                        sizeof s->pin, &s->pinlen);
     if (st == KEEL_OK && cfg->create)
         st = keel_dir_make(s->dir, 0700);
-    if (st == KEEL_OK)
-        st = tcti_set(cfg->tcti);
     if (st == KEEL_OK && (s->lc = OSSL_LIB_CTX_new()) == NULL)
         st = keel_errorf(KEEL_ERR_NOMEM, "tpm2: cannot create a library context");
-    /* tpm2 first: operations on TPM keys must come from it; default for the
-     * encoders, decoders and software helpers the provider leans on. */
-    if (st == KEEL_OK && (s->tpm = OSSL_PROVIDER_load(s->lc, "tpm2")) == NULL)
-        st = tpm_error(KEEL_ERR_KEYSTORE, "tpm2: cannot load the OpenSSL tpm2 provider "
-                                          "(is tpm2-openssl installed and the TPM reachable?)");
+    if (st == KEEL_OK)
+        st = provider_load(s, cfg->tcti);
     if (st == KEEL_OK && (s->dflt = OSSL_PROVIDER_load(s->lc, "default")) == NULL)
         st = tpm_error(KEEL_ERR_KEYSTORE, "tpm2: cannot load the default provider");
     ERR_clear_error();
@@ -196,8 +235,7 @@ static keel_status_t blob_load(tpm2_state_t *s, const char *path, EVP_PKEY **out
     if (d == NULL || OSSL_DECODER_CTX_set_passphrase_cb(d, pin_cb, s) != 1)
         st = tpm_error(KEEL_ERR_KEYSTORE, "tpm2: decoder");
     else if (OSSL_DECODER_from_data(d, &p, &n) != 1 || pk == NULL)
-        st = tpm_error(KEEL_ERR_KEYSTORE, "tpm2: loading the key into the TPM failed "
-                                          "(a blob from another TPM, a wrong PIN, or DA lockout)");
+        st = tpm_error(KEEL_ERR_KEYSTORE, "tpm2: loading the key into the TPM failed");
     OSSL_DECODER_CTX_free(d);
     keel_buf_free(&b);
     if (st == KEEL_OK)

@@ -33,6 +33,17 @@ expect_rc 2 $P --model "../../etc" --count 1
 expect_rc 2 $P --model m --count 1 --keystore floppy
 expect_rc 2 $P --model m --count 1 --keystore pkcs11
 grep -q "needs --pkcs11-module" "$T/err" || fail "unclear message: $(cat "$T/err")"
+expect_rc 2 $P --model m --count 1 --tpm2-tcti device:/dev/tpmrm0
+grep -q "tpm2-\* options need --keystore tpm2" "$T/err" || fail "unclear message: $(cat "$T/err")"
+expect_rc 2 $P --model m --count 1 --keystore tpm2 --pkcs11-pin-file "$T/pin"
+grep -q "pkcs11-\* options need --keystore pkcs11" "$T/err" || fail "unclear message: $(cat "$T/err")"
+expect_rc 2 $P --model m --count 1 --keystore tpm2 --tpm2-pin-file "$T/pin" --tpm2-pin-env X
+grep -q "give --tpm2-pin-file or --tpm2-pin-env, not both" "$T/err" || fail "unclear message: $(cat "$T/err")"
+# No TPM at this TCTI (a closed loopback port): a clear error, no device left.
+expect_rc 1 $P --model m --count 1 --keystore tpm2 --tpm2-tcti "swtpm:host=127.0.0.1,port=$(free_port)"
+grep -q "no TPM answers through TCTI" "$T/err" || fail "unclear message: $(cat "$T/err")"
+[ ! -e "$T/b" ] || [ -z "$(ls "$T/b" | grep -v labels.csv)" ] || fail "a failed tpm2 provision left devices behind: $(ls "$T/b")"
+rm -rf "$T/b"
 expect_rc 2 $P --model m --count 1 --argon2-m 1
 expect_rc 2 "$KEEL" factory provision --dir "$T/nofactory" --out "$T/b" --model m --count 1
 grep -q "not a Keel factory" "$T/err" || fail "unclear message: $(cat "$T/err")"
