@@ -9,6 +9,24 @@ cleanup() { [ -n "${KEEL_KEEP_T:-}" ] || rm -rf "$T"; }
 trap cleanup EXIT INT TERM
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# KEEL_TEST_KEYSTORE=tpm2 (the tpm2.* runs of the suite, started by
+# with_tpm.sh): every `keel factory provision` that names no keystore makes
+# its devices' keys in that TPM. $KEEL becomes a wrapper that says so.
+if [ "${KEEL_TEST_KEYSTORE:-}" = tpm2 ] && [ -z "${KEEL_TPM2_REAL:-}" ]; then
+    KEEL_TPM2_REAL=$KEEL
+    export KEEL_TPM2_REAL
+    KEEL=$T/keel-tpm2
+    cat >"$KEEL" <<'EOF_WRAP'
+#!/bin/sh
+if [ "${1:-} ${2:-}" = "factory provision" ] && ! printf '%s\n' "$@" | grep -q '^--keystore'; then
+    shift 2
+    exec "$KEEL_TPM2_REAL" factory provision --keystore tpm2 "$@"
+fi
+exec "$KEEL_TPM2_REAL" "$@"
+EOF_WRAP
+    chmod 755 "$KEEL"
+fi
 note() { echo "-- $*"; }
 
 # expect_rc N cmd...: runs cmd, fails unless it exits with N. Output in $T/out, $T/err.

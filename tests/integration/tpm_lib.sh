@@ -147,10 +147,12 @@ EOF
         fail "tpm_start: dbus-daemon did not start"
     # setsid: its own process group, out of reach of the test's job control.
     # --flush-all: a fresh TPM, nothing left from an earlier client.
+    # --max-connections: the fleet tests run many clients at once
+    # (the default is 27, the most 100; /dev/tpmrm0 has no such limit).
     setsid sh -c 'echo $$ >"$1/abrmd.pid"; shift; exec "$@"' sh "$_d" \
         env DBUS_SESSION_BUS_ADDRESS="unix:path=$_d/bus" \
         $( [ "$(id -u)" = 0 ] && echo setpriv --reuid=nobody --regid=nogroup --clear-groups -- ) \
-        tpm2-abrmd --session --flush-all --logger=stdout --tcti="$_direct" \
+        tpm2-abrmd --session --flush-all --max-connections=100 --logger=stdout --tcti="$_direct" \
         >"$_d/abrmd.log" 2>&1 </dev/null &
     _i=0
     until tpm_tools "$_n" tpm2_getrandom -T "$TPM_TCTI" 4 >/dev/null 2>&1; do

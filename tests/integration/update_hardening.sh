@@ -33,12 +33,15 @@ grep -q "below the device's anti-rollback counter 2" "$T/err" || fail "v1 not re
 expect_rc 0 "$KEEL" boot --state "$D"
 
 note "a broken vault does not stop the bootloader (installs are refused)"
-cp "$D/keystore/vault-data-key.wrap" "$T/wrap.bak"
-head -c 60 /dev/urandom >"$D/keystore/vault-data-key.wrap"
+# the vault's wrapping key: .wrap (file keystore) or .tpm2wrap (TPM blob)
+WRAP=$(ls "$D"/keystore/vault-data-key.*wrap)
+[ -f "$WRAP" ] || fail "no wrapping key for the vault in $D/keystore"
+cp "$WRAP" "$T/wrap.bak"
+head -c 60 /dev/urandom >"$WRAP"
 expect_rc 0 "$KEEL" boot --state "$D" --json
 [ "$(jget 'd["version"]')" = "2.0.0" ] || fail "did not boot 2.0.0 with a broken vault"
 expect_rc 1 "$KEEL" update install "$T/v2.kb" --state "$D"
-cp "$T/wrap.bak" "$D/keystore/vault-data-key.wrap"
+cp "$T/wrap.bak" "$WRAP"
 
 note "a trust bundle copied into a slot never boots and never raises the counter"
 mk "$T/trust.kb" 2026.1.0 50 trust "$D/trust/release-root.pem"
