@@ -21,6 +21,7 @@ if [ "${KEEL_TEST_KEYSTORE:-}" = tpm2 ] && [ -z "${KEEL_TPM2_REAL:-}" ]; then
 #!/bin/sh
 if [ "${1:-} ${2:-}" = "factory provision" ] && ! printf '%s\n' "$@" | grep -q '^--keystore'; then
     shift 2
+    [ -z "${KEEL_TPM2_USED:-}" ] || echo provision >>"$KEEL_TPM2_USED"
     exec "$KEEL_TPM2_REAL" factory provision --keystore tpm2 "$@"
 fi
 exec "$KEEL_TPM2_REAL" "$@"

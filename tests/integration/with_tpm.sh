@@ -14,4 +14,10 @@ if [ "${1:-}" = --other ]; then
     KEEL_TEST_TPM2_OTHER_TCTI="swtpm:host=127.0.0.1,port=$(cat "$_TPM_BASE/other/port")"
     export KEEL_TEST_TPM2_OTHER_TCTI
 fi
+# With KEEL_TEST_KEYSTORE=tpm2 the run must really have made TPM keys.
+KEEL_TPM2_USED=$T/tpm2-used
+export KEEL_TPM2_USED
 "$@"
+if [ "${KEEL_TEST_KEYSTORE:-}" = tpm2 ] && [ ! -s "$KEEL_TPM2_USED" ]; then
+    fail "with_tpm: KEEL_TEST_KEYSTORE=tpm2, but the test provisioned no device with --keystore tpm2"
+fi
