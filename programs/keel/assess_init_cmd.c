@@ -168,6 +168,7 @@ typedef struct {
     int api_port;
     int broker_port;      /* 0 without a cloud link */
     int pkcs11;
+    int tpm2;
     int have[32];         /* per feature: 1, 0, -1 unknown */
 } src_t;
 
@@ -224,6 +225,7 @@ static keel_status_t read_sources(const char *config, char **overrides, size_t n
     if (broker != NULL && (st = listen_port("[link] broker", broker, &s->broker_port)) != KEEL_OK)
         return st;
     s->pkcs11 = strcmp(keel_config_str(s->cfg, "keystore", "driver"), "pkcs11") == 0;
+    s->tpm2 = strcmp(keel_config_str(s->cfg, "keystore", "driver"), "tpm2") == 0;
 
     /* device.json (written by keel factory provision) names the manufacturer. */
     char state[KEEL_PATH_MAX], dj[KEEL_PATH_MAX];
@@ -288,12 +290,17 @@ static const char *answer_text(const src_t *s, const keel_answer_t *a, char *buf
     } else if (strcmp(a->id, "5.4-1") == 0) {
         snprintf(buf, cap, "%s Secrets and personal data are sealed field by field (AEAD) in the vault.",
                  s->pkcs11 ? "The identity key is generated on a PKCS#11 token and never leaves it."
+                 : s->tpm2 ? "The identity key is generated inside the TPM 2.0 and never leaves it; the vault's "
+                             "data key is sealed to the same TPM."
                            : "The identity key is sealed with AES-256-GCM under a key-encryption key from the "
                              "platform.");
     } else if (strcmp(a->id, "5.4-2") == 0) {
-        *yes = s->pkcs11;
+        *yes = s->pkcs11 || s->tpm2;
         snprintf(buf, cap, s->pkcs11 ? "The identity key is generated on the PKCS#11 token, sensitive and never "
                                        "extractable, usable only to sign."
+                           : s->tpm2 ? "The identity key is generated inside the TPM 2.0 (fixedTPM, fixedParent, "
+                                       "sensitiveDataOrigin) and kept as a blob only that TPM can load; its "
+                                       "authorization value is guarded by the TPM's dictionary-attack lockout."
                                      : "how the platform protects the key-encryption key of the file keystore "
                                        "against tampering");
     } else if (strcmp(a->id, "5.6-1") == 0) {
@@ -421,9 +428,13 @@ static json_t *draft_ixit(const src_t *s)
     json_t *params = json_pack(
         "[{s:s, s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s, s:s}]", "name",
         "device identity key", "storage",
-        s->pkcs11 ? "PKCS#11 token named in [keystore]" : "sealed file in the [keystore] directory",
+        s->pkcs11 ? "PKCS#11 token named in [keystore]"
+        : s->tpm2 ? "TPM 2.0 key blob in the [keystore] directory (loads only in this device's TPM)"
+                  : "sealed file in the [keystore] directory",
         "protection",
         s->pkcs11 ? "generated on the token, sensitive, not extractable, sign only"
+        : s->tpm2 ? "generated in the TPM (fixedTPM, fixedParent, sensitiveDataOrigin), authorization value under "
+                    "the TPM's dictionary-attack lockout"
                   : "AES-256-GCM under the key-encryption key ([keystore] kek_file) from the platform",
         "name", "label password hash", "storage", "identity/label.hash", "protection",
         "Argon2id hash only; the password itself is on the device's label", "name", "owner password and sessions",
@@ -449,7 +460,7 @@ static json_t *draft_ixit(const src_t *s)
     }
     ok &= json_array_append_new(ifaces, placeholder("any other interface of the product, physical ones included (USB, "
                                               "serial console, radios, buttons): one object each")) == 0;
-    if (!s->pkcs11)
+    if (!s->pkcs11 && !s->tpm2)
         ok &= json_array_append_new(params, json_pack("{s:s, s:s, s:o}", "name", "key-encryption key", "storage",
                                                 "[keystore] kek_file, from the platform", "protection",
                                                 placeholder("how the platform protects the key-encryption key"))) == 0;

@@ -25,6 +25,10 @@ for p in '$.disclosure.policy' '$.disclosure.security_txt' '$.product.support_pe
     grep -qF "$p" "$T/out" || fail "placeholder $p is not listed: $(cat "$T/out")"
 done
 grep -q 'values to be filled by the manufacturer' "$T/out" || fail "no placeholder count"
+note "the IXIT describes the identity key where this device keeps it"
+want="sealed file in the [keystore] directory"
+[ "${KEEL_TEST_KEYSTORE:-}" != tpm2 ] || want="TPM 2.0 key blob in the [keystore] directory"
+grep -qF "$want" "$OUT/ixit.json" || fail "the IXIT does not say '$want'"
 
 note "the draft validates as a draft, and a strict check refuses it"
 expect_rc 0 "$KEEL" assess init --check "$OUT" --json
