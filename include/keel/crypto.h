@@ -29,6 +29,10 @@ void keel_random_bytes(void *buf, size_t n);
 uint32_t keel_random_uniform(uint32_t upper);
 
 void keel_sha256(const void *data, size_t len, uint8_t out[KEEL_SHA256_LEN]);
+/* Base64 of the SHA-256 of data (44 characters and a NUL): the form a
+ * Content-Security-Policy 'sha256-...' source takes. */
+#define KEEL_SHA256_B64_LEN 45
+keel_status_t keel_sha256_base64(const void *data, size_t len, char out[KEEL_SHA256_B64_LEN]) KEEL_MUST_CHECK;
 /* A pem_password_cb that never gives a password: an encrypted PEM block is
  * refused at once instead of OpenSSL asking on the terminal (a daemon must
  * never block on a prompt, and a PEM in outside data must not make it). */

@@ -8,13 +8,13 @@
  * it copies for its own syntax through one function (text_put), so there is
  * no place where a string is copied raw.
  */
+#include "keel/crypto.h"
 #include "keel/assess_report.h"
 
 #include "keel/assess.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -894,20 +894,6 @@ static const char html_css[] =
     "details::details-content{content-visibility:visible;display:contents}"
     "summary{list-style:none;color:#111827}}\n";
 
-/* style-src by the stylesheet's SHA-256, so not even an injected style
- * element would apply. */
-static keel_status_t css_hash(char out[64])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_Digest(html_css, sizeof html_css - 1, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-        return keel_errorf(KEEL_ERR_CRYPTO, "report.html: SHA-256 of the stylesheet failed");
-    /* 32 bytes give 44 base64 characters and a NUL. */
-    if (EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen) != 44)
-        return keel_errorf(KEEL_ERR_CRYPTO, "report.html: base64 of the stylesheet hash failed");
-    return KEEL_OK;
-}
-
 static const char *verdict_short(int v)
 {
     static const char *const s[V_COUNT] = {"PASS", "FAIL", "N/A", "INCONCL."};
@@ -1063,8 +1049,10 @@ keel_status_t keel_assess_report_html(const json_t *report, keel_buf_t *out)
     keel_status_t st = keel_assess_report_check(report);
     if (st != KEEL_OK)
         return st;
-    char hash[64];
-    if ((st = css_hash(hash)) != KEEL_OK)
+    /* style-src by the stylesheet's SHA-256, so not even an injected style
+     * element would apply. */
+    char hash[KEEL_SHA256_B64_LEN];
+    if ((st = keel_sha256_base64(html_css, sizeof html_css - 1, hash)) != KEEL_OK)
         return st;
     keel_out_t o = {out, KEEL_OK};
     const json_t *provisions = json_object_get(report, "provisions");

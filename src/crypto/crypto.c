@@ -41,6 +41,15 @@ void keel_sha256(const void *data, size_t len, uint8_t out[KEEL_SHA256_LEN])
     crypto_hash_sha256(out, data, len);
 }
 
+keel_status_t keel_sha256_base64(const void *data, size_t len, char out[KEEL_SHA256_B64_LEN])
+{
+    uint8_t md[KEEL_SHA256_LEN];
+    keel_sha256(data, len, md);
+    if (EVP_EncodeBlock((unsigned char *)out, md, (int)sizeof md) != KEEL_SHA256_B64_LEN - 1)
+        return keel_errorf(KEEL_ERR_CRYPTO, "base64 of a SHA-256 failed");
+    return KEEL_OK;
+}
+
 int keel_ct_equal(const void *a, const void *b, size_t n)
 {
     return sodium_memcmp(a, b, n) == 0;

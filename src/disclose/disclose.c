@@ -6,10 +6,10 @@
  * characters that could leave an attribute or a field). See keel/disclose.h
  * and docs/internals/disclose.md.
  */
+#include "keel/crypto.h"
 #include "keel/disclose.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -531,17 +531,6 @@ static const char policy_css[] =
     "footer{margin-top:2.5rem;font-size:.85rem;color:#4b5563}\n";
 
 /* style-src by the stylesheet's SHA-256: no other style applies, no script runs. */
-static keel_status_t css_hash(char out[64])
-{
-    unsigned char mdv[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_Digest(policy_css, sizeof policy_css - 1, mdv, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-        return keel_errorf(KEEL_ERR_CRYPTO, "disclose: SHA-256 of the stylesheet failed");
-    /* 32 bytes give 44 base64 characters and a NUL. */
-    if (EVP_EncodeBlock((unsigned char *)out, mdv, (int)mdlen) != 44)
-        return keel_errorf(KEEL_ERR_CRYPTO, "disclose: base64 of the stylesheet hash failed");
-    return KEEL_OK;
-}
 
 /* An anchor to a checked URI, showing `shown`. */
 static void html_link(keel_out_t *o, const char *testid, const char *href, const char *shown)
@@ -796,8 +785,8 @@ keel_status_t keel_disclose_policy_html(const keel_disclose_opts_t *d, keel_buf_
         return st;
     if (out == NULL)
         return keel_errorf(KEEL_ERR_ARG, "disclose: no output buffer");
-    char hash[64], day[16];
-    if ((st = css_hash(hash)) != KEEL_OK)
+    char hash[KEEL_SHA256_B64_LEN], day[16];
+    if ((st = keel_sha256_base64(policy_css, sizeof policy_css - 1, hash)) != KEEL_OK)
         return st;
     fmt_utc(expires, day, sizeof day, 1);
     keel_out_t o = {out, KEEL_OK};

@@ -108,6 +108,17 @@ static void test_encoders_and_random(void **state)
         assert_true(keel_random_uniform(31) < 31);
 }
 
+/* The CSP form: base64 of SHA-256 (FIPS 180-2's "abc" and empty vectors). */
+static void test_sha256_base64(void **state)
+{
+    (void)state;
+    char b64[KEEL_SHA256_B64_LEN];
+    assert_int_equal(keel_sha256_base64("abc", 3, b64), KEEL_OK);
+    assert_string_equal(b64, "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
+    assert_int_equal(keel_sha256_base64("", 0, b64), KEEL_OK);
+    assert_string_equal(b64, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -115,6 +126,7 @@ int main(void)
         cmocka_unit_test(test_argon2id),
         cmocka_unit_test(test_ecdsa),
         cmocka_unit_test(test_encoders_and_random),
+        cmocka_unit_test(test_sha256_base64),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
