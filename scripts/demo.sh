@@ -9,8 +9,9 @@
 #   8 factory reset and the fleet's deletion receipt
 #   9 keel assess, as a test lab would
 # then shorter demonstrations (the audit catching planted flaws, keys made on
-# a SoftHSM2 token, tampered and rolled-back bundles refused), everything
-# stopped, and a summary with each step's time.
+# a SoftHSM2 token, a device key made in a software TPM 2.0 and its state
+# refused next to another TPM, tampered and rolled-back bundles refused),
+# everything stopped, and a summary with each step's time.
 #
 # Each step is a function (step_*): its output is captured and shown when it
 # ends, with its time. Any failing command fails its step: the demo then
@@ -76,8 +77,9 @@ else:
 }
 KEELD_PID=
 THERMO_PID=
+TPM_KEELD_PID= # the TPM step's own keeld
 keeld_cleanup() { # the end of fleet_lib.sh's and broker_lib.sh's exit chain
-    for _p in $THERMO_PID $KEELD_PID; do
+    for _p in $THERMO_PID $KEELD_PID $TPM_KEELD_PID; do
         kill -KILL "$_p" 2>/dev/null || :
         wait "$_p" 2>/dev/null || :
     done
@@ -93,6 +95,12 @@ FLEET_PASS_ARGS="--passphrase-env KEEL_DEMO_PASSPHRASE"
 . "$SRC/tests/integration/broker_lib.sh"
 . "$SRC/tests/integration/fleet_lib.sh"
 
+# ---- software TPMs 2.0 for step_tpm: tests/integration/tpm_lib.sh, embedded -------------------------
+# No trap of its own (on_exit calls tpm_cleanup) and nothing exported: each
+# command names its TPM with env "$(tpm_bus NAME)".
+TPM_LIB_EMBED=1
+. "$SRC/tests/integration/tpm_lib.sh"
+
 # ---- the story's frame ----------------------------------------------------------------------------
 STEP_NO=0
 STEP_TITLE=
@@ -101,7 +109,7 @@ STEP_OUT=
 : >"$W/summary"
 clean() { # paths as the reader would type them
     sed -e "s|$KEEL |keel |g" -e "s|$KEELD |keeld |g" -e "s|$THERMOSTAT |thermostat |g" -e "s|$W|\$DEMO|g" \
-        -e "s|$SRC/||g"
+        -e "s|$SRC/||g" ${TPM_BASE:+-e "s|$TPM_BASE|\$TPM|g"}
 }
 
 # story FUNCTION TITLE: runs one step, its output captured, and shows it with its time.
@@ -132,7 +140,7 @@ on_exit() {
             "$(secs $(($(now_ms) - STEP_T0)))" "$STEP_TITLE" "$N" >&2
         echo "--- the step's output:" >&2
         cat "$STEP_OUT" >&2
-        for _l in "$W/keeld.log" "$FLEET_DIR/op.log" "$BROKER_LOG" "$W/thermostat.log"; do
+        for _l in "$W/keeld.log" "$FLEET_DIR/op.log" "$BROKER_LOG" "$W/thermostat.log" "$W/tpm-keeld.log"; do
             [ -s "$_l" ] || continue
             echo "--- $_l (last 25 lines):" >&2
             tail -n 25 "$_l" >&2
@@ -141,6 +149,7 @@ on_exit() {
         echo "--- every process of the demo stopped; its directory $_kept" >&2
     fi
     fleet_cleanup # keel-fleetd, mosquitto and its clients, keeld, the thermostat: by pid
+    tpm_cleanup   # the software TPMs of step_tpm: by pid
     [ -n "$KEEP" ] || rm -rf "$W"
     exit "$_rc"
 }
@@ -549,6 +558,119 @@ step_softhsm() {
         grep -E "label|Usage|Access" | sed 's/^ */  /'
 }
 
+# tpm_keeld CONF PORT BUS: keeld with that state on 127.0.0.1:PORT, its TPM the one on BUS; sets TPM_KEELD_PID.
+tpm_keeld() {
+    env "$3" "$KEELD" --config "$1" -o "api.listen=127.0.0.1:$2" </dev/null >/dev/null 2>>"$W/tpm-keeld.log" &
+    TPM_KEELD_PID=$!
+}
+# tpm_keeld_rc: waits up to 20 s for that keeld to end by itself; sets _rc.
+tpm_keeld_rc() {
+    _i=0
+    while kill -0 "$TPM_KEELD_PID" 2>/dev/null && [ "$(ps -o stat= -p "$TPM_KEELD_PID" | cut -c1)" != Z ]; do
+        _i=$((_i + 1))
+        [ $_i -lt 200 ] || fail "keeld kept running next to the other TPM"
+        sleep 0.1
+    done
+    wait "$TPM_KEELD_PID" && _rc=0 || _rc=$?
+    TPM_KEELD_PID=
+}
+
+step_tpm() {
+    if ! tpm_available; then
+        echo "skipped: swtpm, tpm2-abrmd, tpm2-tools or tpm2-openssl is not installed (make deps installs them)"
+        return 0
+    fi
+    echo "The same with a TPM 2.0: two software TPMs (swtpm, each behind its own tpm2-abrmd on a private D-Bus,"
+    echo "as nobody, on loopback ports picked here): the device's, and an \"other\" one:"
+    tpm_start main
+    tpm_start other
+    echo "  main:  $(tpm_bus main)"
+    echo "  other: $(tpm_bus other)"
+    echo "A device provisioned by the demo's factory with its key made in the main TPM (TCTI $TPM_TCTI):"
+    show_cmd "$(tpm_bus main)" "$KEEL" factory provision --dir "$W/factory" --model thermo-1 --count 1 \
+        --out "$W/tpm-batch" --keystore tpm2 --tpm2-tcti "$TPM_TCTI"
+    env "$(tpm_bus main)" "$KEEL" factory provision --dir "$W/factory" --model thermo-1 --count 1 \
+        --out "$W/tpm-batch" --keystore tpm2 --tpm2-tcti "$TPM_TCTI"
+    _id=$(sed -n 2p "$W/tpm-batch/labels.csv" | cut -d, -f1)
+    _td=$W/tpm-batch/$_id
+    echo "Device $_id: keeld.conf names the TPM; the keystore holds a TSS2 key blob and the key's PIN:"
+    sed -n '/^\[keystore\]/,/^$/p' "$_td/keeld.conf" | sed '/^$/d; s/^/  /'
+    (cd "$_td" && for _f in keystore/*; do printf '  %-26s %s\n' "$_f" "$(stat -c %a "$_f")"; done)
+    echo "The key as the TPM made it (tpm2_print: the blob holds its public part and the TPM-wrapped private part):"
+    show_cmd tpm2_print -t TSSPRIVKEY_OBJ "$_td/keystore/device.tpm2"
+    tpm2_print -t TSSPRIVKEY_OBJ "$_td/keystore/device.tpm2" >"$W/tpm-print"
+    sed -n '/^type:/{n;s/^ *value: */  type: /p}; /^curve-id:/{n;s/^ *value: */  curve: /p}' "$W/tpm-print"
+    _attrs=$(sed -n '/^attributes:/{n;s/^ *value: *//p}' "$W/tpm-print")
+    for _a in fixedtpm fixedparent sensitivedataorigin userwithauth sign; do
+        case "|$_attrs|" in *"|$_a|"*) ;; *) fail "the key lacks $_a: $_attrs" ;; esac
+    done
+    case "|$_attrs|" in *"|noda|"*) fail "the key is exempt from the dictionary-attack lockout: $_attrs" ;; esac
+    echo "  attributes: $_attrs"
+    echo "  fixedtpm|fixedparent|sensitivedataorigin: made inside this TPM, never to leave it; no noda: wrong PINs"
+    echo "  count towards the TPM's dictionary-attack lockout"
+
+    _port=$(free_port)
+    echo "keeld serves the device's HTTPS API with the key in the TPM:"
+    echo "\$ $(tpm_bus main) keeld --config $_td/keeld.conf -o api.listen=127.0.0.1:$_port &"
+    tpm_keeld "$_td/keeld.conf" "$_port" "$(tpm_bus main)"
+    _i=0
+    until curl -sk --max-time 2 -o /dev/null "https://127.0.0.1:$_port/api/v1/status"; do
+        kill -0 "$TPM_KEELD_PID" 2>/dev/null || fail "keeld exited: $(tail -n 5 "$W/tpm-keeld.log")"
+        _i=$((_i + 1))
+        [ $_i -lt 150 ] || fail "keeld did not answer within 15 s"
+        sleep 0.1
+    done
+    echo "One request in TLS 1.3 and one in TLS 1.2, each verified against the factory's device CA:"
+    for _v in 1.3 1.2; do
+        show_cmd curl --cacert "$W/factory/device-ca/root.crt" --resolve "$_id:$_port:127.0.0.1" \
+            --tlsv"$_v" --tls-max "$_v" "https://$_id:$_port/api/v1/status"
+        _code=$(curl -sS -v --max-time 20 --cacert "$W/factory/device-ca/root.crt" \
+            --resolve "$_id:$_port:127.0.0.1" --tlsv"$_v" --tls-max "$_v" -o "$W/resp" -w '%{http_code}' \
+            "https://$_id:$_port/api/v1/status" 2>"$W/tpm-curl.err") || {
+            cat "$W/tpm-curl.err"
+            fail "TLS $_v to keeld failed"
+        }
+        [ "$_code" = 200 ] || fail "TLS $_v: GET /api/v1/status answered $_code"
+        grep -q "^\*  SSL certificate verify ok" "$W/tpm-curl.err" || fail "TLS $_v: the certificate was not verified"
+        grep -q "^\*  subject: .*CN=$_id;" "$W/tpm-curl.err" || fail "TLS $_v: the certificate is not the device's"
+        _proto=$(sed -n 's/^\* SSL connection using \(TLSv[0-9.]*\) \/ \(.*\)$/\1, \2/p' "$W/tpm-curl.err")
+        case $_proto in "TLSv$_v, "*) ;; *) fail "TLS $_v: the connection used $_proto" ;; esac
+        echo "  $_proto, certificate CN=$_id verified (device CA): HTTP $_code $(cat "$W/resp")"
+    done
+    echo "keeld stopped (SIGTERM):"
+    kill -TERM "$TPM_KEELD_PID"
+    wait "$TPM_KEELD_PID" && _rc=0 || _rc=$?
+    TPM_KEELD_PID=
+    [ "$_rc" -eq 0 ] || fail "keeld exited with status $_rc on SIGTERM"
+    echo "  exit 0; keystore now: $(for _f in "$_td"/keystore/*; do printf '%s ' "${_f##*/}"; done)(the vault's" \
+        "data key is sealed to the TPM)"
+
+    echo "The device's whole state copied next to the other TPM (a cloned flash): keeld does not start there:"
+    run cp -a "$_td" "$W/tpm-copy"
+    : >"$W/tpm-keeld.log"
+    echo "\$ $(tpm_bus other) keeld --config $W/tpm-copy/keeld.conf -o api.listen=127.0.0.1:$_port"
+    tpm_keeld "$W/tpm-copy/keeld.conf" "$_port" "$(tpm_bus other)"
+    tpm_keeld_rc
+    [ "$_rc" -ne 0 ] || fail "keeld started next to the other TPM"
+    grep -q "vault: tpm2: loading the key into the TPM failed: the key blob was not made by this TPM" \
+        "$W/tpm-keeld.log" || { cat "$W/tpm-keeld.log"; fail "keeld failed next to the other TPM, but not as expected"; }
+    grep "vault: tpm2:" "$W/tpm-keeld.log" | head -n 1 | sed 's/^/  /'
+    echo "  keeld exited with status $_rc"
+    ! grep -rqF -- "$(cat "$_td/keystore/tpm2.pin")" "$STEP_OUT" "$W/tpm-keeld.log" || fail "the PIN was shown"
+
+    _pids=
+    for _f in "$TPM_BASE"/*.pid "$TPM_BASE"/*/swtpm.pid; do _pids="$_pids $(cat "$_f")"; done
+    tpm_stop main
+    tpm_stop other
+    rmdir "$TPM_BASE"
+    _n=0
+    for _p in $_pids; do
+        ! kill -0 "$_p" 2>/dev/null || [ "$(ps -o stat= -p "$_p" | cut -c1)" = Z ] || fail "TPM process $_p still runs"
+        _n=$((_n + 1))
+    done
+    echo "Both TPMs stopped by pid (swtpm, dbus-daemon, tpm2-abrmd: $_n processes, none left); their state deleted"
+}
+
 step_refused() {
     _d=$W/batch/$(sed -n 3p "$W/batch/labels.csv" | cut -d, -f1)
     echo "On a second device of the batch, with keel update (what keeld does on the device):"
@@ -677,6 +799,7 @@ story step_reset "Factory reset, and the fleet's deletion receipt"
 story step_assess "keel assess: the device judged against EN 303 645, as a test lab would"
 story step_audit_flaws "The audit catches a careless factory (5.1-2)"
 story step_softhsm "Device keys made on a secure element (SoftHSM2)"
+story step_tpm "A device key made in a TPM 2.0 (swtpm), its state refused next to another TPM"
 story step_refused "Tampered and rolled-back bundles refused"
 story step_confined "Least privilege: keeld and keel-fleetd confined (no_new_privs, seccomp)"
 story step_supply "The supply chain: an SBOM, an advisory matched, the disclosure policy"

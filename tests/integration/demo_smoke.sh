@@ -7,19 +7,32 @@
 # campaign's update installed, booted, confirmed; telemetry at the fleet, a
 # command back, an outage without a gap; the brute force flagged; the factory
 # reset with the fleet's deletion receipt; keel assess with its report; the
-# planted flaws, the token, the refused bundles; everything stopped. It
+# planted flaws, the token, a key in a software TPM and its state refused
+# next to another TPM, the refused bundles; everything stopped. It
 # reports each step's time and the total (printed here, never failed on:
 # machines are noisy), and leaves nothing running or behind. Then the failure
 # path: a step broken on purpose ends the demo with exit 1, the step named and
 # its output shown, and again nothing left.
 . "$(dirname "$0")/lib.sh"
 mkdir -p "$T/tmp"
-# nothing_left WHEN: no process with the demo's directory in its arguments, no file.
+# The demo's software TPMs run as nobody in a directory under $TMPDIR: nobody
+# must be able to pass through (not list) the way there. The demo's own
+# directory in it stays 0700.
+chmod 711 "$T" "$T/tmp"
+# nothing_left WHEN: no process with the demo's directory in its arguments, no
+# software TPM of the demo (swtpm, dbus-daemon, tpm2-abrmd: tpm2-abrmd names
+# its directory, the bus, only in its environment), no file.
 nothing_left() {
     if pgrep -af "$T/tmp/" >"$T/left" 2>/dev/null; then
         cat "$T/left" >&2
         fail "$1: the demo left processes running"
     fi
+    for _p in $(pgrep -x 'swtpm|dbus-daemon|tpm2-abrmd' || :); do
+        if cat "/proc/$_p/cmdline" "/proc/$_p/environ" 2>/dev/null | tr '\0' '\n' | grep -qF "$T/tmp"; then
+            ps -o pid,user,args -p "$_p" >&2 || :
+            fail "$1: the demo left a software TPM's process running"
+        fi
+    done
     [ -z "$(ls -A "$T/tmp")" ] || fail "$1: the demo left files behind: $(ls -A "$T/tmp")"
 }
 
@@ -31,6 +44,7 @@ python3 - "$T/story" "$KEEL_BUILD_DIR/demo-report" <<'EOF' || { cat "$T/story"; 
 import json, os, re, sys
 text = open(sys.argv[1]).read()
 # Each step: its heading, in this order, and the proofs that must appear under it.
+tpm = lambda p: p + r"|^skipped: swtpm"  # the TPM step says when it cannot run
 steps = [
     ("The manufacturer's PKI", [r"factory created in \$DEMO/factory", r'update signer "thermo release 2026"']),
     ("Provision a device", [r"provisioned 5 thermo-1 device\(s\)", r"device\.crt: OK$", r"password [a-z0-9]{6}-xxxxxx-xxxxxx",
@@ -70,6 +84,15 @@ steps = [
                      r"The evidence report: .*demo-report/report\.html"]),
     ("The audit catches a careless factory", [r"FAIL +unique-passwords", r"no-relation: .*serial", r"^FAIL: 3 finding"]),
     ("Device keys made on a secure element", [r"never extractable|skipped: SoftHSM2"]),
+    ("A device key made in a TPM 2.0", [tpm(p) for p in [
+        r"provisioned 1 thermo-1 device\(s\) into \$DEMO/tpm-batch", r"^  tcti = tabrmd:bus_type=session$",
+        r"^  keystore/tpm2\.pin +600$",
+        r"^  attributes: (?=.*\bfixedtpm\b)(?=.*\bfixedparent\b)(?=.*\bsensitivedataorigin\b)(?!.*\bnoda\b)",
+        r"^  TLSv1\.3, TLS_\S+, certificate CN=[a-z2-7]{26} verified \(device CA\): HTTP 200 \{",
+        r"^  TLSv1\.2, ECDHE-ECDSA-\S+, certificate CN=[a-z2-7]{26} verified \(device CA\): HTTP 200 \{",
+        r"^  exit 0; keystore now: .*vault-data-key\.tpm2wrap",
+        r"vault: tpm2: loading the key into the TPM failed: the key blob was not made by this TPM",
+        r"^  keeld exited with status [1-9]", r"^Both TPMs stopped by pid .*6 processes, none left"]]),
     ("Tampered and rolled-back bundles refused", [r"does not match its digest",
                                                   r"below the device's anti-rollback counter 2",
                                                   r"HTTP 422 bundle_rejected", r"booted slot B: 1\.1\.0 \(security version 2\)$"]),
@@ -123,6 +146,7 @@ if total:
 sys.exit(1 if bad else 0)
 EOF
 ! grep -q "skipped: SoftHSM2" "$T/story" || note "(the SoftHSM2 step was skipped: softhsm2 or pkcs11-tool missing)"
+! grep -q "skipped: swtpm" "$T/story" || note "(the TPM step was skipped: swtpm, tpm2-abrmd, tpm2-tools or tpm2-openssl missing)"
 if grep -qiE "argon2id\\\$|\"token\":\"[^\"…]|\"csrf\":\"[^\"…]" "$T/story"; then
     fail "the story shows a hash, a session token or a CSRF token"
 fi

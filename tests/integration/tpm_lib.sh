@@ -1,21 +1,29 @@
-# A software TPM 2.0 for the integration tests: swtpm (TCP on 127.0.0.1, on
-# two ports picked here), a private D-Bus and the tpm2-abrmd resource manager
-# on it, all run unprivileged (as nobody when the test runs as root). POSIX sh;
-# source it AFTER lib.sh and the other *_lib.sh (it chains their exit cleanup).
-# Everything started here is stopped by pid on every exit path.
+# A software TPM 2.0 for the integration tests and the demo: swtpm (TCP on
+# 127.0.0.1, on two ports picked here), a private D-Bus and the tpm2-abrmd
+# resource manager on it, all run unprivileged (as nobody when the caller is
+# root). POSIX sh; source it AFTER lib.sh and the other *_lib.sh (it needs
+# `fail` and `free_port`, and chains their exit cleanup). Everything started
+# here is stopped by pid on every exit path.
 #
 #   tpm_start NAME     Starts a TPM called NAME with fresh state (its own
 #                      directory, ports and bus). The first one started is
 #                      also exported as the process's TPM: TPM2OPENSSL_TCTI,
 #                      TPM2TOOLS_TCTI and DBUS_SESSION_BUS_ADDRESS are set.
-#                      Sets TPM_TCTI (the tabrmd TCTI string, same for every
-#                      TPM: the bus address tells them apart).
+#                      TPM_TCTI is the tabrmd TCTI string, the same for every
+#                      TPM: the bus address tells them apart.
+#   tpm_bus NAME       Prints DBUS_SESSION_BUS_ADDRESS=... for NAME.
 #   tpm_env NAME       Prints the environment assignments that select NAME,
 #                      for `env $(tpm_env NAME) cmd ...`.
 #   tpm_stop NAME      Stops NAME's daemons and deletes its state.
 #   tpm_tools NAME ARGS...
 #                      Runs a tpm2-tools command against NAME (under `timeout`:
 #                      a tabrmd client on a bus that stopped answering hangs).
+#   tpm_available      0 when every tool and the OpenSSL tpm2 provider are here.
+#   tpm_cleanup        Stops every TPM (the exit trap calls it).
+#
+# TPM_LIB_EMBED=1 (set before sourcing) is for scripts with exit handling of
+# their own (scripts/demo.sh): no trap is installed (call tpm_cleanup), no TPM
+# is exported, and missing tools are not fatal (ask tpm_available).
 #
 # Without a resource manager the TPM has three object slots, and OpenSSL's
 # tpm2 provider runs out of them: the tests always go through tpm2-abrmd.
@@ -23,41 +31,62 @@
 
 TPM_TCTI="tabrmd:bus_type=session"
 TPM_NAMES=
-_TPM_BASE=
+TPM_BASE=
 
-for _c in swtpm tpm2-abrmd dbus-daemon tpm2_getrandom setpriv; do
-    command -v "$_c" >/dev/null 2>&1 || fail "tpm_lib: $_c not found (run scripts/deps.sh)"
-done
+tpm_available() {
+    for _c in swtpm tpm2-abrmd dbus-daemon tpm2_getrandom tpm2_print setpriv setsid timeout; do
+        command -v "$_c" >/dev/null 2>&1 || return 1
+    done
+    _mods=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"$/\1/p')
+    [ -f "$_mods/tpm2.so" ]
+}
 
-if command -v pg_cleanup >/dev/null 2>&1; then
-    _tpm_prev_cleanup=pg_cleanup
-elif command -v broker_cleanup >/dev/null 2>&1; then
-    _tpm_prev_cleanup=broker_cleanup
-elif command -v keeld_cleanup >/dev/null 2>&1; then
-    _tpm_prev_cleanup=keeld_cleanup
-else
-    _tpm_prev_cleanup=cleanup
-fi
 tpm_cleanup() {
     for _n in $TPM_NAMES; do
         tpm_stop "$_n"
     done
-    [ -z "$_TPM_BASE" ] || rm -rf "$_TPM_BASE"
-    $_tpm_prev_cleanup
+    [ -z "$TPM_BASE" ] || rm -rf "$TPM_BASE"
 }
-trap tpm_cleanup EXIT
-trap 'exit 130' INT TERM
+
+if [ -z "${TPM_LIB_EMBED:-}" ]; then
+    tpm_available || fail "tpm_lib: swtpm, tpm2-abrmd, tpm2-tools or tpm2-openssl missing (run scripts/deps.sh)"
+    if command -v pg_cleanup >/dev/null 2>&1; then
+        _tpm_prev_cleanup=pg_cleanup
+    elif command -v broker_cleanup >/dev/null 2>&1; then
+        _tpm_prev_cleanup=broker_cleanup
+    elif command -v keeld_cleanup >/dev/null 2>&1; then
+        _tpm_prev_cleanup=keeld_cleanup
+    else
+        _tpm_prev_cleanup=cleanup
+    fi
+    _tpm_exit() {
+        tpm_cleanup
+        $_tpm_prev_cleanup
+    }
+    trap _tpm_exit EXIT
+    trap 'exit 130' INT TERM
+fi
 
 # The bus socket lives in the TPM's directory and a unix socket path has at
-# most 107 bytes, so the base is a short directory of its own.
+# most 107 bytes, so the base is a short directory of its own, which nobody
+# (the daemons' user) must be able to enter: under $TMPDIR, else /tmp. It
+# stays root's: the pid files the stop relies on are written there, out of
+# the daemons' reach.
 _tpm_base() {
-    [ -n "$_TPM_BASE" ] && return 0
-    _TPM_BASE=$(mktemp -d "${TMPDIR:-/tmp}/ktpm.XXXXXX")
-    [ ${#_TPM_BASE} -lt 70 ] || fail "tpm_lib: TMPDIR path too long for a bus socket: $_TPM_BASE"
-    chmod 755 "$_TPM_BASE"
+    [ -n "$TPM_BASE" ] && return 0
+    for _t in "${TMPDIR:-/tmp}" /tmp; do
+        TPM_BASE=$(mktemp -d "$_t/ktpm.XXXXXX")
+        chmod 755 "$TPM_BASE"
+        if [ ${#TPM_BASE} -lt 70 ] && _tpm_runas test -x "$TPM_BASE"; then
+            return 0
+        fi
+        rmdir "$TPM_BASE"
+        TPM_BASE=
+    done
+    fail "tpm_lib: no directory for the TPMs that nobody can enter, with a path short enough for a bus socket"
 }
 
-_tpm_dir() { printf '%s/%s' "$_TPM_BASE" "$1"; }
+_tpm_dir() { printf '%s/%s' "$TPM_BASE" "$1"; }
 
 # _tpm_runas CMD...: as nobody when root (the daemons need no privilege).
 _tpm_runas() {
@@ -68,9 +97,12 @@ _tpm_runas() {
     fi
 }
 
+tpm_bus() {
+    printf 'DBUS_SESSION_BUS_ADDRESS=unix:path=%s/bus' "$(_tpm_dir "$1")"
+}
+
 tpm_env() {
-    printf 'DBUS_SESSION_BUS_ADDRESS=unix:path=%s/bus TPM2OPENSSL_TCTI=%s TPM2TOOLS_TCTI=%s\n' \
-        "$(_tpm_dir "$1")" "$TPM_TCTI" "$TPM_TCTI"
+    printf '%s TPM2OPENSSL_TCTI=%s TPM2TOOLS_TCTI=%s\n' "$(tpm_bus "$1")" "$TPM_TCTI" "$TPM_TCTI"
 }
 
 tpm_tools() {
@@ -143,13 +175,13 @@ tpm_start() {
   </policy>
 </busconfig>
 EOF
-    _tpm_runas dbus-daemon --config-file="$_d/bus.conf" --fork --print-pid=1 >"$_d/dbus.pid" ||
-        fail "tpm_start: dbus-daemon did not start"
+    _tpm_runas dbus-daemon --config-file="$_d/bus.conf" --fork --print-pid=1 >"$TPM_BASE/$_n.dbus.pid" \
+        </dev/null || fail "tpm_start: dbus-daemon did not start"
     # setsid: its own process group, out of reach of the test's job control.
     # --flush-all: a fresh TPM, nothing left from an earlier client.
     # --max-connections: the fleet tests run many clients at once
     # (the default is 27, the most 100; /dev/tpmrm0 has no such limit).
-    setsid sh -c 'echo $$ >"$1/abrmd.pid"; shift; exec "$@"' sh "$_d" \
+    setsid sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$TPM_BASE/$_n.abrmd.pid" \
         env DBUS_SESSION_BUS_ADDRESS="unix:path=$_d/bus" \
         $( [ "$(id -u)" = 0 ] && echo setpriv --reuid=nobody --regid=nogroup --clear-groups -- ) \
         tpm2-abrmd --session --flush-all --max-connections=100 --logger=stdout --tcti="$_direct" \
@@ -160,7 +192,7 @@ EOF
         [ $_i -lt 100 ] || { cat "$_d/abrmd.log" >&2; fail "tpm_start: tpm2-abrmd not ready"; }
         sleep 0.1
     done
-    if [ -z "${TPM2OPENSSL_TCTI:-}" ]; then
+    if [ -z "${TPM_LIB_EMBED:-}" ] && [ -z "${TPM2OPENSSL_TCTI:-}" ]; then
         DBUS_SESSION_BUS_ADDRESS="unix:path=$_d/bus"
         TPM2OPENSSL_TCTI=$TPM_TCTI
         TPM2TOOLS_TCTI=$TPM_TCTI
@@ -168,12 +200,17 @@ EOF
     fi
 }
 
+# _tpm_kill PIDFILE [PROGRAM]: SIGTERM (SIGKILL after 3 s) to the pid in the
+# file, when it runs PROGRAM (for pid files the daemons write themselves).
 _tpm_kill() {
     [ -s "$1" ] || return 0
     _pid=$(cat "$1")
+    rm -f "$1"
+    case $_pid in '' | *[!0-9]*) return 0 ;; esac
+    [ -z "${2:-}" ] || [ "$(ps -o comm= -p "$_pid" 2>/dev/null)" = "$2" ] || return 0
     kill -TERM "$_pid" 2>/dev/null || return 0
     _i=0
-    while kill -0 "$_pid" 2>/dev/null; do
+    while kill -0 "$_pid" 2>/dev/null && [ "$(ps -o stat= -p "$_pid" 2>/dev/null | cut -c1)" != Z ]; do
         _i=$((_i + 1))
         if [ $_i -ge 30 ]; then
             kill -KILL "$_pid" 2>/dev/null || true
@@ -181,14 +218,13 @@ _tpm_kill() {
         fi
         sleep 0.1
     done
-    rm -f "$1"
 }
 
 tpm_stop() {
-    _d=$(_tpm_dir "$1")
-    [ -d "$_d" ] || return 0
-    _tpm_kill "$_d/abrmd.pid"
-    _tpm_kill "$_d/dbus.pid"
-    _tpm_kill "$_d/swtpm.pid"
-    rm -rf "$_d"
+    [ -n "$TPM_BASE" ] || return 0
+    _tpm_kill "$TPM_BASE/$1.abrmd.pid"
+    _tpm_kill "$TPM_BASE/$1.dbus.pid" dbus-daemon
+    _tpm_kill "$(_tpm_dir "$1")/swtpm.pid" swtpm
+    rm -rf "$(_tpm_dir "$1")"
+    TPM_NAMES=$(for _s in $TPM_NAMES; do [ "$_s" = "$1" ] || printf ' %s' "$_s"; done)
 }

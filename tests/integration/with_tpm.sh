@@ -11,7 +11,7 @@ tpm_start main
 if [ "${1:-}" = --other ]; then
     shift
     tpm_start other
-    KEEL_TEST_TPM2_OTHER_TCTI="swtpm:host=127.0.0.1,port=$(cat "$_TPM_BASE/other/port")"
+    KEEL_TEST_TPM2_OTHER_TCTI="swtpm:host=127.0.0.1,port=$(cat "$TPM_BASE/other/port")"
     export KEEL_TEST_TPM2_OTHER_TCTI
 fi
 # With KEEL_TEST_KEYSTORE=tpm2 the run must really have made TPM keys.
