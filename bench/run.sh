@@ -171,3 +171,11 @@ anomaly_rc=0
 # FLEET_BENCH_SMOKE=1: 20 devices x 20 messages.
 echo
 sh "$here/fleet_ingest.sh" "$build" || die "bench/fleet_ingest.sh failed"
+
+# The keystore drivers side by side: file, PKCS#11 (SoftHSM2) and TPM 2.0
+# (swtpm behind tpm2-abrmd), each against the file driver in the same run:
+# sign latency, EVP signatures/s, TLS 1.3 and 1.2 handshakes/s. A report with
+# no goal; adds "keystore". KEYSTORE_BENCH_QUICK=1: 5 signatures and 0.2 s.
+echo
+BENCH_JSON_OUT=${BENCH_JSON:+$tmp/keystore.json} sh "$here/keystore.sh" "$build" || die "bench/keystore.sh failed"
+[ -z "${BENCH_JSON:-}" ] || bench_json_merge keystore "$tmp/keystore.json"

@@ -19,7 +19,8 @@ fail() {
 run_bench() {
     TMPDIR=$work/tmp BENCH_DEVICES=5 BENCH_CLI_DEVICES=2 UPDATE_BENCH_MIB=4 UPDATE_BENCH_COMPARE='' \
         KEELD_BENCH_SECONDS=4 KEELD_BENCH_IDLE_SECONDS=1 KEELD_BENCH_LOGINS=3 HOSTILE_SECONDS=8 HOSTILE_SLOW=100 \
-        LINK_STORM_SMOKE=1 FLEET_ANOMALY_QUICK=1 BENCH_ASSESS_SKIP=1 sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
+        LINK_STORM_SMOKE=1 FLEET_ANOMALY_QUICK=1 BENCH_ASSESS_SKIP=1 KEYSTORE_BENCH_QUICK=1 \
+        sh "$KEEL_SOURCE_DIR/bench/run.sh" "$@"
 }
 # RAUC and SWUpdate are for make bench: make check stays hermetic and quick.
 run_update() {
@@ -149,6 +150,20 @@ sys.exit(not f["zero_loss"] or any(f[m][k] is None for m in ("live", "drain") fo
          or len(f["goal_ratios"]) != 1 or f["goal_ratio_median"] is None
          or any(f[m]["cpu_us_per_message"][k] < 0 for m in ("live", "drain") for k in keys[1:]))' \
     "$work/bench.json" || fail "BENCH_JSON has no fleet_ingest with its live and drain rates"
+# The keystore drivers (bench/keystore.sh, KEYSTORE_BENCH_QUICK=1): the table and the three in BENCH_JSON.
+for row in "file \(sealed key\)" "pkcs11 \(SoftHSM2\)" "tpm2 \(swtpm\+abrmd\)"; do
+    grep -Eq "^$row +[0-9.]+ ms +[0-9.]+ ms( +[0-9.]+){3}$" "$work/out.txt" || fail "no '$row' row in the keystore table"
+done
+grep -Eq '^tpm2: +sign [0-9.]+x file, EVP sign [0-9.]+x file, TLS 1\.3 [0-9.]+x file, TLS 1\.2 [0-9.]+x file$' \
+    "$work/out.txt" || fail "no tpm2 ratio line in the keystore table"
+python3 -c '
+import json, sys
+k = json.load(open(sys.argv[1]))["keystore"]
+figs = ("sign_ms_median", "sign_ms_p95", "evp_signs_per_second", "tls13_handshakes_per_second",
+        "tls12_handshakes_per_second")
+sys.exit(sorted(k) != ["file", "pkcs11", "tpm2"] or any(k[d]["driver"] != d or k[d]["tls13_handshakes"] < 1
+         or k[d]["tls12_handshakes"] < 1 or any(not k[d][f] > 0 for f in figs) for d in k))' \
+    "$work/bench.json" || fail "BENCH_JSON has no keystore with its three drivers"
 storm_rc=0
 "$KEEL_BUILD_DIR/bench/link_storm" --devices 0 >/dev/null 2>&1 || storm_rc=$?
 [ "$storm_rc" -eq 2 ] || fail "link_storm --devices 0 exited $storm_rc, not 2 (usage)"
