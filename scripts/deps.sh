@@ -13,7 +13,7 @@ nmap testssl.sh libarchive-dev
 libcurl4-openssl-dev libssh-dev lighttpd busybox dropbear-bin vsftpd inetutils-telnetd socat telnet
 libpq-dev postgresql nginx-light
 libseccomp-dev
-swtpm swtpm-tools tpm2-tools tpm2-abrmd tpm2-openssl libtss2-tcti-swtpm0 libtss2-tcti-tabrmd0 dbus-daemon
+swtpm swtpm-tools tpm2-tools tpm2-abrmd tpm2-openssl libtss2-tcti-swtpm0 libtss2-tcti-tabrmd0 dbus-daemon libtss2-dev
 man-db
 "
 # The UI tests drive Chromium with playwright-core (npm): Node.js from Debian

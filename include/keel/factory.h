@@ -114,6 +114,27 @@ keel_status_t keel_factory_issue_signer(keel_factory_t *f, const char *name, con
 keel_status_t keel_pem_cert(X509 *cert, keel_buf_t *out) KEEL_MUST_CHECK;
 keel_status_t keel_pem_load_cert(const char *path, X509 **out) KEEL_MUST_CHECK;
 
+/*
+ * A TPM's dictionary-attack (DA) settings: after max_tries wrong
+ * authorization values the TPM refuses every DA-protected key (the tpm2
+ * keystore's included) until failures are forgiven, one per recovery_s
+ * (0: the protection is off), or the lockout hierarchy clears it (after a
+ * wrong lockout authorization, it waits lockout_recovery_s).
+ */
+typedef struct {
+    uint32_t max_tries;
+    uint32_t recovery_s;
+    uint32_t lockout_recovery_s;
+    uint32_t failures; /* counted now */
+    int in_lockout;
+} keel_tpm2_lockout_t;
+
+/* tcti NULL: $TPM2OPENSSL_TCTI, else the TSS default search. */
+keel_status_t keel_tpm2_lockout_get(const char *tcti, keel_tpm2_lockout_t *out) KEEL_MUST_CHECK;
+/* Needs the lockout hierarchy's authorization (NULL: empty, as on a fresh TPM). */
+keel_status_t keel_tpm2_lockout_set(const char *tcti, const char *lockout_auth, uint32_t max_tries,
+                                    uint32_t recovery_s, uint32_t lockout_recovery_s) KEEL_MUST_CHECK;
+
 /* Per-phase timings of a provisioning run, in seconds (for `make bench`). */
 typedef struct {
     unsigned made;
@@ -121,13 +142,23 @@ typedef struct {
     double keygen;
     double cert;
     double hash;
+    int have_tpm2_lockout;          /* tpm2 keystore: the TPM's DA settings, as provisioning left them */
+    keel_tpm2_lockout_t tpm2_lockout;
 } keel_provision_stats_t;
 
 typedef struct {
     const char *out;                 /* batch directory */
     const char *model;
     unsigned count;
-    keel_keystore_config_t keystore; /* driver "file" (per-device dir) or "pkcs11" */
+    keel_keystore_config_t keystore; /* driver "file" or "tpm2" (per-device dir), or "pkcs11" */
+    /* tpm2: DA settings to apply to the TPM before the first key (tries 0:
+     * leave them as they are); the lockout authorization is the first line
+     * of lockout_auth_file (NULL: empty). Provisioning refuses a TPM whose
+     * DA protection is off. */
+    uint32_t tpm2_lockout_tries;
+    uint32_t tpm2_lockout_recovery_s;
+    uint32_t tpm2_lockout_lockout_recovery_s;
+    const char *tpm2_lockout_auth_file;
     keel_argon2_params_t argon2;
     /* A product file (NULL: none), {"format":"keel-product-1","model"?,
      * "declaration":{...},"settings"?:{"section.key":value}}: the declaration

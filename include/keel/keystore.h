@@ -88,6 +88,16 @@ keel_status_t keel_keystore_unseal(keel_keystore_t *ks, const char *label, const
 /* Destroys a key or wrapping key (crypto-erase). KEEL_OK if it did not exist. */
 keel_status_t keel_keystore_destroy(keel_keystore_t *ks, const char *label) KEEL_MUST_CHECK;
 
+/*
+ * A secret such as a driver's PIN (a PKCS#11 user PIN, a TPM key's
+ * authorization value): the
+ * first line of `file` (opened with keel_file_open_private), else the value
+ * of environment variable `env`. Into out (cap includes the NUL); errors
+ * begin with `what` ("pkcs11: the PIN") and never show the value.
+ */
+keel_status_t keel_keystore_secret_read(const char *what, const char *file, const char *env, char *out,
+                                        size_t cap, size_t *len) KEEL_MUST_CHECK;
+
 /* 1 if `label` is a well-formed key label. */
 int keel_keystore_label_ok(const char *label);
 

@@ -56,6 +56,12 @@ static const char provision_usage[] =
     "  --tpm2-pin-file FILE       the keys' authorization value, first line of FILE\n"
     "  --tpm2-pin-env VAR         ... or from environment variable VAR\n"
     "                             (default: a random one per device, in keystore/tpm2.pin)\n"
+    "  --tpm2-lockout N,S,L       set the TPM's dictionary-attack lockout first: locked after\n"
+    "                             N wrong PINs, one forgiven every S seconds, L seconds after\n"
+    "                             a wrong lockout authorization (e.g. 32,600,86400). Without\n"
+    "                             it the TPM's settings are kept; a TPM whose protection is\n"
+    "                             off (S = 0) is refused either way\n"
+    "  --tpm2-lockout-auth-file F the TPM's lockout authorization (default: empty)\n"
     "  --argon2-t N               Argon2id passes (default 2)\n"
     "  --argon2-m KIB             Argon2id memory in KiB (default 19456)\n"
     "  --product FILE             the product file (docs/privacy.md): its data declaration\n"
@@ -164,6 +170,27 @@ static int cmd_init(int argc, char **argv)
     return CLI_OK;
 }
 
+#define LOCKOUT_MAX 100000000u
+
+/* "TRIES,RECOVERY_S,LOCKOUT_RECOVERY_S" */
+static int parse_lockout(const char *arg, keel_provision_opts_t *o)
+{
+    char buf[64];
+    if (keel_strlcpy(buf, arg, sizeof buf) != KEEL_OK)
+        return 0;
+    char *save = NULL, *t = strtok_r(buf, ",", &save), *r = strtok_r(NULL, ",", &save),
+         *l = strtok_r(NULL, ",", &save);
+    unsigned long tries = 0, rec = 0, lrec = 0;
+    if (t == NULL || r == NULL || l == NULL || strtok_r(NULL, ",", &save) != NULL ||
+        !cli_parse_uint(t, 1, LOCKOUT_MAX, &tries) || !cli_parse_uint(r, 1, LOCKOUT_MAX, &rec) ||
+        !cli_parse_uint(l, 0, LOCKOUT_MAX, &lrec))
+        return 0;
+    o->tpm2_lockout_tries = (uint32_t)tries;
+    o->tpm2_lockout_recovery_s = (uint32_t)rec;
+    o->tpm2_lockout_lockout_recovery_s = (uint32_t)lrec;
+    return 1;
+}
+
 static int cmd_provision(int argc, char **argv)
 {
     static const char *cmd = "factory provision";
@@ -180,6 +207,8 @@ static int cmd_provision(int argc, char **argv)
         {"tpm2-tcti", required_argument, NULL, 'C'},
         {"tpm2-pin-file", required_argument, NULL, 'F'},
         {"tpm2-pin-env", required_argument, NULL, 'V'},
+        {"tpm2-lockout", required_argument, NULL, 'L'},
+        {"tpm2-lockout-auth-file", required_argument, NULL, 'A'},
         {"argon2-t", required_argument, NULL, 't'},
         {"argon2-m", required_argument, NULL, 'r'},
         {"product", required_argument, NULL, 'p'},
@@ -213,6 +242,13 @@ static int cmd_provision(int argc, char **argv)
         case 'C': o.keystore.tcti = optarg; break;
         case 'F': o.keystore.pin_file = optarg; tpm2_opt = 1; break;
         case 'V': o.keystore.pin_env = optarg; tpm2_opt = 1; break;
+        case 'L':
+            if (!parse_lockout(optarg, &o))
+                return cli_usage(cmd, "--tpm2-lockout takes TRIES,RECOVERY_S,LOCKOUT_RECOVERY_S "
+                                      "(TRIES and RECOVERY_S 1..%u)", LOCKOUT_MAX);
+            tpm2_opt = 1;
+            break;
+        case 'A': o.tpm2_lockout_auth_file = optarg; tpm2_opt = 1; break;
         case 't':
             if (!cli_parse_uint(optarg, 1, 64, &v))
                 return cli_usage(cmd, "--argon2-t must be 1..64");
@@ -267,6 +303,16 @@ static int cmd_provision(int argc, char **argv)
                               "model", o.model, "out", o.out, "keystore", o.keystore.driver, "seconds",
                               s.total, "devices_per_second", s.total > 0 ? s.made / s.total : 0.0,
                               "phase_seconds", "keygen", s.keygen, "certificate", s.cert, "argon2id", s.hash);
+        if (j != NULL && s.have_tpm2_lockout &&
+            json_object_set_new(j, "tpm2_lockout",
+                                json_pack("{s:I, s:I, s:I, s:I, s:b}", "max_tries", (json_int_t)s.tpm2_lockout.max_tries,
+                                          "recovery_seconds", (json_int_t)s.tpm2_lockout.recovery_s,
+                                          "lockout_recovery_seconds", (json_int_t)s.tpm2_lockout.lockout_recovery_s,
+                                          "failures", (json_int_t)s.tpm2_lockout.failures, "in_lockout",
+                                          s.tpm2_lockout.in_lockout)) != 0) {
+            json_decref(j);
+            j = NULL;
+        }
         int rc = cli_print_json(j);
         json_decref(j);
         return rc;
@@ -275,6 +321,9 @@ static int cmd_provision(int argc, char **argv)
            s.total, s.total > 0 ? s.made / s.total : 0.0);
     printf("  labels (passwords, keep secret): %s/%s\n", o.out, KEEL_BATCH_LABELS);
     printf("  registry manifest (no secrets):  %s/%s\n", o.out, KEEL_BATCH_MANIFEST);
+    if (s.have_tpm2_lockout)
+        printf("  TPM dictionary-attack lockout:   after %u wrong PINs; one forgiven every %u s\n",
+               (unsigned)s.tpm2_lockout.max_tries, (unsigned)s.tpm2_lockout.recovery_s);
     return CLI_OK;
 }
 

@@ -739,6 +739,10 @@ static keel_status_t check_opts(const keel_provision_opts_t *o)
             return keel_errorf(KEEL_ERR_ARG, "tpm2 settings must not contain control characters");
         if (k->pin_file != NULL && k->pin_env != NULL)
             return keel_errorf(KEEL_ERR_ARG, "tpm2 keystore: give a PIN file or a PIN variable, not both");
+        if (o->tpm2_lockout_tries > 0 && o->tpm2_lockout_recovery_s == 0)
+            return keel_errorf(KEEL_ERR_ARG, "tpm2 lockout: a recovery interval of 0 turns the protection off");
+    } else if (o->tpm2_lockout_tries > 0 || o->tpm2_lockout_auth_file != NULL) {
+        return keel_errorf(KEEL_ERR_ARG, "tpm2 lockout settings need the tpm2 keystore");
     } else if (!is_file_driver(o)) {
         if (strcmp(k->driver, "pkcs11") != 0)
             return keel_errorf(KEEL_ERR_ARG, "keystore must be file, pkcs11 or tpm2");
@@ -748,6 +752,39 @@ static keel_status_t check_opts(const keel_provision_opts_t *o)
             !config_value_ok(k->pin_env))
             return keel_errorf(KEEL_ERR_ARG, "pkcs11 settings must not contain control characters");
     }
+    return KEEL_OK;
+}
+
+/*
+ * The keys' PIN is only worth the TPM's dictionary-attack protection: apply
+ * the settings asked for, then refuse a TPM that would let the PIN be
+ * guessed without limit (recovery interval 0).
+ */
+static keel_status_t tpm2_lockout_prepare(const keel_provision_opts_t *o, keel_provision_stats_t *stats)
+{
+    keel_status_t st = KEEL_OK;
+    if (o->tpm2_lockout_tries > 0) {
+        char auth[256] = "";
+        size_t n = 0;
+        if (o->tpm2_lockout_auth_file != NULL)
+            st = keel_keystore_secret_read("tpm2: the lockout authorization", o->tpm2_lockout_auth_file, NULL,
+                                           auth, sizeof auth, &n);
+        if (st == KEEL_OK)
+            st = keel_tpm2_lockout_set(o->keystore.tcti, auth, o->tpm2_lockout_tries, o->tpm2_lockout_recovery_s,
+                                       o->tpm2_lockout_lockout_recovery_s);
+        keel_wipe(auth, sizeof auth);
+    }
+    if (st == KEEL_OK)
+        st = keel_tpm2_lockout_get(o->keystore.tcti, &stats->tpm2_lockout);
+    if (st != KEEL_OK)
+        return st;
+    stats->have_tpm2_lockout = 1;
+    if (stats->tpm2_lockout.recovery_s == 0 || stats->tpm2_lockout.max_tries == 0)
+        return keel_errorf(KEEL_ERR_KEYSTORE,
+                           "tpm2: the TPM's dictionary-attack protection is off (%u tries, recovery interval %u s): "
+                           "the keys' PIN could be guessed without limit; set it with --tpm2-lockout "
+                           "TRIES,RECOVERY_S,LOCKOUT_RECOVERY_S",
+                           (unsigned)stats->tpm2_lockout.max_tries, (unsigned)stats->tpm2_lockout.recovery_s);
     return KEEL_OK;
 }
 
@@ -797,6 +834,8 @@ keel_status_t keel_factory_provision(keel_factory_t *f, const keel_provision_opt
         st = product_load(&p);
     if (st == KEEL_OK && !keystore_per_device(o))
         st = keel_keystore_open(&o->keystore, &p.shared_ks);
+    if (st == KEEL_OK && is_tpm2_driver(o))
+        st = tpm2_lockout_prepare(o, stats);
     if (st == KEEL_OK)
         st = recover(&p);
     for (unsigned i = 0; st == KEEL_OK && i < o->count; i++) {

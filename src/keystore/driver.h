@@ -27,13 +27,4 @@ extern const keel_keystore_driver_t keel_keystore_file_driver;
 extern const keel_keystore_driver_t keel_keystore_pkcs11_driver;
 extern const keel_keystore_driver_t keel_keystore_tpm2_driver;
 
-/*
- * A driver's PIN (a PKCS#11 user PIN, a TPM key's authorization value): the
- * first line of `file` (opened with keel_file_open_private), else the value
- * of environment variable `env`. Into out (cap includes the NUL); errors
- * begin with `what` ("pkcs11: the PIN") and never show the value.
- */
-keel_status_t keel_keystore_secret_read(const char *what, const char *file, const char *env, char *out,
-                                        size_t cap, size_t *len) KEEL_MUST_CHECK;
-
 #endif

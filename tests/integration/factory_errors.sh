@@ -37,6 +37,12 @@ expect_rc 2 $P --model m --count 1 --tpm2-tcti device:/dev/tpmrm0
 grep -q "tpm2-\* options need --keystore tpm2" "$T/err" || fail "unclear message: $(cat "$T/err")"
 expect_rc 2 $P --model m --count 1 --keystore tpm2 --pkcs11-pin-file "$T/pin"
 grep -q "pkcs11-\* options need --keystore pkcs11" "$T/err" || fail "unclear message: $(cat "$T/err")"
+for bad in 3 3,600 0,600,1 3,0,1 3,600,1,4 a,b,c 3,600,-1; do
+    expect_rc 2 $P --model m --count 1 --keystore tpm2 --tpm2-lockout "$bad"
+    grep -q "tpm2-lockout takes TRIES,RECOVERY_S,LOCKOUT_RECOVERY_S" "$T/err" || fail "unclear message for $bad: $(cat "$T/err")"
+done
+expect_rc 2 $P --model m --count 1 --tpm2-lockout 3,600,1
+grep -q "tpm2-\* options need --keystore tpm2" "$T/err" || fail "unclear message: $(cat "$T/err")"
 expect_rc 2 $P --model m --count 1 --keystore tpm2 --tpm2-pin-file "$T/pin" --tpm2-pin-env X
 grep -q "give --tpm2-pin-file or --tpm2-pin-env, not both" "$T/err" || fail "unclear message: $(cat "$T/err")"
 # No TPM at this TCTI (a closed loopback port): a clear error, no device left.

@@ -18,16 +18,34 @@
 
 tpm_start main
 tpm_start other
-# Three tries, then locked; one failure forgiven every 600 s (0 would turn
-# the protection off); the lockout hierarchy's own recovery 1 s.
-tpm_tools main tpm2_dictionarylockout -s -n 3 -t 600 -l 1 >/dev/null || fail "cannot set the DA parameters"
-
-note "provision two devices with keys made in the TPM"
+note "a TPM whose dictionary-attack protection is off is refused"
 expect_rc 0 "$KEEL" factory init --dir "$T/f" --org Acme
+# A recovery interval of 0 turns the protection off: failures are not even counted.
+tpm_tools other tpm2_dictionarylockout -s -n 3 -t 0 -l 1 >/dev/null || fail "cannot set the DA parameters"
+# shellcheck disable=SC2046,SC2086
+expect_rc 1 env $(tpm_env other) "$KEEL" factory provision --dir "$T/f" --model cam-2 --count 1 --out "$T/off" \
+    --keystore tpm2 $FAST_ARGON
+grep -q "dictionary-attack protection is off (3 tries, recovery interval 0 s)" "$T/err" ||
+    fail "unclear refusal: $(cat "$T/err")"
+[ -z "$(ls "$T/off" | grep -v labels.csv)" ] || fail "a device was made on a TPM without DA protection"
+# shellcheck disable=SC2046,SC2086
+expect_rc 2 env $(tpm_env other) "$KEEL" factory provision --dir "$T/f" --model cam-2 --count 1 --out "$T/off" \
+    --keystore tpm2 --tpm2-lockout 3,0,1 $FAST_ARGON
+rm -rf "$T/off"
+
+note "provision two devices with keys made in the TPM; Keel sets the TPM's lockout: 3 tries, one forgiven per 600 s"
 # shellcheck disable=SC2086
 expect_rc 0 "$KEEL" factory provision --dir "$T/f" --model cam-2 --count 2 --out "$T/b" --keystore tpm2 \
-    $FAST_ARGON --json
+    --tpm2-lockout 3,600,1 $FAST_ARGON --json
 grep -q '"keystore": "tpm2"' "$T/out" || fail "the summary does not name the tpm2 keystore"
+python3 -c 'import json, sys
+l = json.load(open(sys.argv[1]))["tpm2_lockout"]
+sys.exit(not (l["max_tries"] == 3 and l["recovery_seconds"] == 600 and l["lockout_recovery_seconds"] == 1
+              and l["failures"] == 0 and l["in_lockout"] is False))' "$T/out" ||
+    fail "the summary does not show the lockout settings: $(cat "$T/out")"
+tpm_tools main tpm2_getcap properties-variable >"$T/cap"
+grep -q "TPM2_PT_MAX_AUTH_FAIL: 0x3$" "$T/cap" && grep -q "TPM2_PT_LOCKOUT_INTERVAL: 0x258$" "$T/cap" ||
+    { cat "$T/cap"; fail "the TPM's lockout settings were not applied"; }
 for d in "$T"/b/*/; do
     grep -q '^driver = tpm2$' "$d/keeld.conf" || fail "keeld.conf does not name the tpm2 driver"
     grep -q '^pin_file = keystore/tpm2.pin$' "$d/keeld.conf" || fail "keeld.conf does not name the PIN file"
