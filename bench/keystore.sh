@@ -42,7 +42,8 @@ for n in "$signs" "$rounds"; do
     '' | *[!0-9]* | 0) echo "bench/keystore: KEYSTORE_BENCH_SIGNS and _ROUNDS must be positive numbers" >&2; exit 1 ;;
     esac
 done
-export KEEL
+KEEL_SOURCE_DIR=$(cd "$here/.." && pwd)
+export KEEL KEEL_SOURCE_DIR
 
 # $T (removed on exit), fail, free_port; then the TPM's daemons, stopped on exit.
 . "$here/../tests/integration/lib.sh"

@@ -28,6 +28,7 @@ die() {
     exit 1
 }
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+. "$(cd "$(dirname "$0")/.." && pwd)/tests/integration/dbus_lib.sh"
 
 [ $# -eq 1 ] || { echo "usage: sh bench/update.sh BUILD_DIR" >&2; exit 2; }
 keel=$1/programs/keel/keel
@@ -242,21 +243,7 @@ device=$r/slot-b.img
 type=raw
 bootname=B
 EOF
-    # The policy of Debian's session.conf: without it the bus answers nothing.
-    cat >"$r/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=$r/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-EOF
+    dbus_private_conf "$r/bus" >"$r/bus.conf"
     bus_pid=$(dbus-daemon --config-file="$r/bus.conf" --fork --print-pid 2>"$r/bus.log") ||
         { rauc_why="dbus-daemon would not start"; bus_pid=''; return; }
     DBUS_SYSTEM_BUS_ADDRESS=unix:path=$r/bus

@@ -29,6 +29,9 @@
 # tpm2 provider runs out of them: the tests always go through tpm2-abrmd.
 # On a device, /dev/tpmrm0 (the kernel's resource manager) takes its place.
 
+: "${KEEL_SOURCE_DIR:?KEEL_SOURCE_DIR must point to the source tree}"
+. "$KEEL_SOURCE_DIR/tests/integration/dbus_lib.sh"
+
 TPM_TCTI="tabrmd:bus_type=session"
 TPM_NAMES=
 TPM_BASE=
@@ -160,21 +163,7 @@ tpm_start() {
     done
 
     # A private session bus: nobody owns it, root (the test) talks on it.
-    cat >"$_d/bus.conf" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path=$_d/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-EOF
+    dbus_private_conf "$_d/bus" >"$_d/bus.conf"
     _tpm_runas dbus-daemon --config-file="$_d/bus.conf" --fork --print-pid=1 >"$TPM_BASE/$_n.dbus.pid" \
         </dev/null || fail "tpm_start: dbus-daemon did not start"
     # setsid: its own process group, out of reach of the test's job control.
