@@ -121,20 +121,20 @@ keel_status_t keel_device_keystore_open(const keel_config_t *c, keel_keystore_t 
             k.dir = dir;
             k.kek_file = kek;
         }
-    } else if (strcmp(k.driver, "tpm2") == 0) {
-        k.pin_env = keel_config_str(c, "keystore", "pin_env");
-        k.tcti = keel_config_str(c, "keystore", "tcti");
-        if ((st = keel_config_path(c, "keystore", "dir", dir)) == KEEL_OK)
-            k.dir = dir;
-        if (st == KEEL_OK && keel_config_path(c, "keystore", "pin_file", pin) == KEEL_OK)
-            k.pin_file = pin;
     } else {
-        k.token = keel_config_str(c, "keystore", "token");
+        /* pkcs11 and tpm2: a PIN, and where the keys are */
         k.pin_env = keel_config_str(c, "keystore", "pin_env");
-        if ((st = keel_config_path(c, "keystore", "module", module)) == KEEL_OK)
-            k.module = module;
-        if (st == KEEL_OK && keel_config_path(c, "keystore", "pin_file", pin) == KEEL_OK)
+        if (keel_config_path(c, "keystore", "pin_file", pin) == KEEL_OK)
             k.pin_file = pin;
+        if (strcmp(k.driver, "tpm2") == 0) {
+            k.tcti = keel_config_str(c, "keystore", "tcti");
+            if ((st = keel_config_path(c, "keystore", "dir", dir)) == KEEL_OK)
+                k.dir = dir;
+        } else {
+            k.token = keel_config_str(c, "keystore", "token");
+            if ((st = keel_config_path(c, "keystore", "module", module)) == KEEL_OK)
+                k.module = module;
+        }
     }
     if (st != KEEL_OK)
         return keel_errorf(KEEL_ERR_CONFIG, "[keystore] is incomplete for driver %s", k.driver);
