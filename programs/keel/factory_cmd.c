@@ -274,6 +274,8 @@ static int cmd_provision(int argc, char **argv)
     if (o.keystore.pin_file != NULL && o.keystore.pin_env != NULL)
         return cli_usage(cmd, tpm2 ? "give --tpm2-pin-file or --tpm2-pin-env, not both"
                                    : "give --pkcs11-pin-file or --pkcs11-pin-env, not both");
+    if (o.tpm2_lockout_auth_file != NULL && o.tpm2_lockout_tries == 0)
+        return cli_usage(cmd, "--tpm2-lockout-auth-file goes with --tpm2-lockout");
     if ((tpm2_opt || o.keystore.tcti != NULL) && !tpm2)
         return cli_usage(cmd, "--tpm2-* options need --keystore tpm2");
     if (tpm2 && (o.keystore.module != NULL || o.keystore.token != NULL ||

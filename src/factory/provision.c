@@ -763,6 +763,10 @@ static keel_status_t check_opts(const keel_provision_opts_t *o)
 static keel_status_t tpm2_lockout_prepare(const keel_provision_opts_t *o, keel_provision_stats_t *stats)
 {
     keel_status_t st = KEEL_OK;
+    /* The keystore hands a configured TCTI to the provider through
+     * $TPM2OPENSSL_TCTI; set it here, before the device threads start. */
+    if (o->keystore.tcti != NULL && o->keystore.tcti[0] != '\0' && setenv("TPM2OPENSSL_TCTI", o->keystore.tcti, 1) != 0)
+        return keel_errorf(KEEL_ERR_NOMEM, "tpm2: cannot set the TCTI");
     if (o->tpm2_lockout_tries > 0) {
         char auth[256] = "";
         size_t n = 0;

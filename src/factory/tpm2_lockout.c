@@ -113,6 +113,15 @@ keel_status_t keel_tpm2_lockout_set(const char *tcti, const char *lockout_auth, 
                                                  ESYS_TR_NONE, max_tries, recovery_s, lockout_recovery_s);
         if (rc != TSS2_RC_SUCCESS)
             st = tss_error("setting the dictionary-attack parameters (is the lockout authorization right?)", rc);
+        /* ESYS keeps a copy of the authorization: overwrite it before it goes */
+        TPM2B_AUTH none;
+        memset(&none, 0, sizeof none);
+        none.size = (UINT16)sizeof none.buffer;
+        TSS2_RC wrc = Esys_TR_SetAuth(c.esys, ESYS_TR_RH_LOCKOUT, &none);
+        none.size = 0;
+        if (wrc == TSS2_RC_SUCCESS)
+            wrc = Esys_TR_SetAuth(c.esys, ESYS_TR_RH_LOCKOUT, &none);
+        (void)wrc; /* best effort: the connection closes next */
         conn_close(&c);
     }
     keel_wipe(&auth, sizeof auth);

@@ -47,8 +47,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TPM2_PIN_MAX 64  /* a TPM2B_AUTH holds up to the name-hash size (32 for SHA-256) in
-                          * most TPMs; the provider hashes longer values down */
+/* A key's authorization value is at most its name-hash size (SHA-256: 32
+ * bytes); the provider passes the PIN on as it is. */
+#define TPM2_PIN_MAX 32
 #define TPM2_BLOB_MAX 4096
 #define TPM2_TCTI_MAX 256
 #define TPM2_CACHE 8     /* keys kept loaded */
@@ -106,8 +107,10 @@ static keel_status_t tpm_error(keel_status_t st, const char *what)
     if ((rc & 0xfffu) == 0x921u)
         hint = "the TPM is in dictionary-attack lockout after too many wrong PINs (it forgives one failure per "
                "recovery interval; the owner of the lockout authorization can clear it)";
-    else if ((rc & 0x80u) != 0 && ((rc & 0x3fu) == 0x0eu || (rc & 0x3fu) == 0x22u))
+    else if ((rc & 0x80u) != 0 && (rc & 0x3fu) == 0x0eu)
         hint = "wrong PIN: the TPM refused the key's authorization value and counted a dictionary-attack failure";
+    else if ((rc & 0x80u) != 0 && (rc & 0x3fu) == 0x22u)
+        hint = "wrong PIN: the TPM refused the key's authorization value";
     else if ((rc & 0x80u) != 0 && (rc & 0x3fu) == 0x1fu)
         hint = "the key blob was not made by this TPM (or was altered)";
     if (hint != NULL)
@@ -178,10 +181,18 @@ static keel_status_t tpm2_open(const keel_keystore_config_t *cfg, void **state)
     tpm2_state_t *s = calloc(1, sizeof *s);
     if (s == NULL)
         return keel_errorf(KEEL_ERR_NOMEM, "out of memory");
-    if (pthread_mutex_init(&s->lock, NULL) != 0) {
+    /* Recursive: a bridge key freed while the lock is held (bridge_make's
+     * error path) takes it again to release its TPM key. */
+    pthread_mutexattr_t ma;
+    int locked = pthread_mutexattr_init(&ma) == 0;
+    if (!locked || pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE) != 0 ||
+        pthread_mutex_init(&s->lock, &ma) != 0) {
+        if (locked)
+            pthread_mutexattr_destroy(&ma);
         free(s);
         return keel_errorf(KEEL_ERR_NOMEM, "tpm2 keystore: cannot create a lock");
     }
+    pthread_mutexattr_destroy(&ma);
     keel_status_t st = keel_strlcpy(s->dir, cfg->dir, sizeof s->dir);
     if (st == KEEL_OK)
         st = keel_keystore_secret_read("tpm2: the PIN", cfg->pin_file, cfg->pin_env, s->pin,
@@ -404,14 +415,38 @@ static int bridge_index = -1;
 static EC_KEY_METHOD *bridge_method;
 static pthread_once_t bridge_once = PTHREAD_ONCE_INIT;
 
+/* The last reference to a TPM key flushes it from the TPM: under the lock,
+ * like every other use of the provider's TPM context. */
 static void bridge_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     (void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
     bridge_t *b = ptr;
     if (b == NULL)
         return;
+    pthread_mutex_lock(&b->s->lock);
     EVP_PKEY_free(b->key);
+    pthread_mutex_unlock(&b->s->lock);
     free(b);
+}
+
+/* A copied bridge key (EC_KEY_dup, EVP_PKEY_dup) gets its own reference to
+ * the TPM key; without this both copies would share, and free, one. */
+static int bridge_dup(CRYPTO_EX_DATA *to, const CRYPTO_EX_DATA *from, void **from_d, int idx, long argl,
+                      void *argp)
+{
+    (void)to, (void)from, (void)idx, (void)argl, (void)argp;
+    bridge_t *b = *from_d;
+    if (b == NULL)
+        return 1;
+    bridge_t *c = malloc(sizeof *c);
+    if (c == NULL || EVP_PKEY_up_ref(b->key) != 1) {
+        free(c);
+        *from_d = NULL;
+        return 0;
+    }
+    *c = *b;
+    *from_d = c;
+    return 1;
 }
 
 static keel_status_t bridge_sign_der(EC_KEY *ec, const unsigned char *dgst, int dlen, uint8_t *sig,
@@ -456,7 +491,7 @@ static ECDSA_SIG *bridge_sign_sig(const unsigned char *dgst, int dlen, const BIG
 
 static void bridge_init(void)
 {
-    bridge_index = EC_KEY_get_ex_new_index(0, NULL, NULL, NULL, bridge_free);
+    bridge_index = EC_KEY_get_ex_new_index(0, NULL, NULL, bridge_dup, bridge_free);
     EC_KEY_METHOD *m = EC_KEY_METHOD_new(EC_KEY_OpenSSL());
     if (bridge_index < 0 || m == NULL)
         return;
@@ -547,18 +582,28 @@ static keel_status_t seal_key(const uint8_t *z, size_t zlen, const uint8_t eph[P
     return st;
 }
 
-/* ECDH shared secret of `priv` and `peer` in library context lc. */
-static keel_status_t ecdh(OSSL_LIB_CTX *lc, const char *propq, EVP_PKEY *priv, EVP_PKEY *peer, uint8_t *z,
-                          size_t cap, size_t *zlen)
+#define P256_COORD 32
+
+/* ECDH shared secret (the x coordinate, always 32 bytes) of `priv` and
+ * `peer` in library context lc. A TPM may give x without its leading zero
+ * bytes: padded back, so both sides feed HKDF the same bytes. */
+static keel_status_t ecdh(OSSL_LIB_CTX *lc, const char *propq, EVP_PKEY *priv, EVP_PKEY *peer,
+                          uint8_t z[P256_COORD])
 {
     keel_status_t st = KEEL_OK;
-    size_t n = cap;
+    uint8_t buf[2 * P256_COORD];
+    size_t n = sizeof buf;
     EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_pkey(lc, priv, propq);
     if (c == NULL || EVP_PKEY_derive_init(c) != 1 || EVP_PKEY_derive_set_peer(c, peer) != 1 ||
-        EVP_PKEY_derive(c, z, &n) != 1)
+        EVP_PKEY_derive(c, buf, &n) != 1)
         st = tpm_error(KEEL_ERR_KEYSTORE, "tpm2: ECDH");
-    else
-        *zlen = n;
+    else if (n == 0 || n > P256_COORD)
+        st = keel_errorf(KEEL_ERR_KEYSTORE, "tpm2: ECDH gave %zu bytes, not %d", n, P256_COORD);
+    else {
+        memset(z, 0, P256_COORD - n);
+        memcpy(z + (P256_COORD - n), buf, n);
+    }
+    keel_wipe(buf, sizeof buf);
     EVP_PKEY_CTX_free(c);
     return st;
 }
@@ -600,8 +645,8 @@ static keel_status_t tpm2_seal(void *state, const char *label, const char *ad, c
 {
     tpm2_state_t *s = state;
     EVP_PKEY *wrap = NULL, *wrap_pub = NULL, *eph = NULL;
-    uint8_t z[66], key[KEEL_AEAD_KEY_LEN];
-    size_t zlen = 0, n = 0;
+    uint8_t z[P256_COORD], key[KEEL_AEAD_KEY_LEN];
+    size_t n = 0;
     pthread_mutex_lock(&s->lock);
     keel_status_t st = key_get(s, label, "tpm2wrap", &wrap);
     if (st == KEEL_ERR_NOT_FOUND) {
@@ -617,12 +662,12 @@ static keel_status_t tpm2_seal(void *state, const char *label, const char *ad, c
     if (st == KEEL_OK)
         st = keel_ec_generate(&eph);
     if (st == KEEL_OK)
-        st = ecdh(NULL, NULL, eph, wrap_pub, z, sizeof z, &zlen);
+        st = ecdh(NULL, NULL, eph, wrap_pub, z);
     out[0] = SEAL_VERSION;
     if (st == KEEL_OK)
         st = point_compress(eph, out + 1);
     if (st == KEEL_OK)
-        st = seal_key(z, zlen, out + 1, label, key);
+        st = seal_key(z, P256_COORD, out + 1, label, key);
     if (st == KEEL_OK)
         st = keel_aead_seal(key, ad, strlen(ad), secret, len, out + SEAL_HEAD, cap - SEAL_HEAD, &n);
     if (st == KEEL_OK)
@@ -641,8 +686,7 @@ static keel_status_t tpm2_unseal(void *state, const char *label, const char *ad,
     if (bloblen < SEAL_HEAD + KEEL_AEAD_OVERHEAD || blob[0] != SEAL_VERSION)
         return keel_errorf(KEEL_ERR_FORMAT, "tpm2: not a sealed blob of this keystore");
     EVP_PKEY *wrap = NULL, *peer = NULL;
-    uint8_t z[66], key[KEEL_AEAD_KEY_LEN];
-    size_t zlen = 0;
+    uint8_t z[P256_COORD], key[KEEL_AEAD_KEY_LEN];
     pthread_mutex_lock(&s->lock);
     keel_status_t st = key_get(s, label, "tpm2wrap", &wrap);
     /* The TPM wants the point whole: decompress in software first. */
@@ -659,10 +703,10 @@ static keel_status_t tpm2_unseal(void *state, const char *label, const char *ad,
         st = point_key(s->lc, "provider=tpm2", u, sizeof u, &peer);
     /* The receiver's half runs in the TPM (TPM2_ECDH_ZGen). */
     if (st == KEEL_OK)
-        st = ecdh(s->lc, "provider=tpm2", wrap, peer, z, sizeof z, &zlen);
+        st = ecdh(s->lc, "provider=tpm2", wrap, peer, z);
     pthread_mutex_unlock(&s->lock);
     if (st == KEEL_OK)
-        st = seal_key(z, zlen, blob + 1, label, key);
+        st = seal_key(z, P256_COORD, blob + 1, label, key);
     if (st == KEEL_OK)
         st = keel_aead_open(key, ad, strlen(ad), blob + SEAL_HEAD, bloblen - SEAL_HEAD, out, cap, outlen);
     keel_wipe(z, sizeof z);

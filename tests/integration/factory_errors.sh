@@ -43,6 +43,8 @@ for bad in 3 3,600 0,600,1 3,0,1 3,600,1,4 a,b,c 3,600,-1; do
 done
 expect_rc 2 $P --model m --count 1 --tpm2-lockout 3,600,1
 grep -q "tpm2-\* options need --keystore tpm2" "$T/err" || fail "unclear message: $(cat "$T/err")"
+expect_rc 2 $P --model m --count 1 --keystore tpm2 --tpm2-lockout-auth-file "$T/pin"
+grep -q "tpm2-lockout-auth-file goes with --tpm2-lockout" "$T/err" || fail "unclear message: $(cat "$T/err")"
 expect_rc 2 $P --model m --count 1 --keystore tpm2 --tpm2-pin-file "$T/pin" --tpm2-pin-env X
 grep -q "give --tpm2-pin-file or --tpm2-pin-env, not both" "$T/err" || fail "unclear message: $(cat "$T/err")"
 # No TPM at this TCTI (a closed loopback port): a clear error, no device left.

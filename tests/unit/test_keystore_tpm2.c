@@ -175,6 +175,15 @@ static void test_bridge_signs(void **state)
     size_t n = 0;
     assert_ok(keel_ecdsa_sign(priv, "msg", 3, sig, sizeof sig, &n));
     assert_ok(keel_ecdsa_verify(pub, "msg", 3, sig, n));
+    /* A copy holds its own reference to the TPM key: both sign, and freeing
+     * one leaves the other working. */
+    EVP_PKEY *copy = EVP_PKEY_dup(priv);
+    assert_non_null(copy);
+    assert_ok(keel_ecdsa_sign(copy, "copy", 4, sig, sizeof sig, &n));
+    assert_ok(keel_ecdsa_verify(pub, "copy", 4, sig, n));
+    EVP_PKEY_free(copy);
+    assert_ok(keel_ecdsa_sign(priv, "again", 5, sig, sizeof sig, &n));
+    assert_ok(keel_ecdsa_verify(pub, "again", 5, sig, n));
 
     X509 *x = X509_new();
     X509_NAME *name = X509_NAME_new();
@@ -425,6 +434,12 @@ static void test_bad_config(void **unused)
     assert_int_equal(keel_keystore_open(&c, &ks), KEEL_ERR_ARG);
     c = config(g_ks, "mssim:host=127.0.0.1\nport=1");
     assert_int_equal(keel_keystore_open(&c, &ks), KEEL_ERR_CONFIG);
+    /* longer than the key's name hash (32 bytes) */
+    assert_int_equal(setenv("KEEL_TEST_TPM2_LONG_PIN", "0123456789abcdef0123456789abcdef0", 1), 0);
+    c = config(g_ks, NULL);
+    c.pin_env = "KEEL_TEST_TPM2_LONG_PIN";
+    assert_int_equal(keel_keystore_open(&c, &ks), KEEL_ERR_CONFIG);
+    assert_non_null(strstr(keel_error_message(), "exceeds 32 bytes"));
     c = config(g_ks, NULL);
     c.pin_env = "KEEL_TEST_TPM2_NO_SUCH_PIN";
     assert_int_equal(keel_keystore_open(&c, &ks), KEEL_ERR_CONFIG);
