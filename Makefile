@@ -31,6 +31,7 @@ $(ASAN)/build.ninja:
 asan: deps $(ASAN)/build.ninja
 	@cmake --build $(ASAN) -j $(JOBS)
 	@cd $(ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	    KEEL_SANITIZED=1 ctest --output-on-failure -j $(JOBS) -LE tpm2 $(CTEST_FLAGS)
 
 demo: build
