@@ -423,9 +423,13 @@ static void bridge_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, lo
     bridge_t *b = ptr;
     if (b == NULL)
         return;
-    pthread_mutex_lock(&b->s->lock);
-    EVP_PKEY_free(b->key);
-    pthread_mutex_unlock(&b->s->lock);
+    if (b->s != NULL) {
+        pthread_mutex_lock(&b->s->lock);
+        EVP_PKEY_free(b->key);
+        pthread_mutex_unlock(&b->s->lock);
+    } else {
+        EVP_PKEY_free(b->key); /* bridge_make failed before it was tied to a keystore */
+    }
     free(b);
 }
 
