@@ -32,6 +32,18 @@ if [ -n "${KEEL_SANITIZED:-}" ]; then
     RSS_MAX=${HOSTILE_RSS_MAX_KIB:-1048576}
     P99=${HOSTILE_P99_MS:-2000}
 fi
+# With the device key in a TPM (the tpm2.* rerun), every TLS handshake waits
+# on keeld's loop for a TPM signature (docs/internals/keystore-tpm2.md,
+# Limits): under this flood, with swtpm, tpm2-abrmd and dbus-daemon on the
+# same 2 CPUs, p99 reached 3 s in CI. The rerun holds keeld to what must not
+# change under attack (up, every legitimate request answered, memory
+# bounded) and reports the latency. The tabrmd TCTI brings GLib and GIO
+# into keeld (5 MiB at rest), and connections queue while the loop waits:
+# 40 MiB.
+if [ "${KEEL_TEST_KEYSTORE:-}" = tpm2 ] && [ -z "${HOSTILE_REPORT:-}" ]; then
+    RSS_MAX=${HOSTILE_RSS_MAX_KIB:-40960}
+    P99=${HOSTILE_P99_MS:-10000}
+fi
 
 # 500 attack sockets plus the legitimate client's in one process.
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 2048 ] || ulimit -n 4096 2>/dev/null ||
